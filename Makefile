@@ -1,0 +1,28 @@
+# keras-prune: two commands, `make demo` and `make test`. Each creates .venv
+# when missing (Python >= 3.10, CPU wheels: torch==2.13.0, tensorflow-cpu).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BACKENDS ?= jax tensorflow torch
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m keras_prune.demo --out out/demo
+
+# Every test runs once per backend, each in its own process. pytest's exit
+# code 5 ("no tests collected") is not a failure.
+test: $(VENV)/.installed
+	@for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b $(PY) -m pytest -q -p no:cacheprovider tests; \
+	  rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
+	done
+
+.PHONY: install demo test

@@ -1,0 +1,26 @@
+"""keras-prune: magnitude-based weight pruning for Keras 3.
+
+tfmot's `tfmot.sparsity.keras` API on the JAX, TensorFlow and PyTorch
+backends. Change `import tensorflow_model_optimization as tfmot` /
+`tfmot.sparsity.keras.X` to `import keras_prune` / `keras_prune.X`.
+"""
+
+from keras_prune.callbacks import UpdatePruningStep
+from keras_prune.callbacks import model_sparsity
+from keras_prune.callbacks import pruning_step
+from keras_prune.masks import kept_count
+from keras_prune.masks import magnitude_mask
+from keras_prune.prune import prune_low_magnitude
+from keras_prune.prune import prune_scope
+from keras_prune.registry import PrunableLayer
+from keras_prune.registry import UnsupportedLayerError
+from keras_prune.schedules import ConstantSparsity
+from keras_prune.schedules import CosineDecay
+from keras_prune.schedules import ExponentialDecay
+from keras_prune.schedules import FunctionSchedule
+from keras_prune.schedules import PolynomialDecay
+from keras_prune.schedules import PruningSchedule
+from keras_prune.strip import strip_pruning
+from keras_prune.wrapper import PruneLowMagnitude
+
+__version__ = "0.1.0"

@@ -1,0 +1,77 @@
+"""The one place where keras-prune does something backend-specific.
+
+Everything else is written with `keras.ops`. Two operations need a fork,
+each measured (see docs/benchmarks.md):
+
+- `histogram`: `keras.ops.segment_sum` is a fast scatter-add under XLA (JAX,
+  TensorFlow) but 25x slower than `index_add_` on torch (460 ms vs 17 ms for
+  2^24 elements on 2 CPU cores).
+- `host_call`: running a Python schedule on the host from inside a compiled
+  step: `jax.pure_callback` on JAX, `tf.numpy_function` on TensorFlow, a
+  direct call on torch (eager).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def histogram(ids, num_bins):
+    """Counts of each value of the int32 vector `ids` in `[0, num_bins)`."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        ids = ops.convert_to_tensor(ids)
+        ones = torch.ones((1,), dtype=torch.int32, device=ids.device)
+        counts = torch.zeros((num_bins,), dtype=torch.int32, device=ids.device)
+        return counts.index_add_(0, ids, ones.expand(ids.shape[0]))
+    ones = ops.ones_like(ids, dtype="int32")
+    return ops.segment_sum(ones, ids, num_segments=num_bins)
+
+
+def host_call(fn, step):
+    """Runs `fn(numpy.int64 step) -> (bool, float32)` from a compiled step.
+
+    Args:
+        fn: Host function returning `(numpy bool, numpy float32)`.
+        step: Scalar int tensor.
+
+    Returns:
+        `(should_prune, sparsity)` as backend tensors (bool, float32).
+    """
+    backend = keras.backend.backend()
+
+    def wrapped(s):
+        p, v = fn(np.asarray(s).astype(np.int64).item())
+        return np.asarray(p, dtype=bool), np.asarray(v, dtype=np.float32)
+
+    if backend == "jax":
+        import jax
+
+        shapes = (
+            jax.ShapeDtypeStruct((), np.bool_),
+            jax.ShapeDtypeStruct((), np.float32),
+        )
+        return jax.pure_callback(wrapped, shapes, step)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        pred, value = tf.numpy_function(
+            wrapped, [step], [tf.bool, tf.float32], stateful=False
+        )
+        pred.set_shape(())
+        value.set_shape(())
+        return pred, value
+    pred, value = wrapped(ops.convert_to_numpy(step))
+    return ops.convert_to_tensor(pred), ops.convert_to_tensor(value)
+
+
+def cond(pred, true_fn, false_fn):
+    """`keras.ops.cond`, but a Python branch on torch.
+
+    `keras.ops.cond` creates a new named operation per call, which makes
+    `torch.compile` recompile every step; torch runs eagerly anyway.
+    """
+    if keras.backend.backend() == "torch":
+        return true_fn() if bool(pred) else false_fn()
+    return ops.cond(pred, true_fn, false_fn)

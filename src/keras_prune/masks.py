@@ -1,0 +1,198 @@
+"""Pure mask math: which weights to keep, given their magnitudes.
+
+`magnitude_mask` keeps exactly `kept_count(n, sparsity)` weights (tfmot's
+count), the largest magnitudes, breaking ties at the threshold by position
+(lowest flat index first). tfmot instead keeps every weight tied with the
+threshold, so a tensor that is already 75% zero gets an all-ones mask at
+target 0.5; here it gets exactly 50%.
+
+The threshold is found without sorting: non-negative float32 values order
+like their int32 bit patterns, so a radix select with two histogram passes
+(16 + 15 bits) finds the exact k-th largest magnitude. Together with one pass
+for the mask, that is about 3 passes over the tensor, on every backend, under
+`jit`, with fixed shapes. tfmot sorts the whole tensor at every update.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_prune import _backend
+
+_HI_BITS = 16
+_LO_BITS = 15
+_NONFINITE_BUCKET = 0x7F800000 >> _LO_BITS  # first bucket of Inf and NaN
+
+
+def kept_count(n, sparsity):
+    """Number of weights kept out of `n` at `sparsity` (tfmot's rule).
+
+    `max(round_half_even(float32(n) * (1 - float32(sparsity))), 1)`.
+
+    Args:
+        n: Number of weights (int or int tensor).
+        sparsity: Fraction to prune, in `[0, 1]`.
+
+    Returns:
+        An int32 tensor.
+
+    Example:
+
+    >>> int(keras_prune.kept_count(10, 0.25))   # round(7.5) -> 8
+    8
+    """
+    n = ops.cast(n, "float32")
+    one = ops.cast(1.0, "float32")
+    k = ops.round(n * (one - ops.cast(sparsity, "float32")))
+    return ops.cast(ops.maximum(k, one), "int32")
+
+
+def _find_bucket(counts, k):
+    """Bucket holding the k-th largest element, and the rank left inside it.
+
+    Args:
+        counts: int32 histogram, bucket 0 holds the smallest values.
+        k: 1-based rank from the top.
+
+    Returns:
+        `(bucket, rank inside the bucket, number of elements above it)`.
+    """
+    above = ops.sum(counts) - ops.cumsum(counts)
+    bucket = ops.sum(ops.cast(ops.greater_equal(above, k), "int32"))
+    n_above = ops.take(above, bucket)
+    return bucket, k - n_above, n_above
+
+
+def select_threshold(magnitude_bits, k):
+    """Exact k-th largest of non-negative float32 values given as int32 bits.
+
+    Args:
+        magnitude_bits: 1-D int32 tensor, bit patterns of `abs(w)` (float32).
+        k: int32 scalar, 1 <= k <= size.
+
+    Returns:
+        Tuple `(threshold_bits, n_greater, n_equal, n_nonfinite)`: the bits of
+        the k-th largest value, how many values are strictly greater, how
+        many are equal to it, and how many are Inf or NaN.
+    """
+    high = ops.right_shift(magnitude_bits, _LO_BITS)
+    counts = _backend.histogram(high, 1 << _HI_BITS)
+    n_nonfinite = ops.sum(counts[_NONFINITE_BUCKET:])
+    b_high, k_low, above_high = _find_bucket(counts, k)
+
+    low_mask = (1 << _LO_BITS) - 1
+    low = ops.where(
+        ops.equal(high, b_high),
+        ops.bitwise_and(magnitude_bits, low_mask),
+        1 << _LO_BITS,  # a dump bucket for everything outside `b_high`
+    )
+    counts_low = _backend.histogram(low, (1 << _LO_BITS) + 1)
+    counts_low = counts_low[: 1 << _LO_BITS]
+    b_low, _, above_low = _find_bucket(counts_low, k_low)
+
+    threshold = b_high * (1 << _LO_BITS) + b_low
+    return (
+        threshold,
+        above_high + above_low,
+        ops.take(counts_low, b_low),
+        n_nonfinite,
+    )
+
+
+def magnitude_bits(weights):
+    """Flat int32 bit patterns of `abs(float32(weights))`."""
+    flat = ops.reshape(ops.cast(weights, "float32"), (-1,))
+    return ops.view(ops.abs(flat), "int32")
+
+
+def mask_from_bits(bits, sparsity, shape):
+    """Mask keeping exactly `kept_count` of the values whose bits are given.
+
+    Args:
+        bits: Output of `magnitude_bits`.
+        sparsity: float32 scalar.
+        shape: Shape of the mask to return.
+
+    Returns:
+        `(mask, threshold, n_nonfinite)`: bool mask of `shape` (True = kept),
+        the float32 k-th largest magnitude, and the count of Inf/NaN values.
+    """
+    k = kept_count(ops.shape(bits)[0], sparsity)
+    threshold, n_greater, n_equal, n_nonfinite = select_threshold(bits, k)
+    n_ties_kept = k - n_greater
+
+    def keep_all_ties():
+        return ops.greater_equal(bits, threshold)
+
+    def keep_first_ties():
+        tied = ops.equal(bits, threshold)
+        rank = ops.cumsum(ops.cast(tied, "int32"))
+        first = ops.logical_and(tied, ops.less_equal(rank, n_ties_kept))
+        return ops.logical_or(ops.greater(bits, threshold), first)
+
+    flat = _backend.cond(
+        ops.equal(n_ties_kept, n_equal), keep_all_ties, keep_first_ties
+    )
+    threshold = ops.view(ops.cast(threshold, "int32"), "float32")
+    return ops.reshape(flat, shape), threshold, n_nonfinite
+
+
+def magnitude_mask(weights, sparsity):
+    """Mask that keeps the largest magnitudes, exactly to `sparsity`.
+
+    Keeps `max(round_half_even(n * (1 - sparsity)), 1)` weights of the `n`
+    (tfmot's count); every kept `|w|` is >= every pruned `|w|`, and ties are
+    broken by position (lowest flat index kept first), so the same weights
+    give the same mask on every backend, bit for bit. Sparsity is a fraction
+    of the whole tensor: a tensor already 50% zero at target 0.5 keeps all of
+    its non-zeros and nothing else.
+
+    Works on NumPy arrays (returns NumPy) and on backend tensors (returns a
+    tensor), including inside compiled functions.
+
+    Args:
+        weights: Float array or tensor of any shape.
+        sparsity: Fraction to prune, in `[0, 1]`.
+
+    Returns:
+        A bool array of the shape of `weights`, True where kept.
+
+    Raises:
+        ValueError: if `sparsity` is outside `[0, 1]`, or (eagerly) if
+            `weights` holds NaN or Inf.
+
+    Example:
+
+    >>> keras_prune.magnitude_mask(np.array([3., 1, 1, 1, 1, 3]), 0.5)
+    array([ True,  True, False, False, False,  True])
+    """
+    if isinstance(sparsity, (float, int, np.floating, np.integer)):
+        if not 0.0 <= float(sparsity) <= 1.0:
+            raise ValueError(
+                f"`sparsity` must be in [0, 1], got {sparsity!r}."
+            )
+    is_numpy = isinstance(weights, np.ndarray)
+    shape = ops.shape(weights)
+    if 0 in tuple(shape):
+        raise ValueError("Cannot compute a mask for an empty tensor.")
+    mask, _, n_nonfinite = mask_from_bits(
+        magnitude_bits(weights), sparsity, shape
+    )
+    if _is_eager(n_nonfinite):
+        n_bad = int(ops.convert_to_numpy(n_nonfinite))
+        if n_bad:
+            raise ValueError(
+                f"`weights` contains {n_bad} NaN or Inf value(s); a magnitude "
+                "mask would be meaningless. Fix the training divergence (lower "
+                "the learning rate, clip gradients) or restore a checkpoint."
+            )
+    if is_numpy:
+        return np.asarray(ops.convert_to_numpy(mask), dtype=bool)
+    return mask
+
+
+def _is_eager(x):
+    try:
+        ops.convert_to_numpy(x)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,569 @@
+"""Pruning schedules: when to recompute masks, and to which sparsity.
+
+A schedule is a small pure function of the training step. Calling it returns
+`(should_prune, sparsity)`:
+
+- `should_prune`: whether masks are recomputed at this step;
+- `sparsity`: the fraction of each pruned tensor (of the *whole* tensor) that
+  is zero after that recomputation.
+
+The built-in schedules give exactly the values of tfmot 0.8.1 (float32
+arithmetic), accept the same arguments and raise the same validation errors.
+They are evaluated inside the compiled train step on every backend.
+
+Any other `PruningSchedule` subclass, for example one written for tfmot with
+`tf.math`, or one written with plain Python and NumPy, is evaluated on the
+host (CPU Python) from inside the compiled step, once per training step, and
+may return Python, NumPy or any backend's scalar tensors.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+_PACKAGE = "keras_prune"
+
+
+def _is_host_value(x):
+    return isinstance(x, (int, float, bool, np.generic, np.ndarray))
+
+
+def _math(step):
+    """Returns `(xp, cast)` for host (NumPy) or in-graph (`keras.ops`) math."""
+    if _is_host_value(step):
+        return np, lambda x, dtype: np.asarray(x).astype(dtype)
+    return ops, ops.cast
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PruningSchedule:
+    """Base class of pruning schedules (tfmot's contract).
+
+    Subclasses implement `__call__(step) -> (should_prune, sparsity)` and
+    `get_config()`. The helpers `_validate_step`, `_validate_sparsity` and
+    `_should_prune_in_step` behave as tfmot's, so a schedule written for
+    `tfmot.sparsity.keras.PruningSchedule` runs unchanged after changing the
+    import.
+
+    Class attribute `in_graph`: `True` when `__call__` only uses `keras.ops`
+    (or plain arithmetic that works on backend tensors), so it can run inside
+    the compiled train step. The default `False` evaluates the schedule on the
+    host with a NumPy integer step, which works for schedules written with
+    `math`, NumPy, or TensorFlow ops on any backend.
+
+    Example:
+
+    ```python
+    class EveryOtherStep(keras_prune.PruningSchedule):
+        def __init__(self, sparsity, begin_step, end_step):
+            self.sparsity = sparsity
+            self.begin_step = begin_step
+            self.end_step = end_step
+
+        def __call__(self, step):
+            prune = self._should_prune_in_step(
+                step, self.begin_step, self.end_step, 2)
+            return prune, self.sparsity
+
+        def get_config(self):
+            return {"class_name": "EveryOtherStep",
+                    "config": {"sparsity": self.sparsity,
+                               "begin_step": self.begin_step,
+                               "end_step": self.end_step}}
+    ```
+    """
+
+    in_graph = False
+
+    def __call__(self, step):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement "
+            "`__call__(step) -> (should_prune, sparsity)`."
+        )
+
+    def get_config(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `get_config()` returning "
+            "{'class_name': ..., 'config': {...}} to be saved."
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        if "config" in config and "class_name" in config:
+            config = config["config"]
+        return cls(**config)
+
+    @staticmethod
+    def _should_prune_in_step(step, begin_step, end_step, frequency):
+        """Whether `step` is an update step of `[begin, end]` every `frequency`.
+
+        Both ends are inclusive, `end_step=-1` means forever, and the frequency
+        counts from `begin_step` (tfmot's rule).
+        """
+        xp, _ = _math(step)
+        is_in_range = xp.greater_equal(step, begin_step)
+        if end_step >= 0:
+            is_in_range = xp.logical_and(
+                is_in_range, xp.less_equal(step, end_step)
+            )
+        on_frequency = xp.equal(xp.mod(step - begin_step, frequency), 0)
+        return xp.logical_and(is_in_range, on_frequency)
+
+    @staticmethod
+    def _validate_step(begin_step, end_step, frequency, allow_negative_1):
+        if begin_step < 0:
+            raise ValueError("begin_step should be >= 0")
+        if not allow_negative_1 and end_step == -1:
+            raise ValueError("end_step cannot be -1.")
+        if end_step != -1:
+            if end_step < 0:
+                raise ValueError("end_step can be -1 or >= 0")
+            if end_step < begin_step:
+                raise ValueError(
+                    "begin_step should be <= end_step if end_step != -1"
+                )
+        if frequency <= 0:
+            raise ValueError("frequency should be > 0")
+
+    @staticmethod
+    def _validate_sparsity(sparsity, variable_name):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError("{} must be in range [0,1)".format(variable_name))
+
+    def _config(self, **config):
+        return {"class_name": type(self).__name__, "config": config}
+
+    def __repr__(self):
+        try:
+            args = self.get_config()["config"]
+        except Exception:
+            return f"{type(self).__name__}()"
+        inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        return f"{type(self).__name__}({inner})"
+
+
+def _as_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"`{name}` must be an integer step count, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    return int(value)
+
+
+class _RampSchedule(PruningSchedule):
+    """Sparsity moves from `initial` to `final` over `[begin_step, end_step]`.
+
+    Subclasses define `_shape(one_minus_p, xp)`: the weight of
+    `initial_sparsity` at progress `p` (1 at `p=0`, 0 at `p=1`).
+    """
+
+    in_graph = True
+
+    def __init__(
+        self, initial_sparsity, final_sparsity, begin_step, end_step, frequency
+    ):
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
+        self.begin_step = _as_int(begin_step, "begin_step")
+        self.end_step = _as_int(end_step, "end_step")
+        self.frequency = _as_int(frequency, "frequency")
+        self._validate_step(
+            self.begin_step, self.end_step, self.frequency, False
+        )
+        self._validate_sparsity(initial_sparsity, "initial_sparsity")
+        self._validate_sparsity(final_sparsity, "final_sparsity")
+
+    def _progress(self, step):
+        xp, cast = _math(step)
+        span = self.end_step - self.begin_step
+        if span == 0:
+            # Deliberate fix: tfmot divides 0 by 0 here and trains on NaN.
+            p = cast(xp.greater_equal(step, self.begin_step), "float32")
+        else:
+            p = cast(step - self.begin_step, "float32") / cast(span, "float32")
+        return xp.minimum(
+            cast(1.0, "float32"), xp.maximum(cast(0.0, "float32"), p)
+        )
+
+    def __call__(self, step):
+        xp, cast = _math(step)
+        one_minus_p = cast(1.0, "float32") - self._progress(step)
+        weight = self._shape(one_minus_p, xp, cast)
+        gap = cast(self.initial_sparsity - self.final_sparsity, "float32")
+        sparsity = gap * weight + cast(self.final_sparsity, "float32")
+        should_prune = self._should_prune_in_step(
+            step, self.begin_step, self.end_step, self.frequency
+        )
+        return should_prune, sparsity
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PolynomialDecay(_RampSchedule):
+    """Sparsity grows polynomially from `initial_sparsity` to `final_sparsity`.
+
+    `sparsity(step) = final + (initial - final) * (1 - p) ** power`, with
+    `p = clip((step - begin_step) / (end_step - begin_step), 0, 1)`, computed
+    in float32 exactly as tfmot does. Masks are recomputed every `frequency`
+    steps from `begin_step` through `end_step` (inclusive).
+
+    `initial_sparsity=0.5` means that the first update, at `begin_step`, prunes
+    50% of every pruned tensor; later updates raise that to `final_sparsity`.
+    Unlike tfmot, `begin_step == end_step` is valid: the sparsity is
+    `final_sparsity` from `begin_step` on (tfmot gives NaN).
+
+    Args:
+        initial_sparsity: Sparsity in `[0, 1)` at `begin_step`.
+        final_sparsity: Sparsity in `[0, 1)` at and after `end_step`.
+        begin_step: First step at which masks are computed.
+        end_step: Last step of the ramp (`>= begin_step`, not -1).
+        power: Exponent of the decay (3 = tfmot's default, cubic).
+        frequency: Masks are recomputed every `frequency` steps.
+
+    Example:
+
+    >>> s = keras_prune.PolynomialDecay(0.5, 0.9, 2000, 10000)
+    >>> s(2100)
+    (True, 0.51481324)
+    """
+
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        power=3,
+        frequency=100,
+    ):
+        super().__init__(
+            initial_sparsity, final_sparsity, begin_step, end_step, frequency
+        )
+        self.power = power
+
+    def _shape(self, one_minus_p, xp, cast):
+        if isinstance(self.power, (int, np.integer)) and 0 <= self.power <= 8:
+            # Repeated products are exact IEEE float32 on every backend, so
+            # all backends see the same bits.
+            result = cast(1.0, "float32")
+            for _ in range(int(self.power)):
+                result = result * one_minus_p
+            return result
+        return xp.power(one_minus_p, cast(self.power, "float32"))
+
+    def get_config(self):
+        return self._config(
+            initial_sparsity=self.initial_sparsity,
+            final_sparsity=self.final_sparsity,
+            power=self.power,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            frequency=self.frequency,
+        )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConstantSparsity(PruningSchedule):
+    """The same sparsity at every update, every `frequency` steps.
+
+    Args:
+        target_sparsity: Sparsity in `[0, 1)`.
+        begin_step: First step at which masks are computed.
+        end_step: Last step at which masks may be computed; -1 (default)
+            means until training ends.
+        frequency: Masks are recomputed every `frequency` steps, counted from
+            `begin_step`.
+
+    Example:
+
+    >>> s = keras_prune.ConstantSparsity(0.5, begin_step=7, end_step=100,
+    ...                                  frequency=10)
+    >>> [bool(s(t)[0]) for t in (7, 10, 17, 97, 100)]
+    [True, False, True, True, False]
+    """
+
+    in_graph = True
+
+    def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
+        self.target_sparsity = target_sparsity
+        self.begin_step = _as_int(begin_step, "begin_step")
+        self.end_step = _as_int(end_step, "end_step")
+        self.frequency = _as_int(frequency, "frequency")
+        self._validate_step(self.begin_step, self.end_step, self.frequency, True)
+        self._validate_sparsity(target_sparsity, "target_sparsity")
+
+    def __call__(self, step):
+        _, cast = _math(step)
+        should_prune = self._should_prune_in_step(
+            step, self.begin_step, self.end_step, self.frequency
+        )
+        return should_prune, cast(self.target_sparsity, "float32")
+
+    def get_config(self):
+        return self._config(
+            target_sparsity=self.target_sparsity,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            frequency=self.frequency,
+        )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ExponentialDecay(_RampSchedule):
+    """Density (1 - sparsity) decays geometrically toward its floor.
+
+    The gap between the current density and the final density shrinks by the
+    same factor at every step of the ramp, normalised so that the schedule
+    reaches `final_sparsity` exactly at `end_step`:
+    `gap(p) = gap(0) * (decay ** p - decay) / (1 - decay)`.
+    Most weights go early, when the network can still recover; late updates
+    are small.
+
+    Args:
+        initial_sparsity: Sparsity in `[0, 1)` at `begin_step`.
+        final_sparsity: Sparsity in `[0, 1)` at and after `end_step`.
+        begin_step: First step at which masks are computed.
+        end_step: Last step of the ramp.
+        decay: In `(0, 1)`; the smaller, the earlier the pruning. 0.05 means
+            that the remaining gap shrinks 20x over the ramp before the
+            normalisation.
+        frequency: Masks are recomputed every `frequency` steps.
+
+    Example:
+
+    >>> s = keras_prune.ExponentialDecay(0.0, 0.9, 0, 1000, decay=0.05)
+    >>> float(s(500)[1]) > 0.9 * 0.5
+    True
+    """
+
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        decay=0.05,
+        frequency=100,
+    ):
+        super().__init__(
+            initial_sparsity, final_sparsity, begin_step, end_step, frequency
+        )
+        if not 0.0 < decay < 1.0:
+            raise ValueError(
+                f"decay must be in range (0,1), got {decay!r}. Smaller values "
+                "prune earlier; try 0.05."
+            )
+        self.decay = decay
+
+    def _shape(self, one_minus_p, xp, cast):
+        d = cast(self.decay, "float32")
+        p = cast(1.0, "float32") - one_minus_p
+        return (xp.power(d, p) - d) / (cast(1.0, "float32") - d)
+
+    def get_config(self):
+        return self._config(
+            initial_sparsity=self.initial_sparsity,
+            final_sparsity=self.final_sparsity,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            decay=self.decay,
+            frequency=self.frequency,
+        )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CosineDecay(_RampSchedule):
+    """Sparsity follows half a cosine from `initial` to `final` sparsity.
+
+    `sparsity = final + (initial - final) * (1 + cos(pi * p)) / 2`: slow at
+    both ends of the ramp, fastest in the middle.
+
+    Args:
+        initial_sparsity: Sparsity in `[0, 1)` at `begin_step`.
+        final_sparsity: Sparsity in `[0, 1)` at and after `end_step`.
+        begin_step: First step at which masks are computed.
+        end_step: Last step of the ramp.
+        frequency: Masks are recomputed every `frequency` steps.
+
+    Example:
+
+    >>> s = keras_prune.CosineDecay(0.0, 0.8, 0, 1000)
+    >>> round(float(s(500)[1]), 6)
+    0.4
+    """
+
+    def __init__(
+        self, initial_sparsity, final_sparsity, begin_step, end_step,
+        frequency=100,
+    ):
+        super().__init__(
+            initial_sparsity, final_sparsity, begin_step, end_step, frequency
+        )
+
+    def _shape(self, one_minus_p, xp, cast):
+        p = cast(1.0, "float32") - one_minus_p
+        half = cast(0.5, "float32")
+        return half + half * xp.cos(cast(math.pi, "float32") * p)
+
+    def get_config(self):
+        return self._config(
+            initial_sparsity=self.initial_sparsity,
+            final_sparsity=self.final_sparsity,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            frequency=self.frequency,
+        )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FunctionSchedule(PruningSchedule):
+    """Turns any Python function `step -> sparsity` into a schedule.
+
+    The function receives the step as a Python `int` and returns a number in
+    `[0, 1)`. Masks are recomputed every `frequency` steps from `begin_step`
+    through `end_step` (-1: forever). The function runs on the host, so it may
+    use anything: `math`, NumPy, a lookup table.
+
+    To save a model that uses it, register the function with
+    `keras.saving.register_keras_serializable()` (lambdas cannot be saved).
+
+    Args:
+        fn: Callable `step -> sparsity`.
+        begin_step: First update step.
+        end_step: Last possible update step, or -1.
+        frequency: Steps between updates.
+
+    Example:
+
+    ```python
+    schedule = keras_prune.FunctionSchedule(
+        lambda step: min(0.9, step / 1000), begin_step=0, end_step=1000,
+        frequency=50)
+    ```
+    """
+
+    def __init__(self, fn, begin_step=0, end_step=-1, frequency=100):
+        if isinstance(fn, dict):
+            fn = keras.saving.deserialize_keras_object(fn)
+        if not callable(fn):
+            raise TypeError(
+                f"`fn` must be a callable step -> sparsity, got {fn!r}."
+            )
+        self.fn = fn
+        self.begin_step = _as_int(begin_step, "begin_step")
+        self.end_step = _as_int(end_step, "end_step")
+        self.frequency = _as_int(frequency, "frequency")
+        self._validate_step(self.begin_step, self.end_step, self.frequency, True)
+
+    def __call__(self, step):
+        should_prune = self._should_prune_in_step(
+            step, self.begin_step, self.end_step, self.frequency
+        )
+        sparsity = float(self.fn(int(step)))
+        self._validate_sparsity(sparsity, f"fn({int(step)})")
+        return should_prune, np.float32(sparsity)
+
+    def get_config(self):
+        return self._config(
+            fn=keras.saving.serialize_keras_object(self.fn),
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            frequency=self.frequency,
+        )
+
+
+def evaluate(schedule, step):
+    """Evaluates `schedule` at a Python integer `step` on the host.
+
+    Whatever the schedule returns (Python, NumPy, or a scalar tensor of any
+    backend or of TensorFlow) is converted to `(bool, numpy.float32)`.
+
+    Args:
+        schedule: A `PruningSchedule`.
+        step: Python integer step.
+
+    Returns:
+        Tuple `(should_prune: bool, sparsity: numpy.float32)`.
+    """
+    result = schedule(np.int64(step))
+    try:
+        should_prune, sparsity = result
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{type(schedule).__name__}.__call__ must return a pair "
+            f"(should_prune, sparsity); got {result!r}."
+        ) from None
+    return bool(to_host(should_prune)), np.float32(to_host(sparsity))
+
+
+def to_host(x):
+    """Converts a Python, NumPy, TF, JAX or torch scalar to a NumPy value."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    if hasattr(x, "numpy"):
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def get(identifier):
+    """Returns a schedule from an instance, a config dict or a string.
+
+    Strings are Python-like calls of a built-in schedule, e.g.
+    `"PolynomialDecay(0.5, 0.9, 2000, 10000, frequency=100)"`.
+    """
+    if isinstance(identifier, PruningSchedule):
+        return identifier
+    if isinstance(identifier, dict):
+        if "module" in identifier or "registered_name" in identifier:
+            return keras.saving.deserialize_keras_object(identifier)
+        cls = _BUILTINS.get(identifier.get("class_name"))
+        if cls is None:
+            raise ValueError(
+                f"Unknown schedule class {identifier.get('class_name')!r}. "
+                f"Built-ins: {sorted(_BUILTINS)}; register custom schedules "
+                "with keras.saving.register_keras_serializable()."
+            )
+        return cls.from_config(identifier["config"])
+    if isinstance(identifier, str):
+        return _parse(identifier)
+    raise TypeError(
+        "`pruning_schedule` must be a keras_prune.PruningSchedule (e.g. "
+        "keras_prune.PolynomialDecay(0.0, 0.9, 0, 1000)), got "
+        f"{identifier!r} of type {type(identifier).__name__}."
+    )
+
+
+def _parse(text):
+    import ast
+
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"Cannot parse schedule {text!r}: {e.msg}.") from None
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+        raise ValueError(
+            f"Expected a schedule call like 'PolynomialDecay(0.5, 0.9, 2000, "
+            f"10000)', got {text!r}."
+        )
+    cls = _BUILTINS.get(node.func.id)
+    if cls is None:
+        raise ValueError(
+            f"Unknown schedule {node.func.id!r}; choose one of "
+            f"{sorted(_BUILTINS)}."
+        )
+    try:
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except ValueError:
+        raise ValueError(
+            f"Schedule arguments must be literal numbers in {text!r}."
+        ) from None
+    return cls(*args, **kwargs)
+
+
+_BUILTINS = {
+    c.__name__: c
+    for c in (PolynomialDecay, ConstantSparsity, ExponentialDecay, CosineDecay)
+}
