@@ -51,6 +51,9 @@ TFMOT_REQUIREMENTS = (
 # that a half-finished venv (interrupted pip) is repaired on the next call.
 _READY_MARKER = ".tfmot-ready"
 
+# Tasks implemented by `_tfmot_reference.py`.
+TFMOT_TASKS = ("train_overhead", "accuracy", "mask_sort", "compress")
+
 
 def _resolve_venv_path(path):
     if os.path.isabs(path):
@@ -187,7 +190,12 @@ def run_tfmot(task, *, venv_path=".venv-tfmot", timeout=None, **kwargs):
     Raises:
         RuntimeError: If the environment cannot be created, the task fails,
             or its output does not end with a JSON object.
+        ValueError: If `task` is not one of the known tasks.
     """
+    if task not in TFMOT_TASKS:
+        raise ValueError(
+            f"Unknown tfmot task {task!r}. Expected one of {TFMOT_TASKS}."
+        )
     python = ensure_tfmot_venv(venv_path)
     env = dict(os.environ)
     env["TF_USE_LEGACY_KERAS"] = "1"

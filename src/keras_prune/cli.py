@@ -1,0 +1,197 @@
+"""The `keras-prune` command.
+
+    keras-prune schedule "PolynomialDecay(0.5, 0.9, 2000, 10000)" [--plot F]
+    keras-prune prune MODEL.keras --data DATA.npz --sparsity 0.9 --epochs N \
+        [--schedule "..."] -o OUT.keras
+    keras-prune strip IN.keras OUT.keras
+    keras-prune inspect MODEL.keras [--json]
+    keras-prune demo [--out DIR]
+"""
+
+import argparse
+import json
+import sys
+
+
+def _schedule(args):
+    from keras_prune import explain
+    from keras_prune import schedules
+
+    schedule = schedules.get(args.schedule)
+    print(explain.describe_schedule(schedule, stop=args.steps,
+                                    max_rows=args.rows))
+    if args.plot:
+        explain.plot_schedule(schedule, path=args.plot, stop=args.steps)
+        print(f"\nPlot written to {args.plot}")
+    return 0
+
+
+def _load_npz(path):
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot read --data {path!r}: {e}") from None
+    missing = [k for k in ("x", "y") if k not in data.files]
+    if missing:
+        raise SystemExit(
+            f"error: --data {path!r} must hold arrays 'x' and 'y' (optional "
+            f"'x_val', 'y_val'); missing {missing}, found {data.files}."
+        )
+    val = None
+    if "x_val" in data.files and "y_val" in data.files:
+        val = (data["x_val"], data["y_val"])
+    return data["x"], data["y"], val
+
+
+def _prune(args):
+    import keras
+
+    import keras_prune
+    from keras_prune import explain
+    from keras_prune import schedules
+
+    x, y, val = _load_npz(args.data)
+    try:
+        model = keras.saving.load_model(args.model)
+    except Exception as e:
+        raise SystemExit(f"error: cannot load model {args.model!r}: {e}")
+    batches = -(-len(x) // args.batch_size)
+    total = batches * args.epochs
+    if args.schedule:
+        schedule = schedules.get(args.schedule)
+    else:
+        end = max(int(0.7 * total), 0)
+        schedule = keras_prune.PolynomialDecay(
+            0.0, args.sparsity, 0, end, frequency=max(1, min(100, end // 10 or 1))
+        )
+    print(f"schedule: {schedule!r} over {total} steps")
+    compile_config = model.get_compile_config() if model.compiled else None
+    pruned = keras_prune.prune_low_magnitude(model, pruning_schedule=schedule)
+    if compile_config and not args.loss:
+        pruned.compile_from_config(compile_config)
+        if args.learning_rate is not None:
+            pruned.optimizer.learning_rate = args.learning_rate
+    else:
+        if not args.loss:
+            raise SystemExit(
+                "error: the model has no compile config; pass --loss (e.g. "
+                "sparse_categorical_crossentropy) and optionally --optimizer "
+                "and --metrics."
+            )
+        optimizer = keras.optimizers.get(args.optimizer)
+        if args.learning_rate is not None:
+            optimizer.learning_rate = args.learning_rate
+        pruned.compile(optimizer=optimizer, loss=args.loss,
+                       metrics=args.metrics or None)
+    pruned.fit(
+        x, y, batch_size=args.batch_size, epochs=args.epochs,
+        validation_data=val, verbose=args.verbose,
+        callbacks=[keras_prune.UpdatePruningStep()],
+    )
+    out = pruned if args.keep_wrappers else keras_prune.strip_pruning(pruned)
+    out.save(args.output)
+    print()
+    print(explain.format_report(explain.sparsity_report(pruned)))
+    print(f"\nsaved {'pruned' if args.keep_wrappers else 'stripped'} model "
+          f"to {args.output}")
+    return 0
+
+
+def _strip(args):
+    import keras
+
+    import keras_prune
+
+    model = keras.saving.load_model(args.input)
+    keras_prune.strip_pruning(model).save(args.output)
+    print(f"stripped {args.input} -> {args.output}")
+    return 0
+
+
+def _inspect(args):
+    import keras
+
+    from keras_prune import explain
+
+    model = keras.saving.load_model(args.model)
+    rows = explain.sparsity_report(model)
+    if args.json:
+        print(json.dumps(rows, default=list, indent=1))
+    else:
+        print(explain.format_report(rows))
+    return 0
+
+
+def _demo(args):
+    from keras_prune import demo
+
+    return demo.main(["--out", args.out])
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-prune",
+        description="Magnitude-based weight pruning for Keras 3.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "schedule",
+        help="print (and plot) the steps at which masks are recomputed",
+    )
+    p.add_argument("schedule", help='e.g. "PolynomialDecay(0.5, 0.9, 2000, 10000)"')
+    p.add_argument("--plot", metavar="FILE.png")
+    p.add_argument("--steps", type=int, default=None,
+                   help="last step shown (default: past the last update)")
+    p.add_argument("--rows", type=int, default=12,
+                   help="updates listed before condensing")
+    p.set_defaults(fn=_schedule)
+
+    p = sub.add_parser("prune", help="fine-tune a saved model with pruning")
+    p.add_argument("model")
+    p.add_argument("--data", required=True,
+                   help="npz with x, y (optional x_val, y_val)")
+    p.add_argument("--sparsity", type=float, default=0.9)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--schedule", default=None,
+                   help="overrides --sparsity, e.g. \"ConstantSparsity(0.8, 0)\"")
+    p.add_argument("--loss", default=None)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--metrics", nargs="*", default=None)
+    p.add_argument("--keep-wrappers", action="store_true",
+                   help="save the pruned model (resumable) instead of stripping")
+    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(fn=_prune)
+
+    p = sub.add_parser("strip", help="remove pruning wrappers from a .keras file")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(fn=_strip)
+
+    p = sub.add_parser("inspect", help="per-layer sparsity table of a model")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_inspect)
+
+    p = sub.add_parser("demo", help="train, prune, strip and save on digits")
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(fn=_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
