@@ -7,8 +7,9 @@ A schedule is a small pure function of the training step. Calling it returns
 - `sparsity`: the fraction of each pruned tensor (of the *whole* tensor) that
   is zero after that recomputation.
 
-The built-in schedules give exactly the values of tfmot 0.8.1 (float32
-arithmetic), accept the same arguments and raise the same validation errors.
+The built-in schedules give tfmot 0.8.1's values (float32 arithmetic; equal
+to tfmot's within 1.2e-7, and bit-identical on JAX, TensorFlow and torch),
+accept the same arguments and raise the same validation errors.
 They are evaluated inside the compiled train step on every backend.
 
 Any other `PruningSchedule` subclass, for example one written for tfmot with
@@ -35,6 +36,20 @@ def _math(step):
     if _is_host_value(step):
         return np, lambda x, dtype: np.asarray(x).astype(dtype)
     return ops, ops.cast
+
+
+def _opaque(xp, value, guard):
+    """`value`, hidden from compiler rewrites that change float32 rounding.
+
+    XLA (JAX, TensorFlow) rewrites `x / constant` as `x * (1 / constant)` and
+    contracts `a * b + c` into one fused multiply-add. Both can change the
+    last bit, so compiled values would differ from host (NumPy) and eager
+    torch values. `where(isfinite(guard), value, 0)`, with a finite `guard`
+    computed from the step, is `value`, but the compiler cannot prove it.
+    """
+    if xp is np:
+        return value
+    return ops.where(ops.isfinite(guard), value, ops.zeros_like(value))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -161,6 +176,10 @@ class _RampSchedule(PruningSchedule):
     """
 
     in_graph = True
+    # Return exactly `float32(initial_sparsity)` up to `begin_step`, where
+    # `final + (initial - final) * 1` can be an ulp off. False for
+    # PolynomialDecay, whose values are tfmot's.
+    _exact_initial = False
 
     def __init__(
         self, initial_sparsity, final_sparsity, begin_step, end_step, frequency
@@ -183,17 +202,30 @@ class _RampSchedule(PruningSchedule):
             # Deliberate fix: tfmot divides 0 by 0 here and trains on NaN.
             p = cast(xp.greater_equal(step, self.begin_step), "float32")
         else:
-            p = cast(step - self.begin_step, "float32") / cast(span, "float32")
+            elapsed = cast(step - self.begin_step, "float32")
+            p = elapsed / _opaque(xp, cast(span, "float32"), elapsed)
         return xp.minimum(
             cast(1.0, "float32"), xp.maximum(cast(0.0, "float32"), p)
         )
 
     def __call__(self, step):
         xp, cast = _math(step)
-        one_minus_p = cast(1.0, "float32") - self._progress(step)
+        progress = self._progress(step)
+        one_minus_p = cast(1.0, "float32") - progress
         weight = self._shape(one_minus_p, xp, cast)
         gap = cast(self.initial_sparsity - self.final_sparsity, "float32")
-        sparsity = gap * weight + cast(self.final_sparsity, "float32")
+        scaled = gap * weight
+        sparsity = _opaque(xp, scaled, scaled) + cast(
+            self.final_sparsity, "float32"
+        )
+        if self._exact_initial:
+            sparsity = xp.where(
+                xp.less_equal(progress, cast(0.0, "float32")),
+                cast(self.initial_sparsity, "float32"),
+                sparsity,
+            )
+            if xp is np:
+                sparsity = sparsity[()]  # a NumPy scalar, like the others
         should_prune = self._should_prune_in_step(
             step, self.begin_step, self.end_step, self.frequency
         )
@@ -206,7 +238,9 @@ class PolynomialDecay(_RampSchedule):
 
     `sparsity(step) = final + (initial - final) * (1 - p) ** power`, with
     `p = clip((step - begin_step) / (end_step - begin_step), 0, 1)`, computed
-    in float32 exactly as tfmot does. Masks are recomputed every `frequency`
+    in float32 as tfmot does (integer powers by repeated products, so every
+    backend gives the same bits; tfmot's `tf.pow` can differ by 1-2 ulp,
+    under 1.2e-7). Masks are recomputed every `frequency`
     steps from `begin_step` through `end_step` (inclusive).
 
     `initial_sparsity=0.5` means that the first update, at `begin_step`, prunes
@@ -338,6 +372,8 @@ class ExponentialDecay(_RampSchedule):
     True
     """
 
+    _exact_initial = True
+
     def __init__(
         self,
         initial_sparsity,
@@ -360,7 +396,9 @@ class ExponentialDecay(_RampSchedule):
     def _shape(self, one_minus_p, xp, cast):
         d = cast(self.decay, "float32")
         p = cast(1.0, "float32") - one_minus_p
-        return (xp.power(d, p) - d) / (cast(1.0, "float32") - d)
+        return (xp.power(d, p) - d) / _opaque(
+            xp, cast(1.0, "float32") - d, p
+        )
 
     def get_config(self):
         return self._config(
@@ -394,6 +432,8 @@ class CosineDecay(_RampSchedule):
     0.4
     """
 
+    _exact_initial = True
+
     def __init__(
         self, initial_sparsity, final_sparsity, begin_step, end_step,
         frequency=100,
@@ -405,7 +445,9 @@ class CosineDecay(_RampSchedule):
     def _shape(self, one_minus_p, xp, cast):
         p = cast(1.0, "float32") - one_minus_p
         half = cast(0.5, "float32")
-        return half + half * xp.cos(cast(math.pi, "float32") * p)
+        cosine = xp.cos(cast(math.pi, "float32") * p)
+        scaled = half * cosine
+        return half + _opaque(xp, scaled, scaled)
 
     def get_config(self):
         return self._config(
