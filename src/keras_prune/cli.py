@@ -4,7 +4,9 @@
     keras-prune prune MODEL.keras --data DATA.npz --sparsity 0.9 --epochs N \
         [--schedule "..."] -o OUT.keras
     keras-prune strip IN.keras OUT.keras
-    keras-prune inspect MODEL.keras [--json]
+    keras-prune inspect MODEL [--json]        (.keras or compressed)
+    keras-prune compress IN OUT.kpz [--strip] [--int8] [--include-optimizer]
+    keras-prune decompress IN.kpz OUT.keras
     keras-prune demo [--out DIR]
 """
 
@@ -110,17 +112,114 @@ def _strip(args):
     return 0
 
 
-def _inspect(args):
+def _load_any(path):
+    """A model from a `.keras` file or a keras-prune compressed file."""
+    import os
+
     import keras
 
+    from keras_prune import compress
+
+    if not os.path.exists(path):
+        raise SystemExit(f"error: no such file: {path!r}")
+    if compress.is_compressed_file(path):
+        return compress.load_compressed(path), "compressed"
+    try:
+        return keras.saving.load_model(path), "keras"
+    except Exception as e:  # noqa: BLE001 - report any loader failure
+        raise SystemExit(
+            f"error: cannot load model {path!r} (neither a keras-prune "
+            f"compressed file nor a loadable .keras file): {e}") from None
+
+
+def _file_sizes(path, model, kind):
+    import gzip
+    import io
+
+    from keras_prune import compress
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    sizes = {"file": path, "format": kind, "file_bytes": len(raw),
+             "file_gzip_bytes": len(gzip.compress(raw, 9, mtime=0))}
+    if kind == "keras":
+        sizes["compressed_file_bytes"] = compress.save_compressed(
+            model, io.BytesIO())
+    return sizes
+
+
+def _inspect(args):
     from keras_prune import explain
 
-    model = keras.saving.load_model(args.model)
-    rows = explain.sparsity_report(model)
+    model, kind = _load_any(args.model)
+    rows = explain.sparsity_report(model, sizes=not args.no_sizes)
+    files = {} if args.no_sizes else _file_sizes(args.model, model, kind)
     if args.json:
-        print(json.dumps(rows, default=list, indent=1))
-    else:
-        print(explain.format_report(rows))
+        out = dict(files, rows=rows, total=explain.report_totals(rows))
+        print(json.dumps(out, default=list, indent=1))
+        return 0
+    print(explain.format_report(rows))
+    if files:
+        print()
+        label = "keras-prune compressed" if kind == "compressed" else ".keras"
+        print(f"file {args.model} ({label}): {files['file_bytes']} bytes, "
+              f"gzip -9 {files['file_gzip_bytes']}")
+        if "compressed_file_bytes" in files:
+            c = files["compressed_file_bytes"]
+            print(f"keras-prune compress would write {c} bytes "
+                  f"({files['file_bytes'] / c:.2f}x smaller)")
+    return 0
+
+
+def _compress(args):
+    import os
+
+    import keras_prune
+    from keras_prune.strip import pruning_wrappers
+
+    model, _ = _load_any(args.input)
+    stripped = False
+    if args.strip or args.int8:
+        if pruning_wrappers(model):
+            model = keras_prune.strip_pruning(model)
+            stripped = True
+    if args.int8:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*quantize.*")
+            model.quantize("int8")
+    n = keras_prune.save_compressed(
+        model, args.output, include_optimizer=args.include_optimizer,
+        codec=args.codec)
+    size_in = os.path.getsize(args.input)
+    notes = "".join(f", {s}" for s, on in (("stripped", stripped),
+                                           ("int8", args.int8)) if on)
+    print(f"{args.input} ({size_in} bytes) -> {args.output} ({n} bytes, "
+          f"{size_in / n:.2f}x smaller{notes})")
+    return 0
+
+
+def _decompress(args):
+    import keras_prune
+
+    model = keras_prune.load_compressed(args.input)
+    model.save(args.output)
+    print(f"{args.input} -> {args.output}")
+    return 0
+
+
+def _report(args):
+    from keras_prune import summaries
+
+    try:
+        print(summaries.report(args.logdir, plot=args.plot))
+    except FileNotFoundError as e:
+        print(f"error: {e} Pass the log_dir given to "
+              "keras_prune.PruningSummaries.", file=sys.stderr)
+        return 2
+    if args.plot:
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -173,10 +272,48 @@ def build_parser():
     p.add_argument("output")
     p.set_defaults(fn=_strip)
 
-    p = sub.add_parser("inspect", help="per-layer sparsity table of a model")
-    p.add_argument("model")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "inspect",
+        help="per-weight sparsity, pattern and sizes of a .keras or "
+             "compressed model",
+    )
+    p.add_argument("model", help=".keras file or keras-prune compressed file")
+    p.add_argument("--json", action="store_true",
+                   help="print {file sizes..., rows: [...], total: {...}}")
+    p.add_argument("--no-sizes", action="store_true",
+                   help="skip the (slower) per-tensor size measurements")
     p.set_defaults(fn=_inspect)
+
+    p = sub.add_parser(
+        "compress",
+        help="write a model (.keras or compressed) as a keras-prune "
+             "compressed file (lossless)",
+    )
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--strip", action="store_true",
+                   help="strip pruning wrappers first (default: keep them, "
+                        "so pruning can resume after loading)")
+    p.add_argument("--int8", action="store_true",
+                   help="strip, then model.quantize('int8') before saving "
+                        "(lossy: Dense/EinsumDense/Embedding kernels)")
+    p.add_argument("--include-optimizer", action="store_true",
+                   help="also store the optimizer's variables")
+    p.add_argument("--codec", choices=("lzma", "zlib"), default="lzma")
+    p.set_defaults(fn=_compress)
+
+    p = sub.add_parser(
+        "decompress", help="turn a compressed file back into a .keras file")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(fn=_decompress)
+
+    p = sub.add_parser(
+        "report", help="summarise the logs written by PruningSummaries")
+    p.add_argument("logdir")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="also draw the sparsity curves and per-weight bars")
+    p.set_defaults(fn=_report)
 
     p = sub.add_parser("demo", help="train, prune, strip and save on digits")
     p.add_argument("--out", default="out/demo")
