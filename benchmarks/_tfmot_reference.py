@@ -15,6 +15,7 @@ Tasks (see each function's docstring for its arguments):
 
 - `train_overhead`: wall time of `fit` for a dense and a tfmot-pruned MLP.
 - `accuracy`: dense pre-training then tfmot pruning, test accuracy of both.
+- `accuracy_sweep`: the same for several sparsities and seeds at once.
 - `mask_sort`: time of one tfmot-style mask update on a large tensor.
 - `compress`: gzip size of dense vs. one-shot-pruned `.h5` / `.keras` files.
 
@@ -342,6 +343,132 @@ def task_accuracy(arch="mlp", sparsity=0.9, seed=0, epochs=40,
     }
 
 
+def standardize_split(x_train, x_test):
+    """Per-pixel z-scores with the training set's mean and std.
+
+    Pixels that are constant in the training set (std 0) are only centred.
+    `benchmarks/accuracy.py` does exactly the same in the main environment.
+    """
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    std = x_train.std(axis=0, dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    return (
+        ((x_train - mean) / std).astype("float32"),
+        ((x_test - mean) / std).astype("float32"),
+    )
+
+
+def task_accuracy_sweep(arch="mlp", sparsities=(0.8, 0.9, 0.95, 0.98),
+                        seeds=(0, 1, 2), epochs=10, prune_epochs=10,
+                        batch_size=64, frequency=None, end_step=None,
+                        standardize=True):
+    """Like `accuracy`, for several sparsities and seeds in one process.
+
+    For each seed: `set_random_seed(seed)`, build `arch` (see
+    `build_model`), train it dense for `epochs` epochs (Adam(1e-3), batch
+    `batch_size`, shuffled). Then, for each sparsity, start again from those
+    dense weights: `set_random_seed(seed)`, a fresh copy of the model,
+    `prune_low_magnitude(PolynomialDecay(0.0, sparsity, 0, end_step,
+    frequency=frequency))`, a fresh Adam(1e-3), `prune_epochs` epochs with
+    `UpdatePruningStep()`, `strip_pruning`, test accuracy.
+
+    Args:
+        arch: `"mlp"` or `"cnn"`.
+        sparsities: Final target sparsities.
+        seeds: Seeds (weight initialisation and batch shuffling).
+        epochs: Dense training epochs.
+        prune_epochs: Pruning (fine-tuning) epochs.
+        batch_size: Batch size of both phases.
+        frequency: Mask update frequency in steps (default: half an epoch).
+        end_step: Last step of the ramp (default: the multiple of
+            `frequency` nearest to 70% of the pruning steps, so that the
+            last mask update is at the final sparsity).
+        standardize: Per-pixel z-scores (`standardize_split`) instead of
+            the plain X / 16 of `load_digits_split`.
+
+    Returns:
+        A dict with `runs` (one per seed and sparsity: `dense_accuracy`,
+        `pruned_accuracy`, `kernel_sparsity`, `kernel_zeros`,
+        `kernel_sizes`, `prune_fit_seconds`), the schedule parameters and
+        `versions`.
+    """
+    x_train, y_train, x_test, y_test = load_digits_split()
+    if standardize:
+        x_train, x_test = standardize_split(x_train, x_test)
+    spe = math.ceil(len(x_train) / batch_size)
+    prune_steps = spe * prune_epochs
+    if frequency is None:
+        frequency = max(1, spe // 2)
+    if end_step is None:
+        end_step = max(frequency,
+                       frequency * round(0.7 * prune_steps / frequency))
+
+    def fit(model, n_epochs, callbacks=()):
+        t0 = time.perf_counter()
+        model.fit(x_train, y_train, batch_size=batch_size, epochs=n_epochs,
+                  shuffle=True, verbose=0, callbacks=list(callbacks))
+        return time.perf_counter() - t0
+
+    runs = []
+    for seed in seeds:
+        tf_keras.utils.set_random_seed(seed)
+        model = build_model(arch)
+        compile_model(model)
+        dense_s = fit(model, epochs)
+        dense_acc = accuracy(model, x_test, y_test)
+        dense_weights = model.get_weights()
+        for sparsity in sparsities:
+            tf_keras.utils.set_random_seed(seed)
+            copy = build_model(arch)
+            copy.set_weights(dense_weights)
+            schedule = tfmot.sparsity.keras.PolynomialDecay(
+                initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
+                end_step=end_step, frequency=frequency)
+            pruned = tfmot.sparsity.keras.prune_low_magnitude(
+                copy, pruning_schedule=schedule)
+            compile_model(pruned)
+            prune_s = fit(pruned, prune_epochs,
+                          [tfmot.sparsity.keras.UpdatePruningStep()])
+            final = tfmot.sparsity.keras.strip_pruning(pruned)
+            zeros, sizes = {}, {}
+            for layer in final.layers:
+                kernel = getattr(layer, "kernel", None)
+                if kernel is not None:
+                    k = kernel.numpy()
+                    zeros[layer.name] = int(np.sum(k == 0))
+                    sizes[layer.name] = int(k.size)
+            runs.append({
+                "seed": seed,
+                "sparsity": sparsity,
+                "dense_accuracy": dense_acc,
+                "pruned_accuracy": accuracy(final, x_test, y_test),
+                "kernel_sparsity": kernel_sparsity(final),
+                "kernel_zeros": zeros,
+                "kernel_sizes": sizes,
+                "dense_fit_seconds": dense_s,
+                "prune_fit_seconds": prune_s,
+            })
+            print(f"tfmot {arch} seed {seed} sparsity {sparsity}: "
+                  f"{runs[-1]['pruned_accuracy']:.4f}", file=sys.stderr,
+                  flush=True)
+    return {
+        "task": "accuracy_sweep",
+        "arch": arch,
+        "sparsities": list(sparsities),
+        "seeds": list(seeds),
+        "epochs": epochs,
+        "prune_epochs": prune_epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": spe,
+        "prune_steps": prune_steps,
+        "frequency": frequency,
+        "end_step": end_step,
+        "standardize": standardize,
+        "runs": runs,
+        "versions": versions(),
+    }
+
+
 def _make_mask_update(sparsity):
     """A tf.function doing what tfmot's unstructured mask update does.
 
@@ -565,6 +692,7 @@ def task_compress(sparsity=0.8, epochs=40, seed=0):
 TASKS = {
     "train_overhead": task_train_overhead,
     "accuracy": task_accuracy,
+    "accuracy_sweep": task_accuracy_sweep,
     "mask_sort": task_mask_sort,
     "compress": task_compress,
 }

@@ -52,7 +52,13 @@ TFMOT_REQUIREMENTS = (
 _READY_MARKER = ".tfmot-ready"
 
 # Tasks implemented by `_tfmot_reference.py`.
-TFMOT_TASKS = ("train_overhead", "accuracy", "mask_sort", "compress")
+TFMOT_TASKS = (
+    "train_overhead",
+    "accuracy",
+    "accuracy_sweep",
+    "mask_sort",
+    "compress",
+)
 
 
 def _resolve_venv_path(path):
@@ -176,8 +182,8 @@ def run_tfmot(task, *, venv_path=".venv-tfmot", timeout=None, **kwargs):
     the script prints its result as JSON on the last line of stdout.
 
     Args:
-        task: One of `"train_overhead"`, `"accuracy"`, `"mask_sort"` and
-            `"compress"`. See `benchmarks/_tfmot_reference.py` for the
+        task: One of `"train_overhead"`, `"accuracy"`, `"accuracy_sweep"`,
+            `"mask_sort"` and `"compress"`. See `benchmarks/_tfmot_reference.py` for the
             arguments each one takes.
         venv_path: Directory of the tfmot virtual environment, created with
             `ensure_tfmot_venv()` if missing.
