@@ -10,6 +10,11 @@ from keras_prune.callbacks import model_sparsity
 from keras_prune.callbacks import pruning_step
 from keras_prune.masks import kept_count
 from keras_prune.masks import magnitude_mask
+from keras_prune.oneshot import prune_once
+from keras_prune.patterns import is_pruned_m_by_n
+from keras_prune.policy import PruneForLatencyOnXNNPack
+from keras_prune.policy import PruningPolicy
+from keras_prune.policy import SkipUnsupportedLayers
 from keras_prune.prune import prune_low_magnitude
 from keras_prune.prune import prune_scope
 from keras_prune.registry import PrunableLayer
@@ -24,3 +29,14 @@ from keras_prune.strip import strip_pruning
 from keras_prune.wrapper import PruneLowMagnitude
 
 __version__ = "0.1.0"
+
+from keras_prune.summaries import PruningSummaries  # noqa: E402
+from keras_prune.compress import CompressedFormatError
+from keras_prune.compress import compress_array
+from keras_prune.compress import decompress_array
+from keras_prune.compress import load_compressed
+from keras_prune.compress import save_compressed
+from keras_prune.explain import describe_schedule
+from keras_prune.explain import format_report
+from keras_prune.explain import plot_schedule
+from keras_prune.explain import sparsity_report

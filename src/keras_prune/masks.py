@@ -99,9 +99,13 @@ def select_threshold(magnitude_bits, k):
 
 
 def magnitude_bits(weights):
-    """Flat int32 bit patterns of `abs(float32(weights))`."""
+    """Flat int32 bit patterns of `abs(float32(weights))`.
+
+    The sign bit is cleared on the integer bits: TensorFlow's float `abs`
+    flushes subnormals to zero, which would tie them with zeros there only.
+    """
     flat = ops.reshape(ops.cast(weights, "float32"), (-1,))
-    return ops.view(ops.abs(flat), "int32")
+    return ops.bitwise_and(ops.view(flat, "int32"), 0x7FFFFFFF)
 
 
 def mask_from_bits(bits, sparsity, shape):
@@ -116,7 +120,23 @@ def mask_from_bits(bits, sparsity, shape):
         `(mask, threshold, n_nonfinite)`: bool mask of `shape` (True = kept),
         the float32 k-th largest magnitude, and the count of Inf/NaN values.
     """
-    k = kept_count(ops.shape(bits)[0], sparsity)
+    return mask_for_count(bits, kept_count(ops.shape(bits)[0], sparsity), shape)
+
+
+def mask_for_count(bits, k, shape):
+    """Mask keeping exactly the `k` largest values whose bits are given.
+
+    Ties at the threshold are kept by position, lowest flat index first.
+
+    Args:
+        bits: Output of `magnitude_bits`.
+        k: int32 scalar, `1 <= k <= size`.
+        shape: Shape of the mask to return.
+
+    Returns:
+        `(mask, threshold, n_nonfinite)`, as `mask_from_bits`.
+    """
+    k = ops.maximum(ops.cast(k, "int32"), 1)
     threshold, n_greater, n_equal, n_nonfinite = select_threshold(bits, k)
     n_ties_kept = k - n_greater
 
@@ -129,9 +149,14 @@ def mask_from_bits(bits, sparsity, shape):
         first = ops.logical_and(tied, ops.less_equal(rank, n_ties_kept))
         return ops.logical_or(ops.greater(bits, threshold), first)
 
-    flat = _backend.cond(
-        ops.equal(n_ties_kept, n_equal), keep_all_ties, keep_first_ties
-    )
+    no_split_ties = ops.equal(n_ties_kept, n_equal)
+    if _is_eager(no_split_ties):
+        # A Python branch: an eager `ops.cond` on JAX compiles both branches
+        # at every call (~0.1 s).
+        split = not bool(ops.convert_to_numpy(no_split_ties))
+        flat = keep_first_ties() if split else keep_all_ties()
+    else:
+        flat = _backend.cond(no_split_ties, keep_all_ties, keep_first_ties)
     threshold = ops.view(ops.cast(threshold, "int32"), "float32")
     return ops.reshape(flat, shape), threshold, n_nonfinite
 
@@ -146,8 +171,8 @@ def magnitude_mask(weights, sparsity):
     of the whole tensor: a tensor already 50% zero at target 0.5 keeps all of
     its non-zeros and nothing else.
 
-    Works on NumPy arrays (returns NumPy) and on backend tensors (returns a
-    tensor), including inside compiled functions.
+    Works on NumPy arrays and Python lists (returns NumPy) and on backend
+    tensors (returns a tensor), including inside compiled functions.
 
     Args:
         weights: Float array or tensor of any shape.
@@ -170,7 +195,10 @@ def magnitude_mask(weights, sparsity):
             raise ValueError(
                 f"`sparsity` must be in [0, 1], got {sparsity!r}."
             )
-    is_numpy = isinstance(weights, np.ndarray)
+    is_numpy = isinstance(weights, (np.ndarray, np.generic, list, tuple))
+    if is_numpy:
+        # Cast on the host: TensorFlow's cast flushes float32 subnormals.
+        weights = np.asarray(weights, dtype=np.float32)
     shape = ops.shape(weights)
     if 0 in tuple(shape):
         raise ValueError("Cannot compute a mask for an empty tensor.")

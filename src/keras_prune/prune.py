@@ -2,10 +2,12 @@
 
 import contextlib
 import re
+import uuid
 
 import keras
 from keras.src.models.functional import Functional
 
+from keras_prune import groups
 from keras_prune import registry
 from keras_prune import schedules
 from keras_prune.wrapper import PruneLowMagnitude
@@ -33,23 +35,49 @@ def _schedule_for(pruning_schedule):
 
     Returns a function `layer -> schedule or None` (None: do not prune).
     """
-    if isinstance(pruning_schedule, dict) and not (
-        "class_name" in pruning_schedule and "config" in pruning_schedule
-    ):
-        table = [
-            (re.compile(k), schedules.get(v))
-            for k, v in pruning_schedule.items()
-        ]
-
-        def lookup(layer):
-            for pattern, schedule in table:
-                if pattern.fullmatch(layer.name):
-                    return schedule
-            return None
-
-        return lookup
+    if _is_mapping(pruning_schedule):
+        table = _per_layer(pruning_schedule, _schedule_or_target)
+        return lambda layer: _lookup(table, layer)
     schedule = schedules.get(pruning_schedule)
     return lambda layer: schedule
+
+
+def _is_mapping(value):
+    return isinstance(value, dict) and not (
+        "class_name" in value and "config" in value
+    )
+
+
+def _schedule_or_target(value):
+    """A schedule, or a float target: `ConstantSparsity(value, 0)`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return schedules.ConstantSparsity(float(value), 0)
+    return schedules.get(value)
+
+
+def _per_layer(mapping, convert):
+    return [(re.compile(k), convert(v)) for k, v in mapping.items()]
+
+
+def _lookup(table, layer, default=None):
+    """The value of the first key (regex, full match) naming the layer."""
+    for pattern, value in table:
+        if pattern.fullmatch(layer.name):
+            return value
+    return default
+
+
+def _bound_for(value, name):
+    """Turns a float, None or `{name/regex: float}` into `layer -> float`."""
+    if _is_mapping(value):
+        table = _per_layer(value, float)
+        return lambda layer: _lookup(table, layer)
+    if value is not None and not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a float, None or a dict mapping layer names "
+            f"or regexes to floats, got {value!r}."
+        )
+    return lambda layer: value
 
 
 def is_graph_model(model):
@@ -66,6 +94,10 @@ def prune_low_magnitude(
     sparsity_m_by_n=None,
     layers=None,
     skip_unsupported=False,
+    allocation="layer",
+    max_sparsity=None,
+    min_sparsity=None,
+    pattern=None,
     **kwargs,
 ):
     """Adds magnitude pruning to a layer, a list of layers or a model.
@@ -93,17 +125,36 @@ def prune_low_magnitude(
     Args:
         to_prune: Layer, list of layers, or `keras.Model`.
         pruning_schedule: A `PruningSchedule`, or a dict mapping layer names
-            or regexes (full match) to schedules; layers matching no key are
-            not pruned. Default `ConstantSparsity(0.5, 0)`.
-        block_size: `(1, 1)`; block sparsity is not implemented yet.
-        block_pooling_type: `'AVG'` or `'MAX'`.
+            or regexes (full match) to schedules or to float targets (a
+            float `s` means `ConstantSparsity(s, 0)`); layers matching no key
+            are not pruned. Default `ConstantSparsity(0.5, 0)`.
+        block_size: `(rows, cols)`: prune whole blocks over the last two
+            axes of each weight (tfmot's block sparsity, also for conv
+            kernels). Default `(1, 1)`: single weights.
+        block_pooling_type: `'AVG'` or `'MAX'`: block score from `|w|`.
         pruning_policy: Optional `PruningPolicy`-like object with
             `allow_pruning(layer)` and `ensure_model_supports_pruning(model)`.
-        sparsity_m_by_n: `None`; N:M sparsity is not implemented yet.
+        sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: `m` zeros in every `n`
+            consecutive weights along the input-channel axis, recomputed at
+            each update. The schedule's sparsity `s` makes a fraction
+            `s / (m / n)` of the groups N:M (all once `s >= m / n`), so
+            `PolynomialDecay(0, 0.5, ...)` moves to 2:4 gradually.
         layers: For models: which layers to prune: a name or regex, a list of
             them, or a callable `layer -> bool`. Default: all prunable.
         skip_unsupported: For models: leave layers whose weights keras-prune
             does not know dense, instead of raising.
+        allocation: `'layer'` (default, tfmot's): every pruned weight reaches
+            the schedule's sparsity. `'global'`: one magnitude threshold
+            across all pruned weights of the model; exactly
+            `max(round(N * (1 - s)), 1)` of all N pruned weights are kept.
+            `'erk'`: Erdős–Rényi-Kernel budgets (larger layers sparser), the
+            total equally exact. Needs a single schedule.
+        max_sparsity: With `'global'`: a cap per layer (float, or a dict of
+            layer name/regex -> float), e.g. `{"predictions": 0.8, ".*":
+            0.98}`; the total stays exact while the caps allow it.
+        min_sparsity: With `'global'`: a floor per layer, same forms.
+        pattern: `None` or `'channel'`: prune whole output channels (Dense
+            units, Conv filters) with the smallest L2 norms.
         **kwargs: For a single layer, passed to `PruneLowMagnitude`.
 
     Returns:
@@ -132,16 +183,74 @@ def prune_low_magnitude(
     allow = (
         pruning_policy.allow_pruning if pruning_policy is not None else None
     )
+    max_for = _bound_for(max_sparsity, "max_sparsity")
+    min_for = _bound_for(min_sparsity, "min_sparsity")
+    group_id = None
+    if allocation != "layer":
+        if allocation not in groups.ALLOCATIONS:
+            raise ValueError(
+                f"Unknown allocation {allocation!r}: use 'layer', 'global' "
+                "or 'erk'."
+            )
+        if _is_mapping(pruning_schedule):
+            raise ValueError(
+                f"allocation={allocation!r} shares one budget across layers, "
+                "so it needs one schedule, not a per-layer mapping. Use "
+                "max_sparsity/min_sparsity for per-layer limits."
+            )
+        if isinstance(to_prune, keras.layers.Layer) and not isinstance(
+            to_prune, keras.Model
+        ):
+            raise ValueError(
+                f"allocation={allocation!r} shares one budget across layers: "
+                "pass a model or a list of layers, not a single layer."
+            )
+        group_id = uuid.uuid4().hex
+    elif max_sparsity is not None or min_sparsity is not None:
+        raise ValueError(
+            "max_sparsity/min_sparsity limit layers under a shared budget; "
+            "with allocation='layer' give each layer its own schedule "
+            "instead (pruning_schedule={name: schedule})."
+        )
+    counter = iter(range(1 << 31))
 
     def wrap_params(layer):
-        return dict(
+        params = dict(
             pruning_schedule=schedule_for(layer),
             block_size=block_size,
             block_pooling_type=block_pooling_type,
             sparsity_m_by_n=sparsity_m_by_n,
+            pattern=pattern,
             skip_unsupported=skip_unsupported,
         )
+        if group_id is not None:
+            params.update(
+                allocation=allocation,
+                pruning_group={
+                    "id": group_id,
+                    "size": None,
+                    "index": next(counter),
+                    "allocation": allocation,
+                },
+                max_sparsity=max_for(layer),
+                min_sparsity=min_for(layer),
+            )
+        return params
 
+    try:
+        return _prune(
+            to_prune, wrap_params, select, schedule_for, allow,
+            pruning_policy, skip_unsupported, kwargs,
+        )
+    finally:
+        if group_id is not None:
+            groups.PruningGroup.seal(group_id)
+
+
+def _prune(
+    to_prune, wrap_params, select, schedule_for, allow, pruning_policy,
+    skip_unsupported, kwargs,
+):
     def wants(layer):
         if isinstance(layer, PruneLowMagnitude):
             return False
@@ -248,8 +357,11 @@ def replace_sublayers(parent, fn, _seen=None):
     if id(parent) in seen:
         return
     seen.add(id(parent))
+    attributes = dict(vars(parent))
+    # On torch, layers held in attributes live in `nn.Module._modules`.
+    attributes.update(getattr(parent, "_modules", None) or {})
     with _unlocked(getattr(parent, "_tracker", None)):
-        for attr, value in list(vars(parent).items()):
+        for attr, value in attributes.items():
             if attr.startswith("_"):
                 continue
             if isinstance(value, list):

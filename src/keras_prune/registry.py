@@ -25,7 +25,8 @@ _L = keras.layers
 # Order matters only for readability: classes do not overlap.
 PRUNED_WEIGHTS = (
     ((_L.Dense, _L.EinsumDense, BaseConv, BaseConvTranspose), ("kernel",)),
-    ((BaseDepthwiseConv,), ("depthwise_kernel",)),
+    # Keras 3 names the depthwise kernel of DepthwiseConv1D/2D "kernel".
+    ((BaseDepthwiseConv,), ("kernel", "depthwise_kernel")),
     ((BaseSeparableConv,), ("depthwise_kernel", "pointwise_kernel")),
     ((_L.Embedding,), ("embeddings",)),
     (
@@ -92,11 +93,10 @@ def _known_names(layer):
     return None
 
 
-def _custom_weights(layer):
-    method = getattr(layer, "get_prunable_weights", None)
-    if method is None or getattr(layer, "_is_prune_wrapper", False):
-        return None
-    return list(method())
+def _chooses_own_weights(layer):
+    return getattr(
+        layer, "get_prunable_weights", None
+    ) is not None and not getattr(layer, "_is_prune_wrapper", False)
 
 
 def is_supported(layer):
@@ -153,12 +153,11 @@ def has_prunable_weights(layer, skip_unsupported=False):
 
 
 def _walk(layer, on_unknown, out, names=False):
-    custom = None if names else _custom_weights(layer)
-    if custom is not None:
-        out.extend(custom)
-        return
-    if names and getattr(layer, "get_prunable_weights", None) is not None:
-        out.append(layer)
+    if _chooses_own_weights(layer):
+        # `get_prunable_weights()` is only called to collect weights: the
+        # layer may not be built when its support is checked.
+        if out is not None:
+            out.extend([layer] if names else layer.get_prunable_weights())
         return
     known = _known_names(layer)
     if known is not None:

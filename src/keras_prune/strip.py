@@ -35,7 +35,7 @@ def check_finite(model):
             wrapper.nonfinite_count
         )):
             raise FloatingPointError(
-                nonfinite_message(wrapper, wrapper.pruned_weights[0])
+                nonfinite_message(wrapper)
             )
 
 

@@ -18,22 +18,31 @@ How it works, on every backend:
 """
 
 import inspect
+import weakref
 
 import keras
 import numpy as np
 from keras import ops
+from keras.src import tree
 from keras.src.backend import AutocastScope
 from keras.src.backend import StatelessScope
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
+from keras.src.layers.convolutional.base_conv import BaseConv
+from keras.src.layers.convolutional.base_conv_transpose import (
+    BaseConvTranspose,
+)
 from keras.src.utils import tracking
 
 from keras_prune import _backend
+from keras_prune import groups
 from keras_prune import masks
+from keras_prune import patterns
 from keras_prune import registry
 from keras_prune import schedules
 
 _POOLING_TYPES = ("AVG", "MAX")
+_PATTERNS = (None, "channel")
 
 
 def _default_schedule():
@@ -62,6 +71,16 @@ def _raw_value(variable):
         return variable.value
 
 
+def _optional_sparsity(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, (int, float, np.integer, np.floating)) or not (
+        0.0 <= float(value) <= 1.0
+    ):
+        raise ValueError(f"`{name}` must be None or in [0, 1], got {value!r}.")
+    return float(value)
+
+
 @keras.saving.register_keras_serializable(package="keras_prune")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Prunes the weights of a layer to a schedule, during training.
@@ -76,10 +95,27 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         layer: The layer to prune.
         pruning_schedule: A `PruningSchedule`; default
             `ConstantSparsity(0.5, 0)`.
-        block_size: `(1, 1)` only; block sparsity is not implemented yet.
+        block_size: `(rows, cols)`: prune whole blocks over the last two
+            axes of each weight, scored by `block_pooling_type` of `|w|`.
+            Sparsity is then a fraction of blocks. `(1, 1)`: unstructured.
         block_pooling_type: `'AVG'` or `'MAX'` (used with `block_size`).
-        sparsity_m_by_n: `None` only; N:M sparsity is not implemented yet.
+        sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: `m` zeros in every `n`
+            consecutive weights along the input-channel axis. The schedule's
+            sparsity `s` makes a fraction `s / (m / n)` of the groups N:M
+            (all of them once `s >= m / n`), recomputed at every update.
+        pattern: `None` (weights) or `'channel'`: prune whole output
+            channels (last axis; axis -2 of conv-transpose kernels) with the
+            smallest L2 norms; sparsity is a fraction of channels.
         skip_unsupported: Leave unknown sublayers dense instead of raising.
+        allocation: `'layer'` (each weight reaches the schedule's sparsity),
+            or `'global'` / `'erk'` with `pruning_group` (set by
+            `prune_low_magnitude`).
+        pruning_group: Internal: `{'id', 'size', 'index', 'allocation'}` of
+            the group sharing the budget.
+        max_sparsity: With `'global'`: this layer's weights are never pruned
+            beyond this sparsity (the total stays exact).
+        min_sparsity: With `'global'`: this layer's weights are pruned at
+            least this much.
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `input_shape`).
 
     Call arguments:
@@ -108,7 +144,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size=(1, 1),
         block_pooling_type="AVG",
         sparsity_m_by_n=None,
+        pattern=None,
         skip_unsupported=False,
+        allocation="layer",
+        pruning_group=None,
+        max_sparsity=None,
+        min_sparsity=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -133,25 +174,127 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             sparsity_m_by_n = _tuple_of_two_ints(
                 sparsity_m_by_n, "sparsity_m_by_n"
             )
-        if self.block_size != (1, 1) or sparsity_m_by_n is not None:
-            raise NotImplementedError(
-                f"Layer {layer.name!r}: block_size={self.block_size} and "
-                f"sparsity_m_by_n={sparsity_m_by_n} are not implemented yet "
-                "in keras-prune; only unstructured pruning "
-                "(block_size=(1, 1), sparsity_m_by_n=None) is available."
+            m, n = sparsity_m_by_n
+            if not 0 < m < n:
+                raise ValueError(
+                    f"sparsity_m_by_n=(m, n) needs 0 < m < n, got "
+                    f"{sparsity_m_by_n}: m is the number of zeros in every n "
+                    "consecutive weights, e.g. (2, 4)."
+                )
+        if min(self.block_size) < 1:
+            raise ValueError(
+                f"`block_size` must be positive, got {self.block_size}."
+            )
+        if pattern not in _PATTERNS:
+            raise ValueError(
+                f"Unknown pattern {pattern!r}: use None (single weights) or "
+                "'channel' (whole output channels). Blocks and N:M are set "
+                "with `block_size` and `sparsity_m_by_n`."
+            )
+        structured = [
+            name
+            for name, on in (
+                ("block_size", self.block_size != (1, 1)),
+                ("sparsity_m_by_n", sparsity_m_by_n is not None),
+                ("pattern", pattern is not None),
+            )
+            if on
+        ]
+        if len(structured) > 1:
+            raise ValueError(
+                f"Layer {layer.name!r}: {' and '.join(structured)} cannot be "
+                "combined; choose one structured pattern."
+            )
+        if allocation not in groups.ALLOCATIONS:
+            raise ValueError(
+                f"Unknown allocation {allocation!r}: use 'layer' (every "
+                "weight to the schedule's sparsity), 'global' (one threshold "
+                "across layers) or 'erk' (Erdős–Rényi-Kernel budgets)."
+            )
+        if allocation != "layer" and structured:
+            raise ValueError(
+                f"allocation={allocation!r} prunes single weights; it cannot "
+                f"be combined with {structured[0]}. Use allocation='layer'."
+            )
+        if (allocation == "layer") != (pruning_group is None):
+            raise ValueError(
+                f"allocation={allocation!r} on a single layer: global and ERK "
+                "budgets are shared by the layers of a model, so pass the "
+                "model to keras_prune.prune_low_magnitude(model, "
+                f"allocation={allocation!r})."
             )
         self.sparsity_m_by_n = sparsity_m_by_n
+        self.pattern = pattern
+        self.allocation = allocation
+        self.max_sparsity = _optional_sparsity(max_sparsity, "max_sparsity")
+        self.min_sparsity = _optional_sparsity(min_sparsity, "min_sparsity")
+        with tracking.DotNotTrackScope():
+            self._group = (
+                None
+                if pruning_group is None
+                else groups.PruningGroup.join(self, pruning_group)
+            )
         self.skip_unsupported = skip_unsupported
         if not skip_unsupported:
             registry.find_unsupported(layer)
         self._call_params = inspect.signature(layer.call).parameters
+        if "mask" not in self._call_params:
+            # Keras records `mask=None` in the graph of a Functional model
+            # for every layer whose `call` takes a mask; `strip_pruning`
+            # would then call the unwrapped layer with an argument it does
+            # not take. The wrapper only takes what its layer takes.
+            self._call_signature = self._call_signature.replace(
+                parameters=[
+                    p
+                    for p in self._call_signature.parameters.values()
+                    if p.name != "mask"
+                ]
+            )
+            self.call_signature_parameters.remove("mask")
+            self._call_has_mask_arg = False
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._last_call_context = None
 
     # ----------------------------------------------------------------- build
 
+    def __call__(self, *args, **kwargs):
+        if not self.built and not self.layer.built:
+            self._build_layer_from_inputs(args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _build_layer_from_inputs(self, args, kwargs):
+        """Builds a layer that takes several tensors (MultiHeadAttention).
+
+        Keras only gives `build()` the shape of the first input, so a layer
+        called with more tensors is built by calling it once on symbolic
+        tensors of the same shapes.
+        """
+
+        def is_tensor(x):
+            return isinstance(x, (keras.KerasTensor, np.ndarray)) or (
+                keras.ops.is_tensor(x)
+            )
+
+        if not any(is_tensor(x) for x in tree.flatten((args[1:], kwargs))):
+            return
+
+        def spec(x):
+            if not is_tensor(x):
+                return x
+            return keras.KerasTensor(
+                x.shape, dtype=keras.backend.standardize_dtype(x.dtype)
+            )
+
+        sym_args, sym_kwargs = tree.map_structure(spec, (args, kwargs))
+        self.layer(*sym_args, **sym_kwargs)
+
     def build(self, input_shape=None):
+        from keras_prune import distribution as kp_distribution
+
         if not self.layer.built:
+            # Variable paths stay those of the unwrapped layer, so that a
+            # LayoutMap written for the unpruned model still applies.
+            kp_distribution.keep_unwrapped_path(self.layer, self)
             self.layer.build(input_shape)
         weights = registry.prunable_weights(self.layer, self.skip_unsupported)
         if not weights:
@@ -170,7 +313,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         masks_, thresholds = [], []
         for w in weights:
             masks_.append(
-                self.add_weight(
+                kp_distribution.add_state_weight(  # sharded like `w`
+                    self,
+                    like=w,
                     name=f"{w.name}_mask",
                     shape=w.shape,
                     dtype="bool",
@@ -179,7 +324,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 )
             )
             thresholds.append(
-                self.add_weight(
+                kp_distribution.add_state_weight(  # replicated
+                    self,
                     name=f"{w.name}_threshold",
                     shape=(),
                     dtype="float32",
@@ -207,12 +353,33 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     # ------------------------------------------------------------------ call
 
+    @staticmethod
+    def _forward_pass():
+        """The object that identifies the current forward pass, or None.
+
+        A forward pass is the stateless scope of `stateless_call` (JAX `fit`
+        and custom loops run `model.call` directly, without an outer call
+        context), or else the call context an outer layer opened (the
+        model's `__call__` on TensorFlow and torch). None when this layer is
+        called on its own: every call is then a forward pass.
+        """
+        context = get_stateless_scope()
+        if context is None:
+            context = global_state.get_global_attribute("current_call_ctx")
+        return context
+
     def _first_call_in_forward_pass(self):
-        context = global_state.get_global_attribute("current_call_ctx")
-        if context is not None and context is self._last_call_context:
+        context = self._forward_pass()
+        if context is None or getattr(context, "entry_layer", None) is self:
+            return True
+        last = self._last_call_context
+        if last is not None and last() is context:
             return False
-        object.__setattr__(self, "_last_call_context", context)
+        # A weak reference: do not keep a traced step's tensors alive.
+        object.__setattr__(self, "_last_call_context", weakref.ref(context))
         return True
+
+    _read = staticmethod(_raw_value)
 
     def _schedule_at(self, step):
         schedule = self.pruning_schedule
@@ -223,59 +390,129 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             lambda s: schedules.evaluate(schedule, s), step
         )
 
+    def _pattern_mask(self, weight, masked, sparsity):
+        """`(mask, threshold, n_bad)` of one weight given `weight * mask`."""
+        transpose = isinstance(self.layer, BaseConvTranspose)
+        if self.block_size != (1, 1):
+            return patterns.block_mask(
+                masked, sparsity, self.block_size, self.block_pooling_type
+            )
+        if self.sparsity_m_by_n is not None:
+            if transpose or isinstance(self.layer, keras.layers.Embedding):
+                axis = -1
+            elif isinstance(self.layer, BaseConv) and len(weight.shape) > 2:
+                axis = -2
+            else:
+                axis = 0
+            return patterns.m_by_n_mask(
+                masked, self.sparsity_m_by_n, sparsity, axis=axis
+            )
+        if self.pattern == "channel":
+            return patterns.channel_mask(
+                masked, sparsity, axis=-2 if transpose else -1
+            )
+        return masks.mask_from_bits(
+            masks.magnitude_bits(masked), sparsity, weight.shape
+        )
+
+    def _recompute(self, sparsity, old):
+        """New `(mask, threshold)` per weight; the old ones on NaN/Inf."""
+        new, n_bad = [], ops.convert_to_tensor(0, "int32")
+        for weight, (old_mask, old_threshold) in zip(self.pruned_weights, old):
+            masked = ops.where(old_mask, _raw_value(weight), 0.0)
+            mask, threshold, bad = self._pattern_mask(weight, masked, sparsity)
+            new.append((mask, threshold))
+            n_bad = n_bad + ops.cast(bad, "int32")
+        ok = ops.equal(n_bad, 0)
+        new = [
+            (ops.where(ok, m, om), ops.where(ok, t, ot))
+            for (m, t), (om, ot) in zip(new, old)
+        ]
+        return new, n_bad
+
     def _update_masks(self):
         step = ops.convert_to_tensor(self.pruning_step)
         should_prune, sparsity = self._schedule_at(step)
-        n_bad_total = ops.convert_to_tensor(self.nonfinite_count)
-        for weight, mask, threshold in self.pruning_vars:
-            old_mask = ops.convert_to_tensor(mask)
-            old_threshold = ops.convert_to_tensor(threshold)
-
-            def recompute(weight=weight, old_mask=old_mask):
-                bits = ops.where(
-                    ops.reshape(old_mask, (-1,)),
-                    masks.magnitude_bits(_raw_value(weight)),
-                    0,
-                )
-                new_mask, new_threshold, n_bad = masks.mask_from_bits(
-                    bits, sparsity, weight.shape
-                )
-                return new_mask, new_threshold, n_bad
-
-            def keep(old_mask=old_mask, old_threshold=old_threshold):
-                return old_mask, old_threshold, ops.convert_to_tensor(0, "int32")
-
-            new_mask, new_threshold, n_bad = _backend.cond(
-                should_prune, recompute, keep
+        if self._group is not None:
+            context = self._forward_pass()
+            if context is None or self._group.claim(context):
+                n_bad = self._group.update(should_prune, sparsity)
+            else:
+                n_bad = None
+        else:
+            old = [
+                (ops.convert_to_tensor(m), _raw_value(t))
+                for m, t in zip(self.masks, self.thresholds)
+            ]
+            new, n_bad = _backend.cond(
+                should_prune,
+                lambda: self._recompute(sparsity, old),
+                lambda: (old, ops.convert_to_tensor(0, "int32")),
             )
-            self._raise_if_eager_nonfinite(n_bad, weight)
-            ok = ops.equal(n_bad, 0)
-            mask.assign(ops.where(ok, new_mask, old_mask))
-            threshold.assign(ops.where(ok, new_threshold, old_threshold))
-            n_bad_total = n_bad_total + ops.cast(n_bad, "int32")
-        self.nonfinite_count.assign(n_bad_total)
+            for mask, threshold, (m, t), (om, _) in zip(
+                self.masks, self.thresholds, new, old
+            ):
+                if m is not om:  # torch skips the writes between updates
+                    mask.assign(m)
+                    threshold.assign(t)
+        if n_bad is not None:
+            self._raise_if_eager_nonfinite(n_bad)
+            self.nonfinite_count.assign(
+                ops.convert_to_tensor(self.nonfinite_count)
+                + ops.cast(n_bad, "int32")
+            )
         self.pruning_step.assign(step + 1)
 
-    def _raise_if_eager_nonfinite(self, n_bad, weight):
+    def update_masks_now(self, sparsity):
+        """Eagerly recomputes the masks to `sparsity` (no step change).
+
+        With global or ERK allocation, the masks of the whole group are
+        recomputed. Used by `keras_prune.prune_once`.
+
+        Args:
+            sparsity: Fraction to prune, in `[0, 1]`.
+        """
+        sparsity = ops.convert_to_tensor(float(sparsity), "float32")
+        yes = ops.convert_to_tensor(True)
+        if self._group is not None:
+            n_bad = self._group.update(yes, sparsity)
+        else:
+            old = [
+                (ops.convert_to_tensor(m), _raw_value(t))
+                for m, t in zip(self.masks, self.thresholds)
+            ]
+            new, n_bad = self._recompute(sparsity, old)
+            for mask, threshold, (m, t) in zip(self.masks, self.thresholds, new):
+                mask.assign(m)
+                threshold.assign(t)
+        self._raise_if_eager_nonfinite(n_bad)
+
+    def _raise_if_eager_nonfinite(self, n_bad):
         if not masks._is_eager(n_bad):
             return  # Inside a compiled step: UpdatePruningStep reports it.
         if int(ops.convert_to_numpy(n_bad)):
-            raise FloatingPointError(nonfinite_message(self, weight))
+            raise FloatingPointError(nonfinite_message(self))
 
-    def call(self, inputs, training=None, mask=None, **kwargs):
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
         if training is True and self._first_call_in_forward_pass():
             self._update_masks()
         overrides = {
             id(w): ops.multiply(_raw_value(w), ops.cast(m, w.dtype))
             for w, m in zip(self.pruned_weights, self.masks)
         }
+        kwargs = self._layer_kwargs(kwargs, training, mask)
+        return self._call_with_weights((inputs,) + args, overrides, kwargs)
+
+    def _layer_kwargs(self, kwargs, training=None, mask=None):
+        """`kwargs` plus `training` and `mask` where the layer takes them."""
+        kwargs = dict(kwargs)
         if "training" in self._call_params:
             kwargs["training"] = training
         if "mask" in self._call_params and mask is not None:
             kwargs["mask"] = mask
-        return self._call_with_weights(inputs, overrides, kwargs)
+        return kwargs
 
-    def _call_with_weights(self, inputs, overrides, kwargs):
+    def _call_with_weights(self, args, overrides, kwargs):
         """Calls the wrapped layer with some variables replaced by tensors."""
         outer = get_stateless_scope()
         collect_losses = bool(outer is not None and outer.collect_losses)
@@ -287,7 +524,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         with StatelessScope(
             state_mapping=mapping, collect_losses=collect_losses
         ) as scope:
-            outputs = self.layer.call(inputs, **kwargs)
+            outputs = self.layer.call(*args, **kwargs)
         given = dict((id(v), value) for v, value in mapping)
         for v in self.layer.non_trainable_variables:
             new_value = scope.get_current_value(v)
@@ -299,6 +536,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+
+    def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
+        # The wrapped layer sees all of its inputs (not only the first).
+        return self.layer.compute_output_spec(
+            *args, **self._layer_kwargs(kwargs, training, mask)
+        )
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)
@@ -337,7 +580,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "block_size": self.block_size,
                 "block_pooling_type": self.block_pooling_type,
                 "sparsity_m_by_n": self.sparsity_m_by_n,
+                "pattern": self.pattern,
                 "skip_unsupported": self.skip_unsupported,
+                "allocation": self.allocation,
+                "pruning_group": (
+                    None
+                    if self._group is None
+                    else self._group.config_for(self)
+                ),
+                "max_sparsity": self.max_sparsity,
+                "min_sparsity": self.min_sparsity,
             }
         )
         return config
@@ -351,10 +603,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return super().from_config(config, custom_objects=custom_objects)
 
 
-def nonfinite_message(wrapper, weight):
+def nonfinite_message(wrapper):
+    scope = (
+        f"Layer {wrapper.layer.name!r}"
+        if wrapper._group is None
+        else f"A layer of the {wrapper.allocation!r} pruning group of "
+        f"{wrapper.layer.name!r}"
+    )
     return (
-        f"Layer {wrapper.layer.name!r}: weight {weight.path!r} holds NaN or "
-        "Inf values at a mask update, so its mask was left unchanged. "
+        f"{scope}: a pruned weight holds NaN or Inf values at a mask update, "
+        "so the masks were left unchanged. "
         "Training has diverged: lower the learning rate, clip gradients, or "
         "restore a checkpoint."
     )

@@ -1,0 +1,157 @@
+"""Sparsity allocation across tensors: how many weights each tensor keeps.
+
+- `global_counts`: one magnitude threshold over all tensors, so exactly
+  `kept_count(N, s)` of all N weights are kept, with optional per-tensor
+  bounds (e.g. no layer above 98% sparsity), the total still exact. Found
+  with the same two-level radix select as `masks`, on per-tensor histograms
+  that are summed: no tensor is ever concatenated with another.
+- `erk_counts`: Erdős–Rényi-Kernel budgets (Evci et al., RigL): density
+  proportional to `sum(shape) / prod(shape)`, so larger tensors get sparser;
+  the total is exactly `kept_count(N, s)`.
+
+Both return per-tensor kept counts; each tensor's mask is then its own exact
+top-k (`masks.mask_for_count`), which for `global_counts` is exactly the
+elements above the global threshold plus the tied elements assigned to it.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_prune import _backend
+from keras_prune import masks
+
+
+def _clipped_total(ge, k_min, k_max):
+    """`sum_i clip(ge[i, b], k_min[i], k_max[i])` for every bucket b."""
+    return ops.sum(
+        ops.minimum(ops.maximum(ge, k_min[:, None]), k_max[:, None]), axis=0
+    )
+
+
+def _last_index_at_least(totals, k):
+    """Largest bucket index b with `totals[b] >= k` (totals non-increasing)."""
+    return ops.sum(ops.cast(ops.greater_equal(totals, k), "int32")) - 1
+
+
+def global_counts(bits_list, k_total, k_min=None, k_max=None):
+    """Kept count per tensor under one global magnitude threshold.
+
+    Args:
+        bits_list: List of 1-D int32 tensors (`masks.magnitude_bits`).
+        k_total: int32 scalar, total number of weights to keep.
+        k_min: Optional int32 vector: at least this many kept per tensor.
+        k_max: Optional int32 vector: at most this many kept per tensor.
+
+    Returns:
+        `(counts, threshold_bits)`: int32 vector of kept counts summing to
+        `k_total` (clamped into `[sum(k_min), sum(k_max)]`), and the global
+        threshold's bit pattern.
+    """
+    sizes = [int(b.shape[0]) for b in bits_list]
+    n = len(sizes)
+    sizes_t = ops.convert_to_tensor(np.array(sizes, np.int32))
+    k_min = ops.zeros((n,), "int32") if k_min is None else k_min
+    k_max = sizes_t if k_max is None else k_max
+    k_total = ops.convert_to_tensor(k_total, "int32")
+    k_total = ops.clip(k_total, ops.sum(k_min), ops.sum(k_max))
+
+    hi_bits, lo_bits = masks._HI_BITS, masks._LO_BITS
+    highs = [ops.right_shift(b, lo_bits) for b in bits_list]
+    hist = ops.stack(
+        [_backend.histogram(h, 1 << hi_bits) for h in highs]
+    )  # (n, 65536)
+    # ge[i, b]: elements of tensor i in buckets >= b.
+    ge = ops.flip(ops.cumsum(ops.flip(hist, axis=1), axis=1), axis=1)
+    bucket = _last_index_at_least(_clipped_total(ge, k_min, k_max), k_total)
+    above = ops.take(ge, bucket, axis=1) - ops.take(hist, bucket, axis=1)
+
+    low_mask = (1 << lo_bits) - 1
+    hist_low = ops.stack(
+        [
+            _backend.histogram(
+                ops.where(
+                    ops.equal(h, bucket), ops.bitwise_and(b, low_mask),
+                    1 << lo_bits,
+                ),
+                (1 << lo_bits) + 1,
+            )[: 1 << lo_bits]
+            for h, b in zip(highs, bits_list)
+        ]
+    )
+    ge_low = above[:, None] + ops.flip(
+        ops.cumsum(ops.flip(hist_low, axis=1), axis=1), axis=1
+    )
+    low = _last_index_at_least(_clipped_total(ge_low, k_min, k_max), k_total)
+    threshold = bucket * (1 << lo_bits) + low
+
+    ge_t = ops.take(ge_low, low, axis=1)
+    gt_t = ge_t - ops.take(hist_low, low, axis=1)
+    clip_gt = ops.minimum(ops.maximum(gt_t, k_min), k_max)
+    clip_ge = ops.minimum(ops.maximum(ge_t, k_min), k_max)
+    # Ties at the threshold go to tensors in order (deterministic).
+    room = clip_ge - clip_gt
+    remaining = k_total - ops.sum(clip_gt)
+    before = ops.cumsum(room) - room
+    share = ops.clip(remaining - before, 0, room)
+    return clip_gt + share, threshold
+
+
+def erk_densities(shapes, power_scale=1.0):
+    """Raw ERK density factors `sum(shape) / prod(shape)` per tensor."""
+    out = []
+    for shape in shapes:
+        shape = [int(d) for d in shape]
+        out.append((sum(shape) / float(np.prod(shape))) ** power_scale)
+    return np.array(out, np.float64)
+
+
+def erk_counts(shapes, sparsity):
+    """Erdős–Rényi-Kernel kept counts, summing exactly to `kept_count(N, s)`.
+
+    Tensors whose ERK density would exceed 1 stay dense and the scale is
+    recomputed for the others (RigL / jaxpruner). Fractional budgets are
+    rounded by largest remainder (ties: earlier tensor first). Computed with
+    `keras.ops` on a vector of one entry per tensor, so `sparsity` may be a
+    tensor inside a compiled step.
+
+    Args:
+        shapes: List of weight shapes.
+        sparsity: float32 scalar, overall sparsity.
+
+    Returns:
+        int32 vector of kept counts.
+    """
+    sizes_np = np.array([int(np.prod(s)) for s in shapes], np.float64)
+    raw = ops.convert_to_tensor(erk_densities(shapes).astype(np.float32))
+    sizes = ops.convert_to_tensor(sizes_np.astype(np.float32))
+    total = int(sizes_np.sum())
+    k_total = masks.kept_count(total, sparsity)
+    k_f = ops.cast(k_total, "float32")
+    dense = ops.zeros_like(raw, dtype="bool")
+    for _ in range(len(shapes)):
+        dense_size = ops.sum(ops.where(dense, sizes, 0.0))
+        weighted = ops.sum(ops.where(dense, 0.0, raw * sizes))
+        scale = (k_f - dense_size) / ops.maximum(weighted, 1e-30)
+        dense = ops.logical_or(dense, ops.greater_equal(scale * raw, 1.0))
+    dense_size = ops.sum(ops.where(dense, sizes, 0.0))
+    weighted = ops.sum(ops.where(dense, 0.0, raw * sizes))
+    scale = (k_f - dense_size) / ops.maximum(weighted, 1e-30)
+    budget = ops.where(dense, sizes, ops.minimum(scale * raw * sizes, sizes))
+    base = ops.cast(ops.floor(budget), "int32")
+    base = ops.maximum(ops.minimum(base, ops.cast(sizes, "int32")), 0)
+    short = k_total - ops.sum(base)
+    remainder = budget - ops.floor(budget)
+    room = ops.cast(sizes, "int32") - base
+    remainder = ops.where(ops.greater(room, 0), remainder, -1.0)
+    # Rank remainders: larger first, earlier first on ties.
+    n = len(shapes)
+    index = ops.arange(n)
+    a = ops.expand_dims(remainder, 1)
+    b = ops.expand_dims(remainder, 0)
+    earlier = ops.less(ops.expand_dims(index, 0), ops.expand_dims(index, 1))
+    beats = ops.logical_or(
+        ops.greater(b, a), ops.logical_and(ops.equal(b, a), earlier)
+    )
+    rank = ops.sum(ops.cast(beats, "int32"), axis=1)
+    extra = ops.cast(ops.less(rank, short), "int32")
+    return base + extra

@@ -1,0 +1,90 @@
+"""`prune_once`: prune a trained model now, without training."""
+
+from keras_prune import schedules
+from keras_prune.prune import prune_low_magnitude
+from keras_prune.strip import pruning_wrappers
+
+
+def prune_once(
+    model,
+    sparsity,
+    allocation="layer",
+    pruning_schedule=None,
+    **kwargs,
+):
+    """Prunes a trained model now, to `sparsity`, without training.
+
+    tfmot's internal `prune_for_benchmark`, made public. The result is a
+    pruned model (a copy for Sequential/Functional, the same object for
+    subclassed models) whose masks are already computed: evaluate it,
+    fine-tune it (masks stay fixed unless `pruning_schedule` is given), or
+    `strip_pruning` it.
+
+    Masks are fixed by default through
+    `ConstantSparsity(sparsity, begin_step=0, end_step=0)`: the first
+    training batch recomputes them at the same sparsity from the already
+    pruned weights, which selects the same weights (only weights that are
+    exactly zero could be exchanged for other exact zeros), and never again.
+
+    Args:
+        model: A built `keras.Model` (or a layer or list of layers).
+        sparsity: Fraction to prune, in `[0, 1]`: of each weight tensor with
+            `allocation='layer'`, of all pruned weights together with
+            `'global'` or `'erk'`.
+        allocation: `'layer'`, `'global'` or `'erk'`, as in
+            `prune_low_magnitude`.
+        pruning_schedule: Optional schedule for fine-tuning afterwards.
+        **kwargs: Any other argument of `prune_low_magnitude`
+            (`block_size`, `sparsity_m_by_n`, `pattern`, `layers`,
+            `max_sparsity`, `pruning_policy`, ...).
+
+    Returns:
+        The pruned model, with masks applied in every forward pass.
+
+    Example:
+
+    ```python
+    pruned = keras_prune.prune_once(model, 0.9, allocation="global")
+    pruned.compile(loss="sparse_categorical_crossentropy",
+                   metrics=["accuracy"])
+    pruned.evaluate(x_test, y_test)
+    small = keras_prune.strip_pruning(pruned)
+    ```
+    """
+    if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"`sparsity` must be in [0, 1], got {sparsity!r}.")
+    if pruning_schedule is None:
+        pruning_schedule = schedules.ConstantSparsity(
+            sparsity, begin_step=0, end_step=0
+        )
+    pruned = prune_low_magnitude(
+        model,
+        pruning_schedule=pruning_schedule,
+        allocation=allocation,
+        **kwargs,
+    )
+    wrappers = (
+        [pruned]
+        if not isinstance(pruned, list) and hasattr(pruned, "masks")
+        else pruning_wrappers(pruned)
+    )
+    if not wrappers:
+        raise ValueError(
+            "prune_once found no layer to prune: the model has no Dense, "
+            "convolution, embedding, recurrent or attention weights (or "
+            "`layers=` matched none)."
+        )
+    done = set()
+    for wrapper in wrappers:
+        if not wrapper.built:
+            raise ValueError(
+                f"Layer {wrapper.layer.name!r} is not built: call the model "
+                "on data (or build it) before prune_once."
+            )
+        group = wrapper._group
+        if group is not None and id(group) in done:
+            continue
+        wrapper.update_masks_now(sparsity)
+        if group is not None:
+            done.add(id(group))
+    return pruned
