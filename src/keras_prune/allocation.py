@@ -48,6 +48,42 @@ def global_counts(bits_list, k_total, k_min=None, k_max=None):
         threshold's bit pattern.
     """
     sizes = [int(b.shape[0]) for b in bits_list]
+    lo_bits = masks._LO_BITS
+    highs = [ops.right_shift(b, lo_bits) for b in bits_list]
+    hist = ops.stack(
+        [_backend.histogram(h, 1 << masks._HI_BITS) for h in highs]
+    )  # (n, 65536)
+
+    def low_histograms(bucket):
+        return ops.stack(
+            [masks.low_histogram(b, bucket, h) for h, b in zip(highs, bits_list)]
+        )
+
+    return global_counts_from_histograms(
+        hist, low_histograms, sizes, k_total, k_min, k_max
+    )
+
+
+def global_counts_from_histograms(
+    hist, low_histograms, sizes, k_total, k_min=None, k_max=None
+):
+    """`global_counts` from per-tensor histograms instead of the bits.
+
+    The streaming (eager) group update computes the histograms chunk by
+    chunk, so that no tensor's bit patterns are ever held whole.
+
+    Args:
+        hist: int32 `(n, 2**16)`: per tensor, the histogram of the high 16
+            bits of its magnitude bits (`masks.high_histogram`).
+        low_histograms: Function `bucket -> int32 (n, 2**15)`: per tensor,
+            the histogram of the low 15 bits of the values whose high bits
+            equal `bucket` (`masks.low_histogram`).
+        sizes: Number of elements of each tensor (Python ints).
+        k_total, k_min, k_max: As in `global_counts`.
+
+    Returns:
+        `(counts, threshold_bits)`, as `global_counts`.
+    """
     n = len(sizes)
     sizes_t = ops.convert_to_tensor(np.array(sizes, np.int32))
     k_min = ops.zeros((n,), "int32") if k_min is None else k_min
@@ -55,29 +91,13 @@ def global_counts(bits_list, k_total, k_min=None, k_max=None):
     k_total = ops.convert_to_tensor(k_total, "int32")
     k_total = ops.clip(k_total, ops.sum(k_min), ops.sum(k_max))
 
-    hi_bits, lo_bits = masks._HI_BITS, masks._LO_BITS
-    highs = [ops.right_shift(b, lo_bits) for b in bits_list]
-    hist = ops.stack(
-        [_backend.histogram(h, 1 << hi_bits) for h in highs]
-    )  # (n, 65536)
+    lo_bits = masks._LO_BITS
     # ge[i, b]: elements of tensor i in buckets >= b.
     ge = ops.flip(ops.cumsum(ops.flip(hist, axis=1), axis=1), axis=1)
     bucket = _last_index_at_least(_clipped_total(ge, k_min, k_max), k_total)
     above = ops.take(ge, bucket, axis=1) - ops.take(hist, bucket, axis=1)
 
-    low_mask = (1 << lo_bits) - 1
-    hist_low = ops.stack(
-        [
-            _backend.histogram(
-                ops.where(
-                    ops.equal(h, bucket), ops.bitwise_and(b, low_mask),
-                    1 << lo_bits,
-                ),
-                (1 << lo_bits) + 1,
-            )[: 1 << lo_bits]
-            for h, b in zip(highs, bits_list)
-        ]
-    )
+    hist_low = low_histograms(bucket)
     ge_low = above[:, None] + ops.flip(
         ops.cumsum(ops.flip(hist_low, axis=1), axis=1), axis=1
     )

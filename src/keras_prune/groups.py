@@ -29,6 +29,40 @@ ALLOCATIONS = ("layer", "global", "erk")
 # id -> the newest group with that id that still misses members.
 _OPEN = weakref.WeakValueDictionary()
 
+# Elements per chunk of the eager (streaming) group update: about 16 MiB of
+# float32 per chunk, so that temporaries stay small next to large tensors.
+STREAM_CHUNK = 1 << 22
+
+
+def _row_chunks(shape, chunk):
+    """`(start, stop)` row ranges of about `chunk` elements along axis 0.
+
+    Slices along the first axis are contiguous in flat (C) order, so the
+    chunks visit the flat tensor in order without reshaping it whole.
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 0:
+        return [(None, None)]
+    row = int(np.prod(shape[1:], dtype=np.int64))
+    step = max(1, int(chunk) // max(row, 1))
+    return [(a, min(a + step, shape[0])) for a in range(0, shape[0], step)]
+
+
+def _rows(x, start, stop):
+    """`x[start:stop]` along axis 0 (`ops.slice`: one compiled op per shape)."""
+    if start is None:
+        return ops.reshape(x, (1,))
+    shape = tuple(int(d) for d in x.shape)
+    if start == 0 and stop == shape[0]:
+        return x
+    return ops.slice(
+        x, (start,) + (0,) * (len(shape) - 1), (stop - start,) + shape[1:]
+    )
+
+
+def _int(x):
+    return int(ops.convert_to_numpy(x))
+
 
 def _kept_count(n, sparsity):
     """`masks.kept_count` of Python numbers, on the host."""
@@ -184,7 +218,17 @@ class PruningGroup:
         return new, n_bad
 
     def update(self, should_prune, sparsity):
-        """Recomputes every member's masks when `should_prune` (in a step)."""
+        """Recomputes every member's masks when `should_prune` (in a step).
+
+        Eagerly (`should_prune` has a value), the masks are computed by
+        `update_streaming`, which never holds a whole tensor's temporaries;
+        in a compiled step, by `recompute` (whole tensors, fused by XLA).
+        Both give the same masks and thresholds, bit for bit.
+        """
+        if masks._is_eager(should_prune):
+            if not bool(ops.convert_to_numpy(should_prune)):
+                return ops.convert_to_tensor(0, "int32")
+            return self.update_streaming(sparsity)
         entries = self._entries()
         old = [
             (ops.convert_to_tensor(e[2]), e[0]._read(e[3])) for e in entries
@@ -202,3 +246,138 @@ class PruningGroup:
                 e[2].assign(m)
                 e[3].assign(t)
         return n_bad
+
+    def update_streaming(self, sparsity, chunk=None):
+        """Eager `update`: same masks as `recompute`, in bounded memory.
+
+        The int32 bit patterns of `|w * mask|` are recomputed from the
+        weights, chunk by chunk (`STREAM_CHUNK` elements, along the first
+        axis), for each pass: the high-bit histograms of every tensor, the
+        low-bit histograms of the global threshold's bucket, the low-bit
+        histogram of each tensor's own k-th largest (when it lies in another
+        bucket), and the mask. Ties at a tensor's threshold are kept lowest
+        flat index first through a running count over the chunks. Extra
+        memory is one chunk's temporaries plus the new mask of one tensor
+        (1 byte per weight, twice while its chunks are joined), however
+        many weights the group holds.
+
+        Args:
+            sparsity: float32 scalar with a value.
+            chunk: Elements per chunk (default `STREAM_CHUNK`).
+
+        Returns:
+            int32 scalar: the number of NaN/Inf weights (when non-zero, no
+            mask or threshold is changed).
+        """
+        chunk = STREAM_CHUNK if chunk is None else int(chunk)
+        entries = self._entries()
+        shapes = [tuple(int(d) for d in e[1].shape) for e in entries]
+        sizes = [int(np.prod(shp, dtype=np.int64)) for shp in shapes]
+        ranges = [_row_chunks(shp, chunk) for shp in shapes]
+
+        def bits_chunks(i):
+            w, weight, mask = entries[i][:3]
+            value = w._read(weight)
+            old_mask = ops.convert_to_tensor(mask)
+            for a, b in ranges[i]:
+                yield ops.where(
+                    ops.reshape(_rows(old_mask, a, b), (-1,)),
+                    masks.magnitude_bits(_rows(value, a, b)),
+                    0,
+                )
+
+        def summed(i, fn):
+            total = None
+            for bits in bits_chunks(i):
+                h = fn(bits)
+                total = h if total is None else total + h
+            return total
+
+        hist = [summed(i, masks.high_histogram) for i in range(len(entries))]
+        n_bad = sum(
+            _int(ops.sum(h[masks._NONFINITE_BUCKET :])) for h in hist
+        )
+        if n_bad:
+            return ops.convert_to_tensor(n_bad, "int32")
+
+        k_total = masks.kept_count(sum(sizes), sparsity)
+        low_cache = {}  # (tensor, bucket) -> low histogram
+        if self.allocation == "erk":
+            counts = allocation.erk_counts(shapes, sparsity)
+        else:
+            k_min = [
+                0 if e[4] is None else _kept_count(n, e[4])
+                for e, n in zip(entries, sizes)
+            ]
+            k_max = [
+                n if e[5] is None else _kept_count(n, e[5])
+                for e, n in zip(entries, sizes)
+            ]
+
+            def low_histograms(bucket):
+                bucket = _int(bucket)
+                rows = []
+                for i in range(len(entries)):
+                    low_cache[i, bucket] = summed(
+                        i, lambda b: masks.low_histogram(b, bucket)
+                    )
+                    rows.append(low_cache[i, bucket])
+                return ops.stack(rows)
+
+            counts, _ = allocation.global_counts_from_histograms(
+                ops.stack(hist),
+                low_histograms,
+                sizes,
+                k_total,
+                ops.convert_to_tensor(k_min, "int32"),
+                ops.convert_to_tensor(k_max, "int32"),
+            )
+        counts = [int(c) for c in ops.convert_to_numpy(counts)]
+
+        for i, e in enumerate(entries):
+            k = max(counts[i], 1)
+
+            def low_counts_for(bucket, i=i):
+                bucket = _int(bucket)
+                if (i, bucket) not in low_cache:
+                    low_cache[i, bucket] = summed(
+                        i, lambda b: masks.low_histogram(b, bucket)
+                    )
+                return low_cache[i, bucket]
+
+            threshold, n_greater, n_equal, _ = masks.threshold_from_histograms(
+                hist[i], low_counts_for, ops.convert_to_tensor(k, "int32")
+            )
+            threshold = _int(threshold)
+            n_ties_kept = k - _int(n_greater)
+            split = n_ties_kept != _int(n_equal)
+            if counts[i] > 0:
+                pieces = []
+                ties = ops.convert_to_tensor(0, "int32")
+                for (a, b), bits in zip(ranges[i], bits_chunks(i)):
+                    flat, ties = masks.mask_chunk(
+                        bits, threshold, n_ties_kept, split, ties
+                    )
+                    rows = shapes[i][1:] if a is not None else ()
+                    if a is not None:
+                        flat = ops.reshape(flat, (b - a,) + rows)
+                    pieces.append(flat)
+                    del flat, bits
+                new = (
+                    pieces[0]
+                    if len(pieces) == 1
+                    else ops.concatenate(pieces, axis=0)
+                )
+                del pieces
+                new = ops.reshape(new, shapes[i])
+            else:
+                new = ops.zeros(shapes[i], "bool")
+            e[2].assign(new)
+            del new
+            e[3].assign(
+                np.array(threshold, np.int32).view(np.float32).reshape(())
+            )
+            low_cache = {
+                key: v for key, v in low_cache.items() if key[0] != i
+            }
+        return ops.convert_to_tensor(0, "int32")

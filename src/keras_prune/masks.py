@@ -161,6 +161,87 @@ def mask_for_count(bits, k, shape):
     return ops.reshape(flat, shape), threshold, n_nonfinite
 
 
+def high_histogram(bits):
+    """Counts of the high 16 bits of magnitude bits: int32 `(2**16,)`.
+
+    The first histogram pass of `select_threshold`; histograms of chunks of
+    a tensor add up to the tensor's.
+    """
+    return _backend.histogram(ops.right_shift(bits, _LO_BITS), 1 << _HI_BITS)
+
+
+def low_histogram(bits, bucket, high=None):
+    """Counts of the low 15 bits of the values in high bucket `bucket`.
+
+    The second histogram pass of `select_threshold`: int32 `(2**15,)`.
+
+    Args:
+        bits: Output of `magnitude_bits` (or a chunk of it).
+        bucket: int32 scalar, a bucket of the high 16 bits.
+        high: Optional `bits >> 15`, if already computed.
+    """
+    if high is None:
+        high = ops.right_shift(bits, _LO_BITS)
+    low = ops.where(
+        ops.equal(high, bucket),
+        ops.bitwise_and(bits, (1 << _LO_BITS) - 1),
+        1 << _LO_BITS,  # a dump bucket for everything outside `bucket`
+    )
+    return _backend.histogram(low, (1 << _LO_BITS) + 1)[: 1 << _LO_BITS]
+
+
+def threshold_from_histograms(counts, low_counts_for, k):
+    """`select_threshold` given the histograms instead of the bits.
+
+    Args:
+        counts: `high_histogram` of the whole tensor.
+        low_counts_for: Function `bucket -> low_histogram(bits, bucket)` of
+            the whole tensor (e.g. summed over chunks).
+        k: int32 scalar, 1 <= k <= size.
+
+    Returns:
+        `(threshold_bits, n_greater, n_equal, n_nonfinite)`, as
+        `select_threshold`.
+    """
+    n_nonfinite = ops.sum(counts[_NONFINITE_BUCKET:])
+    b_high, k_low, above_high = _find_bucket(counts, k)
+    counts_low = low_counts_for(b_high)
+    b_low, _, above_low = _find_bucket(counts_low, k_low)
+    threshold = b_high * (1 << _LO_BITS) + b_low
+    return (
+        threshold,
+        above_high + above_low,
+        ops.take(counts_low, b_low),
+        n_nonfinite,
+    )
+
+
+def mask_chunk(bits, threshold, n_ties_kept, split_ties, ties_before):
+    """One flat chunk of `mask_for_count`'s mask, for chunked tensors.
+
+    Args:
+        bits: A chunk of `magnitude_bits` of the tensor (flat order).
+        threshold: The tensor's threshold bits (`threshold_from_histograms`).
+        n_ties_kept: Number of values equal to the threshold to keep.
+        split_ties: Python bool: whether only some of the tied values are
+            kept (`n_ties_kept < n_equal`).
+        ties_before: Number of tied values in the chunks before this one.
+
+    Returns:
+        `(mask, ties)`: the flat bool mask of the chunk, and `ties_before`
+        plus the tied values of this chunk (an int32 scalar tensor), to pass
+        to the next chunk. Ties are kept by position, lowest flat index
+        first, as in `mask_for_count`.
+    """
+    if not split_ties:
+        return ops.greater_equal(bits, threshold), ties_before
+    tied = ops.equal(bits, threshold)
+    rank = ops.cumsum(ops.cast(tied, "int32")) + ties_before
+    first = ops.logical_and(tied, ops.less_equal(rank, n_ties_kept))
+    mask = ops.logical_or(ops.greater(bits, threshold), first)
+    return mask, ops.take(rank, ops.shape(rank)[0] - 1)
+
+
 def magnitude_mask(weights, sparsity):
     """Mask that keeps the largest magnitudes, exactly to `sparsity`.
 

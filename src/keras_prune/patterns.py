@@ -7,6 +7,7 @@ threshold, selecting with the same exact, position-tie-broken rule as
 `masks.mask_from_bits`.
 """
 
+import numpy as np
 from keras import ops
 
 from keras_prune import masks
@@ -54,11 +55,13 @@ def block_mask(weights, sparsity, block_size, pooling="AVG"):
     if pooling == "MAX":
         scores = ops.max(blocks, axis=axes)
     else:
-        valid = ops.reshape(
-            ops.pad(ops.ones((rows, cols), "float32"), pad[-2:]),
-            (nr, br, nc, bc),
-        )
-        scores = ops.sum(blocks, axis=axes) / ops.sum(valid, axis=(1, 3))
+        # 1 / (valid elements per block), a static float32 constant: a
+        # multiplication rounds the same on every backend, while a compiled
+        # division may not (XLA on TensorFlow gave 20.499998 for 82 / 4).
+        valid_rows = np.minimum(br, rows - br * np.arange(nr))
+        valid_cols = np.minimum(bc, cols - bc * np.arange(nc))
+        inverse = (1.0 / np.outer(valid_rows, valid_cols)).astype("float32")
+        scores = ops.sum(blocks, axis=axes) * inverse
     block_keep, threshold, n_bad = _select(scores, sparsity)
     keep = ops.repeat(ops.repeat(block_keep, br, axis=-2), bc, axis=-1)
     keep = keep[..., :rows, :cols]
@@ -191,7 +194,6 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_IN"):
     Returns:
         bool.
     """
-    import numpy as np
 
     m, n = m_by_n
     w = np.asarray(ops.convert_to_numpy(weights))

@@ -62,65 +62,146 @@ def _is_1x1_conv(layer):
 
 
 _XNNPACK_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid")
+# Keras 3 ops called on symbolic tensors (tfmot's TFOpLambda add, subtract,
+# multiply; identity has no Keras 3 op).
+_XNNPACK_OPS = ("Add", "Subtract", "Multiply")
+
+_STEM_MESSAGE = (
+    "Could not find `Conv2D 3x3` layer with stride 2x2, `input filters == 3` "
+    "and `VALID` padding and preceding `ZeroPadding2D` with `padding == 1` in "
+    "all input branches of the model"
+)
+_END_MESSAGE = (
+    "Could not find a `GlobalAveragePooling2D` layer in all output branches"
+)
 
 
-def _xnnpack_compatible(layer):
-    if isinstance(layer, (_L.InputLayer, _L.Add, _L.Multiply, _L.ReLU,
-                          _L.LeakyReLU, _L.ELU, _L.Dropout,
-                          _L.ZeroPadding2D)):
+def _zero_padding(producers, pad):
+    """Whether the only producer is `ZeroPadding2D(((pad, pad), (pad, pad)))`."""
+    return (
+        len(producers) == 1
+        and isinstance(producers[0], _L.ZeroPadding2D)
+        and tuple(tuple(p) for p in producers[0].padding)
+        == ((pad, pad), (pad, pad))
+    )
+
+
+def _xnnpack_compatible(layer, producers):
+    """Whether XNNPACK's sparse inference runs `layer` (tfmot's list).
+
+    Args:
+        layer: A layer or Keras op of the checked subgraph.
+        producers: The layers feeding it in the model.
+    """
+    if getattr(layer, "_is_prune_wrapper", False):
+        return _xnnpack_compatible(layer.layer, producers)
+    if isinstance(layer, (_L.Add, _L.Multiply, _L.ZeroPadding2D, _L.ReLU,
+                          _L.LeakyReLU, _L.ELU, _L.Dropout)):
         return True
     if isinstance(layer, _L.DepthwiseConv2D):
-        return (
-            tuple(layer.kernel_size) in ((3, 3), (5, 5))
-            and layer.depth_multiplier == 1
-            and tuple(layer.dilation_rate) == (1, 1)
-            and (
-                (tuple(layer.strides) == (1, 1) and layer.padding in
-                 ("same", "valid"))
-                or (tuple(layer.strides) == (2, 2) and layer.padding == "valid")
-            )
+        size = tuple(layer.kernel_size)
+        if (
+            size not in ((3, 3), (5, 5))
+            or layer.depth_multiplier != 1
+            or tuple(layer.dilation_rate) != (1, 1)
+        ):
+            return False
+        strides = tuple(layer.strides)
+        if layer.padding == "same":
+            return strides == (1, 1)
+        return strides in ((1, 1), (2, 2)) and _zero_padding(
+            producers, size[0] // 2
         )
     if isinstance(layer, _L.Conv2D):
-        if _is_1x1_conv(layer):
-            return (
-                tuple(layer.strides) == (1, 1)
-                and layer.groups == 1
-                and tuple(layer.dilation_rate) == (1, 1)
-            )
-        return _is_xnnpack_stem(layer)
+        return (
+            _is_1x1_conv(layer)
+            and tuple(layer.strides) == (1, 1)
+            and layer.groups == 1
+            and tuple(layer.dilation_rate) == (1, 1)
+        )
     if isinstance(layer, _L.GlobalAveragePooling2D):
-        return True
+        return bool(layer.keepdims)
     if isinstance(layer, _L.BatchNormalization):
-        return layer.axis in (-1, 3, [3], [-1])
+        return layer.axis in (-1, 3)
     if isinstance(layer, _L.UpSampling2D):
         return layer.interpolation == "bilinear"
     if isinstance(layer, _L.Activation):
         name = getattr(layer.activation, "__name__", "")
         return name in _XNNPACK_ACTIVATIONS
+    if not isinstance(layer, _L.Layer):
+        return (
+            type(layer).__module__.startswith("keras.src.ops")
+            and type(layer).__name__ in _XNNPACK_OPS
+        )
     return False
 
 
-def _is_xnnpack_stem(layer):
+def _is_xnnpack_stem(layer, producers):
+    """A 3x3 stride-2 `valid` Conv2D on 3 channels after ZeroPadding2D(1)."""
+    if getattr(layer, "_is_prune_wrapper", False):
+        layer = layer.layer
     return (
         isinstance(layer, _L.Conv2D)
-        and tuple(layer.kernel_size) == (3, 3)
+        and layer.built
+        and tuple(layer.kernel.shape[:3]) == (3, 3, 3)
         and tuple(layer.strides) == (2, 2)
         and layer.padding == "valid"
-        and layer.built
-        and layer.kernel.shape[-2] == 3
+        and _zero_padding(producers, 1)
     )
+
+
+class _Graph:
+    """The call graph of a Functional model, one vertex per node (call)."""
+
+    def __init__(self, model):
+        nodes = [n for depth in model._nodes_by_depth.values() for n in depth]
+        self.consumers = {id(n): [] for n in nodes}
+        self.producers = {}
+        for node in nodes:
+            parents = [p for p in node.parent_nodes if id(p) in self.consumers]
+            self.producers[id(node)] = [p.operation for p in parents]
+            for parent in parents:
+                self.consumers[id(parent)].append(node)
+        self.inputs = [n for n in nodes if n.is_input]
+
+    def lookup(self, sources, stop, visit):
+        """Nodes where `stop` holds, reached from `sources` along consumers.
+
+        Returns an empty list when some path reaches a model output without
+        passing a stop node. `visit(node)` is called on every other node.
+        """
+        to_visit, seen, found = list(sources), {id(n) for n in sources}, []
+        while to_visit:
+            node = to_visit.pop()
+            if stop(node):
+                found.append(node)
+                continue
+            visit(node)
+            nexts = self.consumers[id(node)]
+            if not nexts:
+                return []
+            for nxt in nexts:
+                if id(nxt) not in seen:
+                    seen.add(id(nxt))
+                    to_visit.append(nxt)
+        return found
 
 
 class PruneForLatencyOnXNNPack(PruningPolicy):
     """Prunes only what XNNPACK's sparse inference can speed up (tfmot rules).
 
     Only 1x1 `Conv2D` layers are pruned. The model must be a built
-    Functional or Sequential model whose layers XNNPACK's sparse path
-    supports: a 3x3 stride-2 `valid` stem `Conv2D` on 3 input channels,
-    then 1x1 convolutions, 3x3/5x5 depthwise convolutions, batch norm,
-    ReLU-like activations, Add/Multiply, ZeroPadding2D, bilinear upsampling,
-    and `GlobalAveragePooling2D` before the head. Use it for models exported
-    to LiteRT (TFLite) with XNNPACK sparse inference.
+    Functional or Sequential model in which every input branch starts with
+    `ZeroPadding2D(1)` followed by a 3x3 stride-2 `valid` `Conv2D` on 3
+    input channels, and every output branch passes a
+    `GlobalAveragePooling2D`; between them only layers XNNPACK's sparse path
+    supports: 1x1 convolutions (stride 1), 3x3/5x5 depthwise convolutions
+    (stride 1 `same`, or `valid` after ZeroPadding2D of 1 or 2), batch
+    norm on the channel axis, ReLU-like and sigmoid activations,
+    Add/Multiply, ZeroPadding2D, Dropout and bilinear upsampling. Layers
+    after the pooling (the head) are not checked. Nested models are not
+    looked into. Use it for models exported to LiteRT (TFLite) with XNNPACK
+    sparse inference.
     """
 
     def allow_pruning(self, layer):
@@ -137,29 +218,35 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
             )
         if not model.built:
             raise ValueError("Unbuilt models are not supported currently.")
-        layers = model._flatten_layers(include_self=False, recursive=True)
-        layers = [
-            layer for layer in layers if not isinstance(layer, keras.Model)
-        ]
-        if not any(_is_xnnpack_stem(layer) for layer in layers):
-            raise ValueError(
-                "Could not find `Conv2D 3x3` layer with stride 2x2, "
-                "`input filters == 3` and `VALID` padding in the model."
+        if isinstance(model, keras.Sequential):
+            model = model._functional
+            if model is None:
+                raise ValueError("Unbuilt models are not supported currently.")
+        graph = _Graph(model)
+
+        def is_stem(node):
+            return _is_xnnpack_stem(
+                node.operation, graph.producers[id(node)]
             )
-        if not any(isinstance(layer, _L.GlobalAveragePooling2D)
-                   for layer in layers):
-            raise ValueError(
-                "Could not find a `GlobalAveragePooling2D` layer in the model."
-            )
-        seen_pool = False
-        for layer in layers:
-            if isinstance(layer, _L.GlobalAveragePooling2D):
-                seen_pool = True
-                continue
-            if seen_pool:
-                continue  # the head after pooling is not constrained
-            if not _xnnpack_compatible(layer):
+
+        starts = graph.lookup(graph.inputs, is_stem, lambda node: None)
+        if not starts:
+            raise ValueError(_STEM_MESSAGE)
+
+        def is_end(node):
+            return isinstance(node.operation, _L.GlobalAveragePooling2D)
+
+        def check(node):
+            if node in starts:
+                return
+            if not _xnnpack_compatible(
+                node.operation, graph.producers[id(node)]
+            ):
                 raise ValueError(
-                    f"Layer {layer.name} is not supported for the "
+                    f"Layer {node.operation.name} is not supported for the "
                     "PruneForLatencyOnXNNPack pruning policy"
                 )
+
+        if not graph.lookup(starts, is_end, lambda node: None):
+            raise ValueError(_END_MESSAGE)
+        graph.lookup(starts, is_end, check)

@@ -35,6 +35,7 @@ from keras.src.layers.convolutional.base_conv_transpose import (
 from keras.src.utils import tracking
 
 from keras_prune import _backend
+from keras_prune import distribution
 from keras_prune import groups
 from keras_prune import masks
 from keras_prune import patterns
@@ -289,12 +290,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.layer(*sym_args, **sym_kwargs)
 
     def build(self, input_shape=None):
-        from keras_prune import distribution as kp_distribution
-
         if not self.layer.built:
             # Variable paths stay those of the unwrapped layer, so that a
             # LayoutMap written for the unpruned model still applies.
-            kp_distribution.keep_unwrapped_path(self.layer, self)
+            distribution.keep_unwrapped_path(self.layer, self)
             self.layer.build(input_shape)
         weights = registry.prunable_weights(self.layer, self.skip_unsupported)
         if not weights:
@@ -313,7 +312,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         masks_, thresholds = [], []
         for w in weights:
             masks_.append(
-                kp_distribution.add_state_weight(  # sharded like `w`
+                distribution.add_state_weight(  # sharded like `w`
                     self,
                     like=w,
                     name=f"{w.name}_mask",
@@ -324,7 +323,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 )
             )
             thresholds.append(
-                kp_distribution.add_state_weight(  # replicated
+                distribution.add_state_weight(  # replicated
                     self,
                     name=f"{w.name}_threshold",
                     shape=(),
