@@ -933,6 +933,22 @@ def test_host_call_under_tensorflow_xla():
     assert bool(prune) and float(value) == 0.5
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow XLA only")
+def test_fit_with_host_schedule_and_jit_compile_falls_back_on_tensorflow():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+    pruned = keras_prune.prune_low_magnitude(
+        model, PlainPythonSchedule([(0, 0.5)], 1)
+    )
+    with pytest.warns(UserWarning, match="jit_compile"):
+        pruned.compile("sgd", "mse", jit_compile=True)
+    assert pruned.jit_compile is False
+    x = np.ones((8, 4), "float32")
+    pruned.fit(x, np.ones((8, 8), "float32"), batch_size=4, verbose=0)
+    assert keras_prune.pruning_step(pruned) == 2
+    mask = keras.ops.convert_to_numpy(pruned.layers[0].masks[0])
+    assert int(mask.sum()) == 16
+
+
 def test_evaluate_rejects_a_schedule_that_does_not_return_a_pair():
     class Broken(keras_prune.PruningSchedule):
         def __call__(self, step):

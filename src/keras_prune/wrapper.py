@@ -164,6 +164,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.pruning_schedule = schedules.get(
             _default_schedule() if pruning_schedule is None else pruning_schedule
         )
+        if (
+            not self.pruning_schedule.in_graph
+            and keras.backend.backend() == "tensorflow"
+        ):
+            # A host schedule runs through tf.numpy_function, which XLA
+            # cannot compile: Keras then trains this model without XLA
+            # (`jit_compile=True` falls back with a warning).
+            self.supports_jit = False
         self.block_size = _tuple_of_two_ints(block_size, "block_size")
         if block_pooling_type not in _POOLING_TYPES:
             raise ValueError(
