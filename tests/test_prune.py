@@ -706,3 +706,24 @@ def test_mixed_precision(policy):
     out = pruned(x)
     assert keras.backend.standardize_dtype(out.dtype) == policy.split("_")[1]
     assert pruned.predict(x, verbose=0).shape == (16, 4)
+
+
+def test_functional_model_calling_keras_ops():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="d")(inputs)
+    model = keras.Model(inputs, keras.ops.add(hidden, 1.0))
+    pruned = kp.prune_low_magnitude(
+        model, kp.ConstantSparsity(0.5, 0)
+    )
+    wrapped = [
+        layer.layer.name
+        for layer in pruned.layers
+        if isinstance(layer, kp.PruneLowMagnitude)
+    ]
+    assert wrapped == ["d"]
+    x = np.ones((2, 4), "float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(pruned(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        rtol=1e-6,
+    )

@@ -74,28 +74,42 @@ def select_threshold(magnitude_bits, k):
         the k-th largest value, how many values are strictly greater, how
         many are equal to it, and how many are Inf or NaN.
     """
-    high = ops.right_shift(magnitude_bits, _LO_BITS)
-    counts = _backend.histogram(high, 1 << _HI_BITS)
-    n_nonfinite = ops.sum(counts[_NONFINITE_BUCKET:])
-    b_high, k_low, above_high = _find_bucket(counts, k)
+    return _select(_slicer(magnitude_bits), magnitude_bits.shape[0], k)
 
-    low_mask = (1 << _LO_BITS) - 1
-    low = ops.where(
-        ops.equal(high, b_high),
-        ops.bitwise_and(magnitude_bits, low_mask),
-        1 << _LO_BITS,  # a dump bucket for everything outside `b_high`
-    )
-    counts_low = _backend.histogram(low, (1 << _LO_BITS) + 1)
-    counts_low = counts_low[: 1 << _LO_BITS]
-    b_low, _, above_low = _find_bucket(counts_low, k_low)
 
-    threshold = b_high * (1 << _LO_BITS) + b_low
-    return (
-        threshold,
-        above_high + above_low,
-        ops.take(counts_low, b_low),
-        n_nonfinite,
+def _slicer(flat):
+    return lambda i, j: flat[i:j]
+
+
+def _select(chunk, n, k):
+    """`select_threshold` over `chunk(start, stop)`, the bits of a slice."""
+    bounds = chunk_bounds(n)
+    counts = _sum(high_histogram(chunk(i, j)) for i, j in bounds)
+    return threshold_from_histograms(
+        counts,
+        lambda bucket: _sum(low_histogram(chunk(i, j), bucket) for i, j in bounds),
+        k,
     )
+
+
+# Histograms and masks are built over flat chunks of at most this many
+# elements (and at least 8 chunks for tensors of 2**15 or more), so the
+# scatter-add's index and update buffers never exceed a fraction of the
+# tensor: peak extra memory stays under 2x the tensor (docs/benchmarks.md).
+CHUNK_SIZE = 1 << 22
+
+
+def chunk_bounds(n):
+    """`[(start, stop), ...]` of the flat chunks a tensor of `n` is split in."""
+    size = min(CHUNK_SIZE, max(-(-n // 8), 1 << 12))
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _sum(tensors):
+    total = None
+    for t in tensors:
+        total = t if total is None else total + t
+    return total
 
 
 def magnitude_bits(weights):
@@ -136,27 +150,39 @@ def mask_for_count(bits, k, shape):
     Returns:
         `(mask, threshold, n_nonfinite)`, as `mask_from_bits`.
     """
+    return _mask_for_count(_slicer(bits), bits.shape[0], k, shape)
+
+
+def _mask_for_count(chunk, n, k, shape):
+    """`mask_for_count` over `chunk(start, stop)`, the bits of a slice.
+
+    Bits are produced slice by slice where they are used, so no full-size
+    bit pattern or scatter index array is ever held (XLA fuses each slice's
+    bit computation into its histogram; torch slices are views).
+    """
     k = ops.maximum(ops.cast(k, "int32"), 1)
-    threshold, n_greater, n_equal, n_nonfinite = select_threshold(bits, k)
+    threshold, n_greater, n_equal, n_nonfinite = _select(chunk, n, k)
     n_ties_kept = k - n_greater
+    bounds = chunk_bounds(n)
 
-    def keep_all_ties():
-        return ops.greater_equal(bits, threshold)
-
-    def keep_first_ties():
-        tied = ops.equal(bits, threshold)
-        rank = ops.cumsum(ops.cast(tied, "int32"))
-        first = ops.logical_and(tied, ops.less_equal(rank, n_ties_kept))
-        return ops.logical_or(ops.greater(bits, threshold), first)
+    def keep(split_ties):
+        parts, ties = [], ops.convert_to_tensor(0, "int32")
+        for i, j in bounds:
+            part, ties = mask_chunk(
+                chunk(i, j), threshold, n_ties_kept, split_ties, ties
+            )
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts)
 
     no_split_ties = ops.equal(n_ties_kept, n_equal)
     if _is_eager(no_split_ties):
         # A Python branch: an eager `ops.cond` on JAX compiles both branches
         # at every call (~0.1 s).
-        split = not bool(ops.convert_to_numpy(no_split_ties))
-        flat = keep_first_ties() if split else keep_all_ties()
+        flat = keep(not bool(ops.convert_to_numpy(no_split_ties)))
     else:
-        flat = _backend.cond(no_split_ties, keep_all_ties, keep_first_ties)
+        flat = _backend.cond(
+            no_split_ties, lambda: keep(False), lambda: keep(True)
+        )
     threshold = ops.view(ops.cast(threshold, "int32"), "float32")
     return ops.reshape(flat, shape), threshold, n_nonfinite
 
@@ -283,8 +309,13 @@ def magnitude_mask(weights, sparsity):
     shape = ops.shape(weights)
     if 0 in tuple(shape):
         raise ValueError("Cannot compute a mask for an empty tensor.")
-    mask, _, n_nonfinite = mask_from_bits(
-        magnitude_bits(weights), sparsity, shape
+    flat = ops.reshape(ops.cast(weights, "float32"), (-1,))
+    n = flat.shape[0]
+    mask, _, n_nonfinite = _mask_for_count(
+        lambda i, j: magnitude_bits(flat[i:j]),
+        n,
+        kept_count(n, sparsity),
+        shape,
     )
     if _is_eager(n_nonfinite):
         n_bad = int(ops.convert_to_numpy(n_nonfinite))

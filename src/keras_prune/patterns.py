@@ -61,7 +61,9 @@ def block_mask(weights, sparsity, block_size, pooling="AVG"):
         valid_rows = np.minimum(br, rows - br * np.arange(nr))
         valid_cols = np.minimum(bc, cols - bc * np.arange(nc))
         inverse = (1.0 / np.outer(valid_rows, valid_cols)).astype("float32")
-        scores = ops.sum(blocks, axis=axes) * inverse
+        scores = ops.multiply(
+            ops.sum(blocks, axis=axes), ops.convert_to_tensor(inverse)
+        )
     block_keep, threshold, n_bad = _select(scores, sparsity)
     keep = ops.repeat(ops.repeat(block_keep, br, axis=-2), bc, axis=-1)
     keep = keep[..., :rows, :cols]

@@ -314,7 +314,7 @@ def _prune_graph_model(model, wants, wrap_params):
         model, clone_function=clone, recursive=True
     )
     for old, new in pairs:
-        if old.built and new.built:
+        if getattr(old, "built", False) and getattr(new, "built", False):
             new.set_weights(old.get_weights())
     return pruned
 

@@ -81,8 +81,10 @@ class UnsupportedLayerError(ValueError):
 
 
 def _own_variables(layer):
-    return list(layer._trainable_variables) + list(
-        layer._non_trainable_variables
+    # Operations called in a Functional model (`keras.ops.add(x, 1)`) are
+    # not Layers and hold no variables.
+    return list(getattr(layer, "_trainable_variables", ())) + list(
+        getattr(layer, "_non_trainable_variables", ())
     )
 
 
@@ -169,7 +171,7 @@ def _walk(layer, on_unknown, out, names=False):
                     v for v in _own_variables(layer) if v.name in known
                 )
     elif (
-        layer._trainable_variables
+        getattr(layer, "_trainable_variables", None)
         and not isinstance(layer, NEVER_PRUNED)
         and on_unknown == "raise"
     ):
@@ -182,5 +184,14 @@ def _walk(layer, on_unknown, out, names=False):
             "`skip_unsupported=True` to prune_low_magnitude to leave such "
             "layers dense."
         )
-    for sub in layer._flatten_layers(include_self=False, recursive=False):
+    flatten = getattr(layer, "_flatten_layers", None)
+    for sub in flatten(include_self=False, recursive=False) if flatten else ():
         _walk(sub, on_unknown, out, names)
+
+
+def owner_of(layer, weight):
+    """The layer (`layer` or one of its sublayers) that created `weight`."""
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if any(v is weight for v in _own_variables(sub)):
+            return sub
+    return layer

@@ -28,7 +28,6 @@ from keras.src.backend import AutocastScope
 from keras.src.backend import StatelessScope
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
-from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import (
     BaseConvTranspose,
 )
@@ -70,6 +69,21 @@ def _raw_value(variable):
     """The float32 value of a variable, without mixed-precision autocast."""
     with AutocastScope(None):
         return variable.value
+
+
+def _input_axis(owner, weight, transpose):
+    """The input-channel axis of `weight`, along which N:M groups run.
+
+    Conv-transpose kernels `(..., out, in)` and embeddings: -1. Every other
+    Keras kernel of rank > 2 is a convolution kernel `(..., in, out)` (also
+    depthwise, separable and ConvLSTM kernels): -2. Dense-like kernels,
+    EinsumDense and attention kernels (input axes first): 0.
+    """
+    if transpose or isinstance(owner, keras.layers.Embedding):
+        return -1
+    if len(weight.shape) > 2 and not isinstance(owner, keras.layers.EinsumDense):
+        return -2
+    return 0
 
 
 def _optional_sparsity(value, name):
@@ -399,20 +413,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _pattern_mask(self, weight, masked, sparsity):
         """`(mask, threshold, n_bad)` of one weight given `weight * mask`."""
-        transpose = isinstance(self.layer, BaseConvTranspose)
         if self.block_size != (1, 1):
             return patterns.block_mask(
                 masked, sparsity, self.block_size, self.block_pooling_type
             )
+        owner = registry.owner_of(self.layer, weight)
+        transpose = isinstance(owner, BaseConvTranspose)
         if self.sparsity_m_by_n is not None:
-            if transpose or isinstance(self.layer, keras.layers.Embedding):
-                axis = -1
-            elif isinstance(self.layer, BaseConv) and len(weight.shape) > 2:
-                axis = -2
-            else:
-                axis = 0
             return patterns.m_by_n_mask(
-                masked, self.sparsity_m_by_n, sparsity, axis=axis
+                masked,
+                self.sparsity_m_by_n,
+                sparsity,
+                axis=_input_axis(owner, weight, transpose),
             )
         if self.pattern == "channel":
             return patterns.channel_mask(
