@@ -93,7 +93,8 @@ def _select(chunk, n, k):
 
 
 # Histograms and masks are built over flat chunks of at most this many
-# elements (and at least 8 chunks for tensors of 2**15 or more), so the
+# elements (and at least 8 chunks under XLA, 2 on eager torch, where small
+# chunks cost time, for tensors of 2**15 or more), so the
 # scatter-add's index and update buffers never exceed a fraction of the
 # tensor: peak extra memory stays under 2x the tensor (docs/benchmarks.md).
 CHUNK_SIZE = 1 << 22
@@ -101,7 +102,8 @@ CHUNK_SIZE = 1 << 22
 
 def chunk_bounds(n):
     """`[(start, stop), ...]` of the flat chunks a tensor of `n` is split in."""
-    size = min(CHUNK_SIZE, max(-(-n // 8), 1 << 12))
+    parts = 8 if _backend.fuses_elementwise() else 2
+    size = min(CHUNK_SIZE, max(-(-n // parts), 1 << 12))
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -166,6 +168,8 @@ def _mask_for_count(chunk, n, k, shape):
     bounds = chunk_bounds(n)
 
     def keep(split_ties):
+        if not split_ties:  # one comparison: no temporaries
+            return mask_chunk(chunk(0, n), threshold, n_ties_kept, False, 0)[0]
         parts, ties = [], ops.convert_to_tensor(0, "int32")
         for i, j in bounds:
             part, ties = mask_chunk(
@@ -311,11 +315,14 @@ def magnitude_mask(weights, sparsity):
         raise ValueError("Cannot compute a mask for an empty tensor.")
     flat = ops.reshape(ops.cast(weights, "float32"), (-1,))
     n = flat.shape[0]
+    if _backend.fuses_elementwise():
+        # XLA computes each slice's bits inside the pass that reads them.
+        chunk = lambda i, j: magnitude_bits(flat[i:j])  # noqa: E731
+    else:
+        # Eager: compute the bits once (1x the tensor) and slice views.
+        chunk = _slicer(magnitude_bits(flat))
     mask, _, n_nonfinite = _mask_for_count(
-        lambda i, j: magnitude_bits(flat[i:j]),
-        n,
-        kept_count(n, sparsity),
-        shape,
+        chunk, n, kept_count(n, sparsity), shape
     )
     if _is_eager(n_nonfinite):
         n_bad = int(ops.convert_to_numpy(n_nonfinite))
