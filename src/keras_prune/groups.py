@@ -29,9 +29,9 @@ ALLOCATIONS = ("layer", "global", "erk")
 # id -> the newest group with that id that still misses members.
 _OPEN = weakref.WeakValueDictionary()
 
-# Elements per chunk of the eager (streaming) group update: about 16 MiB of
-# float32 per chunk, so that temporaries stay small next to large tensors.
-STREAM_CHUNK = 1 << 22
+# Elements per chunk of the eager (streaming) group update (4 MiB of
+# float32): temporaries stay small next to large tensors.
+STREAM_CHUNK = 1 << 20
 
 
 def _row_chunks(shape, chunk):
