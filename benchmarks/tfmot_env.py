@@ -183,8 +183,9 @@ def run_tfmot(task, *, venv_path=".venv-tfmot", timeout=None, **kwargs):
 
     Args:
         task: One of `"train_overhead"`, `"accuracy"`, `"accuracy_sweep"`,
-            `"mask_sort"` and `"compress"`. See `benchmarks/_tfmot_reference.py` for the
-            arguments each one takes.
+            `"mask_sort"` and `"compress"`. See
+            `benchmarks/_tfmot_reference.py` for the arguments each one
+            takes.
         venv_path: Directory of the tfmot virtual environment, created with
             `ensure_tfmot_venv()` if missing.
         timeout: Optional time limit for the subprocess, in seconds.
