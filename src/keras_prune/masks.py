@@ -93,16 +93,16 @@ def _select(chunk, n, k):
 
 
 # Histograms and masks are built over flat chunks of at most this many
-# elements (and at least 8 chunks under XLA, 2 on eager torch, where small
-# chunks cost time, for tensors of 2**15 or more), so the
-# scatter-add's index and update buffers never exceed a fraction of the
-# tensor: peak extra memory stays under 2x the tensor (docs/benchmarks.md).
+# elements (and at least 8 chunks under XLA, 4 on eager torch, for tensors
+# of 2**15 or more), so the scatter-add's index and update buffers never
+# exceed a fraction of the tensor: peak extra memory stays under 2x the
+# tensor (docs/benchmarks.md).
 CHUNK_SIZE = 1 << 22
 
 
 def chunk_bounds(n):
     """`[(start, stop), ...]` of the flat chunks a tensor of `n` is split in."""
-    parts = 8 if _backend.fuses_elementwise() else 2
+    parts = 8 if _backend.fuses_elementwise() else 4
     size = min(CHUNK_SIZE, max(-(-n // parts), 1 << 12))
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -212,12 +212,11 @@ def low_histogram(bits, bucket, high=None):
     """
     if high is None:
         high = ops.right_shift(bits, _LO_BITS)
-    low = ops.where(
-        ops.equal(high, bucket),
+    return _backend.selected_histogram(
         ops.bitwise_and(bits, (1 << _LO_BITS) - 1),
-        1 << _LO_BITS,  # a dump bucket for everything outside `bucket`
+        ops.equal(high, bucket),
+        1 << _LO_BITS,
     )
-    return _backend.histogram(low, (1 << _LO_BITS) + 1)[: 1 << _LO_BITS]
 
 
 def threshold_from_histograms(counts, low_counts_for, k):
