@@ -269,8 +269,16 @@ def test_xnnpack_rejects_unsupported_middle_layer(middle, name):
     ],
 )
 def test_xnnpack_accepts_supported_middle_layers(middle):
-    # The check alone: prune_low_magnitude cannot yet clone a model holding
-    # a keras.ops call (prune._prune_graph_model reads `.built` of ops).
-    kp.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(
-        xnnpack_model(middle=middle)
+    model = xnnpack_model(middle=middle)
+    policy = kp.PruneForLatencyOnXNNPack()
+    assert policy.ensure_model_supports_pruning(model) is None
+    pruned = kp.prune_low_magnitude(model, pruning_policy=policy)
+    wrapped = [
+        layer.layer
+        for layer in pruned._flatten_layers(include_self=False)
+        if isinstance(layer, PruneLowMagnitude)
+    ]
+    assert wrapped and all(
+        isinstance(layer, L.Conv2D) and tuple(layer.kernel_size) == (1, 1)
+        for layer in wrapped
     )

@@ -70,6 +70,19 @@ def _kept_count(n, sparsity):
     return int(max(np.round(np.float32(n) * (one - np.float32(sparsity))), 1))
 
 
+def _count_bounds(entries, sizes):
+    """Per-tensor kept-count floors and caps from max/min sparsity."""
+    k_min = [
+        0 if e[4] is None else _kept_count(n, e[4])
+        for e, n in zip(entries, sizes)
+    ]
+    k_max = [
+        n if e[5] is None else _kept_count(n, e[5])
+        for e, n in zip(entries, sizes)
+    ]
+    return k_min, k_max
+
+
 class PruningGroup:
     """The wrappers of one model that share a sparsity budget.
 
@@ -189,14 +202,7 @@ class PruningGroup:
                 [tuple(e[1].shape) for e in entries], sparsity
             )
         else:
-            k_min = [
-                0 if e[4] is None else _kept_count(n, e[4])
-                for e, n in zip(entries, sizes)
-            ]
-            k_max = [
-                n if e[5] is None else _kept_count(n, e[5])
-                for e, n in zip(entries, sizes)
-            ]
+            k_min, k_max = _count_bounds(entries, sizes)
             counts, _ = allocation.global_counts(
                 bits,
                 k_total,
@@ -305,14 +311,7 @@ class PruningGroup:
         if self.allocation == "erk":
             counts = allocation.erk_counts(shapes, sparsity)
         else:
-            k_min = [
-                0 if e[4] is None else _kept_count(n, e[4])
-                for e, n in zip(entries, sizes)
-            ]
-            k_max = [
-                n if e[5] is None else _kept_count(n, e[5])
-                for e, n in zip(entries, sizes)
-            ]
+            k_min, k_max = _count_bounds(entries, sizes)
 
             def low_histograms(bucket):
                 bucket = _int(bucket)

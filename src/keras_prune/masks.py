@@ -74,16 +74,16 @@ def select_threshold(magnitude_bits, k):
         the k-th largest value, how many values are strictly greater, how
         many are equal to it, and how many are Inf or NaN.
     """
-    return _select(_slicer(magnitude_bits), magnitude_bits.shape[0], k)
+    n = magnitude_bits.shape[0]
+    return _select(_slicer(magnitude_bits), k, chunk_bounds(n, parts=1))
 
 
 def _slicer(flat):
     return lambda i, j: flat[i:j]
 
 
-def _select(chunk, n, k):
+def _select(chunk, k, bounds):
     """`select_threshold` over `chunk(start, stop)`, the bits of a slice."""
-    bounds = chunk_bounds(n)
     counts = _sum(high_histogram(chunk(i, j)) for i, j in bounds)
     return threshold_from_histograms(
         counts,
@@ -93,16 +93,26 @@ def _select(chunk, n, k):
 
 
 # Histograms and masks are built over flat chunks of at most this many
-# elements (and at least 8 chunks under XLA, 4 on eager torch, for tensors
-# of 2**15 or more), so the scatter-add's index and update buffers never
-# exceed a fraction of the tensor: peak extra memory stays under 2x the
-# tensor (docs/benchmarks.md).
+# elements. `magnitude_mask` also splits every tensor of 2**15 elements or
+# more into at least 8 chunks (4 on eager torch), so the scatter-add's index
+# and update buffers stay a fraction of the tensor: peak extra memory under
+# 2x the tensor (docs/benchmarks.md). Inside training steps, only tensors
+# over CHUNK_SIZE are split, which keeps the step's compile time low.
 CHUNK_SIZE = 1 << 22
 
 
-def chunk_bounds(n):
-    """`[(start, stop), ...]` of the flat chunks a tensor of `n` is split in."""
-    parts = 8 if _backend.fuses_elementwise() else 4
+def chunk_bounds(n, parts=None):
+    """`[(start, stop), ...]` of the flat chunks a tensor of `n` is split in.
+
+    Args:
+        n: Number of elements.
+        parts: Least number of chunks (tensors of 2**15 elements or more);
+            default 8 under XLA, 4 on eager torch. With `parts=1` only
+            tensors over `CHUNK_SIZE` are split: fewer ops, so the masks of
+            a training step compile fast.
+    """
+    if parts is None:
+        parts = 8 if _backend.fuses_elementwise() else 4
     size = min(CHUNK_SIZE, max(-(-n // parts), 1 << 12))
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -152,10 +162,11 @@ def mask_for_count(bits, k, shape):
     Returns:
         `(mask, threshold, n_nonfinite)`, as `mask_from_bits`.
     """
-    return _mask_for_count(_slicer(bits), bits.shape[0], k, shape)
+    bounds = chunk_bounds(bits.shape[0], parts=1)
+    return _mask_for_count(_slicer(bits), bits.shape[0], k, shape, bounds)
 
 
-def _mask_for_count(chunk, n, k, shape):
+def _mask_for_count(chunk, n, k, shape, bounds):
     """`mask_for_count` over `chunk(start, stop)`, the bits of a slice.
 
     Bits are produced slice by slice where they are used, so no full-size
@@ -163,9 +174,8 @@ def _mask_for_count(chunk, n, k, shape):
     bit computation into its histogram; torch slices are views).
     """
     k = ops.maximum(ops.cast(k, "int32"), 1)
-    threshold, n_greater, n_equal, n_nonfinite = _select(chunk, n, k)
+    threshold, n_greater, n_equal, n_nonfinite = _select(chunk, k, bounds)
     n_ties_kept = k - n_greater
-    bounds = chunk_bounds(n)
 
     def keep(split_ties):
         if not split_ties:  # one comparison: no temporaries
@@ -321,7 +331,7 @@ def magnitude_mask(weights, sparsity):
         # Eager: compute the bits once (1x the tensor) and slice views.
         chunk = _slicer(magnitude_bits(flat))
     mask, _, n_nonfinite = _mask_for_count(
-        chunk, n, kept_count(n, sparsity), shape
+        chunk, n, kept_count(n, sparsity), shape, chunk_bounds(n)
     )
     if _is_eager(n_nonfinite):
         n_bad = int(ops.convert_to_numpy(n_nonfinite))
