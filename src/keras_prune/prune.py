@@ -120,7 +120,7 @@ def prune_low_magnitude(
     The step is the number of training batches completed: the first batch
     sees step 0, so `ConstantSparsity(0.5, begin_step=0)` prunes before the
     first weight update. No callback is needed (`UpdatePruningStep` reports
-    NaN weights right after the step and adds `sparsity` to the logs).
+    NaN weights at the next batch and adds `sparsity` to the epoch logs).
 
     Args:
         to_prune: Layer, list of layers, or `keras.Model`.
