@@ -24,7 +24,7 @@ and stripped, this measures:
   incompressible float32 values and a perfectly coded i.i.d. mask would
   reach.
 
-Run: `KERAS_BACKEND=jax .venv/bin/python benchmarks/compress_sizes.py`
+Run: `KERAS_BACKEND=jax .venv/bin/python benchmarks/compression.py`
 (`--quick` for a smoke run). Writes `benchmarks/results/compression.json`,
 `docs/images/compression.png` and prints a markdown table.
 """
@@ -39,7 +39,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Python puts this script's folder first on sys.path, where this very file
+# would shadow the standard library's `compression` package (which jax
+# imports). Import helpers as `benchmarks.X` instead.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
 from benchmarks import _common  # noqa: E402
 
