@@ -81,6 +81,39 @@ def format_machine(info):
     return f"{info['cpu']}, {info['cores']} cores, {ram}; {vers}"
 
 
+# ---------------------------------------------------------------------- data
+
+
+def digits_split(standardize=False):
+    """The digits split every benchmark uses (and `_tfmot_reference.py`).
+
+    `X / 16` as float32, int64 labels, `train_test_split(test_size=0.2,
+    random_state=0, stratify=y)`: 1437 train / 360 test. With `standardize`,
+    per-pixel z-scores with the training set's mean and std (constant pixels
+    only centred), as `_tfmot_reference.standardize_split`.
+
+    Returns:
+        `(x_train, y_train, x_test, y_test)`.
+    """
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype("float32")
+    y = y.astype("int64")
+    x_train, x_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.2, random_state=0, stratify=y
+    )
+    if standardize:
+        mean = x_train.mean(axis=0, dtype=np.float64)
+        std = x_train.std(axis=0, dtype=np.float64)
+        std = np.where(std > 0, std, 1.0)
+        x_train = ((x_train - mean) / std).astype("float32")
+        x_test = ((x_test - mean) / std).astype("float32")
+    return x_train, y_train, x_test, y_test
+
+
 # ------------------------------------------------------------ backend helpers
 
 

@@ -98,26 +98,6 @@ LABELS = {
 # ------------------------------------------------------------------- data
 
 
-def load_data():
-    """The split of `_tfmot_reference.load_digits_split`, standardised."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype("float32")
-    y = y.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.2, random_state=0, stratify=y
-    )
-    # Same arithmetic as _tfmot_reference.standardize_split.
-    mean = x_train.mean(axis=0, dtype=np.float64)
-    std = x_train.std(axis=0, dtype=np.float64)
-    std = np.where(std > 0, std, 1.0)
-    x_train = ((x_train - mean) / std).astype("float32")
-    x_test = ((x_test - mean) / std).astype("float32")
-    return x_train, y_train, x_test, y_test
-
-
 def build_model(arch):
     import keras
 
@@ -958,7 +938,7 @@ def main(argv=None):
         else:
             methods.append(m)
     seeds = list(range(args.seeds))
-    data = load_data()
+    data = _common.digits_split(standardize=True)
     load_all = _common.ForeignLoad()
     git = git_state()  # the library was imported now, not at the end
     if args.check_reuse:

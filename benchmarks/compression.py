@@ -58,18 +58,6 @@ import keras_prune  # noqa: E402
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
-def load_digits_split():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32")
-    y = y.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.2, random_state=0, stratify=y)
-    return x_train, y_train, x_test, y_test
-
-
 def build_model(arch):
     L = keras.layers
     if arch == "mlp":
@@ -315,7 +303,7 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.prune_epochs, args.no_tfmot = 2, 2, True
         args.sparsities = [0.9]
-    data = load_digits_split()
+    data = _common.digits_split()
     rows = []
     for arch in args.archs:
         keras.utils.set_random_seed(args.seed)

@@ -64,20 +64,6 @@ TARGET_SPARSITY = 0.9
 FREQUENCY = 100
 
 
-def load_digits_split():
-    """Same split as benchmarks/_tfmot_reference.py:load_digits_split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype("float32")
-    y = y.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.2, random_state=0, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
-
-
 def build_model():
     import keras
 
@@ -238,7 +224,7 @@ def run_backend(epochs, repeats, seed, warmup=True, quiet=None, retries=0):
     import keras
 
     backend = keras.backend.backend()
-    data = load_digits_split()
+    data = _common.digits_split()
     keras.utils.set_random_seed(seed)
     init_weights = build_model().get_weights()
     if warmup:
