@@ -449,31 +449,47 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         ]
         return new, n_bad
 
+    def _update_own_masks(self, should_prune, sparsity):
+        """Recomputes this wrapper's masks when `should_prune`.
+
+        Returns:
+            int32 count of NaN/Inf weights met (masks then unchanged).
+        """
+        old = [
+            (ops.convert_to_tensor(m), _raw_value(t))
+            for m, t in zip(self.masks, self.thresholds)
+        ]
+
+        def recompute():
+            return self._recompute(sparsity, old)
+
+        def keep():
+            return old, ops.convert_to_tensor(0, "int32")
+
+        if masks._is_eager(should_prune):  # eager: a Python branch
+            prune = bool(ops.convert_to_numpy(should_prune))
+            new, n_bad = recompute() if prune else keep()
+        else:
+            new, n_bad = _backend.cond(should_prune, recompute, keep)
+        for mask, threshold, (m, t), (om, _) in zip(
+            self.masks, self.thresholds, new, old
+        ):
+            if m is not om:  # no writes when nothing was recomputed
+                mask.assign(m)
+                threshold.assign(t)
+        return n_bad
+
     def _update_masks(self):
         step = ops.convert_to_tensor(self.pruning_step)
         should_prune, sparsity = self._schedule_at(step)
-        if self._group is not None:
+        if self._group is None:
+            n_bad = self._update_own_masks(should_prune, sparsity)
+        else:
             context = self._forward_pass()
             if context is None or self._group.claim(context):
                 n_bad = self._group.update(should_prune, sparsity)
             else:
-                n_bad = None
-        else:
-            old = [
-                (ops.convert_to_tensor(m), _raw_value(t))
-                for m, t in zip(self.masks, self.thresholds)
-            ]
-            new, n_bad = _backend.cond(
-                should_prune,
-                lambda: self._recompute(sparsity, old),
-                lambda: (old, ops.convert_to_tensor(0, "int32")),
-            )
-            for mask, threshold, (m, t), (om, _) in zip(
-                self.masks, self.thresholds, new, old
-            ):
-                if m is not om:  # torch skips the writes between updates
-                    mask.assign(m)
-                    threshold.assign(t)
+                n_bad = None  # another member updated the group's masks
         if n_bad is not None:
             self._raise_if_eager_nonfinite(n_bad)
             self.nonfinite_count.assign(
@@ -493,18 +509,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         sparsity = ops.convert_to_tensor(float(sparsity), "float32")
         yes = ops.convert_to_tensor(True)
-        if self._group is not None:
-            n_bad = self._group.update(yes, sparsity)
-        else:
-            old = [
-                (ops.convert_to_tensor(m), _raw_value(t))
-                for m, t in zip(self.masks, self.thresholds)
-            ]
-            new, n_bad = self._recompute(sparsity, old)
-            for mask, threshold, (m, t) in zip(self.masks, self.thresholds, new):
-                mask.assign(m)
-                threshold.assign(t)
-        self._raise_if_eager_nonfinite(n_bad)
+        update = (
+            self._update_own_masks
+            if self._group is None
+            else self._group.update
+        )
+        self._raise_if_eager_nonfinite(update(yes, sparsity))
 
     def _raise_if_eager_nonfinite(self, n_bad):
         if not masks._is_eager(n_bad):
