@@ -70,14 +70,13 @@ def block_mask(weights, sparsity, block_size, pooling="AVG"):
     return keep, threshold, n_bad
 
 
-def input_axis(weight_shape, layer_kind=None):
-    """The input-channel axis of a kernel (tfmot's N:M grouping axis).
+def input_axis(weight_shape):
+    """The default N:M grouping axis: -2 (tfmot's), 0 for rank-1 weights.
 
-    Dense-like kernels `(in, out)` and conv kernels `(..., in, out)` group
-    along axis -2; conv-transpose kernels `(..., out, in)` along -1.
+    Dense kernels `(in, out)` and conv kernels `(..., in, out)` group along
+    their input channels. The wrapper chooses per layer kind (conv-transpose
+    kernels and embeddings along -1, EinsumDense along 0).
     """
-    if layer_kind == "transpose":
-        return len(weight_shape) - 1
     return max(len(weight_shape) - 2, 0)
 
 
