@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_prune import host_updates
 from keras_prune import schedules
 from keras_prune import strip
 
@@ -41,22 +42,28 @@ def pruning_step(model):
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Reports pruning during `fit`: NaN checks and `sparsity` in the logs.
+    """Runs pruning's mask updates between the steps of `fit`.
 
-    Kept under tfmot's name so tfmot code runs unchanged, but keras-prune does
-    not need it to prune: the step and the masks are updated inside the
-    compiled train step. With it, `fit` also:
+    keras-prune prunes without it (the train step then updates the masks
+    itself and multiplies each pruned weight by its mask), but with it `fit`
+    trains a pruned model about as fast as a dense one:
 
-    - raises `FloatingPointError` at the start of the batch after a step
-      whose mask update met NaN or Inf weights (naming the layer), or at the
-      end of the epoch, instead of training on;
-    - adds `sparsity` (fraction of zeros over all pruned weights) to the
+    - before each batch it evaluates the schedules on the host and, only at
+      the steps where one says so, recomputes the masks with a compiled
+      update (the same masks, bit for bit) and writes `w * mask` into the
+      weights; the train step keeps pruned weights at zero after each
+      optimizer update and carries no mask update or masking
+      (`keras_prune.host_updates`);
+    - it raises `FloatingPointError` when a mask update meets NaN or Inf
+      weights (naming the layer), instead of training on;
+    - it adds `sparsity` (fraction of zeros over all pruned weights) to the
       epoch logs, so it shows in `History` and the progress bar.
 
-    It only reads the model after steps at which the schedule updated masks
-    (on JAX, reading the model syncs its state), and it has no batch-end
-    hook, so Keras keeps dispatching steps asynchronously (a batch-end hook
-    made JAX `fit` 1.28x slower on a small MLP).
+    It has no batch-end hook, so Keras keeps dispatching steps
+    asynchronously, and it reads the model (on JAX, syncs its state) only at
+    update steps. With `steps_per_execution > 1` or under a distribution,
+    the updates stay inside the train step and the callback only checks and
+    reports them.
 
     Example:
 
@@ -70,12 +77,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step = None
         self._epoch_start = None
         self._sparsity = None
+        self._host = None
 
     def on_train_begin(self, logs=None):
         model = self.model
         self._wrappers = strip.pruning_wrappers(model)
         strip.check_finite(model)
         self._step = pruning_step(model) or 0
+        if host_updates.eligible(model):
+            self._host = host_updates.HostUpdates(model, self._step)
+            self._host.start()
         self._sparsity = model_sparsity(model)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -103,13 +114,41 @@ class UpdatePruningStep(keras.callbacks.Callback):
         return False
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._step is not None:
-            self._catch_up(self._epoch_start + batch)
+        if self._step is None:
+            return
+        step = self._epoch_start + batch
+        if self._host is None:
+            self._catch_up(step)
+            return
+        self._step = step
+        due = self._host.due(step)
+        if due:
+            self.model  # syncs JAX state: the updates read the weights
+            try:
+                self._host.update(due)
+            except FloatingPointError:
+                self._stop_host()
+                raise
+            self._sparsity = None  # read at epoch end
+
 
     def on_epoch_end(self, epoch, logs=None):
         if self._step is None:
             return
         model = self.model  # syncs JAX state
-        self._catch_up(pruning_step(model) or 0, model)
+        if self._host is None:
+            self._catch_up(pruning_step(model) or 0, model)
+        else:
+            self._step = pruning_step(model) or 0
+            if self._sparsity is None:
+                self._sparsity = model_sparsity(model)
         if logs is not None and self._sparsity is not None:
             logs["sparsity"] = self._sparsity
+
+    def on_train_end(self, logs=None):
+        self._stop_host()
+
+    def _stop_host(self):
+        if self._host is not None:
+            self._host.stop()
+            self._host = None

@@ -15,6 +15,9 @@ How it works, on every backend:
   therefore exactly zero.
 - Stored kernels are made exactly sparse (`w = w * mask`) at every eager
   point: when the model is saved, and by `strip_pruning`.
+- Within `fit` with `UpdatePruningStep`, the wrapper does none of this but
+  count steps: the callback updates masks between steps and the train step
+  zeroes pruned weights after the optimizer (`host_updates`).
 """
 
 import inspect
@@ -277,6 +280,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self._call_has_mask_arg = False
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._last_call_context = None
+        # Set by `UpdatePruningStep` while `fit` runs the mask updates from
+        # the host (see `host_updates`): the weights then hold `w * mask`.
+        self._host_updates = False
 
     # ----------------------------------------------------------------- build
 
@@ -523,6 +529,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise FloatingPointError(nonfinite_message(self))
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
+        if self._host_updates:
+            # The weights are exactly sparse: no masking, no update here.
+            if training is True and self._first_call_in_forward_pass():
+                self.pruning_step.assign(
+                    ops.convert_to_tensor(self.pruning_step) + 1
+                )
+            kwargs = self._layer_kwargs(kwargs, training, mask)
+            return self.layer.call(inputs, *args, **kwargs)
         if training is True and self._first_call_in_forward_pass():
             self._update_masks()
         overrides = {

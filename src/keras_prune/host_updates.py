@@ -1,0 +1,240 @@
+"""Mask updates driven from the host during `fit` (by `UpdatePruningStep`).
+
+Without the callback, every training step carries the mask update (a
+conditional on the schedule) and multiplies each pruned weight by its mask
+in the forward pass. With it, `fit` trains pruned layers as cheaply as dense
+ones:
+
+- the callback evaluates the schedules on the host before each batch and,
+  only at the steps where one says so, runs a compiled update that
+  recomputes the masks (the same `magnitude_mask` math, same bits) and
+  writes `w * mask` into the weights;
+- the train step itself holds no update: the forward pass reads the weights
+  as they are, the step counter still advances in the graph, and after the
+  optimizer's update the pruned weights are set back to zero
+  (`w = where(mask, w, 0)`, fused into the optimizer's update by XLA).
+
+Pruned weights are therefore zero in every forward pass, as with in-step
+updates, and the masks are identical bit for bit. The mode only applies
+within a `fit` whose `steps_per_execution` is 1, without a distribution
+strategy (the callback sees every batch begin); otherwise the in-step
+updates run as usual.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+from keras.src.backend import StatelessScope
+
+from keras_prune import _backend
+from keras_prune import masks
+from keras_prune import schedules
+from keras_prune import strip
+from keras_prune.wrapper import _raw_value as _read
+from keras_prune.wrapper import nonfinite_message
+
+_FUNCTIONS = ("train_function", "test_function", "predict_function")
+
+
+def eligible(model):
+    """Whether `fit` on `model` can run its mask updates from the host."""
+    if getattr(model, "steps_per_execution", 1) != 1:
+        return False
+    if keras.distribution.distribution() is not None:
+        return False
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            return False
+    wrappers = strip.pruning_wrappers(model)
+    return bool(wrappers) and all(w.built for w in wrappers)
+
+
+class Owner:
+    """The masks one compiled update recomputes: a layer's or a group's.
+
+    Args:
+        wrapper: A `PruneLowMagnitude`; with global or ERK allocation, the
+            first member of its group (the update covers the whole group).
+        step_offset: This wrapper's `pruning_step` minus the model's.
+    """
+
+    def __init__(self, wrapper, step_offset):
+        self.wrapper = wrapper
+        self.group = wrapper._group
+        self.step_offset = step_offset
+        members = [wrapper] if self.group is None else self.group.members
+        self.triples = [t for m in members for t in m.pruning_vars]
+        self.variables = [v for t in self.triples for v in t]
+
+    def due(self, step):
+        """`(should_prune, sparsity)` of the schedule at model step `step`."""
+        return schedules.evaluate(
+            self.wrapper.pruning_schedule, step + self.step_offset
+        )
+
+    def _recompute(self, sparsity):
+        old = [(ops.convert_to_tensor(m), _read(t)) for _, m, t in self.triples]
+        if self.group is None:
+            new, n_bad = self.wrapper._recompute(sparsity, old)
+        else:
+            new, n_bad = self.group.recompute(sparsity, old)
+        for (weight, mask, threshold), (m, t) in zip(self.triples, new):
+            mask.assign(m)
+            threshold.assign(t)
+            weight.assign(ops.where(m, _read(weight), 0))
+        return n_bad
+
+    @property
+    def _unstructured(self):
+        w = self.wrapper
+        return (
+            self.group is None
+            and w.block_size == (1, 1)
+            and w.sparsity_m_by_n is None
+            and w.pattern is None
+        )
+
+    def update(self, sparsity):
+        """Recomputes the masks to `sparsity` and zeroes the pruned weights.
+
+        Single-weight masks of one layer are computed with NumPy on the host
+        (`masks.host_mask`: nothing to compile); block, N:M and channel
+        patterns and global/ERK groups with their compiled math.
+
+        Raises:
+            FloatingPointError: a pruned weight is NaN or Inf (the masks are
+                then left as they were).
+        """
+        if self._unstructured:
+            self._host_update(sparsity)
+            return
+        function = getattr(self.wrapper, "_host_update_function", None)
+        if function is None:
+            function = _backend.compile_function(self._stateless_update)
+            object.__setattr__(self.wrapper, "_host_update_function", function)
+        values, n_bad = function(
+            [v.value for v in self.variables],
+            ops.convert_to_tensor(sparsity, "float32"),
+        )
+        if int(ops.convert_to_numpy(n_bad)):
+            raise FloatingPointError(nonfinite_message(self.wrapper))
+        for variable, value in zip(self.variables, values):
+            variable.assign(value)
+
+    def _host_update(self, sparsity):
+        new = []
+        for weight, mask, _ in self.triples:
+            value = np.asarray(ops.convert_to_numpy(weight), np.float32)
+            value = np.where(ops.convert_to_numpy(mask), value, np.float32(0))
+            m, t, n_bad = masks.host_mask(value, sparsity)
+            if n_bad:
+                raise FloatingPointError(nonfinite_message(self.wrapper))
+            new.append((value, m, t))
+        for (weight, mask, threshold), (value, m, t) in zip(self.triples, new):
+            mask.assign(m)
+            threshold.assign(t)
+            weight.assign(np.where(m, value, np.float32(0)))
+
+    def _stateless_update(self, values, sparsity):
+        with StatelessScope(
+            state_mapping=list(zip(self.variables, values))
+        ) as scope:
+            n_bad = self._recompute(sparsity)
+        new = [scope.get_current_value(v) for v in self.variables]
+        return [v if n is None else n for v, n in zip(values, new)], n_bad
+
+
+class HostUpdates:
+    """Runs a model's mask updates from the host while `fit` trains it.
+
+    Args:
+        model: The model `fit` trains; `eligible(model)` must be True.
+        step: The model's `pruning_step` when `fit` starts.
+    """
+
+    def __init__(self, model, step):
+        self.model = model
+        self.wrappers = strip.pruning_wrappers(model)
+        self.owners, seen = [], set()
+        for wrapper in self.wrappers:
+            key = id(wrapper if wrapper._group is None else wrapper._group)
+            if key in seen:
+                continue
+            seen.add(key)
+            own = int(ops.convert_to_numpy(wrapper.pruning_step))
+            self.owners.append(Owner(wrapper, own - step))
+        self._saved = None
+
+    def start(self):
+        """Switches the wrappers to host updates and zeroes pruned weights."""
+        model = self.model
+        active = getattr(model, "_keras_prune_host_updates", None)
+        if active is not None:  # a `fit` that raised never reached stop()
+            active.stop()
+        object.__setattr__(model, "_keras_prune_host_updates", self)
+        for wrapper in self.wrappers:
+            wrapper._host_updates = True
+            wrapper.apply_masks()
+        trainable = {id(v) for v in model.trainable_variables}
+        pruned = [
+            (w, m)
+            for wrapper in self.wrappers
+            for w, m in zip(wrapper.pruned_weights, wrapper.masks)
+            if id(w) in trainable
+        ]
+        self._saved = {name: getattr(model, name) for name in _FUNCTIONS}
+        cached = getattr(model, "_keras_prune_host_train", None)
+        own_step = "train_step" in model.__dict__
+        self._own_train_step = model.__dict__.get("train_step")
+        object.__setattr__(
+            model,
+            "train_step",
+            _backend.zero_pruned_after(model.train_step, model, pruned),
+        )
+        self._had_own_train_step = own_step
+        if cached is not None and cached[0] is self._saved["train_function"]:
+            model.train_function = cached[1]
+        else:
+            model.make_train_function(force=True)
+            object.__setattr__(
+                model,
+                "_keras_prune_host_train",
+                (self._saved["train_function"], model.train_function),
+            )
+        # Evaluation functions traced now read the weights without masks;
+        # they must not outlive the mode.
+        model.test_function = None
+        model.predict_function = None
+
+    def stop(self):
+        """Back to in-step updates (for custom loops and other `fit`s)."""
+        model = self.model
+        object.__setattr__(model, "_keras_prune_host_updates", None)
+        for wrapper in self.wrappers:
+            wrapper._host_updates = False
+        if self._had_own_train_step:
+            object.__setattr__(model, "train_step", self._own_train_step)
+        else:
+            object.__delattr__(model, "train_step")
+        model.train_function = self._saved["train_function"]
+        model.test_function = None
+        model.predict_function = None
+
+    def due(self, step):
+        """The owners whose schedule updates masks at `step`, with sparsity."""
+        out, seen = [], {}
+        for owner in self.owners:
+            key = (id(owner.wrapper.pruning_schedule), owner.step_offset)
+            if key not in seen:  # layers usually share one schedule
+                seen[key] = owner.due(step)
+            should_prune, sparsity = seen[key]
+            if should_prune:
+                out.append((owner, float(sparsity)))
+        return out
+
+    def update(self, due):
+        """Runs the updates `due` returned (the model state must be synced)."""
+        for owner, sparsity in due:
+            owner.update(sparsity)
