@@ -301,3 +301,24 @@ def test_a_fit_interrupted_by_another_callback_is_cleaned_up_by_the_next():
     assert int(to_np(wrappers[0].pruning_step)) == 7
     s = kp.PolynomialDecay(**SCHEDULE)(6)[1]
     assert int(to_np(wrappers[0].masks[0]).sum()) == int(kp.kept_count(128, s))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        kp.ConstantSparsity(0.5, 10, 300, frequency=7),
+        kp.PolynomialDecay(0.1, 0.9, 5, 300, power=3, frequency=7),
+        kp.PolynomialDecay(0.0, 0.9, 5, 5),
+        kp.ExponentialDecay(0.0, 0.8, 0, 200, frequency=3),
+        kp.CosineDecay(0.2, 0.8, 10, 250, frequency=4),
+        kp.FunctionSchedule(lambda step: min(step, 100) / 200, 0, 300, 9),
+    ],
+    ids=["constant", "poly", "poly-begin-eq-end", "exp", "cos", "function"],
+)
+def test_planned_schedule_values_equal_step_by_step_values(schedule):
+    planned = kp.schedules.evaluate_range(schedule, 0, 400)
+    for step, (should_prune, sparsity) in enumerate(planned):
+        expected = kp.schedules.evaluate(schedule, step)
+        assert should_prune is expected[0]
+        assert np.float32(sparsity).tobytes() == expected[1].tobytes()
+    assert any(s for s, _ in planned)

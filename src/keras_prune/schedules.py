@@ -516,6 +516,31 @@ class FunctionSchedule(PruningSchedule):
         )
 
 
+def evaluate_range(schedule, start, count):
+    """`evaluate` at steps `start, ..., start + count - 1`.
+
+    The built-in schedules compute all steps in one NumPy call (the same
+    float32 values as step by step); other schedules are called per step.
+    `UpdatePruningStep` plans its host-side updates with this instead of
+    paying ~50 us of NumPy per batch.
+
+    Args:
+        schedule: A `PruningSchedule`.
+        start: First Python integer step.
+        count: Number of steps.
+
+    Returns:
+        List of `(should_prune: bool, sparsity: numpy.float32)`.
+    """
+    if type(schedule) in _VECTORIZED:
+        steps = np.arange(start, start + count, dtype=np.int64)
+        should_prune, sparsity = schedule(steps)
+        should_prune = np.broadcast_to(np.asarray(should_prune, bool), (count,))
+        sparsity = np.broadcast_to(np.asarray(sparsity, np.float32), (count,))
+        return list(zip(should_prune.tolist(), sparsity))
+    return [evaluate(schedule, step) for step in range(start, start + count)]
+
+
 def evaluate(schedule, step):
     """Evaluates `schedule` at a Python integer `step` on the host.
 
@@ -609,3 +634,7 @@ _BUILTINS = {
     c.__name__: c
     for c in (PolynomialDecay, ConstantSparsity, ExponentialDecay, CosineDecay)
 }
+
+
+# Schedules whose host math is elementwise over an array of steps.
+_VECTORIZED = (ConstantSparsity, PolynomialDecay, ExponentialDecay, CosineDecay)
