@@ -162,7 +162,10 @@ def zero_pruned_after(train_step, model, pruned):
             logs = train_step(data)
             with torch.no_grad():
                 for w, m in pruned:
-                    w.value.mul_(m.value)
+                    # A bool multiplier is 5x slower than its uint8 view
+                    # (458 vs 95 us for 1M weights); `+ 0.0` turns the -0.0
+                    # of negative weights into +0.0.
+                    w.value.mul_(m.value.view(torch.uint8)).add_(0.0)
             return logs
 
         return torch_step
@@ -170,7 +173,9 @@ def zero_pruned_after(train_step, model, pruned):
     def tf_step(data):
         logs = train_step(data)
         for w, m in pruned:
-            w.assign(ops.where(m, w.value, 0))
+            # Without XLA, 420 us for 1M weights against 635 us for `where`;
+            # `+ 0.0` turns -0.0 into +0.0.
+            w.assign(w.value * ops.cast(m, w.dtype) + 0.0)
         return logs
 
     return tf_step
