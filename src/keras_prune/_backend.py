@@ -173,9 +173,9 @@ def zero_pruned_after(train_step, model, pruned):
     def tf_step(data):
         logs = train_step(data)
         for w, m in pruned:
-            # Without XLA, 420 us for 1M weights against 635 us for `where`;
-            # `+ 0.0` turns -0.0 into +0.0.
-            w.assign(w.value * ops.cast(m, w.dtype) + 0.0)
+            # `where`, not a multiply: graph optimizers drop a `+ 0.0` that
+            # would turn the -0.0 of negative weights into +0.0.
+            w.assign(ops.where(m, w.value, 0))
         return logs
 
     return tf_step
