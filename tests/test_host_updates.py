@@ -324,3 +324,18 @@ def test_planned_schedule_values_equal_step_by_step_values(schedule):
         assert should_prune is expected[0]
         assert np.float32(sparsity).tobytes() == expected[1].tobytes()
     assert any(s for s, _ in planned)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_host_updates_under_mixed_precision(policy):
+    if BACKEND == "torch" and policy == "mixed_float16":
+        pytest.skip("torch CPU has no float16 matmul")
+    x, y = data()
+    keras.mixed_precision.set_global_policy(policy)
+    host = train(mlp(), x, y, callback=True)
+    for (_, _, s), w in zip(state(host), kp.strip.pruning_wrappers(host)):
+        assert s == 15
+        assert w.pruned_weights[0].dtype == "float32"
+        mask = to_np(w.masks[0])
+        assert int(mask.sum()) == int(kp.kept_count(mask.size, 0.8))
+        assert np.count_nonzero(to_np(w.pruned_weights[0])[~mask]) == 0
