@@ -138,8 +138,9 @@ def zero_pruned_after(train_step, model, pruned):
 
     Returns:
         A train step with the same signature. On JAX the zeroing is part of
-        the compiled step's outputs (XLA fuses it into the optimizer's
-        update); TensorFlow assigns in the graph; torch zeroes in place.
+        the compiled step's outputs (on CPU, XLA keeps it a separate pass:
+        ~3% of the digits MLP's 2.5 ms step); TensorFlow assigns in the
+        graph; torch zeroes in place.
     """
     backend = keras.backend.backend()
     if backend == "jax":

@@ -49,9 +49,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
     trains a pruned model about as fast as a dense one:
 
     - before each batch it evaluates the schedules on the host and, only at
-      the steps where one says so, recomputes the masks with a compiled
-      update (the same masks, bit for bit) and writes `w * mask` into the
-      weights; the train step keeps pruned weights at zero after each
+      the steps where one says so, recomputes the masks (the same masks,
+      bit for bit) and writes `w * mask` into the weights; the train step keeps pruned weights at zero after each
       optimizer update and carries no mask update or masking
       (`keras_prune.host_updates`);
     - it raises `FloatingPointError` when a mask update meets NaN or Inf

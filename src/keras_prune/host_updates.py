@@ -12,7 +12,7 @@ ones:
 - the train step itself holds no update: the forward pass reads the weights
   as they are, the step counter still advances in the graph, and after the
   optimizer's update the pruned weights are set back to zero
-  (`w = where(mask, w, 0)`, fused into the optimizer's update by XLA).
+  (`w = where(mask, w, 0)`, one pass over the pruned weights).
 
 Pruned weights are therefore zero in every forward pass, as with in-step
 updates, and the masks are identical bit for bit. The mode only applies
