@@ -33,7 +33,6 @@ from keras_prune import strip
 from keras_prune.wrapper import _raw_value as _read
 from keras_prune.wrapper import nonfinite_message
 
-_FUNCTIONS = ("train_function", "test_function", "predict_function")
 _PLAN_STEPS = 256  # schedule steps evaluated at once
 
 
@@ -167,7 +166,8 @@ class HostUpdates:
             seen.add(key)
             own = int(ops.convert_to_numpy(wrapper.pruning_step))
             self.owners.append(Owner(wrapper, own - step))
-        self._saved = None
+        self._in_step_train_function = None
+        self._own_train_step = None
         self._planned = (0, 0)
         self._events = {}
 
@@ -188,24 +188,23 @@ class HostUpdates:
             for w, m in zip(wrapper.pruned_weights, wrapper.masks)
             if id(w) in trainable
         ]
-        self._saved = {name: getattr(model, name) for name in _FUNCTIONS}
-        cached = getattr(model, "_keras_prune_host_train", None)
-        own_step = "train_step" in model.__dict__
+        in_step = self._in_step_train_function = model.train_function
+        # An instance attribute the user set, if any, is restored by stop().
         self._own_train_step = model.__dict__.get("train_step")
         object.__setattr__(
             model,
             "train_step",
             _backend.zero_pruned_after(model.train_step, model, pruned),
         )
-        self._had_own_train_step = own_step
-        if cached is not None and cached[0] is self._saved["train_function"]:
+        cached = getattr(model, "_keras_prune_host_train", None)
+        if cached is not None and cached[0] is in_step:
             model.train_function = cached[1]
         else:
             model.make_train_function(force=True)
             object.__setattr__(
                 model,
                 "_keras_prune_host_train",
-                (self._saved["train_function"], model.train_function),
+                (in_step, model.train_function),
             )
         # Evaluation functions traced now read the weights without masks;
         # they must not outlive the mode.
@@ -218,11 +217,11 @@ class HostUpdates:
         object.__setattr__(model, "_keras_prune_host_updates", None)
         for wrapper in self.wrappers:
             wrapper._host_updates = False
-        if self._had_own_train_step:
+        if self._own_train_step is not None:
             object.__setattr__(model, "train_step", self._own_train_step)
         else:
             object.__delattr__(model, "train_step")
-        model.train_function = self._saved["train_function"]
+        model.train_function = self._in_step_train_function
         model.test_function = None
         model.predict_function = None
 
