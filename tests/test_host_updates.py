@@ -339,3 +339,103 @@ def test_host_updates_under_mixed_precision(policy):
         mask = to_np(w.masks[0])
         assert int(mask.sum()) == int(kp.kept_count(mask.size, 0.8))
         assert np.count_nonzero(to_np(w.pruned_weights[0])[~mask]) == 0
+
+
+def kept_weights(model):
+    out = []
+    for w in kp.strip.pruning_wrappers(model):
+        for weight, mask in zip(w.pruned_weights, w.masks):
+            out.append(to_np(weight)[to_np(mask)])
+    return out
+
+
+def fit_and_watch(optimizer, callback):
+    """Trains `mlp` 2 epochs; returns (model, host mode seen in each step)."""
+    x, y = data()
+    pruned = kp.prune_low_magnitude(mlp(), kp.PolynomialDecay(**SCHEDULE))
+    pruned.compile(optimizer, "mse")
+    modes = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            wrappers = kp.strip.pruning_wrappers(self.model)
+            modes.append(all(w._host_updates for w in wrappers))
+
+    callbacks = [kp.UpdatePruningStep(), Watch()] if callback else [Watch()]
+    keras.utils.set_random_seed(1)
+    pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=callbacks)
+    return pruned, modes
+
+
+@pytest.mark.parametrize(
+    "make, host",
+    [
+        (lambda: keras.optimizers.Adam(0.05), True),
+        (lambda: keras.optimizers.SGD(0.05, momentum=0.9), True),
+        (lambda: keras.optimizers.RMSprop(0.01, clipvalue=0.1), True),
+        (lambda: keras.optimizers.Adam(0.05, global_clipnorm=0.05), False),
+        (lambda: keras.optimizers.Adam(0.05, clipnorm=0.05), False),
+        (lambda: keras.optimizers.Lamb(0.05), False),
+    ],
+    ids=["adam", "sgd", "rmsprop-clipvalue", "global_clipnorm", "clipnorm",
+         "lamb"],
+)
+def test_only_elementwise_optimizers_train_with_host_updates(make, host):
+    """Host mode lets pruned weights get gradients (discarded by the
+    zeroing); with norm clipping or Lamb those would change the kept
+    weights' updates, so in-step updates stay: either way the kept weights
+    are bit-identical to in-step training."""
+    in_step, modes = fit_and_watch(make(), callback=False)
+    assert not any(modes)
+    model, modes = fit_and_watch(make(), callback=True)
+    assert modes == [host] * 10
+    for a, b in zip(kept_weights(in_step), kept_weights(model)):
+        assert a.shape == b.shape and a.size > 0
+        np.testing.assert_array_equal(a, b)
+    assert state(model)[0][2] == state(in_step)[0][2] == 10
+
+
+def test_loss_scale_optimizer_is_judged_by_its_inner_optimizer():
+    from keras_prune import host_updates
+
+    lso = keras.optimizers.LossScaleOptimizer
+    assert host_updates.elementwise_optimizer(lso(keras.optimizers.Adam()))
+    assert not host_updates.elementwise_optimizer(
+        lso(keras.optimizers.Adam(global_clipnorm=1.0))
+    )
+    assert not host_updates.elementwise_optimizer(None)
+
+
+def test_activity_regularizer_of_a_pruned_layer_counts_in_both_modes():
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential(
+        [
+            keras.Input((8,)),
+            L.Dense(16, activity_regularizer=keras.regularizers.L2(0.01)),
+            L.Dense(4, activity_regularizer=keras.regularizers.L1(0.1)),
+        ]
+    )
+    x, y = data()
+    expected = [float(to_np(v)) for v in (dense(x[:8]), dense.losses)[1]]
+    pruned = kp.prune_low_magnitude(dense, kp.ConstantSparsity(0.5, 100))
+    pruned(x[:8])
+    got = [float(to_np(v)) for v in pruned.losses]
+    assert len(expected) == 2 and got == expected
+    # Under fit, in both modes, the loss includes it: with a zero target,
+    # an MSE of 0 leaves only the regularization.
+    for callbacks in ([], [kp.UpdatePruningStep()]):
+        model = kp.prune_low_magnitude(
+            keras.models.clone_model(dense), kp.ConstantSparsity(0.5, 100)
+        )
+        model.set_weights(pruned.get_weights())
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        history = model.fit(
+            x[:8], model.predict(x[:8], verbose=0), batch_size=8, epochs=1,
+            verbose=0, callbacks=callbacks,
+        )
+        np.testing.assert_allclose(
+            history.history["loss"][0], sum(expected), rtol=1e-5
+        )
+    stripped = kp.strip_pruning(pruned)
+    stripped(x[:8])
+    assert [float(to_np(v)) for v in stripped.losses] == expected

@@ -50,9 +50,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     - before each batch it evaluates the schedules on the host and, only at
       the steps where one says so, recomputes the masks (the same masks,
-      bit for bit) and writes `w * mask` into the weights; the train step keeps pruned weights at zero after each
-      optimizer update and carries no mask update or masking
-      (`keras_prune.host_updates`);
+      bit for bit) and writes `w * mask` into the weights; the train step
+      keeps pruned weights at zero after each optimizer update and carries
+      no mask update or masking (`keras_prune.host_updates`);
     - it raises `FloatingPointError` when a mask update meets NaN or Inf
       weights (naming the layer), instead of training on;
     - it adds `sparsity` (fraction of zeros over all pruned weights) to the
@@ -60,9 +60,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     It has no batch-end hook, so Keras keeps dispatching steps
     asynchronously, and it reads the model (on JAX, syncs its state) only at
-    update steps. With `steps_per_execution > 1` or under a distribution,
-    the updates stay inside the train step and the callback only checks and
-    reports them.
+    update steps. With `steps_per_execution > 1`, under a distribution, or
+    with an optimizer that couples weights (clipping by norm, Lamb,
+    Adafactor, Muon: see `host_updates.elementwise_optimizer`), the updates
+    stay inside the train step and the callback only checks and reports
+    them.
 
     Example:
 

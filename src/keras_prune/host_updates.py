@@ -10,15 +10,17 @@ ones:
   recomputes the masks (the same `magnitude_mask` math, same bits) and
   writes `w * mask` into the weights;
 - the train step itself holds no update: the forward pass reads the weights
-  as they are, the step counter still advances in the graph, and after the
-  optimizer's update the pruned weights are set back to zero
-  (`w = where(mask, w, 0)`, one pass over the pruned weights).
+  as they are, and after the optimizer's update the pruned weights are set
+  back to zero (`w = where(mask, w, 0)`, one pass over the pruned weights)
+  and the step counters advance.
 
 Pruned weights are therefore zero in every forward pass, as with in-step
 updates, and the masks are identical bit for bit. The mode only applies
-within a `fit` whose `steps_per_execution` is 1, without a distribution
-strategy (the callback sees every batch begin); otherwise the in-step
-updates run as usual.
+within a `fit` whose `steps_per_execution` is 1 (the callback sees every
+batch begin), without a distribution strategy, and with an optimizer that
+updates each weight from its own gradient (`elementwise_optimizer`: not
+with gradient clipping by norm); otherwise the in-step updates run as
+usual.
 """
 
 import keras
@@ -36,9 +38,45 @@ from keras_prune.wrapper import nonfinite_message
 _PLAN_STEPS = 256  # schedule steps evaluated at once
 
 
+# Optimizers whose update of a weight reads only that weight's gradient and
+# state. In host mode the forward pass reads the zeroed weights unmasked, so
+# pruned weights get nonzero gradients (zero under in-step masking); the
+# zeroing after the step discards their updates, and only these optimizers
+# leave the kept weights exactly as in-step updates would. Norm-based ones
+# (gradient clipping by norm, Lamb, Adafactor, Muon) keep in-step updates.
+_ELEMENTWISE_OPTIMIZERS = (
+    "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad",
+    "Adadelta", "Ftrl", "Lion",
+)
+
+
+def elementwise_optimizer(optimizer):
+    """Whether pruned weights' gradients cannot change `optimizer`'s update
+    of the other weights (see `_ELEMENTWISE_OPTIMIZERS`)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    known = tuple(
+        getattr(keras.optimizers, name) for name in _ELEMENTWISE_OPTIMIZERS
+    )
+    # torch swaps in backend subclasses (torch_adam.Adam); a user's subclass
+    # may change the update, so it keeps in-step updates.
+    public = [
+        c
+        for c in type(optimizer).__mro__
+        if not c.__module__.startswith("keras.src.backend.")
+    ]
+    return (
+        public[0] in known
+        and optimizer.clipnorm is None
+        and optimizer.global_clipnorm is None
+    )
+
+
 def eligible(model):
     """Whether `fit` on `model` can run its mask updates from the host."""
     if getattr(model, "steps_per_execution", 1) != 1:
+        return False
+    if not elementwise_optimizer(getattr(model, "optimizer", None)):
         return False
     if keras.distribution.distribution() is not None:
         return False
@@ -191,10 +229,13 @@ class HostUpdates:
         in_step = self._in_step_train_function = model.train_function
         # An instance attribute the user set, if any, is restored by stop().
         self._own_train_step = model.__dict__.get("train_step")
+        counters = [wrapper.pruning_step for wrapper in self.wrappers]
         object.__setattr__(
             model,
             "train_step",
-            _backend.zero_pruned_after(model.train_step, model, pruned),
+            _backend.host_train_step(
+                model.train_step, model, pruned, counters
+            ),
         )
         cached = getattr(model, "_keras_prune_host_train", None)
         if cached is not None and cached[0] is in_step:

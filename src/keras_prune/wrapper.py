@@ -177,7 +177,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "a model to keras_prune.prune_low_magnitude."
             )
         kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+        kwargs.pop("activity_regularizer", None)  # the wrapped layer's
         super().__init__(layer, **kwargs)
+        # The wrapper runs `layer.call`, so its own `__call__` records the
+        # layer's activity regularization loss.
+        self.activity_regularizer = layer.activity_regularizer
         self.pruning_schedule = schedules.get(
             _default_schedule() if pruning_schedule is None else pruning_schedule
         )
@@ -287,6 +291,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     # ----------------------------------------------------------------- build
 
     def __call__(self, *args, **kwargs):
+        if self._host_updates:
+            # During `fit` with host updates the weights are exactly sparse:
+            # the layer runs as it is and Keras' call handling runs once,
+            # not twice (~30 us per call on torch).
+            training = kwargs.pop("training", None)
+            mask = kwargs.pop("mask", None)
+            return self.layer(*args, **self._layer_kwargs(kwargs, training, mask))
         if not self.built and not self.layer.built:
             self._build_layer_from_inputs(args, kwargs)
         return super().__call__(*args, **kwargs)
@@ -530,11 +541,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         if self._host_updates:
-            # The weights are exactly sparse: no masking, no update here.
-            if training is True and self._first_call_in_forward_pass():
-                self.pruning_step.assign(
-                    ops.convert_to_tensor(self.pruning_step) + 1
-                )
+            # The weights are exactly sparse and the train step counts the
+            # steps (`host_updates`): no masking, no update here.
             kwargs = self._layer_kwargs(kwargs, training, mask)
             return self.layer.call(inputs, *args, **kwargs)
         if training is True and self._first_call_in_forward_pass():
@@ -615,6 +623,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def get_config(self):
         config = super().get_config()
+        config.pop("activity_regularizer", None)  # in the layer's config
         config.update(
             {
                 "pruning_schedule": keras.saving.serialize_keras_object(
