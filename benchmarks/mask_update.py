@@ -45,9 +45,10 @@ Usage:
 import os
 import sys
 
-# Python puts this script's folder first on sys.path, where a module such as
-# a module named like a package (e.g. compression.py) would shadow it of the same name that jax
-# imports (`from compression import zstd`). Import helpers as `benchmarks.X`.
+# Python puts this script's folder first on sys.path, where
+# benchmarks/compression.py would shadow the standard library's
+# `compression` package that jax imports (`from compression import zstd`).
+# Import helpers as `benchmarks.X`.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))

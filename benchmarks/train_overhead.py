@@ -39,9 +39,10 @@ Usage:
 import os
 import sys
 
-# Python puts this script's folder first on sys.path, where a module such as
-# a module named like a package (e.g. compression.py) would shadow it of the same name that jax
-# imports (`from compression import zstd`). Import helpers as `benchmarks.X`.
+# Python puts this script's folder first on sys.path, where
+# benchmarks/compression.py would shadow the standard library's
+# `compression` package that jax imports (`from compression import zstd`).
+# Import helpers as `benchmarks.X`.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
@@ -323,6 +324,8 @@ def summarize(result):
     p_rest = med([sum(r["epoch_seconds"][1:]) for r in by["pruned"]])
     d_best = _best_epochs([r.get("epoch_seconds") for r in by["dense"]])
     p_best = _best_epochs([r.get("epoch_seconds") for r in by["pruned"]])
+    d_mid = _best_epochs([r.get("epoch_seconds") for r in by["dense"]], med)
+    p_mid = _best_epochs([r.get("epoch_seconds") for r in by["pruned"]], med)
     d_first = med([r["epoch_seconds"][0] for r in by["dense"]])
     p_first = med([r["epoch_seconds"][0] for r in by["pruned"]])
     d_acc = med([r["test_accuracy"] for r in by["dense"]])
@@ -342,6 +345,9 @@ def summarize(result):
         "dense_best_s": d_best,
         "pruned_best_s": p_best,
         "ratio_best": p_best / d_best if d_best and p_best else None,
+        "dense_epoch_median_s": d_mid,
+        "pruned_epoch_median_s": p_mid,
+        "ratio_epoch_median": p_mid / d_mid if d_mid and p_mid else None,
         "dense_first_epoch_s": d_first,
         "pruned_first_epoch_s": p_first,
         "dense_acc": d_acc,
@@ -357,16 +363,18 @@ def summarize(result):
     }
 
 
-def _best_epochs(runs):
-    """Sum over epochs of the fastest time of each epoch across the runs.
+def _best_epochs(runs, pick=min):
+    """Sum over epochs of each epoch's fastest (`pick`) time across the runs.
 
     This machine has bursts of several seconds at about half speed that no
     load measurement sees (no other process, no steal time); with 3 or more
-    runs per mode, taking each epoch's fastest run filters them out.
+    runs per mode, taking each epoch's fastest run filters them out, and its
+    median run (`pick=statistics.median`) those that hit fewer than half of
+    the runs at that epoch.
     """
     if not runs or any(not r for r in runs) or len(runs) < 2:
         return None
-    return sum(min(epoch) for epoch in zip(*runs))
+    return sum(pick(epoch) for epoch in zip(*runs))
 
 
 def _kernel_cell(kernels):
@@ -395,6 +403,7 @@ HEADERS = (
     "pruned / dense",
     "pruned / dense, epochs 2+",
     "pruned / dense, per-epoch best of runs",
+    "pruned / dense, per-epoch median of runs",
     "1st epoch s (dense / pruned)",
     "dense acc %",
     "pruned acc %",
@@ -418,6 +427,7 @@ def table(summaries):
                 f"{s['ratio']:.3f}",
                 _common.fmt(s["ratio_epochs_2plus"], ".3f"),
                 _common.fmt(s.get("ratio_best"), ".3f"),
+                _common.fmt(s.get("ratio_epoch_median"), ".3f"),
                 f"{s['dense_first_epoch_s']:.1f} / "
                 f"{s['pruned_first_epoch_s']:.1f}",
                 f"{100 * s['dense_acc']:.2f}",

@@ -1,0 +1,260 @@
+"""Benchmark: dense and pruned `fit` interleaved epoch by epoch, one process.
+
+The recipe of `train_overhead.py` (digits, MLP 64-1024-1024-10, Adam 1e-3,
+batch 32, `PolynomialDecay(0, 0.9, 0, end, frequency=100)` with
+`UpdatePruningStep`, then `strip_pruning`), but the two models train side
+by side: epoch e of the dense model, then epoch e of the pruned one (the
+order flips every epoch), each a `fit(..., initial_epoch=e, epochs=e + 1)`
+call, timed. Each model's training time is the sum of its 40 calls
+(compilation in the first included).
+
+Why: this 2-core machine has bursts of several seconds at about half speed
+that no load counter shows, so two whole fits run a few seconds apart can
+differ by 1.5x with nothing changed (measured: the same dense torch fit
+took 15.6 to 26.1 s). Epochs 0.2-0.5 s apart see the same machine; the
+median of the per-epoch ratios and the ratio of the summed times are then
+stable from run to run.
+
+The pruned model pays more than in one `fit`: `UpdatePruningStep` enters and
+leaves its host-update mode in every call (`apply_masks`, one pass over the
+pruned weights, and a train-step swap), 40 times instead of once.
+
+Usage:
+
+    KERAS_BACKEND=jax python benchmarks/interleaved.py --repeats 3
+    python benchmarks/interleaved.py --all-backends --json-out out.json
+"""
+
+import os
+import sys
+
+# Python puts this script's folder first on sys.path, where
+# benchmarks/compression.py would shadow the standard library's
+# `compression` package that jax imports (`from compression import zstd`).
+# Import helpers as `benchmarks.X`.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+from benchmarks import _common  # noqa: E402
+
+_common.quiet_logs()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks import train_overhead as recipe  # noqa: E402
+
+
+def _compiled(model):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(recipe.LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def one_pair(data, init_weights, epochs, seed):
+    """Trains a dense and a pruned model, interleaved; returns the timings."""
+    import keras
+
+    import keras_prune
+
+    x_train, y_train, x_test, y_test = data
+    keras.utils.clear_session()
+    total_steps = math.ceil(len(x_train) / recipe.BATCH_SIZE) * epochs
+    schedule = recipe.schedule_for(total_steps)
+    models = {}
+    for mode in ("dense", "pruned"):
+        model = recipe.build_model()
+        model.set_weights(init_weights)
+        if mode == "pruned":
+            model = keras_prune.prune_low_magnitude(model, schedule)
+        models[mode] = _compiled(model)
+    callbacks = {"dense": [], "pruned": [keras_prune.UpdatePruningStep()]}
+    seconds = {"dense": [], "pruned": []}
+    for epoch in range(epochs):
+        order = ("dense", "pruned") if epoch % 2 == 0 else ("pruned", "dense")
+        for mode in order:
+            # The same shuffling for both models in every epoch.
+            keras.utils.set_random_seed(seed + epoch)
+            t0 = time.perf_counter()
+            models[mode].fit(
+                x_train,
+                y_train,
+                batch_size=recipe.BATCH_SIZE,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                shuffle=True,
+                verbose=0,
+                callbacks=callbacks[mode],
+            )
+            seconds[mode].append(time.perf_counter() - t0)
+    last = recipe.last_update(schedule, total_steps)
+    stripped = keras_prune.strip_pruning(models["pruned"])
+    accuracy = {}
+    for mode, model in (("dense", models["dense"]), ("pruned", stripped)):
+        logits = model.predict(x_test, batch_size=256, verbose=0)
+        accuracy[mode] = float(np.mean(np.argmax(logits, -1) == y_test))
+    return {
+        "epochs": epochs,
+        "epoch_seconds": seconds,
+        "test_accuracy": accuracy,
+        "last_update": last,
+        "kernels": recipe.kernel_report(stripped, last[1]),
+    }
+
+
+def run_backend(epochs, repeats, seed):
+    import keras
+
+    backend = keras.backend.backend()
+    data = _common.digits_split()
+    keras.utils.set_random_seed(seed)
+    init_weights = recipe.build_model().get_weights()
+    pairs = []
+    for r in range(repeats):
+        pair = one_pair(data, init_weights, epochs, seed)
+        pairs.append(pair)
+        s = summarize_pair(pair)
+        _common.log(
+            f"{backend} pair {r}: dense {s['dense_s']:.1f} s, pruned "
+            f"{s['pruned_s']:.1f} s ({s['ratio']:.3f}x), median epoch ratio "
+            f"{s['median_epoch_ratio']:.3f}"
+        )
+    return {"backend": backend, "pairs": pairs}
+
+
+def summarize_pair(pair):
+    d = np.asarray(pair["epoch_seconds"]["dense"])
+    p = np.asarray(pair["epoch_seconds"]["pruned"])
+    ratios = p / d
+    return {
+        "dense_s": float(d.sum()),
+        "pruned_s": float(p.sum()),
+        "ratio": float(p.sum() / d.sum()),
+        "median_epoch_ratio": float(np.median(ratios)),
+        "quartiles_epoch_ratio": [
+            float(np.percentile(ratios, 25)),
+            float(np.percentile(ratios, 75)),
+        ],
+        "first_epoch_s": (float(d[0]), float(p[0])),
+    }
+
+
+HEADERS = (
+    "backend",
+    "pairs x epochs",
+    "dense s (sum of epochs)",
+    "pruned s",
+    "pruned / dense",
+    "median per-epoch ratio (quartiles)",
+    "1st epoch s (dense / pruned)",
+    "dense acc %",
+    "pruned acc %",
+    "kept == kept_count(n, 0.9)",
+)
+
+
+def table(results):
+    rows = []
+    for result in results:
+        pairs = result["pairs"]
+        sums = [summarize_pair(p) for p in pairs]
+        ratios = np.concatenate(
+            [
+                np.asarray(p["epoch_seconds"]["pruned"])
+                / np.asarray(p["epoch_seconds"]["dense"])
+                for p in pairs
+            ]
+        )
+        med = statistics.median
+        kernels = pairs[-1]["kernels"]
+        exact = all(k["kept"] == k["kept_count_0.9"] for k in kernels.values())
+        rows.append(
+            (
+                result["backend"],
+                f"{len(pairs)} x {pairs[0]['epochs']}",
+                " / ".join(f"{s['dense_s']:.1f}" for s in sums),
+                " / ".join(f"{s['pruned_s']:.1f}" for s in sums),
+                " / ".join(f"{s['ratio']:.3f}" for s in sums),
+                f"{np.median(ratios):.3f} ({np.percentile(ratios, 25):.3f}"
+                f"-{np.percentile(ratios, 75):.3f})",
+                f"{med([s['first_epoch_s'][0] for s in sums]):.2f} / "
+                f"{med([s['first_epoch_s'][1] for s in sums]):.2f}",
+                " / ".join(
+                    f"{100 * p['test_accuracy']['dense']:.2f}" for p in pairs
+                ),
+                " / ".join(
+                    f"{100 * p['test_accuracy']['pruned']:.2f}" for p in pairs
+                ),
+                "yes" if exact else "NO",
+            )
+        )
+    return _common.markdown_table(HEADERS, rows)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=2, help="interleaved pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--all-backends", action="store_true")
+    p.add_argument("--backends", nargs="+", default=list(_common.BACKENDS))
+    p.add_argument("--json-out", help="also write the results here")
+    p.add_argument("--from-json", nargs="+", help="tables of earlier runs")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # The schedule ends on a multiple of the frequency: the last update
+    # reaches 0.9 exactly (as `train_overhead.py --align-end-step`).
+    recipe.ALIGN_END_STEP = True
+    if args.child:
+        result = run_backend(args.epochs, args.repeats, args.seed)
+        _common.write_json(args.json_out, result)
+        return 0
+    results = []
+    if args.from_json:
+        for path in args.from_json:
+            with open(path) as f:
+                results += json.load(f)["results"]
+    elif args.all_backends:
+        for b in args.backends:
+            _common.log(f"=== backend {b}, {args.epochs} epochs ===")
+            child = [
+                os.path.abspath(__file__),
+                "--child",
+                "--epochs",
+                str(args.epochs),
+                "--repeats",
+                str(args.repeats),
+                "--seed",
+                str(args.seed),
+            ]
+            results.append(
+                _common.run_child(child, {"KERAS_BACKEND": b}, label=b)
+            )
+            if args.json_out:
+                _common.write_json(args.json_out, {"results": results})
+    else:
+        results.append(run_backend(args.epochs, args.repeats, args.seed))
+    print(f"Machine: {_common.format_machine(_common.machine_info())}\n")
+    print(table(results))
+    if args.json_out:
+        _common.write_json(args.json_out, {"results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
