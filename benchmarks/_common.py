@@ -378,6 +378,29 @@ def run_child(argv, env_updates, timeout=None, label=""):
         os.unlink(path)
 
 
+def child_argv(script, options, flags=()):
+    """`[script, "--child", "--name", "value", ...]` for `run_child`.
+
+    Args:
+        script: Path of the benchmark script.
+        options: Dict of option name (underscores for dashes) to value.
+        flags: Names of store-true flags to pass.
+    """
+    argv = [os.path.abspath(script), "--child"]
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv + [f"--{name.replace('_', '-')}" for name in flags]
+
+
+def load_results(paths):
+    """The "results" lists of earlier `--json-out` files, concatenated."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results += json.load(f)["results"]
+    return results
+
+
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)

@@ -43,7 +43,6 @@ from benchmarks import _common  # noqa: E402
 _common.quiet_logs()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -236,24 +235,19 @@ def main(argv=None):
         return 0
     results = []
     if args.from_json:
-        for path in args.from_json:
-            with open(path) as f:
-                results += json.load(f)["results"]
+        results = _common.load_results(args.from_json)
     elif args.all_backends:
         for b in args.backends:
             _common.log(f"=== backend {b}, {args.epochs} epochs ===")
-            child = [
-                os.path.abspath(__file__),
-                "--child",
-                "--epochs",
-                str(args.epochs),
-                "--repeats",
-                str(args.repeats),
-                "--seed",
-                str(args.seed),
-                "--chunk",
-                str(args.chunk),
-            ]
+            child = _common.child_argv(
+                __file__,
+                {
+                    "epochs": args.epochs,
+                    "repeats": args.repeats,
+                    "seed": args.seed,
+                    "chunk": args.chunk,
+                },
+            )
             results.append(
                 _common.run_child(child, {"KERAS_BACKEND": b}, label=b)
             )

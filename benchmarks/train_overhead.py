@@ -52,7 +52,6 @@ from benchmarks import _common  # noqa: E402
 _common.quiet_logs()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -548,33 +547,29 @@ def main(argv=None):
 
     results = []
     if args.from_json:
-        for path in args.from_json:
-            with open(path) as f:
-                results += json.load(f)["results"]
+        results = _common.load_results(args.from_json)
     elif args.all_backends:
         for b in args.backends:
             epochs = args.epochs
             if b == "torch" and args.torch_epochs is not None:
                 epochs = args.torch_epochs
             _common.log(f"=== backend {b}, {epochs} epochs ===")
-            child = [
-                os.path.abspath(__file__),
-                "--child",
-                "--epochs",
-                str(epochs),
-                "--repeats",
-                str(args.repeats),
-                "--seed",
-                str(args.seed),
-                "--quiet-cores",
-                str(args.quiet_cores),
-                "--max-wait",
-                str(args.max_wait),
-                "--retries",
-                str(args.retries),
-            ]
-            child += ["--no-warmup"] if args.no_warmup else []
-            child += ["--align-end-step"] if args.align_end_step else []
+            child = _common.child_argv(
+                __file__,
+                {
+                    "epochs": epochs,
+                    "repeats": args.repeats,
+                    "seed": args.seed,
+                    "quiet_cores": args.quiet_cores,
+                    "max_wait": args.max_wait,
+                    "retries": args.retries,
+                },
+                [
+                    name
+                    for name in ("no_warmup", "align_end_step")
+                    if getattr(args, name)
+                ],
+            )
             try:
                 results.append(
                     _common.run_child(child, {"KERAS_BACKEND": b}, label=b)
