@@ -511,3 +511,25 @@ def test_large_tensor_exact(sparsity, kind):
     assert magnitude[mask.ravel()].min() == kth_largest
     assert magnitude[~mask.ravel()].max() <= kth_largest
     np.testing.assert_array_equal(mask, reference_mask(weights, sparsity))
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float16, np.float32, np.float64, ml_dtypes.bfloat16]
+)
+@pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
+def test_zero_where_not_is_where_bit_for_bit(dtype, special):
+    rng = np.random.default_rng(3)
+    value = rng.standard_normal((37, 19)).astype(dtype)
+    value[0, :4] = [-0.0, 0.0, -1.0, 2.0]
+    mask = rng.random(value.shape) < 0.4
+    mask[0, :4] = [False, False, False, True]
+    if special is not None:
+        value[1, :2] = special
+        mask[1, :2] = [False, True]
+    got = masks.zero_where_not(value, mask)
+    want = np.where(mask, value, np.zeros_like(value))
+    assert got.dtype == value.dtype
+    # Same bits: +0.0 (never -0.0) wherever the mask is False, NaN kept.
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[value.dtype.itemsize]
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))
+    assert not np.signbit(got[~mask]).any()

@@ -159,7 +159,7 @@ class Owner:
         new = []
         for weight, mask, _ in self.triples:
             value = np.asarray(ops.convert_to_numpy(weight), np.float32)
-            value = _zero_where_not(value, ops.convert_to_numpy(mask))
+            value = masks.zero_where_not(value, ops.convert_to_numpy(mask))
             m, t, n_bad = masks.host_mask(value, sparsity)
             if n_bad:
                 raise FloatingPointError(nonfinite_message(self.wrapper))
@@ -167,7 +167,7 @@ class Owner:
         for (weight, mask, threshold), (value, m, t) in zip(self.triples, new):
             mask.assign(m)
             threshold.assign(t)
-            weight.assign(_zero_where_not(value, m))
+            weight.assign(masks.zero_where_not(value, m))
 
     def _stateless_update(self, values, sparsity):
         with StatelessScope(
@@ -176,13 +176,6 @@ class Owner:
             n_bad = self._recompute(sparsity)
         new = [scope.get_current_value(v) for v in self.variables]
         return [v if n is None else n for v, n in zip(values, new)], n_bad
-
-
-def _zero_where_not(value, mask):
-    """`where(mask, value, 0)` with +0.0 zeros; 8x faster than `np.where`."""
-    out = np.multiply(value, mask, dtype=np.float32)
-    out += np.float32(0.0)  # -0.0 (negative weights times False) -> +0.0
-    return out
 
 
 class HostUpdates:

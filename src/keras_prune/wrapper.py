@@ -607,10 +607,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         n_changed = 0
         for weight, mask in zip(self.pruned_weights, self.masks):
-            value = ops.convert_to_numpy(weight)
-            keep = ops.convert_to_numpy(mask)
-            n_changed += int(np.count_nonzero(value[~keep]))
-            weight.assign(np.where(keep, value, np.zeros_like(value)))
+            value = np.asarray(ops.convert_to_numpy(weight))
+            masked = masks.zero_where_not(value, ops.convert_to_numpy(mask))
+            # NaN counts as nonzero on both sides.
+            n_changed += int(np.count_nonzero(value)) - int(
+                np.count_nonzero(masked)
+            )
+            weight.assign(masked)
         return n_changed
 
     def save_own_variables(self, store):
