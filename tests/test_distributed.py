@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import ON_CPU
 
 import _distributed_worker as worker
 import keras_prune as kp
@@ -37,6 +38,14 @@ WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
 TIMEOUT = 180  # seconds, per scenario (all its processes together)
 
 MODE_PARAMS = list(worker.MODES)  # "layer", "global", "m_by_n"
+
+# The workers run on CPU devices (4 virtual JAX devices, TF's CPU, gloo), and
+# each scenario compares them with a one-device run in this process.
+pytestmark = pytest.mark.skipif(
+    not ON_CPU,
+    reason="distributed scenarios run on CPU devices and compare with a "
+    "one-device run here, which must compute on the CPU too",
+)
 
 
 def only_on(backend, why):

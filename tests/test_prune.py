@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import assert_same_outputs
 from conftest import to_np
 from keras import layers as L
 
@@ -114,7 +115,7 @@ def test_sequential_is_copied_and_original_unchanged():
     assert all(not isinstance(l, PruneLowMagnitude) for l in model.layers)
     x, y = data()
     # Before the first update: exactly the same predictions.
-    np.testing.assert_array_equal(
+    assert_same_outputs(
         pruned.predict(x, verbose=0), model.predict(x, verbose=0)
     )
     pruned.compile(keras.optimizers.SGD(0.1), "mse")
@@ -148,7 +149,7 @@ def test_functional_model_is_copied():
         "prune_low_magnitude_b",
     ]
     x, y = data()
-    np.testing.assert_array_equal(
+    assert_same_outputs(
         pruned.predict(x, verbose=0), model.predict(x, verbose=0)
     )
     pruned.compile(keras.optimizers.SGD(0.1), "mse")
@@ -176,7 +177,7 @@ def test_nested_model():
         "out",
     ]
     x, y = data()
-    np.testing.assert_array_equal(
+    assert_same_outputs(
         pruned.predict(x, verbose=0), model.predict(x, verbose=0)
     )
     pruned.compile(keras.optimizers.SGD(0.1), "mse")
@@ -190,7 +191,7 @@ def test_nested_model():
     assert all(
         is_stock(l) for l in stripped._flatten_layers(include_self=False)
     )
-    np.testing.assert_array_equal(
+    assert_same_outputs(
         stripped.predict(x, verbose=0), pruned.predict(x, verbose=0)
     )
 
@@ -239,7 +240,7 @@ def test_subclassed_model_pruned_in_place():
     by_name = {v.path: v for w in wrappers(model) for v in w.pruned_weights}
     assert len(by_name) == 5  # first, h0, h1, block_dense, last
     assert any("block_dense" in p for p in by_name)
-    np.testing.assert_array_equal(to_np(model(x)), reference)
+    assert_same_outputs(model(x), reference)
     model.compile(keras.optimizers.SGD(0.1), "mse")
     fit(model, x, y)
     assert kp.pruning_step(model) == 2
@@ -256,7 +257,7 @@ def test_subclassed_model_pruned_in_place():
     assert stripped is model
     assert not wrappers(model)
     assert isinstance(model.first, L.Dense)
-    np.testing.assert_array_equal(to_np(model.predict(x, verbose=0)), after)
+    assert_same_outputs(model.predict(x, verbose=0), after)
     assert np.count_nonzero(to_np(model.first.kernel)) == 16
 
 
@@ -478,9 +479,7 @@ def test_pruned_weights_frozen_and_forward_masked(momentum):
     ref = L.Dense(4)
     ref.build((None, 8))
     ref.set_weights([k1 * mask, to_np(w.layer.bias)])
-    np.testing.assert_array_equal(
-        to_np(pruned.predict(x, verbose=0)), to_np(ref(x))
-    )
+    assert_same_outputs(pruned.predict(x, verbose=0), ref(x))
     # Masked entries hold stale values until stripped; strip zeroes them.
     stripped = kp.strip_pruning(pruned)
     assert stripped.layers[0] is w.layer
@@ -504,7 +503,7 @@ def test_strip_pruning():
     for layer, n in zip(stripped.layers, (32, 12, 6)):
         kernel = to_np(layer.kernel)
         assert kernel.size - np.count_nonzero(kernel) == n - n // 2
-    np.testing.assert_array_equal(stripped.predict(x, verbose=0), expected)
+    assert_same_outputs(stripped.predict(x, verbose=0), expected)
     assert len(stripped.weights) == 6
     with pytest.raises(ValueError, match="keras.Model"):
         kp.strip_pruning(L.Dense(2))

@@ -11,6 +11,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import assert_schedule_values_match
 from keras import ops
 
 import keras_prune
@@ -287,7 +288,7 @@ def test_dense_step_range_in_graph_bit_identical_to_host(factory):
         host_prune, host_value = schedule(step)
         graph_prune, graph_value = evaluate(step)
         assert bool(graph_prune) is bool(host_prune), step
-        assert _bits(graph_value) == _bits(host_value), step
+        assert_schedule_values_match(graph_value, host_value)
 
 
 @pytest.mark.parametrize(
@@ -316,9 +317,7 @@ def test_every_step_in_graph_bit_identical_to_host(factory, last_step):
     host_prune = np.array([bool(p) for p, _ in host])
     host_value = np.array([v for _, v in host], dtype=np.float32)
     np.testing.assert_array_equal(prune, host_prune)
-    differ = np.flatnonzero(value.view(np.int32) != host_value.view(np.int32))
-    assert differ.size == 0, (differ[:5], value[differ[:5]],
-                              host_value[differ[:5]])
+    assert_schedule_values_match(value, host_value)
     # The host also evaluates a NumPy vector of steps at once (as
     # keras_prune.explain does), with the same bits.
     vector_prune, vector_value = schedule(steps.astype(np.int64))
@@ -868,10 +867,16 @@ def test_custom_plain_python_schedule(step, prune, sparsity):
 )
 def test_custom_schedule_returning_framework_tensors(cls, module, step, prune,
                                                      sparsity):
-    pytest.importorskip(module)
+    lib = pytest.importorskip(module)
     should_prune, value = schedules.evaluate(cls(), step)
     assert type(should_prune) is bool and should_prune is prune
-    assert type(value) is np.float32 and value == np.float32(sparsity)
+    assert type(value) is np.float32
+    # The user's own division runs where their library puts it: on an
+    # NVIDIA GPU, jax divides approximately (40 / 200 -> 0.19999999).
+    if module == "jax" and lib.default_backend() != "cpu":
+        np.testing.assert_allclose(value, sparsity, rtol=0, atol=1e-7)
+    else:
+        assert value == np.float32(sparsity)
 
 
 @pytest.mark.parametrize(
