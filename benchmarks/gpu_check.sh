@@ -1,7 +1,11 @@
 #!/bin/bash
 # GPU check, run through the workplace's device tool on an H100 machine that
 # has jax, torch and scikit-learn but no keras or tensorflow; .whl/ carries
-# keras 3.15.1, namex and optree wheels for CPython 3.12:
+# keras 3.15.1, namex and optree wheels for CPython 3.12, fetched here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 \
+#     --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
+# and run there as
 #   bash benchmarks/gpu_check.sh            (TESTS="tests/test_x.py ..." for some)
 # The jax and torch suites run on the GPU side by side, then
 # benchmarks/interleaved.py times dense vs pruned `fit` there. Everything
