@@ -173,7 +173,12 @@ def test_unsupported_dtype_is_typeerror():
     with pytest.raises(TypeError, match="dtype"):
         keras_prune.compress_array(np.array(["a"]))
     with pytest.raises(TypeError, match="dtype"):
-        keras_prune.compress_array(np.zeros(3, np.complex64))
+        keras_prune.compress_array(np.zeros(3, "datetime64[s]"))
+    # complex64/complex128 are supported since issue 15 ("every dtype").
+    for dtype in (np.complex64, np.complex128):
+        z = np.array([0, -0.0 + 1j, complex(np.nan, -0.0)], dtype)
+        assert same_bits(keras_prune.decompress_array(
+            keras_prune.compress_array(z)), z)
 
 
 # ------------------------------------------------------------ whole models

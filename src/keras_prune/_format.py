@@ -78,6 +78,7 @@ _DTYPE_CODES = {
     1: "bool", 2: "int8", 3: "uint8", 4: "int16", 5: "uint16", 6: "int32",
     7: "uint32", 8: "int64", 9: "uint64", 10: "float16", 11: "bfloat16",
     12: "float32", 13: "float64", 14: "float8_e4m3fn", 15: "float8_e5m2",
+    16: "complex64", 17: "complex128",
 }
 _CODE_OF_DTYPE = {name: code for code, name in _DTYPE_CODES.items()}
 
@@ -284,15 +285,18 @@ def decode_stream(reader, expected_len, field, length_range=None):
                 f"{reader.what}: {field}: stored stream of {stored_len} "
                 f"bytes, expected {raw_len}")
         return body
+    # The output is capped before the first byte is inflated: at most one
+    # byte more than declared (so an over-long stream is detected), never
+    # "no limit" (zlib reads max_length=0 as unlimited).
     try:
         if codec == ZLIB:
             d = zlib.decompressobj()
-            out = d.decompress(body, raw_len)
+            out = d.decompress(body, raw_len + 1)
             complete = d.eof and not d.unconsumed_tail and not d.unused_data
         else:
             d = lzma.LZMADecompressor(
                 format=lzma.FORMAT_RAW, filters=_lzma_filters(raw_len, props))
-            out = d.decompress(body, raw_len)
+            out = d.decompress(body, raw_len + 1)
             # A raw LZMA2 stream ends with an end marker; it must be there,
             # right at the end of the stored bytes.
             if len(out) == raw_len and not d.eof:
@@ -347,8 +351,12 @@ def _nonzero_bits(flat):
     """True where the bit pattern is not all zero (so -0.0 counts)."""
     if flat.dtype == np.bool_:
         return flat.copy()
+    itemsize = flat.dtype.itemsize
+    if itemsize == 16:  # complex128: two 8-byte halves
+        halves = np.ascontiguousarray(flat).view(np.uint64).reshape(-1, 2)
+        return (halves[:, 0] != 0) | (halves[:, 1] != 0)
     unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-    return flat.view(unsigned[flat.dtype.itemsize]) != 0
+    return flat.view(unsigned[itemsize]) != 0
 
 
 def _rice_parts(gaps, k):
@@ -393,11 +401,17 @@ def _encode_mask(mask, nnz, codec):
 
 
 def _mask_from_gaps(reader, gaps, n, nnz):
-    if nnz and (gaps.max() >= n or
-                float(gaps.astype(np.float64).sum()) + nnz > n):
+    # Every gap is in [0, n) (so `gaps + 1` cannot overflow), and the
+    # positions (running sums) must stay below n. Should a running sum
+    # overflow int64, some earlier sum lies in [n, 2**63) (each step adds
+    # at most n <= 2**48), so checking every position catches it.
+    if nnz and (int(gaps.min()) < 0 or int(gaps.max()) >= n):
         raise CompressedFormatError(
             f"{reader.what}: mask gaps point past the {n} elements")
     positions = np.cumsum(gaps + 1) - 1
+    if nnz and (int(positions.max()) >= n or int(positions.min()) < 0):
+        raise CompressedFormatError(
+            f"{reader.what}: mask gaps point past the {n} elements")
     mask = np.zeros(n, dtype=bool)
     mask[positions] = True
     return mask
@@ -419,16 +433,23 @@ def _decode_mask(reader, n, nnz):
                 f"bits set, header says {nnz} non-zeros")
         return mask
     if coding == GAPS:
-        # Gap varints take 1..9 bytes each.
+        # One byte per gap, plus one per 7 bits above the first 7: a gap g
+        # takes 1 + floor(log128(g)) <= 1 + g / 128 bytes, and the gaps sum
+        # to at most n - nnz. So the stream is at most about n / 128 bytes
+        # longer than nnz: its size is bounded by the array's, not 9x it.
         raw = decode_stream(reader, None, "mask gaps",
-                            length_range=(nnz, 9 * nnz))
+                            length_range=(nnz, nnz + (n - nnz) // 128 + 1))
         gaps = decode_varints(raw, nnz, f"{reader.what}: mask gaps")
         return _mask_from_gaps(reader, gaps, n, nnz)
     if coding == RICE:
         k = reader.u8("rice parameter")
-        if k > 40:
+        # The encoder picks k near log2 of the mean gap, which is at most
+        # n / nnz: 2**k <= 8 * (n // nnz + 1) always holds for its output,
+        # and bounds the remainder bits by about n / 2.
+        if k > 40 or (1 << k) > 8 * (n // max(nnz, 1) + 1):
             raise CompressedFormatError(
-                f"{reader.what}: rice parameter {k} > 40")
+                f"{reader.what}: rice parameter {k} is impossible for {nnz} "
+                f"gaps in {n} elements")
         n_unary = reader.varint("rice unary bits", limit=1 << 50)
         if not nnz <= n_unary <= nnz + n:
             raise CompressedFormatError(
@@ -445,6 +466,12 @@ def _decode_mask(reader, n, nnz):
                 f"{reader.what}: rice unary bits hold {len(ends)} codes, "
                 f"expected {nnz}")
         gaps = np.diff(ends, prepend=-1).astype(np.int64) - 1
+        # Quotients are checked before the shift: `q << k` of a large
+        # quotient would overflow int64 and wrap to a plausible position.
+        if nnz and int(gaps.max()) > (n - 1) >> k:
+            raise CompressedFormatError(
+                f"{reader.what}: a rice-coded gap points past the {n} "
+                "elements")
         if k:
             bits = np.unpackbits(np.frombuffer(raw[unary_len:], np.uint8),
                                  count=nnz * k).reshape(nnz, k)
@@ -595,6 +622,12 @@ def decode_array(reader, max_bytes, expect=None):
             raise CompressedFormatError(
                 f"{reader.what}: invalid shuffle flag {shuffle}")
         raw = decode_stream(reader, n * dtype.itemsize, "values")
+        if dtype == np.bool_ and np.frombuffer(raw, np.uint8).max(
+                initial=0) > 1:
+            # NumPy would keep the byte: such a "bool" is neither True nor
+            # False (TensorFlow's logical_not of it is True).
+            raise CompressedFormatError(
+                f"{reader.what}: a bool value is neither 0 nor 1")
         flat = _unshuffle(raw, dtype, n, shuffle)
         return _unordered(flat, shape, order)
     nnz = reader.varint("non-zero count")
@@ -651,7 +684,9 @@ def decompress_array(data, max_bytes=None, verify=True):
             f"decompress_array expects bytes, got {type(data).__name__}")
     data = bytes(data)
     what = "array blob"
-    if len(data) < 4 + 1 + 3 + 1 + 4:
+    # The smallest blob: a 0-d array of zeros (magic, version, dtype, rank,
+    # layout, checksum).
+    if len(data) < 4 + 3 + 1 + 4:
         raise CompressedFormatError(
             f"{what}: truncated: {len(data)} bytes is shorter than the "
             "smallest blob")
@@ -678,7 +713,9 @@ def describe_blob(data):
     info = {"dtype": dtype.name, "shape": shape,
             "layout": _LAYOUT_NAMES.get(layout, "?"), "bytes": len(data)}
     if layout in (DENSE, SPARSE):
-        info["order"] = ("C", "channel-major")[reader.u8("order")]
+        order = reader.u8("order")
+        info["order"] = {C_ORDER: "C", CHANNEL_MAJOR: "channel-major"}.get(
+            order, "?")
     if layout == SPARSE:
         info["nnz"] = reader.varint("nnz")
         info["mask"] = _MASK_NAMES.get(reader.u8("mask coding"), "?")
