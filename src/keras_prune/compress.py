@@ -27,9 +27,12 @@ expects before any tensor is decoded, and every problem raises
 `CompressedFormatError`.
 """
 
+import copy
 import json
 import os
 import struct
+import sys
+import tempfile
 import warnings
 import zlib
 
@@ -53,6 +56,38 @@ MAGIC = b"\x89KPRZ\r\n\x1a"
 VERSION = 1
 FORMAT_NAME = "keras-prune-compressed"
 MAX_HEADER_BYTES = 1 << 26  # 64 MiB of JSON
+# Deepest nesting of the header JSON (a Keras config nests about 10-30
+# levels; Keras deserialises recursively).
+MAX_HEADER_DEPTH = 100
+# Peak memory of the loader (see docs/design.md, "Loading untrusted
+# files"): at most about LOAD_MEMORY_FACTOR x max(max_bytes, file size),
+# plus the fixed cost of Keras and the backend.
+LOAD_MEMORY_FACTOR = 8
+# Packages whose modules Keras imports by name from a config, and the parts
+# of them a model file may name. Other modules of these packages are
+# refused unless already imported (a config naming, say,
+# `keras.src.backend.torch.core` would import torch).
+_IMPORTING_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
+_MODEL_MODULES = tuple(
+    f"{package}.{part}"
+    for package, parts in (
+        ("keras", ("layers", "models", "optimizers", "losses", "metrics",
+                   "initializers", "regularizers", "constraints",
+                   "activations", "applications", "dtype_policies",
+                   "quantizers", "random", "ops", "src.layers", "src.models",
+                   "src.optimizers", "src.losses", "src.metrics",
+                   "src.initializers", "src.regularizers", "src.constraints",
+                   "src.activations", "src.applications",
+                   "src.dtype_policies", "src.quantizers", "src.random",
+                   "src.ops")),
+        ("keras_hub", ("layers", "models", "tokenizers", "samplers",
+                       "src.layers", "src.models", "src.tokenizers",
+                       "src.samplers")),
+        ("keras_cv", ("layers", "models", "src.layers", "src.models")),
+        ("keras_nlp", ("layers", "models", "src.layers", "src.models")),
+    )
+    for part in parts
+)
 _MIN_FILE = len(MAGIC) + 2 + 3 + 4
 
 
@@ -273,9 +308,60 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
     if hasattr(path, "write"):
         path.write(data)
     else:
-        with open(path, "wb") as f:
-            f.write(data)
+        write_atomic(path, data)
     return len(data)
+
+
+def write_atomic(path, data):
+    """Writes `data` to `path` atomically: all of it, or nothing changes.
+
+    The bytes go to a temporary file in the same folder, which is flushed,
+    fsync'ed and then renamed over `path`; on any failure (disk full, file
+    size limit, interrupt) the temporary file is removed and `path` keeps
+    its previous content.
+
+    Args:
+        path: Destination file path.
+        data: bytes, or a callable `write(f)` writing to a binary file.
+
+    Raises:
+        OSError: the folder does not exist or cannot be written (as
+            `open` raises it).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file with mode 0600; give it the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        try:
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
 
 
 # ---------------------------------------------------------------- loading
@@ -380,10 +466,8 @@ def _parse(data, what, max_bytes, verify=True):
         reader, None, "header",
         length_range=(2, min(MAX_HEADER_BYTES,
                              _format.expansion_limit(len(data), max_bytes))))
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        _fail(what, f"header is not valid UTF-8 JSON ({e})")
+    header = _parse_json(raw, what, _format.expansion_limit(
+        len(data), max_bytes))
     if not isinstance(header, dict):
         _fail(what, "header is not a JSON object")
     if header.get("format") != FORMAT_NAME:
@@ -420,27 +504,166 @@ def _parse(data, what, max_bytes, verify=True):
     return header, offsets
 
 
+def _json_cost(raw):
+    """An upper bound on the memory `json.loads(raw)` takes (bytes).
+
+    Measured with tracemalloc: each container costs at most ~110 bytes, each
+    value after a comma ~40, each (distinct) key ~100, and strings at most
+    twice their UTF-8 length. Counting brackets and separators also inside
+    strings only overestimates.
+    """
+    containers = raw.count(b"{") + raw.count(b"[")
+    return (160 * containers + 48 * raw.count(b",")
+            + 112 * raw.count(b":") + 2 * len(raw) + 1024)
+
+
+def _parse_json(raw, what, limit):
+    """The header object, within a memory budget and a nesting depth."""
+    cost = _json_cost(raw)
+    if cost > limit:
+        _fail(what, f"the header JSON ({len(raw)} bytes) would take about "
+                    f"{cost} bytes of memory to parse, more than the limit "
+                    f"of {limit} (pass a larger max_bytes to load it)")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        _fail(what, f"header is not valid UTF-8 JSON ({type(e).__name__}: "
+                    f"{str(e)[:200]})")
+    # Depth, iteratively (Keras deserialises recursively).
+    stack = [(header, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_HEADER_DEPTH:
+            _fail(what, f"header JSON nests deeper than {MAX_HEADER_DEPTH} "
+                        "levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values()
+                         if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node
+                         if isinstance(v, (dict, list)))
+    return header
+
+
+def _check_modules(config, what):
+    """Refuses configs naming modules Keras would import that a model file
+    has no business naming (see `_MODEL_MODULES`)."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+            continue
+        if not isinstance(node, dict):
+            continue
+        module = node.get("module")
+        if isinstance(module, str) and module.split(".")[0] in \
+                _IMPORTING_PACKAGES and module not in sys.modules and not (
+                module in _MODEL_MODULES
+                or module.startswith(tuple(m + "." for m in _MODEL_MODULES))):
+            _fail(what, f"the config names module {module!r}, which is "
+                        "not a module of layers, models, optimizers, losses "
+                        "or metrics; refusing to import it")
+        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+
+
+def _expected_state(config, what, custom_objects, limit):
+    """`{(path, key): (shape, dtype)}` of the model the config describes,
+    found without allocating its weights.
+
+    The model is deserialised in a `StatelessScope` that defers variable
+    initialisation: variables get shapes, not values. Their total size is
+    checked against `limit` before Keras' save walk records them. Optimizer
+    variables are not included (the config is built uncompiled).
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    config = dict(config)
+    config["compile_config"] = None
+    previous = global_state.get_global_attribute("uninitialized_variables")
+    global_state.set_global_attribute("uninitialized_variables", [])
+    try:
+        with StatelessScope(initialize_variables=False):
+            model = _build_model(config, what, custom_objects, False)
+            total = 0
+            for variable in model.variables:
+                n = 1
+                for d in variable.shape:
+                    n *= int(d)
+                total += n * _itemsize(_dtype_name(variable))
+                if total > limit:
+                    _fail(what, "the model built from the config holds "
+                                f"more than {limit} bytes of weights, the "
+                                "limit for this file (pass a larger "
+                                "max_bytes to load it)")
+            try:
+                return _collect_state(model, False, shapes_only=True)
+            except CompressedFormatError:
+                raise
+            except Exception as e:  # noqa: BLE001 - anything Keras raises
+                _fail(what, "cannot list the weights of the model built "
+                            f"from the config: {type(e).__name__}: {e}")
+    finally:
+        # The deferred variables must never be initialised (by a later
+        # StatelessScope exit, say): drop them.
+        global_state.set_global_attribute(
+            "uninitialized_variables", previous)
+
+
+def _itemsize(name):
+    try:
+        return _format._dtype(name).itemsize
+    except (TypeError, CompressedFormatError):
+        return 8
+
+
+def _check_against_config(table, expected, what, include_optimizer):
+    stored = {(e["path"], e["key"]): e for e in table
+              if include_optimizer or not _is_optimizer_path(e["path"])}
+    model_stored = {k: e for k, e in stored.items()
+                    if not _is_optimizer_path(k[0])}
+    missing = [f"{p}/{k}" for (p, k) in expected if (p, k) not in stored]
+    extra = [f"{p}/{k}" for (p, k) in model_stored if (p, k) not in expected]
+    if missing or extra:
+        _fail(what, "the tensor table does not match the model built from "
+                    f"the config: missing {missing[:5]}, unexpected "
+                    f"{extra[:5]}")
+    for name, (shape, dtype) in expected.items():
+        entry = stored[name]
+        if tuple(entry["shape"]) != shape or entry["dtype"] != dtype:
+            _fail(what, f"tensor {name[0]}/{name[1]}: file has "
+                        f"{entry['dtype']}{entry['shape']}, the model "
+                        f"expects {dtype}{list(shape)}")
+
+
 def _build_model(config, what, custom_objects, compile):
     import keras
     from keras.src.saving.serialization_lib import ObjectSharingScope
 
     import keras_prune  # noqa: F401 - registers PruneLowMagnitude
 
-    config = dict(config)
+    # Keras consumes parts of the config it deserialises: work on a copy
+    # (the config is built twice, first without allocating).
+    config = copy.deepcopy(config)
     if not compile:
         config["compile_config"] = None
     try:
         with ObjectSharingScope(), warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message=".*(compile_from_config|build_from_config)")
-            return keras.saving.deserialize_keras_object(
+            model = keras.saving.deserialize_keras_object(
                 config, custom_objects=custom_objects, safe_mode=True)
     except CompressedFormatError:
         raise
     except Exception as e:  # noqa: BLE001 - anything Keras raises
         raise CompressedFormatError(
             f"{what}: the model config cannot be deserialised safely: "
-            f"{type(e).__name__}: {e}") from None
+            f"{type(e).__name__}: {str(e)[:500]}") from None
+    if not isinstance(model, keras.Model):
+        _fail(what, f"the config describes a {type(model).__name__}, not a "
+                    "keras.Model")
+    return model
 
 
 def load_compressed(path, custom_objects=None, compile=True,
@@ -448,8 +671,14 @@ def load_compressed(path, custom_objects=None, compile=True,
     """Loads a model written by `save_compressed`: bit-identical weights.
 
     Safe with untrusted files: no pickle, no code from the file (the config
-    is deserialised with `safe_mode=True`, so lambdas are refused), sizes
-    and shapes checked before any allocation.
+    is deserialised with `safe_mode=True`, so lambdas are refused, and may
+    only name Keras modules of layers, models, optimizers, losses and
+    metrics), sizes and shapes checked before any allocation: the weights
+    the config describes are listed without allocating them and must match
+    the tensor table before the model is built. Loading any file takes at
+    most about `LOAD_MEMORY_FACTOR` (8) times `max(max_bytes, file size)`
+    of memory beyond Keras' own, and raises only `CompressedFormatError`
+    (or `OSError` reading `path`); see docs/design.md.
 
     Args:
         path: File path, binary file object, or the file's bytes.
@@ -463,14 +692,35 @@ def load_compressed(path, custom_objects=None, compile=True,
         The `keras.Model`.
 
     Raises:
-        CompressedFormatError: the file is malformed; the message says how.
+        CompressedFormatError: the file is malformed or does not fit the
+            limits; the message says how.
+        OSError: `path` cannot be read.
     """
     what = path if isinstance(path, (str, os.PathLike)) else "compressed model"
     what = str(what)
     data = _read_bytes(path, max_bytes)
+    try:
+        return _load(data, what, custom_objects, compile, max_bytes)
+    except (CompressedFormatError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 - MemoryError, RecursionError...
+        raise CompressedFormatError(
+            f"{what}: cannot be loaded: {type(e).__name__}: "
+            f"{str(e)[:500]}") from None
+
+
+def _load(data, what, custom_objects, compile, max_bytes):
     header, offsets = _parse(data, what, max_bytes)
     table = header["tensors"]
     include_optimizer = bool(header.get("include_optimizer"))
+    limit = _format.expansion_limit(len(data), max_bytes)
+    # Nothing is built before the table has been checked against the
+    # config: first the modules the config names, then the weights of the
+    # model it describes, found without allocating them.
+    _check_modules(header["config"], what)
+    _check_against_config(
+        table, _expected_state(header["config"], what, custom_objects, limit),
+        what, include_optimizer)
     model = _build_model(header["config"], what, custom_objects, compile)
     expected = _collect_state(model, include_optimizer, shapes_only=True)
     stored = {(e["path"], e["key"]): e for e in table}
