@@ -4,6 +4,7 @@ These answer the questions users ask: at which steps are masks recomputed,
 to what sparsity, and how sparse is each layer now.
 """
 
+import collections
 import textwrap
 
 import numpy as np
@@ -45,6 +46,78 @@ def sparsity_curve(schedule, steps):
     )
 
 
+# Steps evaluated at once when scanning a schedule step by step.
+_CHUNK = 1 << 16
+
+
+def _update_steps(schedule, start, stop):
+    """`(first, frequency, count)` of the update steps in `[start, stop)`,
+    computed arithmetically; None for a schedule whose update rule is its
+    own (then the steps must be scanned).
+
+    Built-in schedules and `FunctionSchedule` update at `begin_step + k *
+    frequency` up to `end_step` inclusive (forever when -1).
+    """
+    if type(schedule) not in (
+        schedules_lib.PolynomialDecay, schedules_lib.ConstantSparsity,
+        schedules_lib.ExponentialDecay, schedules_lib.CosineDecay,
+        schedules_lib.FunctionSchedule,
+    ):
+        return None
+    begin, end = int(schedule.begin_step), int(schedule.end_step)
+    frequency = int(schedule.frequency)
+    lo = max(int(start), begin)
+    hi = int(stop) - 1 if end < 0 else min(int(stop) - 1, end)
+    first = begin + -(-(lo - begin) // frequency) * frequency
+    if first > hi:
+        return first, frequency, 0
+    return first, frequency, (hi - first) // frequency + 1
+
+
+def _events_at(schedule, steps):
+    steps = np.asarray(steps, dtype=np.int64)
+    should_prune, sparsity = sparsity_curve(schedule, steps)
+    return [(int(st), round(float(v), 6))
+            for st, v, p in zip(steps, sparsity, should_prune) if p]
+
+
+def _scan(schedule, start, stop):
+    """Yields the update events of `[start, stop)`, a chunk at a time."""
+    for lo in range(int(start), int(stop), _CHUNK):
+        yield from _events_at(
+            schedule, np.arange(lo, min(lo + _CHUNK, int(stop))))
+
+
+def event_summary(schedule, stop=None, start=0, head=6, tail=6):
+    """Counts the mask updates in `[start, stop)`; lists the first and last.
+
+    Memory does not grow with the number of steps or updates; time is
+    constant for built-in schedules (their updates are computed, not
+    searched) and linear in `stop - start` for custom ones.
+
+    Returns:
+        `(count, first_events, last_events)`: the first `head` and the last
+        `tail` `(step, sparsity)` pairs (overlapping when `count` is small).
+    """
+    stop = default_horizon(schedule) if stop is None else stop
+    rule = _update_steps(schedule, start, stop)
+    if rule is not None:
+        first, frequency, count = rule
+        k_head = np.arange(min(head, count), dtype=np.int64)
+        k_tail = np.arange(max(count - tail, 0), count, dtype=np.int64)
+        return (count, _events_at(schedule, first + frequency * k_head),
+                _events_at(schedule, first + frequency * k_tail))
+    count, first_events = 0, []
+    last_events = collections.deque(maxlen=max(int(tail), 0))
+    for event in _scan(schedule, start, stop):
+        count += 1
+        if len(first_events) < head:
+            first_events.append(event)
+        if tail > 0:
+            last_events.append(event)
+    return count, first_events, list(last_events)
+
+
 def schedule_events(schedule, stop=None, start=0):
     """The steps at which masks are recomputed, with the sparsity at each.
 
@@ -62,12 +135,12 @@ def schedule_events(schedule, stop=None, start=0):
     [(0, 0.5), (100, 0.5), (200, 0.5)]
     """
     stop = default_horizon(schedule) if stop is None else stop
-    steps = np.arange(start, stop, dtype=np.int64)
-    should_prune, sparsity = sparsity_curve(schedule, steps)
-    return [
-        (int(s), round(float(v), 6))
-        for s, v in zip(steps[should_prune], sparsity[should_prune])
-    ]
+    rule = _update_steps(schedule, start, stop)
+    if rule is not None:  # memory in the number of updates, not of steps
+        first, frequency, count = rule
+        return _events_at(
+            schedule, first + frequency * np.arange(count, dtype=np.int64))
+    return list(_scan(schedule, start, stop))
 
 
 def describe_schedule(schedule, stop=None, max_rows=12):
@@ -76,34 +149,41 @@ def describe_schedule(schedule, stop=None, max_rows=12):
     Args:
         schedule: A `PruningSchedule`.
         stop: First step not shown (default: past the last update).
-        max_rows: Show at most this many updates (first and last halves).
+        max_rows: Show at most this many updates (first and last halves);
+            a positive int.
 
     Returns:
         str.
     """
-    events = schedule_events(schedule, stop)
+    if isinstance(max_rows, bool) or not isinstance(
+            max_rows, (int, np.integer)) or max_rows < 1:
+        raise ValueError(
+            f"max_rows must be a positive integer, got {max_rows!r}.")
+    head, tail = (max_rows + 1) // 2, max_rows // 2
+    count, first_events, last_events = event_summary(
+        schedule, stop, head=max_rows + 1, tail=max(tail, 1))
     lines = [f"{schedule!r}", ""]
-    if not events:
+    if not count:
         lines.append("No mask update before step %d." % (
             default_horizon(schedule) if stop is None else stop))
         return "\n".join(lines)
-    lines.append(f"{len(events)} mask updates; sparsity = fraction of each "
+    lines.append(f"{count} mask updates; sparsity = fraction of each "
                  "pruned tensor set to zero")
     lines.append(f"{'step':>10}  {'sparsity':>9}  {'kept of 1000':>12}")
-    shown = events
-    if len(events) > max_rows:
-        half = max_rows // 2
-        shown = events[:half] + [None] + events[-half:]
+    shown = first_events
+    if count > max_rows:
+        shown = first_events[:head] + [None] + (
+            last_events[len(last_events) - tail:] if tail else [])
     from keras_prune.masks import kept_count
 
     for event in shown:
         if event is None:
-            lines.append(f"{'...':>10}  ({len(events) - 2 * half} more)")
+            lines.append(f"{'...':>10}  ({count - head - tail} more)")
             continue
         step, s = event
         kept = int(np.asarray(kept_count(1000, np.float32(s))))
         lines.append(f"{step:>10}  {s:>9.6f}  {kept:>12}")
-    last_step, last_s = events[-1]
+    last_step, last_s = (last_events or first_events)[-1]
     end = getattr(schedule, "end_step", -1)
     if end is not None and end >= 0:
         lines.append(
@@ -150,7 +230,14 @@ def plot_schedule(schedule, path=None, stop=None, ax=None, actual=None,
     stop = default_horizon(schedule) if stop is None else stop
     steps = np.linspace(0, stop, num=min(stop + 1, 2000)).astype(np.int64)
     _, target = sparsity_curve(schedule, steps)
-    events = schedule_events(schedule, stop + 1)
+    rule = _update_steps(schedule, 0, stop + 1)
+    if rule is not None and rule[2] > 5000:
+        # Too many updates to draw one by one: 5000 of them, evenly spread.
+        first, frequency, count = rule
+        k = np.unique(np.linspace(0, count - 1, 5000).astype(np.int64))
+        events = _events_at(schedule, first + frequency * k)
+    else:
+        events = schedule_events(schedule, stop + 1)
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     else:

@@ -602,13 +602,27 @@ def get(identifier):
     )
 
 
+# Longest schedule string `get` parses (a call of literal numbers is short;
+# Python's parser is recursive and a long run of unary minus signs, say,
+# exhausts memory).
+_MAX_SCHEDULE_TEXT = 1000
+
+
 def _parse(text):
     import ast
 
+    text = text.strip()
+    if len(text) > _MAX_SCHEDULE_TEXT:
+        raise ValueError(
+            f"Schedule string of {len(text)} characters is too long (at most "
+            f"{_MAX_SCHEDULE_TEXT}); write it as e.g. "
+            "'PolynomialDecay(0.5, 0.9, 2000, 10000)'.")
     try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError as e:
-        raise ValueError(f"Cannot parse schedule {text!r}: {e.msg}.") from None
+        node = ast.parse(text, mode="eval").body
+    except (SyntaxError, MemoryError, RecursionError) as e:
+        raise ValueError(
+            f"Cannot parse schedule {text[:80]!r}: "
+            f"{getattr(e, 'msg', None) or type(e).__name__}.") from None
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
         raise ValueError(
             f"Expected a schedule call like 'PolynomialDecay(0.5, 0.9, 2000, "
@@ -620,10 +634,13 @@ def _parse(text):
             f"Unknown schedule {node.func.id!r}; choose one of "
             f"{sorted(_BUILTINS)}."
         )
+    if any(k.arg is None for k in node.keywords):
+        raise ValueError(
+            f"Schedule arguments must be literal numbers in {text[:80]!r}.")
     try:
         args = [ast.literal_eval(a) for a in node.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    except ValueError:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise ValueError(
             f"Schedule arguments must be literal numbers in {text!r}."
         ) from None
