@@ -7,23 +7,190 @@
     keras-prune inspect MODEL [--json]        (.keras or compressed)
     keras-prune compress IN OUT.kpz [--strip] [--int8] [--include-optimizer]
     keras-prune decompress IN.kpz OUT.keras
+    keras-prune report LOGDIR [--plot F]
     keras-prune demo [--out DIR]
+
+Every command that writes a file refuses to overwrite an existing one
+unless `--force` is given, refuses an output name whose extension does not
+match what is written (`.kpz` for compressed files, `.keras` for Keras
+files, `.png`/`.svg`/`.pdf` for plots), checks its outputs before doing any
+work, and writes each output atomically (a temporary file in the same
+folder, fsync'ed, then renamed: an interrupted or failed write leaves the
+previous file as it was and no temporary file behind). A user error ends
+with a one-line `error: ...` message on stderr and exit code 2 (1 for an
+I/O error), never a traceback (set KERAS_PRUNE_TRACEBACK=1 to see one).
+
+New subcommands: parse their arguments with `positive_int` and friends,
+check outputs with `check_output`, write them inside `atomic_output` (or
+with `save_model_output`); `main` turns their exceptions into messages.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
+
+#: Output kinds: allowed extensions (lower case).
+KERAS_EXTENSIONS = (".keras",)
+COMPRESSED_EXTENSIONS = (".kpz",)
+PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
+
+
+class UserError(Exception):
+    """A problem with the command line or the files it names: printed as a
+    one-line message, exit code 2."""
+
+
+# ------------------------------------------------------- argument types
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a float in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be in [0, 1), got {value}")
+    return value
+
+
+# ------------------------------------------------------------- files
+
+
+def check_input(path, what="input"):
+    """Raises `UserError` unless `path` is an existing regular file."""
+    path = os.fspath(path)
+    if not path:
+        raise UserError(f"{what}: empty path")
+    if not os.path.exists(path):
+        raise UserError(f"{what} {path!r}: no such file")
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path!r} is not a regular file")
+    return path
+
+
+def check_output(path, extensions, force=False, what="output"):
+    """Checks an output path before any work is done.
+
+    Args:
+        path: The output path.
+        extensions: Allowed extensions (e.g. `KERAS_EXTENSIONS`).
+        force: Allow overwriting an existing file.
+        what: How the message names the path (`"output"`, `"--plot"`).
+
+    Returns:
+        `path` as a str.
+
+    Raises:
+        UserError: empty path, wrong extension, missing or non-folder
+            parent, a folder at `path`, or an existing file without `force`.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise UserError(f"{what}: empty path")
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path!r} is a folder")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in extensions:
+        raise UserError(
+            f"{what} {path!r}: expected a name ending in "
+            f"{' or '.join(extensions)} for what this command writes")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{what} {path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path!r} is a folder")
+    if os.path.lexists(path):
+        if not force:
+            raise UserError(
+                f"{what} {path!r} exists; pass --force to overwrite it")
+        if not os.path.isfile(path):
+            raise UserError(f"{what} {path!r} is not a regular file")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yields a temporary path next to `path`; renames it over `path` when
+    the block succeeds, removes it when it fails.
+
+    The temporary name keeps the extension (Keras and matplotlib choose the
+    format by it). The file is fsync'ed before the rename.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    base, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=ext)
+    os.close(fd)
+    try:
+        yield tmp
+        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
+            raise OSError(f"nothing was written to {path!r}")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_model_output(model, path):
+    """`model.save(path)`, atomically."""
+    with atomic_output(path) as tmp:
+        model.save(tmp)
+
+
+def _force_arg(parser):
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files")
 
 
 def _schedule(args):
     from keras_prune import explain
     from keras_prune import schedules
 
+    if args.plot:
+        check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
     schedule = schedules.get(args.schedule)
     print(explain.describe_schedule(schedule, stop=args.steps,
                                     max_rows=args.rows))
     if args.plot:
-        explain.plot_schedule(schedule, path=args.plot, stop=args.steps)
+        with atomic_output(args.plot) as tmp:
+            explain.plot_schedule(schedule, path=tmp, stop=args.steps)
         print(f"\nPlot written to {args.plot}")
     return 0
 
@@ -31,6 +198,7 @@ def _schedule(args):
 def _load_npz(path):
     import numpy as np
 
+    check_input(path, "--data")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -54,11 +222,13 @@ def _prune(args):
     from keras_prune import explain
     from keras_prune import schedules
 
+    check_input(args.model, "model")
+    check_output(args.output, KERAS_EXTENSIONS, args.force)
     x, y, val = _load_npz(args.data)
     try:
         model = keras.saving.load_model(args.model)
-    except Exception as e:
-        raise SystemExit(f"error: cannot load model {args.model!r}: {e}")
+    except Exception as e:  # noqa: BLE001 - report any loader failure
+        raise UserError(f"cannot load model {args.model!r}: {e}") from None
     batches = -(-len(x) // args.batch_size)
     total = batches * args.epochs
     if args.schedule:
@@ -93,7 +263,7 @@ def _prune(args):
         callbacks=[keras_prune.UpdatePruningStep()],
     )
     out = pruned if args.keep_wrappers else keras_prune.strip_pruning(pruned)
-    out.save(args.output)
+    save_model_output(out, args.output)
     print()
     print(explain.format_report(explain.sparsity_report(pruned)))
     print(f"\nsaved {'pruned' if args.keep_wrappers else 'stripped'} model "
@@ -106,8 +276,10 @@ def _strip(args):
 
     import keras_prune
 
+    check_input(args.input)
+    check_output(args.output, KERAS_EXTENSIONS, args.force)
     model = keras.saving.load_model(args.input)
-    keras_prune.strip_pruning(model).save(args.output)
+    save_model_output(keras_prune.strip_pruning(model), args.output)
     print(f"stripped {args.input} -> {args.output}")
     return 0
 
@@ -122,6 +294,7 @@ def _load_any(path):
 
     if not os.path.exists(path):
         raise SystemExit(f"error: no such file: {path!r}")
+    check_input(path)
     if compress.is_compressed_file(path):
         return compress.load_compressed(path), "compressed"
     try:
@@ -177,6 +350,8 @@ def _compress(args):
     import keras_prune
     from keras_prune.strip import pruning_wrappers
 
+    check_input(args.input)
+    check_output(args.output, COMPRESSED_EXTENSIONS, args.force)
     model, _ = _load_any(args.input)
     stripped = False
     if args.strip or args.int8:
@@ -203,8 +378,10 @@ def _compress(args):
 def _decompress(args):
     import keras_prune
 
+    check_input(args.input)
+    check_output(args.output, KERAS_EXTENSIONS, args.force)
     model = keras_prune.load_compressed(args.input)
-    model.save(args.output)
+    save_model_output(model, args.output)
     print(f"{args.input} -> {args.output}")
     return 0
 
@@ -212,12 +389,22 @@ def _decompress(args):
 def _report(args):
     from keras_prune import summaries
 
+    if not args.logdir:
+        raise UserError("report: empty log directory; pass the log_dir "
+                        "given to keras_prune.PruningSummaries")
+    if args.plot:
+        check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
     try:
-        print(summaries.report(args.logdir, plot=args.plot))
+        if args.plot:
+            with atomic_output(args.plot) as tmp:
+                text = summaries.report(args.logdir, plot=tmp)
+            text = text.replace(tmp, args.plot)
+        else:
+            text = summaries.report(args.logdir)
     except FileNotFoundError as e:
-        print(f"error: {e} Pass the log_dir given to "
-              "keras_prune.PruningSummaries.", file=sys.stderr)
-        return 2
+        raise UserError(f"{e} Pass the log_dir given to "
+                        "keras_prune.PruningSummaries.") from None
+    print(text)
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
@@ -242,19 +429,20 @@ def build_parser():
     )
     p.add_argument("schedule", help='e.g. "PolynomialDecay(0.5, 0.9, 2000, 10000)"')
     p.add_argument("--plot", metavar="FILE.png")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=non_negative_int, default=None,
                    help="last step shown (default: past the last update)")
-    p.add_argument("--rows", type=int, default=12,
+    p.add_argument("--rows", type=positive_int, default=12,
                    help="updates listed before condensing")
+    _force_arg(p)
     p.set_defaults(fn=_schedule)
 
     p = sub.add_parser("prune", help="fine-tune a saved model with pruning")
     p.add_argument("model")
     p.add_argument("--data", required=True,
                    help="npz with x, y (optional x_val, y_val)")
-    p.add_argument("--sparsity", type=float, default=0.9)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--sparsity", type=fraction, default=0.9)
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--schedule", default=None,
                    help="overrides --sparsity, e.g. \"ConstantSparsity(0.8, 0)\"")
     p.add_argument("--loss", default=None)
@@ -265,11 +453,13 @@ def build_parser():
                    help="save the pruned model (resumable) instead of stripping")
     p.add_argument("--verbose", type=int, default=1)
     p.add_argument("-o", "--output", required=True)
+    _force_arg(p)
     p.set_defaults(fn=_prune)
 
     p = sub.add_parser("strip", help="remove pruning wrappers from a .keras file")
     p.add_argument("input")
     p.add_argument("output")
+    _force_arg(p)
     p.set_defaults(fn=_strip)
 
     p = sub.add_parser(
@@ -300,12 +490,14 @@ def build_parser():
     p.add_argument("--include-optimizer", action="store_true",
                    help="also store the optimizer's variables")
     p.add_argument("--codec", choices=("lzma", "zlib"), default="lzma")
+    _force_arg(p)
     p.set_defaults(fn=_compress)
 
     p = sub.add_parser(
         "decompress", help="turn a compressed file back into a .keras file")
     p.add_argument("input")
     p.add_argument("output")
+    _force_arg(p)
     p.set_defaults(fn=_decompress)
 
     p = sub.add_parser(
@@ -313,6 +505,7 @@ def build_parser():
     p.add_argument("logdir")
     p.add_argument("--plot", metavar="FILE.png",
                    help="also draw the sparsity curves and per-weight bars")
+    _force_arg(p)
     p.set_defaults(fn=_report)
 
     p = sub.add_parser("demo", help="train, prune, strip and save on digits")
@@ -321,13 +514,50 @@ def build_parser():
     return parser
 
 
+def _one_line(text, limit=500):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def run_command(fn, args):
+    """Runs a subcommand; turns every exception into a one-line message.
+
+    Returns the exit code: the command's, 2 for a user error (bad argument,
+    malformed file), 1 for an I/O error or anything unexpected, 130 when
+    interrupted. `SystemExit` passes through. With KERAS_PRUNE_TRACEBACK=1
+    unexpected errors are re-raised with their traceback.
+    """
+    from keras_prune._format import CompressedFormatError
+
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, CompressedFormatError, ValueError, TypeError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return 1
+    except ImportError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - never a traceback by default
+        if os.environ.get("KERAS_PRUNE_TRACEBACK"):
+            raise
+        print(f"error: {type(e).__name__}: {_one_line(e)} (set "
+              "KERAS_PRUNE_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.fn, args)
 
 
 if __name__ == "__main__":
