@@ -299,9 +299,17 @@ def read_records(path):
                               "the file")
                 return
             if struct.unpack("<I", crc)[0] != _masked_crc32c(data):
-                _warn_corrupt(path, offset, "data checksum mismatch")
-            else:
-                yield offset, data
+                # The length may be what is wrong: look for the next good
+                # record right after this header rather than past `length`.
+                nxt = _resync(f, path, offset, size)
+                _warn_corrupt(path, offset, "data checksum mismatch" + (
+                    f"; resuming at offset {nxt}" if nxt is not None else
+                    "; no readable record after it"))
+                if nxt is None:
+                    return
+                offset = nxt
+                continue
+            yield offset, data
             offset += 16 + length
 
 
