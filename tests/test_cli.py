@@ -1,6 +1,7 @@
 """The `keras-prune` command, run in-process through `cli.main`."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -197,3 +198,150 @@ def test_sparsity_report_exported_and_pandas_friendly(files):
     assert rows[0]["params"] == 512 and rows[0]["zeros"] == 384
     text = keras_prune.format_report(rows)
     assert "unstructured" in text.splitlines()[2]
+
+
+# ------------------------------------------- user errors, outputs (#15)
+
+def cli_main(argv):
+    return cli.main([str(a) for a in argv])
+
+
+
+def expect_error(argv, capsys, match, rc=2):
+    """The command fails with a one-line message and no traceback."""
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == rc, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert match in lines[0], lines[0]
+
+
+def test_user_errors_are_one_line_messages(files, capsys):
+    tmp, pruned_path, stripped_path, _ = files
+    kpz = tmp / "ok.kpz"
+    assert cli_main(["compress", str(stripped_path), str(kpz)]) == 0
+    (tmp / "folder.keras").mkdir()
+    npz = tmp / "d.npz"
+    np.savez(npz, x=X, y=np.zeros((6, 8), "float32"))
+    cases = [
+        (["decompress", tmp / "missing.kpz", tmp / "o.keras"],
+         "no such file"),
+        (["compress", stripped_path, tmp / "nope" / "o.kpz"],
+         "does not exist"),
+        (["compress", stripped_path, tmp], "is a folder"),
+        (["decompress", kpz, tmp / "folder.keras"], "is a folder"),
+        (["decompress", kpz, tmp / "nope" / "o.keras"], "does not exist"),
+        (["strip", tmp / "missing.keras", tmp / "s.keras"], "no such file"),
+        (["strip", tmp, tmp / "s.keras"], "not a regular file"),
+        (["schedule", "ConstantSparsity(0.5, 0)", "--plot",
+          tmp / "nope" / "p.png"], "does not exist"),
+        (["schedule", "ConstantSparsity(0.5, 0)", "--plot", tmp / "p.txt"],
+         ".png"),
+        (["schedule", "ConstantSparsity(" + "-" * 100_000 + "0.5, 0)"],
+         "too long"),
+        (["schedule", "Nope(1)"], "Unknown schedule"),
+        (["report", ""], "empty"),
+        (["report", tmp / "no-logs"], "No TensorBoard event files"),
+        (["prune", pruned_path, "--data", tmp / "missing.npz", "-o",
+          tmp / "p.keras"], "no such file"),
+        (["prune", pruned_path, "--data", npz, "-o", tmp / "nope" /
+          "p.keras"], "does not exist"),
+    ]
+    for argv, match in cases:
+        expect_error(argv, capsys, match)
+
+
+@pytest.mark.parametrize("argv", [
+    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
+     "--batch-size", "0"],
+    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
+     "--batch-size", "-4"],
+    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
+     "--epochs", "0"],
+    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
+     "--sparsity", "1.5"],
+    ["schedule", "ConstantSparsity(0.5, 0)", "--rows", "-3"],
+    ["schedule", "ConstantSparsity(0.5, 0)", "--rows", "0"],
+    ["schedule", "ConstantSparsity(0.5, 0)", "--steps", "-1"],
+])
+def test_bad_numbers_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+def test_huge_schedules_print_without_per_step_arrays(capsys):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        assert cli_main(["schedule",
+                         "PolynomialDecay(0,0.9,0,300000000)"]) == 0
+        assert cli_main(["schedule", "ConstantSparsity(0.5, 0)",
+                         "--steps", "2000000000", "--rows", "3"]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+    out = capsys.readouterr().out
+    assert "3000001 mask updates" in out
+    assert "(2999989 more)" in out and " 300000000 " in out
+    # --rows 3: two first rows, one last, the rest counted once.
+    assert "20000000 mask updates" in out
+    assert "(19999997 more)" in out and "1999999900" in out
+
+
+def test_rows_lists_each_update_once(capsys):
+    for rows in (1, 2, 3, 5, 12, 20):
+        assert cli_main(["schedule", "ConstantSparsity(0.5, 0, 1000)",
+                         "--rows", str(rows)]) == 0
+        out = capsys.readouterr().out
+        steps = [line.split()[0] for line in out.splitlines()
+                 if re.fullmatch(r"\s*\d+\s+\d\.\d{6}\s+\d+", line)]
+        assert len(steps) == len(set(steps)) == min(rows, 11), (rows, out)
+        assert steps[0] == "0"
+        assert steps[-1] == "1000" or rows == 1
+
+
+def test_outputs_need_force_and_matching_extension(files, capsys):
+    tmp, pruned_path, stripped_path, _ = files
+    victim = tmp / "victim.keras"
+    victim.write_bytes(b"precious")
+    expect_error(["compress", stripped_path, victim], capsys, ".kpz")
+    expect_error(["strip", pruned_path, victim], capsys, "--force")
+    assert victim.read_bytes() == b"precious"
+    out = tmp / "m.kpz"
+    assert cli_main(["compress", stripped_path, out]) == 0
+    first = out.read_bytes()
+    expect_error(["compress", stripped_path, out], capsys, "--force")
+    expect_error(["decompress", out, tmp / "m.kpz.bin"], capsys, ".keras")
+    assert cli_main(["compress", "--force", "--codec", "zlib",
+                     stripped_path, out]) == 0
+    assert out.read_bytes() != first
+    assert cli_main(["strip", "--force", pruned_path, victim]) == 0
+    assert keras.saving.load_model(str(victim)).get_layer("a")
+    # No temporary files left behind.
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_write_keeps_previous_output(files, capsys, monkeypatch):
+    import os
+
+    tmp, pruned_path, _, _ = files
+    out = tmp / "s.keras"
+    out.write_bytes(b"previous")
+
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    expect_error(["strip", "--force", pruned_path, out], capsys,
+                 "No space left", rc=1)
+    monkeypatch.undo()
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(
+        ".")) == []

@@ -681,3 +681,140 @@ def test_compressed_file_loads_on_other_backend(other, tmp_path):
     np.testing.assert_allclose(
         got["predictions"], model.predict(X, verbose=0), rtol=1e-6,
         atol=1e-6)
+
+
+# ------------------------------------- hostile files, atomic writes (#15)
+
+_MEMORY_PROBE = r"""
+import io, json, resource, struct, sys, zlib
+import numpy as np
+import keras
+import keras_prune
+from keras_prune import _format, compress
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def crc(body):
+    return body + struct.pack("<I", zlib.crc32(body))
+
+def file_with(header, blobs):
+    raw = json.dumps(header).encode()
+    return crc(b"".join([compress.MAGIC, struct.pack("<H", 1),
+                         _format.encode_stream(raw, "zlib", "mask"), *blobs]))
+
+model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(4, name="d")])
+model.compile("adam", "mse")
+buf = io.BytesIO()
+keras_prune.save_compressed(model, buf)
+data = buf.getvalue()
+keras_prune.load_compressed(data)          # warm up: imports, compilation
+header, offsets = compress._parse(data, "t", 1 << 30)
+blobs = [data[o:o + e["size"]] for e, o in zip(header["tensors"], offsets)]
+hostile = {}
+h = json.loads(json.dumps(header))
+h["config"]["config"]["layers"][-1]["config"]["units"] = 1 << 24
+hostile["dense-2^24"] = file_with(h, blobs)
+h = json.loads(json.dumps(header))
+h["config"]["config"]["layers"][-1]["config"]["units"] = 1 << 24
+h["config"]["config"]["layers"][-1]["config"]["use_bias"] = False
+hostile["dense-2^24-no-bias"] = file_with(h, blobs)
+hostile["json-objects"] = crc(b"".join([
+    compress.MAGIC, struct.pack("<H", 1),
+    _format.encode_stream(b"[" + b"{}," * 20_000_000 + b"{}]", "lzma", "mask")]))
+zeros = zlib.compress(b"\0" * (256 << 20), 9)
+hostile["zlib-raw-0"] = crc(b"".join([
+    compress.MAGIC, struct.pack("<H", 1), bytes([_format.ZLIB]),
+    _format.write_varint(0), _format.write_varint(len(zeros)), zeros]))
+before = peak_mb()
+out = {}
+for name, blob in hostile.items():
+    for max_bytes in (None, 100_000):
+        try:
+            keras_prune.load_compressed(blob, max_bytes=max_bytes)
+            out[f"{name}/{max_bytes}"] = "loaded"
+        except keras_prune.CompressedFormatError as e:
+            out[f"{name}/{max_bytes}"] = "refused"
+        except BaseException as e:
+            out[f"{name}/{max_bytes}"] = type(e).__name__
+out["sizes"] = {k: len(v) for k, v in hostile.items()}
+out["growth_mb"] = peak_mb() - before
+print(json.dumps(out))
+"""
+
+
+def test_hostile_files_refused_within_memory_bound(tmp_path):
+    """Config bombs, header JSON bombs and an unbounded zlib stream: each
+    refused with CompressedFormatError, the process's peak memory growing
+    by far less than any of them would take (measured in a fresh process:
+    ru_maxrss only ever grows)."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE], capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    sizes = out.pop("sizes")
+    growth = out.pop("growth_mb")
+    assert set(out.values()) == {"refused"}, out
+    assert max(sizes.values()) < 300_000, sizes
+    # 2**24 x 100 float32 is 6.4 GiB; 20M JSON objects about 1.4 GiB;
+    # the zlib stream 256 MiB.
+    assert growth < 150, growth
+
+
+def test_save_compressed_is_atomic(tmp_path, monkeypatch):
+    import os
+
+    model = tiny_model(train=False)
+    path = tmp_path / "m.kpz"
+    keras_prune.save_compressed(model, str(path))
+    good = path.read_bytes()
+
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space"):
+        keras_prune.save_compressed(model, str(path), codec="zlib")
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert sorted(os.listdir(tmp_path)) == ["m.kpz"]
+    # Permissions as a plain open() would give them, not mkstemp's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+_FSIZE_PROBE = r"""
+import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of a kill
+from keras_prune.compress import write_atomic
+path = sys.argv[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    write_atomic(path, b"x" * 100_000)
+except OSError as e:
+    print("OSError", e.errno)
+else:
+    print("written")
+"""
+
+
+def test_write_atomic_under_file_size_limit(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.kpz"
+    path.write_bytes(b"previous good file")
+    result = subprocess.run(
+        [sys.executable, "-c", _FSIZE_PROBE, str(path)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[0] == "OSError"
+    assert path.read_bytes() == b"previous good file"
+    assert os.listdir(tmp_path) == ["m.kpz"]
