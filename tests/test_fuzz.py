@@ -498,8 +498,10 @@ def test_event_reader_fuzz(tmp_path_factory, ops):
     # Every intact record still in the file is read.
     intact = [i for i, r in enumerate(records) if r in data]
     assert {s for s, _ in points} >= set(intact)
-    if len(points) < len(records) or data != b"".join(records):
-        assert caught or points == [(i, np.float32(i / 10)) for i in range(6)]
+    # Bytes that are not whole records are always reported.
+    read = {s for s, _ in points}
+    if sum(len(records[s]) for s in read) != len(data):
+        assert caught
 
 
 def test_event_reader_warns_and_keeps_reading(tmp_path):
