@@ -151,9 +151,12 @@ def encode_varints(values):
 
 
 def decode_varints(data, count, what):
-    """Decodes exactly `count` LEB128 varints (each < 2**63) from `data`."""
+    """Decodes exactly `count` LEB128 varints (each < 2**63) from `data`
+    (with `count=None`, all of them: `data` must end with a whole one)."""
     b = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(b < 0x80)
+    if count is None:
+        count = len(ends)
     if len(ends) != count or (count and ends[-1] != len(b) - 1) or (
             count == 0 and len(b)):
         raise CompressedFormatError(
@@ -400,21 +403,121 @@ def _encode_mask(mask, nnz, codec):
     return min(options, key=len)
 
 
-def _mask_from_gaps(reader, gaps, n, nnz):
-    # Every gap is in [0, n) (so `gaps + 1` cannot overflow), and the
-    # positions (running sums) must stay below n. Should a running sum
-    # overflow int64, some earlier sum lies in [n, 2**63) (each step adds
-    # at most n <= 2**48), so checking every position catches it.
-    if nnz and (int(gaps.min()) < 0 or int(gaps.max()) >= n):
-        raise CompressedFormatError(
-            f"{reader.what}: mask gaps point past the {n} elements")
-    positions = np.cumsum(gaps + 1) - 1
-    if nnz and (int(positions.max()) >= n or int(positions.min()) < 0):
-        raise CompressedFormatError(
-            f"{reader.what}: mask gaps point past the {n} elements")
+# Gaps are turned into mask positions this many at a time, so decoding a
+# mask never holds more than a few MiB of int64 temporaries beyond the mask.
+_GAP_CHUNK = 1 << 18
+
+
+def _mask_from_gap_chunks(reader, chunks, n, nnz):
+    """The bool mask of `n` elements from gap arrays, a chunk at a time.
+
+    Every gap must be in [0, n) (so `gap + 1` cannot overflow) and every
+    position (running sum) below n. Positions stay below n + n * chunk
+    length < 2**63 within a chunk, so nothing wraps.
+    """
     mask = np.zeros(n, dtype=bool)
-    mask[positions] = True
+    start, count = 0, 0
+    for gaps in chunks:
+        if not len(gaps):
+            continue
+        if int(gaps.min()) < 0 or int(gaps.max()) >= n:
+            raise CompressedFormatError(
+                f"{reader.what}: mask gaps point past the {n} elements")
+        positions = np.cumsum(gaps + 1) + (start - 1)
+        if int(positions[-1]) >= n:
+            raise CompressedFormatError(
+                f"{reader.what}: mask gaps point past the {n} elements")
+        mask[positions] = True
+        start = int(positions[-1]) + 1
+        count += len(gaps)
+    if count != nnz:
+        raise CompressedFormatError(
+            f"{reader.what}: mask holds {count} gaps, expected {nnz}")
     return mask
+
+
+def _varint_chunks(reader, raw, nnz):
+    """Yields the gap varints of `raw` as int64 arrays, chunk by chunk."""
+    b = np.frombuffer(raw, dtype=np.uint8)
+    if nnz == 0:
+        if len(b):
+            raise CompressedFormatError(
+                f"{reader.what}: mask gaps: {len(b)} bytes for no gaps")
+        return
+    if len(b) == 0 or b[-1] >= 0x80:
+        raise CompressedFormatError(
+            f"{reader.what}: mask gaps: the last varint is not terminated")
+    lo, found = 0, 0
+    while lo < len(b):
+        hi = min(lo + _GAP_CHUNK, len(b))
+        if hi < len(b):
+            # Extend to the end of the varint that straddles the cut.
+            ends = np.flatnonzero(b[hi - 1:min(hi + 9, len(b))] < 0x80)
+            if not len(ends):
+                raise CompressedFormatError(
+                    f"{reader.what}: mask gaps: varint longer than 9 bytes")
+            hi = hi - 1 + int(ends[0]) + 1
+        values = decode_varints(bytes(b[lo:hi]), None,
+                                f"{reader.what}: mask gaps")
+        found += len(values)
+        if found > nnz:
+            raise CompressedFormatError(
+                f"{reader.what}: mask gaps: more than {nnz} varints")
+        yield values
+        lo = hi
+    if found != nnz:
+        raise CompressedFormatError(
+            f"{reader.what}: mask gaps: expected {nnz} varints, found "
+            f"{found}")
+
+
+def _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n):
+    """Yields Rice-coded gaps as int64 arrays, chunk by chunk."""
+    unary_bytes = np.frombuffer(raw[:unary_len], np.uint8)
+    rem_bytes = np.frombuffer(raw[unary_len:], np.uint8)
+    if n_unary % 8 and unary_bytes[-1] & ((1 << (8 - n_unary % 8)) - 1):
+        raise CompressedFormatError(
+            f"{reader.what}: rice unary bits set past the end")
+    # The quotient may be at most (n - 1) >> k: `q << k` of a larger one
+    # would overflow int64 and could wrap to a plausible position.
+    q_max = (n - 1) >> k if n else 0
+    weights = np.int64(1) << np.arange(k - 1, -1, -1, dtype=np.int64)
+    last_end, index = -1, 0
+    chunk_bytes = _GAP_CHUNK // 8
+    for lo in range(0, unary_len, chunk_bytes):
+        hi = min(lo + chunk_bytes, unary_len)
+        bits = np.unpackbits(unary_bytes[lo:hi],
+                             count=min(8 * (hi - lo), n_unary - 8 * lo))
+        ends = np.flatnonzero(bits == 0) + 8 * lo
+        if not len(ends):
+            if 8 * hi - last_end > q_max + 1 and 8 * lo < n_unary:
+                raise CompressedFormatError(
+                    f"{reader.what}: a rice-coded gap points past the {n} "
+                    "elements")
+            continue
+        q = np.diff(ends, prepend=last_end) - 1
+        last_end = int(ends[-1])
+        if index + len(q) > nnz:
+            raise CompressedFormatError(
+                f"{reader.what}: rice unary bits hold more than {nnz} codes")
+        if int(q.max()) > q_max:
+            raise CompressedFormatError(
+                f"{reader.what}: a rice-coded gap points past the {n} "
+                "elements")
+        gaps = q.astype(np.int64)
+        if k:
+            first_bit, last_bit = index * k, (index + len(q)) * k
+            part = np.unpackbits(
+                rem_bytes[first_bit // 8:(last_bit + 7) // 8])
+            part = part[first_bit % 8:first_bit % 8 + len(q) * k]
+            gaps = (gaps << k) | (part.reshape(len(q), k).astype(np.int64)
+                                  * weights).sum(axis=1)
+        index += len(q)
+        yield gaps
+    if index != nnz or (nnz and last_end != n_unary - 1):
+        raise CompressedFormatError(
+            f"{reader.what}: rice unary bits hold {index} codes, expected "
+            f"{nnz}")
 
 
 def _decode_mask(reader, n, nnz):
@@ -439,8 +542,8 @@ def _decode_mask(reader, n, nnz):
         # longer than nnz: its size is bounded by the array's, not 9x it.
         raw = decode_stream(reader, None, "mask gaps",
                             length_range=(nnz, nnz + (n - nnz) // 128 + 1))
-        gaps = decode_varints(raw, nnz, f"{reader.what}: mask gaps")
-        return _mask_from_gaps(reader, gaps, n, nnz)
+        return _mask_from_gap_chunks(
+            reader, _varint_chunks(reader, raw, nnz), n, nnz)
     if coding == RICE:
         k = reader.u8("rice parameter")
         # The encoder picks k near log2 of the mean gap, which is at most
@@ -458,26 +561,9 @@ def _decode_mask(reader, n, nnz):
         unary_len = (n_unary + 7) // 8
         raw = decode_stream(reader, unary_len + (nnz * k + 7) // 8,
                             "mask rice bits")
-        unary = np.unpackbits(np.frombuffer(raw[:unary_len], np.uint8),
-                              count=n_unary)
-        ends = np.flatnonzero(unary == 0)
-        if len(ends) != nnz or (nnz and ends[-1] != n_unary - 1):
-            raise CompressedFormatError(
-                f"{reader.what}: rice unary bits hold {len(ends)} codes, "
-                f"expected {nnz}")
-        gaps = np.diff(ends, prepend=-1).astype(np.int64) - 1
-        # Quotients are checked before the shift: `q << k` of a large
-        # quotient would overflow int64 and wrap to a plausible position.
-        if nnz and int(gaps.max()) > (n - 1) >> k:
-            raise CompressedFormatError(
-                f"{reader.what}: a rice-coded gap points past the {n} "
-                "elements")
-        if k:
-            bits = np.unpackbits(np.frombuffer(raw[unary_len:], np.uint8),
-                                 count=nnz * k).reshape(nnz, k)
-            weights = np.int64(1) << np.arange(k - 1, -1, -1, dtype=np.int64)
-            gaps = (gaps << k) | (bits.astype(np.int64) * weights).sum(axis=1)
-        return _mask_from_gaps(reader, gaps, n, nnz)
+        return _mask_from_gap_chunks(
+            reader, _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n),
+            n, nnz)
     raise CompressedFormatError(f"{reader.what}: unknown mask coding {coding}")
 
 
