@@ -492,10 +492,9 @@ class PruningSpec:
             blocks = lead * -(-shape[-2] // br) * -(-shape[-1] // bc)
             return blocks > 1
         m, n = self.sparsity_m_by_n
-        length = shape[axis]
-        groups = math.prod(shape) // length * -(-length // n)
-        # Padding fills the last group: it takes `n - length % n` zeros.
-        return groups > 1 or length > n - m
+        # Groups of `n` run along `axis`; below `n` weights, one padded
+        # group holds them, and its `n - length` pads take the zeros first.
+        return shape[axis] > n - m
 
     # -------------------------------------------------------------- config
 

@@ -217,6 +217,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # Set by `UpdatePruningStep` while `fit` runs the mask updates from
         # the host (see `host_updates`): the weights then hold `w * mask`.
         self._host_updates = False
+        # A list while `UpdatePruningStep` collects invalid schedule values
+        # (see `_evaluate_on_host`).
+        self._schedule_errors = None
 
     # The pruning arguments, as validated by `self.pruning_spec` (read-only).
     pruning_schedule = property(lambda self: self.pruning_spec.pruning_schedule)
@@ -370,9 +373,27 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if schedule.in_graph:
             should_prune, sparsity = schedule(step)
             return ops.cast(should_prune, "bool"), ops.cast(sparsity, "float32")
-        return _backend.host_call(
-            lambda s: schedules.evaluate(schedule, s), step
-        )
+        return _backend.host_call(self._evaluate_on_host, step)
+
+    def _evaluate_on_host(self, step):
+        """`schedules.evaluate` at `step`, run from inside the train step.
+
+        An invalid value (`schedules.check_value`) raises `ValueError`. A
+        Python exception inside `jax.pure_callback` or `tf.numpy_function`
+        reaches the caller as the backend's runtime error (with the same
+        message), so while `UpdatePruningStep` watches this wrapper
+        (`_schedule_errors` is a list) on JAX and TensorFlow, the error is
+        recorded instead, this step does not update the masks, and the
+        callback raises the `ValueError` at its next hook.
+        """
+        try:
+            return schedules.evaluate(self.pruning_schedule, step)
+        except ValueError as error:
+            sink = self._schedule_errors
+            if sink is None:
+                raise
+            sink.append(error)
+            return False, np.float32(0.0)
 
     def _group_axis(self, weight):
         """The N:M grouping axis of `weight` (its input-channel axis)."""
@@ -477,7 +498,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Args:
             sparsity: Fraction to prune, in `[0, 1]`.
         """
-        sparsity = ops.convert_to_tensor(float(sparsity), "float32")
+        sparsity = ops.convert_to_tensor(
+            _spec.fraction(float(sparsity), "sparsity"), "float32"
+        )
         yes = ops.convert_to_tensor(True)
         update = (
             self._update_own_masks
