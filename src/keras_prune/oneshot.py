@@ -57,7 +57,8 @@ def prune_once(
     ```
     """
     valid = set(inspect.signature(prune_low_magnitude).parameters)
-    valid -= {"to_prune", "kwargs", "pruning_schedule", "allocation"}
+    valid |= set(inspect.signature(prune_once).parameters)
+    valid -= {"to_prune", "kwargs"}
     if isinstance(model, keras.layers.Layer) and not isinstance(
         model, keras.Model
     ):

@@ -1,6 +1,7 @@
 """`prune_low_magnitude`: add pruning to a layer, a list or any Keras model."""
 
 import contextlib
+import inspect
 import uuid
 
 import keras
@@ -113,10 +114,11 @@ def prune_low_magnitude(
     )
     # A single layer's extra keywords go to the wrapper (name, dtype, ...);
     # for models and lists there are none.
+    own = set(inspect.signature(prune_low_magnitude).parameters)
     _spec.check_keywords(
         "prune_low_magnitude",
         kwargs,
-        _spec.layer_keywords() if is_layer else (),
+        own | _spec.layer_keywords() if is_layer else own - {"kwargs"},
     )
     spec = _spec.PruningSpec(
         pruning_schedule=pruning_schedule,

@@ -144,7 +144,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "a model to keras_prune.prune_low_magnitude."
             )
         _spec.check_keywords(
-            "PruneLowMagnitude", kwargs, _spec.layer_keywords()
+            "PruneLowMagnitude",
+            kwargs,
+            _spec.layer_keywords()
+            | set(inspect.signature(PruneLowMagnitude.__init__).parameters),
         )
         kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
         kwargs.pop("activity_regularizer", None)  # the wrapped layer's
