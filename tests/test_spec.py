@@ -302,6 +302,19 @@ class BadFrom(kp.PruningSchedule):
                 "config": {"value": self.value, "at": self.at}}
 
 
+@keras.saving.register_keras_serializable(package="test_spec")
+class BadFromInGraph(BadFrom):
+    """`BadFrom` written with keras.ops, run inside the compiled step."""
+
+    in_graph = True
+
+    def __call__(self, step):
+        value = keras.ops.where(
+            keras.ops.less(step, self.at), 0.5, self.value
+        )
+        return keras.ops.greater_equal(step, 0), value
+
+
 BAD_VALUES = [float("nan"), 1.5, -0.5, float("inf"), float("-inf")]
 
 
@@ -348,11 +361,14 @@ def _backend_error():
         (True, 1.5, {}),  # host updates: the plan raises
         (True, float("inf"), {"steps_per_execution": 2}),  # in-step
         (False, float("nan"), {}),  # in-step, no callback
+        ("in_graph", -0.5, {}),  # a user's in-graph schedule, no callback
     ],
-    ids=["host", "in_step_callback", "no_callback"],
+    ids=["host", "in_step_callback", "no_callback", "in_graph"],
 )
 def test_training_stops_at_the_bad_step(callback, value, compile_kwargs):
     schedule = BadFrom(value, 3)
+    if callback == "in_graph":
+        schedule, callback = BadFromInGraph(value, 3), False
     holder = {}
     original = kp.prune_low_magnitude
 
@@ -368,7 +384,7 @@ def test_training_stops_at_the_bad_step(callback, value, compile_kwargs):
         finally:
             kp.prune_low_magnitude = original
     message = str(info.value)
-    assert "BadFrom(" in message and "at step 3" in message
+    assert f"{type(schedule).__name__}(" in message and "at step 3" in message
     assert f"sparsity {value!r}" in message
     if BACKEND == "jax" and not callback:
         return  # the failed step's donated state is gone (Keras on JAX)

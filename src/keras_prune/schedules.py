@@ -627,6 +627,11 @@ def check_value(schedule, step, sparsity):
         )
 
 
+def is_builtin(schedule):
+    """Whether `schedule` is exactly a built-in class (values always valid)."""
+    return type(schedule) in _VECTORIZED
+
+
 def to_host(x):
     """Converts a Python, NumPy, TF, JAX or torch scalar to a NumPy value."""
     if hasattr(x, "detach"):

@@ -185,10 +185,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         with tracking.DotNotTrackScope():
             self.pruning_spec = spec
         if (
-            not self.pruning_schedule.in_graph
+            not schedules.is_builtin(self.pruning_schedule)
             and keras.backend.backend() == "tensorflow"
         ):
-            # A host schedule runs through tf.numpy_function, which XLA
+            # A host schedule runs through tf.numpy_function (a user's
+            # in-graph schedule too, to report an invalid value), which XLA
             # cannot compile: Keras then trains this model without XLA
             # (`jit_compile=True` falls back with a warning).
             self.supports_jit = False
@@ -375,7 +376,21 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         schedule = self.pruning_schedule
         if schedule.in_graph:
             should_prune, sparsity = schedule(step)
-            return ops.cast(should_prune, "bool"), ops.cast(sparsity, "float32")
+            should_prune = ops.cast(should_prune, "bool")
+            sparsity = ops.cast(sparsity, "float32")
+            if schedules.is_builtin(schedule):
+                return should_prune, sparsity  # valid by construction
+            # A user's in-graph schedule: an invalid value (NaN fails both
+            # comparisons) re-evaluates it on the host, where the check
+            # raises; valid values cost one comparison.
+            valid = ops.logical_and(
+                ops.greater_equal(sparsity, 0.0), ops.less_equal(sparsity, 1.0)
+            )
+            return _backend.cond(
+                valid,
+                lambda: (should_prune, sparsity),
+                lambda: _backend.host_call(self._evaluate_on_host, step),
+            )
         return _backend.host_call(self._evaluate_on_host, step)
 
     def _evaluate_on_host(self, step):
