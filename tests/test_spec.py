@@ -8,13 +8,11 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import to_np
+from conftest import BACKEND, to_np
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import patterns
-from keras_prune import schedules
+from keras_prune import patterns, schedules
 from keras_prune.spec import PruningSpec
 from keras_prune.strip import pruning_wrappers
 
@@ -270,13 +268,13 @@ def test_spec_round_trips_its_config_with_mappings():
 
 def test_spec_rejects_bad_values_with_the_argument_named():
     for kwargs, match in [
-        (dict(block_size=(0, 2)), "`block_size` must be positive"),
-        (dict(block_size=(True, 2)), "`block_size` must be a pair"),
-        (dict(skip_unsupported="yes"), "`skip_unsupported`"),
-        (dict(layers=[3]), "`layers`"),
-        (dict(layers="d(("), "`layers` key 'd\\(\\(' is not a valid regex"),
-        (dict(pruning_policy=object()), "`pruning_policy`"),
-        (dict(pruning_schedule={"[": 0.5}), "`pruning_schedule` key"),
+        ({"block_size": (0, 2)}, "`block_size` must be positive"),
+        ({"block_size": (True, 2)}, "`block_size` must be a pair"),
+        ({"skip_unsupported": "yes"}, "`skip_unsupported`"),
+        ({"layers": [3]}, "`layers`"),
+        ({"layers": "d(("}, "`layers` key 'd\\(\\(' is not a valid regex"),
+        ({"pruning_policy": object()}, "`pruning_policy`"),
+        ({"pruning_schedule": {"[": 0.5}}, "`pruning_schedule` key"),
     ]:
         with pytest.raises((TypeError, ValueError), match=match):
             PruningSpec(**kwargs)

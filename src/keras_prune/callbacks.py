@@ -178,7 +178,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         try:
             if self._step is not None:
-                self.model  # syncs JAX state
+                _ = self.model  # syncs JAX state
                 self._raise_schedule_errors()
         finally:
             self._collect_schedule_errors(False)

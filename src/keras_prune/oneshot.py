@@ -46,6 +46,11 @@ def prune_once(
     Returns:
         The pruned model, with masks applied in every forward pass.
 
+    Raises:
+        TypeError: an unknown keyword (naming the closest valid one).
+        ValueError: `sparsity` is NaN or outside `[0, 1]`, or another
+            argument is invalid (see `prune_low_magnitude`).
+
     Example:
 
     ```python

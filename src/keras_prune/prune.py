@@ -93,9 +93,21 @@ def prune_low_magnitude(
     Returns:
         The wrapped layer, the list, or the pruned model.
 
+    Every argument is validated by `keras_prune.PruningSpec`.
+
     Raises:
-        TypeError: `to_prune` is not a layer, list or model.
-        ValueError: a layer cannot be pruned (the message says how to fix it).
+        TypeError: `to_prune` is not a layer, list or model; or an unknown
+            keyword (the message names the closest valid one). For a single
+            layer, the keywords of `keras.layers.Layer` (`name`, `dtype`,
+            `trainable`, ...) go to the wrapper.
+        ValueError: a layer cannot be pruned, or a setting is impossible
+            (the message says how to fix it): `max_sparsity` below
+            `min_sparsity`; a `block_size` or `sparsity_m_by_n` that cannot
+            prune any weight of a layer (a single block, or N:M groups
+            whose zeros all fall in the padding: 0% sparsity), named in the
+            message; leave that layer out with `layers=`. When the pattern
+            fits only some weights of one layer (e.g. a recurrent cell's
+            kernel but not its recurrent kernel), one warning names them.
 
     Example:
 
