@@ -28,10 +28,10 @@ import keras
 import numpy as np
 
 from keras_prune import schedules
+from keras_prune.groups import ALLOCATIONS
 
 POOLING_TYPES = ("AVG", "MAX")
 PATTERNS = (None, "channel")
-ALLOCATIONS = ("layer", "global", "erk")
 
 # The arguments a wrapper holds, in `get_config` order (the keys stay those
 # of files saved by earlier versions).

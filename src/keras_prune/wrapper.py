@@ -45,6 +45,7 @@ from keras_prune import registry
 from keras_prune import schedules
 from keras_prune import spec as _spec
 
+
 def _raw_value(variable):
     """The float32 value of a variable, without mixed-precision autocast."""
     with AutocastScope(None):
@@ -101,7 +102,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             beyond this sparsity (the total stays exact).
         min_sparsity: With `'global'`: this layer's weights are pruned at
             least this much.
-        **kwargs: Passed to `keras.layers.Wrapper` (e.g. `input_shape`).
+        **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`); an
+            unknown keyword raises `TypeError`.
+
+    The arguments are validated by `keras_prune.PruningSpec`, held as
+    `pruning_spec` (also readable as attributes, e.g. `wrapper.block_size`).
 
     Call arguments:
         inputs: Inputs of the wrapped layer.
