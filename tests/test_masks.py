@@ -533,3 +533,29 @@ def test_zero_where_not_is_where_bit_for_bit(dtype, special):
     bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[value.dtype.itemsize]
     np.testing.assert_array_equal(got.view(bits), want.view(bits))
     assert not np.signbit(got[~mask]).any()
+
+
+@pytest.mark.parametrize(
+    "sparsity", [float("nan"), float("-inf"), float("inf"), 1.5, -0.25]
+)
+def test_kept_count_refuses_nan_and_out_of_range(sparsity):
+    # Before: kept_count(10, nan) was 0 and kept_count(10, -inf) 2**31 - 1.
+    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
+        keras_prune.kept_count(10, sparsity)
+    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
+        keras_prune.kept_count(10, np.float32(sparsity))
+    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
+        keras_prune.kept_count(10, keras.ops.convert_to_tensor(sparsity, "float32"))
+
+
+@pytest.mark.parametrize("sparsity", [1.5, float("nan")])
+def test_magnitude_mask_refuses_a_bad_tensor_sparsity(sparsity):
+    w = np.arange(1.0, 9.0, dtype="float32")
+    tensor = keras.ops.convert_to_tensor(sparsity, "float32")
+    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
+        keras_prune.magnitude_mask(w, tensor)
+    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
+        keras_prune.magnitude_mask(keras.ops.convert_to_tensor(w), tensor)
+    # Valid tensor sparsities still work, with the exact count.
+    mask = keras_prune.magnitude_mask(w, keras.ops.convert_to_tensor(0.25, "float32"))
+    assert np.asarray(ops.convert_to_numpy(mask)).tolist() == [False, False] + [True] * 6

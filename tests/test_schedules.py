@@ -992,3 +992,30 @@ def test_should_prune_in_step_rule(step, begin, end, freq, expected):
     graph = _compiled(lambda s: rule(s, begin, end, freq))
     result = graph(ops.convert_to_tensor(step, "int32"))
     assert bool(ops.convert_to_numpy(result)) is expected
+
+
+@pytest.mark.parametrize("power", [0, -1, 0.0, float("nan"), float("inf"),
+                                   "3", True, None])
+def test_polynomial_decay_validates_power(power):
+    with pytest.raises(ValueError, match=r"power must be a finite number > 0"):
+        keras_prune.PolynomialDecay(0.0, 0.5, 0, 10, power=power)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1.5, -0.5, float("inf"),
+                                   float("-inf")])
+def test_evaluate_checks_custom_schedule_values(value):
+    class Custom(keras_prune.PruningSchedule):
+        def __call__(self, step):
+            return step == 4, np.float32(value)
+
+    # Checked at every step, whether or not it prunes there.
+    for step in (3, 4):
+        with pytest.raises(ValueError) as info:
+            schedules.evaluate(Custom(), step)
+        message = str(info.value)
+        assert "Custom()" in message and f"at step {step}" in message
+        assert f"sparsity {float(np.float32(value))!r}" in message
+    # 0 and 1 are valid values.
+    for ok in (0.0, 1.0):
+        value = ok
+        assert schedules.evaluate(Custom(), 4) == (True, np.float32(ok))

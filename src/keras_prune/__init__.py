@@ -25,6 +25,7 @@ from keras_prune.schedules import ExponentialDecay
 from keras_prune.schedules import FunctionSchedule
 from keras_prune.schedules import PolynomialDecay
 from keras_prune.schedules import PruningSchedule
+from keras_prune.spec import PruningSpec
 from keras_prune.strip import strip_pruning
 from keras_prune.wrapper import PruneLowMagnitude
 

@@ -85,6 +85,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._wrappers = strip.pruning_wrappers(model)
         strip.check_finite(model)
         self._step = pruning_step(model) or 0
+        self._collect_schedule_errors(True)
         if host_updates.eligible(model):
             self._host = host_updates.HostUpdates(model, self._step)
             self._host.start()
@@ -114,32 +115,60 @@ class UpdatePruningStep(keras.callbacks.Callback):
                     return True
         return False
 
+    def _collect_schedule_errors(self, on):
+        """Collects invalid schedule values met inside the train step.
+
+        On JAX and TensorFlow a `ValueError` raised by a host schedule
+        inside the compiled step would surface as the backend's runtime
+        error; while this callback runs, the wrappers record it instead
+        and skip that update (`PruneLowMagnitude._evaluate_on_host`), and
+        `_raise_schedule_errors` raises it here. Torch raises in the step.
+        """
+        collect = on and keras.backend.backend() != "torch"
+        for wrapper in self._wrappers:
+            object.__setattr__(
+                wrapper, "_schedule_errors", [] if collect else None
+            )
+
+    def _raise_schedule_errors(self):
+        for wrapper in self._wrappers:
+            if wrapper._schedule_errors:
+                raise wrapper._schedule_errors[0]
+
     def on_train_batch_begin(self, batch, logs=None):
         if self._step is None:
             return
-        step = self._epoch_start + batch
-        if self._host is None:
-            self._catch_up(step)
-            return
-        self._step = step
-        due = self._host.due(step)
-        if due:
-            self.model  # syncs JAX state: the updates read the weights
-            try:
+        try:
+            self._raise_schedule_errors()
+            step = self._epoch_start + batch
+            if self._host is None:
+                self._catch_up(step)
+                return
+            self._step = step
+            due = self._host.due(step)  # ValueError: a bad schedule value
+            if due:
+                self.model  # syncs JAX state: the updates read the weights
                 self._host.update(due)
-            except FloatingPointError:
-                self._stop_host()
-                raise
-            self._sparsity = None  # read at epoch end
-
+                self._sparsity = None  # read at epoch end
+        except (ValueError, FloatingPointError):
+            # `fit` stops here without calling on_train_end.
+            self._collect_schedule_errors(False)
+            self._stop_host()
+            raise
 
     def on_epoch_end(self, epoch, logs=None):
         if self._step is None:
             return
         model = self.model  # syncs JAX state
-        if self._host is None:
-            self._catch_up(pruning_step(model) or 0, model)
-        else:
+        try:
+            self._raise_schedule_errors()
+            if self._host is None:
+                self._catch_up(pruning_step(model) or 0, model)
+        except (ValueError, FloatingPointError):
+            self._collect_schedule_errors(False)
+            self._stop_host()
+            raise
+        if self._host is not None:
             self._step = pruning_step(model) or 0
             if self._sparsity is None:
                 self._sparsity = model_sparsity(model)
@@ -147,7 +176,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
             logs["sparsity"] = self._sparsity
 
     def on_train_end(self, logs=None):
-        self._stop_host()
+        try:
+            if self._step is not None:
+                _ = self.model  # syncs JAX state
+                self._raise_schedule_errors()
+        finally:
+            self._collect_schedule_errors(False)
+            self._stop_host()
 
     def _stop_host(self):
         if self._host is not None:

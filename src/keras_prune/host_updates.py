@@ -269,6 +269,10 @@ class HostUpdates:
     def _plan(self, first, count):
         """Evaluates the schedules for steps `[first, first + count)`."""
         self._events, tables = {}, {}
+        # A table stops before a step with an invalid schedule value
+        # (`schedules.evaluate_range`): plan up to there, and the next plan,
+        # from that step, raises the schedule's ValueError.
+        keys = []
         for owner in self.owners:
             schedule = owner.wrapper.pruning_schedule
             key = (id(schedule), owner.step_offset)
@@ -276,7 +280,10 @@ class HostUpdates:
                 tables[key] = schedules.evaluate_range(
                     schedule, first + owner.step_offset, count
                 )
-            for i, (should_prune, sparsity) in enumerate(tables[key]):
+                count = min(count, len(tables[key]))
+            keys.append(key)
+        for owner, key in zip(self.owners, keys):
+            for i, (should_prune, sparsity) in enumerate(tables[key][:count]):
                 if should_prune:
                     self._events.setdefault(first + i, []).append(
                         (owner, float(sparsity))

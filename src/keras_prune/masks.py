@@ -39,11 +39,34 @@ def kept_count(n, sparsity):
 
     >>> int(keras_prune.kept_count(10, 0.25))   # round(7.5) -> 8
     8
+
+    Raises:
+        ValueError: `sparsity` is known now (a number or an eager tensor)
+            and is NaN or outside `[0, 1]`.
     """
+    _check_sparsity(sparsity)
     n = ops.cast(n, "float32")
     one = ops.cast(1.0, "float32")
     k = ops.round(n * (one - ops.cast(sparsity, "float32")))
     return ops.cast(ops.maximum(k, one), "int32")
+
+
+def _check_sparsity(sparsity):
+    """Raises if `sparsity` has a value now that is NaN or outside [0, 1].
+
+    Python and NumPy numbers and eager tensors are checked; symbolic ones
+    (inside a compiled function) come from a checked schedule.
+    """
+    if isinstance(sparsity, (float, int, np.floating, np.integer, np.ndarray)):
+        value = np.asarray(sparsity, np.float64)
+    else:
+        try:  # an eager tensor; a symbolic one raises
+            value = np.asarray(ops.convert_to_numpy(sparsity), np.float64)
+        except Exception:
+            return
+    if not np.all((value >= 0.0) & (value <= 1.0)):  # NaN fails both
+        shown = value.item() if value.ndim == 0 else value
+        raise ValueError(f"`sparsity` must be in [0, 1], got {shown!r}.")
 
 
 def _find_bucket(counts, k):
@@ -310,11 +333,7 @@ def magnitude_mask(weights, sparsity):
     >>> keras_prune.magnitude_mask(np.array([3., 1, 1, 1, 1, 3]), 0.5)
     array([ True,  True, False, False, False,  True])
     """
-    if isinstance(sparsity, (float, int, np.floating, np.integer)):
-        if not 0.0 <= float(sparsity) <= 1.0:
-            raise ValueError(
-                f"`sparsity` must be in [0, 1], got {sparsity!r}."
-            )
+    _check_sparsity(sparsity)
     is_numpy = isinstance(weights, (np.ndarray, np.generic, list, tuple))
     if is_numpy:
         # Cast on the host: TensorFlow's cast flushes float32 subnormals.

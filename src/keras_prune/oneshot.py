@@ -1,6 +1,11 @@
 """`prune_once`: prune a trained model now, without training."""
 
+import inspect
+
+import keras
+
 from keras_prune import schedules
+from keras_prune import spec as _spec
 from keras_prune.prune import prune_low_magnitude
 from keras_prune.strip import pruning_wrappers
 
@@ -41,6 +46,11 @@ def prune_once(
     Returns:
         The pruned model, with masks applied in every forward pass.
 
+    Raises:
+        TypeError: an unknown keyword (naming the closest valid one).
+        ValueError: `sparsity` is NaN or outside `[0, 1]`, or another
+            argument is invalid (see `prune_low_magnitude`).
+
     Example:
 
     ```python
@@ -51,8 +61,17 @@ def prune_once(
     small = keras_prune.strip_pruning(pruned)
     ```
     """
-    if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"`sparsity` must be in [0, 1], got {sparsity!r}.")
+    valid = set(inspect.signature(prune_low_magnitude).parameters)
+    valid |= set(inspect.signature(prune_once).parameters)
+    valid -= {"to_prune", "kwargs"}
+    if isinstance(model, keras.layers.Layer) and not isinstance(
+        model, keras.Model
+    ):
+        valid |= _spec.layer_keywords()
+    _spec.check_keywords("prune_once", kwargs, valid)
+    if sparsity is None:
+        raise ValueError("`sparsity` must be in [0, 1], got None.")
+    sparsity = _spec.fraction(sparsity, "sparsity")
     if pruning_schedule is None:
         pruning_schedule = schedules.ConstantSparsity(
             sparsity, begin_step=0, end_step=0

@@ -1,7 +1,7 @@
 """`prune_low_magnitude`: add pruning to a layer, a list or any Keras model."""
 
 import contextlib
-import re
+import inspect
 import uuid
 
 import keras
@@ -9,75 +9,8 @@ from keras.src.models.functional import Functional
 
 from keras_prune import groups
 from keras_prune import registry
-from keras_prune import schedules
+from keras_prune import spec as _spec
 from keras_prune.wrapper import PruneLowMagnitude
-
-
-def _selector(layers):
-    """Turns `layers=` (names, regexes, predicate or None) into a predicate."""
-    if layers is None:
-        return lambda layer: True
-    if callable(layers):
-        return layers
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    for p in patterns:
-        if not isinstance(p, str):
-            raise TypeError(
-                "`layers` must be a layer name or regex, a list of them, or a "
-                f"callable layer -> bool; got an item {p!r}."
-            )
-    compiled = [re.compile(p) for p in patterns]
-    return lambda layer: any(c.fullmatch(layer.name) for c in compiled)
-
-
-def _schedule_for(pruning_schedule):
-    """Turns a schedule or a `{name/regex: schedule}` mapping into a lookup.
-
-    Returns a function `layer -> schedule or None` (None: do not prune).
-    """
-    if _is_mapping(pruning_schedule):
-        table = _per_layer(pruning_schedule, _schedule_or_target)
-        return lambda layer: _lookup(table, layer)
-    schedule = schedules.get(pruning_schedule)
-    return lambda layer: schedule
-
-
-def _is_mapping(value):
-    return isinstance(value, dict) and not (
-        "class_name" in value and "config" in value
-    )
-
-
-def _schedule_or_target(value):
-    """A schedule, or a float target: `ConstantSparsity(value, 0)`."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return schedules.ConstantSparsity(float(value), 0)
-    return schedules.get(value)
-
-
-def _per_layer(mapping, convert):
-    return [(re.compile(k), convert(v)) for k, v in mapping.items()]
-
-
-def _lookup(table, layer, default=None):
-    """The value of the first key (regex, full match) naming the layer."""
-    for pattern, value in table:
-        if pattern.fullmatch(layer.name):
-            return value
-    return default
-
-
-def _bound_for(value, name):
-    """Turns a float, None or `{name/regex: float}` into `layer -> float`."""
-    if _is_mapping(value):
-        table = _per_layer(value, float)
-        return lambda layer: _lookup(table, layer)
-    if value is not None and not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a float, None or a dict mapping layer names "
-            f"or regexes to floats, got {value!r}."
-        )
-    return lambda layer: value
 
 
 def is_graph_model(model):
@@ -160,9 +93,21 @@ def prune_low_magnitude(
     Returns:
         The wrapped layer, the list, or the pruned model.
 
+    Every argument is validated by `keras_prune.PruningSpec`.
+
     Raises:
-        TypeError: `to_prune` is not a layer, list or model.
-        ValueError: a layer cannot be pruned (the message says how to fix it).
+        TypeError: `to_prune` is not a layer, list or model; or an unknown
+            keyword (the message names the closest valid one). For a single
+            layer, the keywords of `keras.layers.Layer` (`name`, `dtype`,
+            `trainable`, ...) go to the wrapper.
+        ValueError: a layer cannot be pruned, or a setting is impossible
+            (the message says how to fix it): `max_sparsity` below
+            `min_sparsity`; a `block_size` or `sparsity_m_by_n` that cannot
+            prune any weight of a layer (a single block, or N:M groups
+            whose zeros all fall in the padding: 0% sparsity), named in the
+            message; leave that layer out with `layers=`. When the pattern
+            fits only some weights of one layer (e.g. a recurrent cell's
+            kernel but not its recurrent kernel), one warning names them.
 
     Example:
 
@@ -176,64 +121,57 @@ def prune_low_magnitude(
     final = keras_prune.strip_pruning(pruned)
     ```
     """
-    if pruning_schedule is None:
-        pruning_schedule = schedules.ConstantSparsity(0.5, 0)
-    schedule_for = _schedule_for(pruning_schedule)
-    select = _selector(layers)
+    is_layer = isinstance(to_prune, keras.layers.Layer) and not isinstance(
+        to_prune, keras.Model
+    )
+    # A single layer's extra keywords go to the wrapper (name, dtype, ...);
+    # for models and lists there are none.
+    own = set(inspect.signature(prune_low_magnitude).parameters)
+    _spec.check_keywords(
+        "prune_low_magnitude",
+        kwargs,
+        own | _spec.layer_keywords() if is_layer else own - {"kwargs"},
+    )
+    spec = _spec.PruningSpec(
+        pruning_schedule=pruning_schedule,
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
+        sparsity_m_by_n=sparsity_m_by_n,
+        pattern=pattern,
+        skip_unsupported=skip_unsupported,
+        allocation=allocation,
+        max_sparsity=max_sparsity,
+        min_sparsity=min_sparsity,
+        layers=layers,
+        pruning_policy=pruning_policy,
+    )
+    schedule_for = spec.schedule_for
+    select = spec.selects
     allow = (
         pruning_policy.allow_pruning if pruning_policy is not None else None
     )
-    max_for = _bound_for(max_sparsity, "max_sparsity")
-    min_for = _bound_for(min_sparsity, "min_sparsity")
     group_id = None
     if allocation != "layer":
-        if allocation not in groups.ALLOCATIONS:
-            raise ValueError(
-                f"Unknown allocation {allocation!r}: use 'layer', 'global' "
-                "or 'erk'."
-            )
-        if _is_mapping(pruning_schedule):
-            raise ValueError(
-                f"allocation={allocation!r} shares one budget across layers, "
-                "so it needs one schedule, not a per-layer mapping. Use "
-                "max_sparsity/min_sparsity for per-layer limits."
-            )
-        if isinstance(to_prune, keras.layers.Layer) and not isinstance(
-            to_prune, keras.Model
-        ):
+        if is_layer:
             raise ValueError(
                 f"allocation={allocation!r} shares one budget across layers: "
                 "pass a model or a list of layers, not a single layer."
             )
         group_id = uuid.uuid4().hex
-    elif max_sparsity is not None or min_sparsity is not None:
-        raise ValueError(
-            "max_sparsity/min_sparsity limit layers under a shared budget; "
-            "with allocation='layer' give each layer its own schedule "
-            "instead (pruning_schedule={name: schedule})."
-        )
     counter = iter(range(1 << 31))
 
     def wrap_params(layer):
-        params = dict(
-            pruning_schedule=schedule_for(layer),
-            block_size=block_size,
-            block_pooling_type=block_pooling_type,
-            sparsity_m_by_n=sparsity_m_by_n,
-            pattern=pattern,
-            skip_unsupported=skip_unsupported,
-        )
+        params = spec.for_layer(layer)
+        if params is None:  # no schedule for this layer
+            return {"pruning_schedule": None}
         if group_id is not None:
             params.update(
-                allocation=allocation,
                 pruning_group={
                     "id": group_id,
                     "size": None,
                     "index": next(counter),
                     "allocation": allocation,
                 },
-                max_sparsity=max_for(layer),
-                min_sparsity=min_for(layer),
             )
         return params
 

@@ -275,6 +275,16 @@ class PolynomialDecay(_RampSchedule):
         super().__init__(
             initial_sparsity, final_sparsity, begin_step, end_step, frequency
         )
+        if (
+            isinstance(power, bool)
+            or not isinstance(power, (int, float, np.integer, np.floating))
+            or not 0.0 < float(power) < math.inf
+        ):
+            raise ValueError(
+                f"power must be a finite number > 0, got {power!r}: the "
+                "sparsity follows (1 - progress) ** power; 3 is cubic "
+                "(tfmot's default), 1 linear."
+            )
         self.power = power
 
     def _shape(self, one_minus_p, xp, cast):
@@ -504,7 +514,11 @@ class FunctionSchedule(PruningSchedule):
             step, self.begin_step, self.end_step, self.frequency
         )
         sparsity = float(self.fn(int(step)))
-        self._validate_sparsity(sparsity, f"fn({int(step)})")
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(
+                f"{self!r}: fn({int(step)}) returned {sparsity!r} at step "
+                f"{int(step)}; it must be in range [0,1)."
+            )
         return should_prune, np.float32(sparsity)
 
     def get_config(self):
@@ -530,7 +544,13 @@ def evaluate_range(schedule, start, count):
         count: Number of steps.
 
     Returns:
-        List of `(should_prune: bool, sparsity: numpy.float32)`.
+        List of `(should_prune: bool, sparsity: numpy.float32)`. When the
+        schedule gives an invalid value at a later step (see
+        `check_value`), the list stops before that step: evaluating from it
+        raises, so a caller planning ahead raises when it gets there.
+
+    Raises:
+        ValueError: the value at `start` is invalid.
     """
     if type(schedule) in _VECTORIZED:
         steps = np.arange(start, start + count, dtype=np.int64)
@@ -538,7 +558,15 @@ def evaluate_range(schedule, start, count):
         should_prune = np.broadcast_to(np.asarray(should_prune, bool), (count,))
         sparsity = np.broadcast_to(np.asarray(sparsity, np.float32), (count,))
         return list(zip(should_prune.tolist(), sparsity))
-    return [evaluate(schedule, step) for step in range(start, start + count)]
+    values = []
+    for step in range(start, start + count):
+        try:
+            values.append(evaluate(schedule, step))
+        except ValueError:
+            if not values:
+                raise
+            break  # raised when the plan reaches this step
+    return values
 
 
 def evaluate(schedule, step):
@@ -562,7 +590,46 @@ def evaluate(schedule, step):
             f"{type(schedule).__name__}.__call__ must return a pair "
             f"(should_prune, sparsity); got {result!r}."
         ) from None
-    return bool(to_host(should_prune)), np.float32(to_host(sparsity))
+    should_prune = bool(to_host(should_prune))
+    value = to_host(sparsity)
+    check_value(schedule, step, value)
+    return should_prune, np.float32(value)
+
+
+def check_value(schedule, step, sparsity):
+    """Raises unless `sparsity` is a finite number in `[0, 1]`.
+
+    Every host evaluation of a schedule (`evaluate`: in the compiled step
+    through `_backend.host_call`, in `UpdatePruningStep`'s plan, in reports)
+    goes through this check, at every step whether or not it prunes, so a
+    bad value never reaches a mask. Built-in schedules validate their
+    arguments instead, so their values are always valid.
+
+    Args:
+        schedule: The schedule, named in the message.
+        step: The step it was evaluated at.
+        sparsity: What it returned (a number or a 0-d array).
+
+    Raises:
+        ValueError: naming the schedule, the step and the value.
+    """
+    try:
+        value = float(np.asarray(sparsity, dtype=np.float64))
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:  # NaN fails both
+        shown = sparsity if value is None else value
+        raise ValueError(
+            f"Pruning schedule {schedule!r} returned sparsity {shown!r} at "
+            f"step {int(step)}; a sparsity must be a finite number in "
+            "[0, 1]. Fix the schedule's `__call__`. No mask was computed "
+            "from this value."
+        )
+
+
+def is_builtin(schedule):
+    """Whether `schedule` is exactly a built-in class (values always valid)."""
+    return type(schedule) in _VECTORIZED
 
 
 def to_host(x):

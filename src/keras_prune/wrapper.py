@@ -43,29 +43,7 @@ from keras_prune import masks
 from keras_prune import patterns
 from keras_prune import registry
 from keras_prune import schedules
-
-_POOLING_TYPES = ("AVG", "MAX")
-_PATTERNS = (None, "channel")
-
-
-def _default_schedule():
-    return schedules.ConstantSparsity(0.5, 0)
-
-
-def _tuple_of_two_ints(value, name):
-    try:
-        items = tuple(value)
-    except TypeError:
-        items = None
-    if (
-        items is None
-        or len(items) != 2
-        or not all(isinstance(i, (int, np.integer)) for i in items)
-    ):
-        raise ValueError(
-            f"`{name}` must be a pair of two integers, got {value!r}."
-        )
-    return tuple(int(i) for i in items)
+from keras_prune import spec as _spec
 
 
 def _raw_value(variable):
@@ -87,16 +65,6 @@ def _input_axis(owner, weight, transpose):
     if len(weight.shape) > 2 and not isinstance(owner, keras.layers.EinsumDense):
         return -2
     return 0
-
-
-def _optional_sparsity(value, name):
-    if value is None:
-        return None
-    if not isinstance(value, (int, float, np.integer, np.floating)) or not (
-        0.0 <= float(value) <= 1.0
-    ):
-        raise ValueError(f"`{name}` must be None or in [0, 1], got {value!r}.")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -134,7 +102,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             beyond this sparsity (the total stays exact).
         min_sparsity: With `'global'`: this layer's weights are pruned at
             least this much.
-        **kwargs: Passed to `keras.layers.Wrapper` (e.g. `input_shape`).
+        **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`); an
+            unknown keyword raises `TypeError`.
+
+    The arguments are validated by `keras_prune.PruningSpec`, held as
+    `pruning_spec` (also readable as attributes, e.g. `wrapper.block_size`).
 
     Call arguments:
         inputs: Inputs of the wrapped layer.
@@ -176,76 +148,38 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"{layer!r} of type {type(layer).__name__}. Pass a layer or "
                 "a model to keras_prune.prune_low_magnitude."
             )
+        _spec.check_keywords(
+            "PruneLowMagnitude",
+            kwargs,
+            _spec.layer_keywords()
+            | set(inspect.signature(PruneLowMagnitude.__init__).parameters),
+        )
         kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
         kwargs.pop("activity_regularizer", None)  # the wrapped layer's
         super().__init__(layer, **kwargs)
         # The wrapper runs `layer.call`, so its own `__call__` records the
         # layer's activity regularization loss.
         self.activity_regularizer = layer.activity_regularizer
-        self.pruning_schedule = schedules.get(
-            _default_schedule() if pruning_schedule is None else pruning_schedule
+        spec = _spec.PruningSpec(
+            pruning_schedule=pruning_schedule,
+            block_size=block_size,
+            block_pooling_type=block_pooling_type,
+            sparsity_m_by_n=sparsity_m_by_n,
+            pattern=pattern,
+            skip_unsupported=skip_unsupported,
+            allocation=allocation,
+            max_sparsity=max_sparsity,
+            min_sparsity=min_sparsity,
+            layer_name=layer.name,
         )
-        if (
-            not self.pruning_schedule.in_graph
-            and keras.backend.backend() == "tensorflow"
-        ):
-            # A host schedule runs through tf.numpy_function, which XLA
-            # cannot compile: Keras then trains this model without XLA
-            # (`jit_compile=True` falls back with a warning).
-            self.supports_jit = False
-        self.block_size = _tuple_of_two_ints(block_size, "block_size")
-        if block_pooling_type not in _POOLING_TYPES:
-            raise ValueError(
-                f"Unsupported pooling type '{block_pooling_type}'. Should be "
-                "'AVG' or 'MAX'."
-            )
-        self.block_pooling_type = block_pooling_type
-        if sparsity_m_by_n is not None:
-            sparsity_m_by_n = _tuple_of_two_ints(
-                sparsity_m_by_n, "sparsity_m_by_n"
-            )
-            m, n = sparsity_m_by_n
-            if not 0 < m < n:
+        if spec.per_layer:  # a `{name or regex: value}` mapping
+            params = spec.for_layer(layer)
+            if params is None:
                 raise ValueError(
-                    f"sparsity_m_by_n=(m, n) needs 0 < m < n, got "
-                    f"{sparsity_m_by_n}: m is the number of zeros in every n "
-                    "consecutive weights, e.g. (2, 4)."
+                    "No schedule in `pruning_schedule` matches layer "
+                    f"{layer.name!r}."
                 )
-        if min(self.block_size) < 1:
-            raise ValueError(
-                f"`block_size` must be positive, got {self.block_size}."
-            )
-        if pattern not in _PATTERNS:
-            raise ValueError(
-                f"Unknown pattern {pattern!r}: use None (single weights) or "
-                "'channel' (whole output channels). Blocks and N:M are set "
-                "with `block_size` and `sparsity_m_by_n`."
-            )
-        structured = [
-            name
-            for name, on in (
-                ("block_size", self.block_size != (1, 1)),
-                ("sparsity_m_by_n", sparsity_m_by_n is not None),
-                ("pattern", pattern is not None),
-            )
-            if on
-        ]
-        if len(structured) > 1:
-            raise ValueError(
-                f"Layer {layer.name!r}: {' and '.join(structured)} cannot be "
-                "combined; choose one structured pattern."
-            )
-        if allocation not in groups.ALLOCATIONS:
-            raise ValueError(
-                f"Unknown allocation {allocation!r}: use 'layer' (every "
-                "weight to the schedule's sparsity), 'global' (one threshold "
-                "across layers) or 'erk' (Erdős–Rényi-Kernel budgets)."
-            )
-        if allocation != "layer" and structured:
-            raise ValueError(
-                f"allocation={allocation!r} prunes single weights; it cannot "
-                f"be combined with {structured[0]}. Use allocation='layer'."
-            )
+            spec = _spec.PruningSpec(**params, layer_name=layer.name)
         if (allocation == "layer") != (pruning_group is None):
             raise ValueError(
                 f"allocation={allocation!r} on a single layer: global and ERK "
@@ -253,19 +187,24 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "model to keras_prune.prune_low_magnitude(model, "
                 f"allocation={allocation!r})."
             )
-        self.sparsity_m_by_n = sparsity_m_by_n
-        self.pattern = pattern
-        self.allocation = allocation
-        self.max_sparsity = _optional_sparsity(max_sparsity, "max_sparsity")
-        self.min_sparsity = _optional_sparsity(min_sparsity, "min_sparsity")
+        with tracking.DotNotTrackScope():
+            self.pruning_spec = spec
+        if (
+            not schedules.is_builtin(self.pruning_schedule)
+            and keras.backend.backend() == "tensorflow"
+        ):
+            # A host schedule runs through tf.numpy_function (a user's
+            # in-graph schedule too, to report an invalid value), which XLA
+            # cannot compile: Keras then trains this model without XLA
+            # (`jit_compile=True` falls back with a warning).
+            self.supports_jit = False
         with tracking.DotNotTrackScope():
             self._group = (
                 None
                 if pruning_group is None
                 else groups.PruningGroup.join(self, pruning_group)
             )
-        self.skip_unsupported = skip_unsupported
-        if not skip_unsupported:
+        if not self.skip_unsupported:
             registry.find_unsupported(layer)
         self._call_params = inspect.signature(layer.call).parameters
         if "mask" not in self._call_params:
@@ -287,6 +226,20 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # Set by `UpdatePruningStep` while `fit` runs the mask updates from
         # the host (see `host_updates`): the weights then hold `w * mask`.
         self._host_updates = False
+        # A list while `UpdatePruningStep` collects invalid schedule values
+        # (see `_evaluate_on_host`).
+        self._schedule_errors = None
+
+    # The pruning arguments, as validated by `self.pruning_spec` (read-only).
+    pruning_schedule = property(lambda self: self.pruning_spec.pruning_schedule)
+    block_size = property(lambda self: self.pruning_spec.block_size)
+    block_pooling_type = property(lambda self: self.pruning_spec.block_pooling_type)
+    sparsity_m_by_n = property(lambda self: self.pruning_spec.sparsity_m_by_n)
+    pattern = property(lambda self: self.pruning_spec.pattern)
+    skip_unsupported = property(lambda self: self.pruning_spec.skip_unsupported)
+    allocation = property(lambda self: self.pruning_spec.allocation)
+    max_sparsity = property(lambda self: self.pruning_spec.max_sparsity)
+    min_sparsity = property(lambda self: self.pruning_spec.min_sparsity)
 
     # ----------------------------------------------------------------- build
 
@@ -341,6 +294,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "no weights to prune. Leave it unwrapped (prune_low_magnitude "
                 "on a whole model does this for you)."
             )
+        self.pruning_spec.check_fits(
+            self.layer.name,
+            weights,
+            [self._group_axis(w) for w in weights],
+        )
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
@@ -423,9 +381,48 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         schedule = self.pruning_schedule
         if schedule.in_graph:
             should_prune, sparsity = schedule(step)
-            return ops.cast(should_prune, "bool"), ops.cast(sparsity, "float32")
-        return _backend.host_call(
-            lambda s: schedules.evaluate(schedule, s), step
+            should_prune = ops.cast(should_prune, "bool")
+            sparsity = ops.cast(sparsity, "float32")
+            if schedules.is_builtin(schedule):
+                return should_prune, sparsity  # valid by construction
+            # A user's in-graph schedule: an invalid value (NaN fails both
+            # comparisons) re-evaluates it on the host, where the check
+            # raises; valid values cost one comparison.
+            valid = ops.logical_and(
+                ops.greater_equal(sparsity, 0.0), ops.less_equal(sparsity, 1.0)
+            )
+            return _backend.cond(
+                valid,
+                lambda: (should_prune, sparsity),
+                lambda: _backend.host_call(self._evaluate_on_host, step),
+            )
+        return _backend.host_call(self._evaluate_on_host, step)
+
+    def _evaluate_on_host(self, step):
+        """`schedules.evaluate` at `step`, run from inside the train step.
+
+        An invalid value (`schedules.check_value`) raises `ValueError`. A
+        Python exception inside `jax.pure_callback` or `tf.numpy_function`
+        reaches the caller as the backend's runtime error (with the same
+        message), so while `UpdatePruningStep` watches this wrapper
+        (`_schedule_errors` is a list) on JAX and TensorFlow, the error is
+        recorded instead, this step does not update the masks, and the
+        callback raises the `ValueError` at its next hook.
+        """
+        try:
+            return schedules.evaluate(self.pruning_schedule, step)
+        except ValueError as error:
+            sink = self._schedule_errors
+            if sink is None:
+                raise
+            sink.append(error)
+            return False, np.float32(0.0)
+
+    def _group_axis(self, weight):
+        """The N:M grouping axis of `weight` (its input-channel axis)."""
+        owner = registry.owner_of(self.layer, weight)
+        return _input_axis(
+            owner, weight, isinstance(owner, BaseConvTranspose)
         )
 
     def _pattern_mask(self, weight, masked, sparsity):
@@ -524,7 +521,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Args:
             sparsity: Fraction to prune, in `[0, 1]`.
         """
-        sparsity = ops.convert_to_tensor(float(sparsity), "float32")
+        sparsity = ops.convert_to_tensor(
+            _spec.fraction(float(sparsity), "sparsity"), "float32"
+        )
         yes = ops.convert_to_tensor(True)
         update = (
             self._update_own_masks
@@ -627,26 +626,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config.pop("activity_regularizer", None)  # in the layer's config
-        config.update(
-            {
-                "pruning_schedule": keras.saving.serialize_keras_object(
-                    self.pruning_schedule
-                ),
-                "block_size": self.block_size,
-                "block_pooling_type": self.block_pooling_type,
-                "sparsity_m_by_n": self.sparsity_m_by_n,
-                "pattern": self.pattern,
-                "skip_unsupported": self.skip_unsupported,
-                "allocation": self.allocation,
-                "pruning_group": (
-                    None
-                    if self._group is None
-                    else self._group.config_for(self)
-                ),
-                "max_sparsity": self.max_sparsity,
-                "min_sparsity": self.min_sparsity,
-            }
+        own = self.pruning_spec.get_config()
+        own.pop("layer_name", None)
+        own["pruning_group"] = (
+            None if self._group is None else self._group.config_for(self)
         )
+        # Saved-config key order: pruning_group before max/min_sparsity.
+        for key in ("max_sparsity", "min_sparsity"):
+            own[key] = own.pop(key)
+        config.update(own)
         return config
 
     @classmethod

@@ -1,0 +1,582 @@
+"""`PruningSpec`: every pruning argument, validated and serialised once.
+
+`prune_low_magnitude`, `prune_once` and the `PruneLowMagnitude` wrapper take
+the same arguments. They all build a `PruningSpec`, which checks each value
+(types, ranges, combinations) and raises an error naming the argument and
+the fix, and which gives the wrapper its config. Unknown keywords raise a
+`TypeError` naming the closest valid one.
+
+A spec for a model may hold per-layer values (`{name or regex: value}`
+mappings for `pruning_schedule`, `max_sparsity` and `min_sparsity`) and the
+model-level arguments `layers` and `pruning_policy`; `for_layer(layer)`
+resolves it to the spec of one layer, which the wrapper holds.
+
+The feasibility of a structured pattern depends on the weights, so it is
+checked when a wrapper is built (`check_fits`): a block or N:M pattern that
+cannot prune a single weight of a layer (0% sparsity whatever the
+schedule) raises a `ValueError` naming the layer; when it fits some weights
+of the layer but not others, one warning names those weights.
+"""
+
+import difflib
+import inspect
+import math
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from keras_prune import schedules
+from keras_prune.groups import ALLOCATIONS
+
+POOLING_TYPES = ("AVG", "MAX")
+PATTERNS = (None, "channel")
+
+# The arguments a wrapper holds, in `get_config` order (the keys stay those
+# of files saved by earlier versions).
+LAYER_FIELDS = (
+    "pruning_schedule",
+    "block_size",
+    "block_pooling_type",
+    "sparsity_m_by_n",
+    "pattern",
+    "skip_unsupported",
+    "allocation",
+    "max_sparsity",
+    "min_sparsity",
+)
+# The arguments that only apply to a model or a list of layers.
+MODEL_FIELDS = ("layers", "pruning_policy")
+
+
+def check_keywords(function, given, valid):
+    """Raises `TypeError` for the first keyword of `given` not in `valid`.
+
+    Args:
+        function: Name of the function or class, for the message.
+        given: The keyword names passed.
+        valid: The keyword names accepted.
+
+    Raises:
+        TypeError: naming the unknown keyword and the closest valid one.
+    """
+    valid = sorted(set(valid))
+    for name in given:
+        if name in valid:
+            continue
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        hint = (
+            f" Did you mean {close[0]!r}?"
+            if close
+            else f" Valid keywords: {', '.join(valid)}."
+        )
+        raise TypeError(
+            f"{function}() got an unexpected keyword argument {name!r}.{hint}"
+        )
+
+
+def layer_keywords():
+    """The keyword arguments of `keras.layers.Layer` (name, dtype, ...)."""
+    params = inspect.signature(keras.layers.Layer.__init__).parameters
+    names = {
+        n
+        for n, p in params.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
+    }
+    # Keras pops these from `**kwargs` (legacy `Sequential` inputs).
+    return names | {"input_dim", "input_shape"}
+
+
+def _pair(value, name):
+    try:
+        items = tuple(value)
+    except TypeError:
+        items = None
+    if (
+        items is None
+        or len(items) != 2
+        or not all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+            for i in items
+        )
+    ):
+        raise ValueError(
+            f"`{name}` must be a pair of two integers, got {value!r}."
+        )
+    return tuple(int(i) for i in items)
+
+
+def fraction(value, name):
+    """`value` as a float in [0, 1] (NaN refused), or None."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise ValueError(f"`{name}` must be None or in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def is_mapping(value):
+    """Whether `value` is a `{name or regex: value}` mapping (not a config)."""
+    return isinstance(value, dict) and not (
+        "class_name" in value and "config" in value
+    )
+
+
+def _schedule_or_target(value):
+    """A schedule, or a float target: `ConstantSparsity(value, 0)`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return schedules.ConstantSparsity(float(value), 0)
+    return schedules.get(value)
+
+
+def _table(mapping, name, convert):
+    """`[(compiled regex, converted value)]` of a per-layer mapping."""
+    table = []
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise TypeError(
+                f"The keys of `{name}` must be layer names or regexes, got "
+                f"{key!r}."
+            )
+        try:
+            pattern = re.compile(key)
+        except re.error as e:
+            raise ValueError(
+                f"`{name}` key {key!r} is not a valid regex: {e}."
+            ) from None
+        table.append((pattern, convert(value)))
+    return table
+
+
+def _lookup(table, name):
+    """The value of the first key (regex, full match) naming the layer."""
+    for pattern, value in table:
+        if pattern.fullmatch(name):
+            return value
+    return None
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class PruningSpec:
+    """The validated arguments of a pruning: schedule, pattern, allocation.
+
+    Built by `prune_low_magnitude`, `prune_once` and `PruneLowMagnitude`
+    from their arguments (same names and meanings; see
+    `prune_low_magnitude`). Every check happens here, with an error naming
+    the argument and the fix.
+
+    Args:
+        pruning_schedule: A `PruningSchedule` (or its config or string);
+            for a model also a `{name or regex: schedule or float}` mapping.
+            Default `ConstantSparsity(0.5, 0)`.
+        block_size: `(rows, cols)` of positive integers.
+        block_pooling_type: `'AVG'` or `'MAX'`.
+        sparsity_m_by_n: `(m, n)` with `0 < m < n`, or None.
+        pattern: None or `'channel'`.
+        skip_unsupported: Leave unknown sublayers dense instead of raising.
+        allocation: `'layer'`, `'global'` or `'erk'`.
+        max_sparsity: With `'global'`/`'erk'`: a float in [0, 1], None, or
+            (for a model) a `{name or regex: float}` mapping.
+        min_sparsity: Same forms as `max_sparsity`; never above it.
+        layers: For a model: names or regexes, a list of them, or a callable
+            `layer -> bool`; None: all prunable layers.
+        pruning_policy: For a model: an object with `allow_pruning(layer)`
+            and `ensure_model_supports_pruning(model)`, or None.
+        layer_name: The layer a wrapper's spec is for (for messages).
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a value out of range or an impossible combination.
+
+    Example:
+
+    ```python
+    spec = keras_prune.PruningSpec(block_size=(1, 4))
+    spec.for_layer(keras.layers.Dense(8, name="d"))["block_size"]  # (1, 4)
+    ```
+    """
+
+    def __init__(
+        self,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        pattern=None,
+        skip_unsupported=False,
+        allocation="layer",
+        max_sparsity=None,
+        min_sparsity=None,
+        layers=None,
+        pruning_policy=None,
+        layer_name=None,
+    ):
+        where = f"Layer {layer_name!r}: " if layer_name else ""
+        self.layer_name = layer_name
+        if pruning_schedule is None:
+            pruning_schedule = schedules.ConstantSparsity(0.5, 0)
+        if is_mapping(pruning_schedule):
+            self._schedule_table = _table(
+                pruning_schedule, "pruning_schedule", _schedule_or_target
+            )
+            self.pruning_schedule = dict(
+                zip(pruning_schedule, (v for _, v in self._schedule_table))
+            )
+        else:
+            self._schedule_table = None
+            self.pruning_schedule = schedules.get(pruning_schedule)
+
+        self.block_size = _pair(block_size, "block_size")
+        if min(self.block_size) < 1:
+            raise ValueError(
+                f"`block_size` must be positive, got {self.block_size}."
+            )
+        if block_pooling_type not in POOLING_TYPES:
+            raise ValueError(
+                f"Unsupported pooling type '{block_pooling_type}'. Should be "
+                "'AVG' or 'MAX'."
+            )
+        self.block_pooling_type = block_pooling_type
+        if sparsity_m_by_n is not None:
+            sparsity_m_by_n = _pair(sparsity_m_by_n, "sparsity_m_by_n")
+            m, n = sparsity_m_by_n
+            if not 0 < m < n:
+                raise ValueError(
+                    f"sparsity_m_by_n=(m, n) needs 0 < m < n, got "
+                    f"{sparsity_m_by_n}: m is the number of zeros in every "
+                    "n consecutive weights, e.g. (2, 4)."
+                )
+        self.sparsity_m_by_n = sparsity_m_by_n
+        if pattern not in PATTERNS:
+            raise ValueError(
+                f"Unknown pattern {pattern!r}: use None (single weights) or "
+                "'channel' (whole output channels). Blocks and N:M are set "
+                "with `block_size` and `sparsity_m_by_n`."
+            )
+        self.pattern = pattern
+        structured = self.structured
+        if len(structured) > 1:
+            raise ValueError(
+                f"{where}{' and '.join(structured)} cannot be combined; "
+                "choose one structured pattern."
+            )
+        if not isinstance(skip_unsupported, (bool, np.bool_)):
+            raise TypeError(
+                f"`skip_unsupported` must be True or False, got "
+                f"{skip_unsupported!r}."
+            )
+        self.skip_unsupported = bool(skip_unsupported)
+
+        if allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"Unknown allocation {allocation!r}: use 'layer' (every "
+                "weight to the schedule's sparsity), 'global' (one threshold "
+                "across layers) or 'erk' (Erdős–Rényi-Kernel budgets)."
+            )
+        self.allocation = allocation
+        if allocation != "layer":
+            if structured:
+                raise ValueError(
+                    f"allocation={allocation!r} prunes single weights; it "
+                    f"cannot be combined with {structured[0]}. Use "
+                    "allocation='layer'."
+                )
+            if self._schedule_table is not None:
+                raise ValueError(
+                    f"allocation={allocation!r} shares one budget across "
+                    "layers, so it needs one schedule, not a per-layer "
+                    "mapping. Use max_sparsity/min_sparsity for per-layer "
+                    "limits."
+                )
+        elif max_sparsity is not None or min_sparsity is not None:
+            raise ValueError(
+                "max_sparsity/min_sparsity limit layers under a shared "
+                "budget; with allocation='layer' give each layer its own "
+                "schedule instead (pruning_schedule={name: schedule})."
+            )
+        self.max_sparsity, self._max_table = self._bound(
+            max_sparsity, "max_sparsity"
+        )
+        self.min_sparsity, self._min_table = self._bound(
+            min_sparsity, "min_sparsity"
+        )
+        self._check_bounds(self.max_sparsity, self.min_sparsity, where)
+
+        if layers is not None and not callable(layers):
+            items = [layers] if isinstance(layers, str) else layers
+            try:
+                items = list(items)
+            except TypeError:
+                items = [items]
+            for p in items:
+                if not isinstance(p, str):
+                    raise TypeError(
+                        "`layers` must be a layer name or regex, a list of "
+                        "them, or a callable layer -> bool; got an item "
+                        f"{p!r}."
+                    )
+            _table(dict.fromkeys(items), "layers", lambda v: v)
+            layers = items if not isinstance(layers, str) else layers
+        self.layers = layers
+        if pruning_policy is not None and not callable(
+            getattr(pruning_policy, "allow_pruning", None)
+        ):
+            raise TypeError(
+                "`pruning_policy` must have an `allow_pruning(layer)` method "
+                "(and `ensure_model_supports_pruning(model)`), e.g. "
+                f"keras_prune.PruneForLatencyOnXNNPack(); got "
+                f"{pruning_policy!r}."
+            )
+        self.pruning_policy = pruning_policy
+
+    # ------------------------------------------------------------ checking
+
+    @property
+    def structured(self):
+        """Names of the structured-pattern arguments that are set."""
+        return [
+            name
+            for name, on in (
+                ("block_size", self.block_size != (1, 1)),
+                ("sparsity_m_by_n", self.sparsity_m_by_n is not None),
+                ("pattern", self.pattern is not None),
+            )
+            if on
+        ]
+
+    @staticmethod
+    def _bound(value, name):
+        """`(scalar or None, table or None)` of a max/min sparsity."""
+        if is_mapping(value):
+            return None, _table(value, name, lambda v: fraction(v, name))
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+        ):
+            raise TypeError(
+                f"`{name}` must be a float, None or a dict mapping layer "
+                f"names or regexes to floats, got {value!r}."
+            )
+        return fraction(value, name), None
+
+    @staticmethod
+    def _check_bounds(max_sparsity, min_sparsity, where=""):
+        if (
+            max_sparsity is not None
+            and min_sparsity is not None
+            and max_sparsity < min_sparsity
+        ):
+            raise ValueError(
+                f"{where}max_sparsity={max_sparsity} is below "
+                f"min_sparsity={min_sparsity}: no mask can satisfy both. "
+                "Lower min_sparsity or raise max_sparsity."
+            )
+
+    @property
+    def per_layer(self):
+        """Whether some value depends on the layer (a mapping)."""
+        return (
+            self._schedule_table is not None
+            or self._max_table is not None
+            or self._min_table is not None
+        )
+
+    # ----------------------------------------------------------- resolving
+
+    def selects(self, layer):
+        """Whether `layers=` selects `layer` (always, when `layers` is None)."""
+        if self.layers is None:
+            return True
+        if callable(self.layers):
+            return bool(self.layers(layer))
+        names = [self.layers] if isinstance(self.layers, str) else self.layers
+        return any(re.fullmatch(p, layer.name) for p in names)
+
+    def schedule_for(self, layer):
+        """The layer's schedule, or None when no mapping key names it."""
+        if self._schedule_table is None:
+            return self.pruning_schedule
+        return _lookup(self._schedule_table, layer.name)
+
+    def _bound_for(self, layer, scalar, table):
+        return scalar if table is None else _lookup(table, layer.name)
+
+    def for_layer(self, layer):
+        """The wrapper arguments of `layer`, or None if it is not scheduled.
+
+        Args:
+            layer: A Keras layer of the model.
+
+        Returns:
+            A dict of the `LAYER_FIELDS`, with this layer's schedule and
+            bounds (mappings resolved), or None.
+
+        Raises:
+            ValueError: the layer's `max_sparsity` is below its
+                `min_sparsity`.
+        """
+        schedule = self.schedule_for(layer)
+        if schedule is None:
+            return None
+        params = {name: getattr(self, name) for name in LAYER_FIELDS}
+        params["pruning_schedule"] = schedule
+        params["max_sparsity"] = self._bound_for(
+            layer, self.max_sparsity, self._max_table
+        )
+        params["min_sparsity"] = self._bound_for(
+            layer, self.min_sparsity, self._min_table
+        )
+        self._check_bounds(
+            params["max_sparsity"],
+            params["min_sparsity"],
+            f"Layer {layer.name!r}: ",
+        )
+        return params
+
+    def check_fits(self, layer_name, weights, axes):
+        """Refuses a block or N:M pattern that cannot prune a layer.
+
+        A pattern that leaves a weight a single block (or N:M groups with
+        more padding than zeros) keeps it dense whatever the schedule says.
+
+        Args:
+            layer_name: The wrapped layer's name.
+            weights: Its pruned weights (objects with `.shape`, `.name`).
+            axes: For each weight, its N:M grouping axis.
+
+        Raises:
+            ValueError: the pattern cannot prune any of the weights.
+
+        Warns:
+            UserWarning: (once per layer) it cannot prune some of them.
+        """
+        if self.block_size == (1, 1) and self.sparsity_m_by_n is None:
+            return
+        misfits = [
+            f"{w.name} {tuple(w.shape)}"
+            for w, axis in zip(weights, axes)
+            if not self._fits(tuple(w.shape), axis)
+        ]
+        if not misfits:
+            return
+        what = (
+            f"block_size={self.block_size}"
+            if self.block_size != (1, 1)
+            else f"sparsity_m_by_n={self.sparsity_m_by_n}"
+        )
+        if len(misfits) == len(weights):
+            raise ValueError(
+                f"Layer {layer_name!r}: {what} cannot prune any weight of "
+                f"this layer ({', '.join(misfits)}): the pattern is larger "
+                "than the kernel, so it would stay 0% sparse. Use a smaller "
+                "pattern, or leave the layer out (e.g. prune_low_magnitude("
+                f"model, layers=lambda l: l.name != {layer_name!r}, ...))."
+            )
+        warnings.warn(
+            f"Layer {layer_name!r}: {what} is larger than some of its "
+            f"weights ({', '.join(misfits)}); they stay dense.",
+            stacklevel=3,
+        )
+
+    def _fits(self, shape, axis):
+        if self.block_size != (1, 1):
+            if len(shape) < 2:
+                return True  # block_mask raises its own error
+            br, bc = self.block_size
+            lead = math.prod(shape[:-2])
+            blocks = lead * -(-shape[-2] // br) * -(-shape[-1] // bc)
+            return blocks > 1
+        m, n = self.sparsity_m_by_n
+        # Groups of `n` run along `axis`; below `n` weights, one padded
+        # group holds them, and its `n - length` pads take the zeros first.
+        return shape[axis] > n - m
+
+    # -------------------------------------------------------------- config
+
+    def get_config(self):
+        """The config of the layer-level fields (the wrapper's keys).
+
+        Mappings are saved as `{key: value}`; `layers` must be names or
+        regexes and `pruning_policy` serialisable to be saved.
+        """
+        if self._schedule_table is None:
+            schedule = keras.saving.serialize_keras_object(
+                self.pruning_schedule
+            )
+        else:
+            schedule = {
+                k: keras.saving.serialize_keras_object(v)
+                for k, v in self.pruning_schedule.items()
+            }
+        config = {
+            "pruning_schedule": schedule,
+            "block_size": self.block_size,
+            "block_pooling_type": self.block_pooling_type,
+            "sparsity_m_by_n": self.sparsity_m_by_n,
+            "pattern": self.pattern,
+            "skip_unsupported": self.skip_unsupported,
+            "allocation": self.allocation,
+            "max_sparsity": self._saved_bound(
+                self.max_sparsity, self._max_table
+            ),
+            "min_sparsity": self._saved_bound(
+                self.min_sparsity, self._min_table
+            ),
+        }
+        if self.layers is not None:
+            if callable(self.layers):
+                raise ValueError(
+                    "A PruningSpec whose `layers` is a callable cannot be "
+                    "saved; give layer names or regexes instead."
+                )
+            config["layers"] = self.layers
+        if self.pruning_policy is not None:
+            config["pruning_policy"] = keras.saving.serialize_keras_object(
+                self.pruning_policy
+            )
+        if self.layer_name is not None:
+            config["layer_name"] = self.layer_name
+        return config
+
+    @staticmethod
+    def _saved_bound(scalar, table):
+        if table is None:
+            return scalar
+        return {p.pattern: v for p, v in table}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Builds a spec from `get_config()` (or a wrapper's config)."""
+        config = {k: v for k, v in config.items() if k in cls.FIELDS}
+        schedule = config.get("pruning_schedule")
+        if is_mapping(schedule):
+            config["pruning_schedule"] = {
+                k: _deserialize(v, custom_objects) for k, v in schedule.items()
+            }
+        elif isinstance(schedule, dict):
+            config["pruning_schedule"] = _deserialize(schedule, custom_objects)
+        if isinstance(config.get("pruning_policy"), dict):
+            config["pruning_policy"] = _deserialize(
+                config["pruning_policy"], custom_objects
+            )
+        return cls(**config)
+
+    FIELDS = LAYER_FIELDS + MODEL_FIELDS + ("layer_name",)
+
+    def __repr__(self):
+        inner = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in LAYER_FIELDS + MODEL_FIELDS
+        )
+        return f"PruningSpec({inner})"
+
+
+def _deserialize(config, custom_objects):
+    return keras.saving.deserialize_keras_object(
+        config, custom_objects=custom_objects
+    )
