@@ -257,12 +257,53 @@ def host_array(x):
 
 
 def from_host(array):
-    """The NumPy `array` as a backend tensor (torch: shares the buffer)."""
-    if keras.backend.backend() == "torch":
+    """The NumPy `array` as a CPU backend tensor, sharing its buffer.
+
+    torch: `torch.from_numpy`; TensorFlow and JAX: DLPack (no copy), or a
+    copy where DLPack refuses the array.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
         import torch
 
         return torch.from_numpy(array)
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        if backend == "jax":
+            import jax.numpy as jnp
+
+            return jnp.from_dlpack(array)
+    except Exception:  # unaligned or unsupported: copy
+        pass
     return ops.convert_to_tensor(array)
+
+
+def assign_from_host(variable, array):
+    """`variable.assign(array)` for a NumPy `array`, without a second copy.
+
+    The mask of a 300M-weight tensor is 300 MB: torch copies it into the
+    variable's buffer in place; TensorFlow and JAX take the array's buffer
+    (DLPack; JAX's `assign` keeps NumPy arrays without copying).
+
+    Args:
+        variable: A Keras variable on the CPU.
+        array: NumPy array of the variable's shape and dtype; it must not
+            be written to afterwards.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        with torch.no_grad():
+            variable.value.copy_(torch.from_numpy(array))
+        return
+    if backend == "tensorflow":
+        variable.assign(from_host(array))
+        return
+    variable.assign(array)
 
 
 @functools.lru_cache(maxsize=None)

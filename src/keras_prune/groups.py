@@ -32,6 +32,9 @@ _OPEN = weakref.WeakValueDictionary()
 # Elements per chunk of the eager (streaming) group update (4 MiB of
 # float32): temporaries stay small next to large tensors.
 STREAM_CHUNK = 1 << 20
+# Elements per block of the NumPy streaming update: 1 MiB of bits, 2 MiB
+# of int64 bucket ids (cache-resident), and few allocations per weight.
+STREAM_BLOCK = 1 << 18
 
 
 def _row_chunks(shape, chunk):
@@ -423,7 +426,7 @@ class PruningGroup:
         memory: the new mask of one tensor (1 byte per weight) and its copy
         made by `assign`, plus one block's temporaries.
         """
-        block = masks.HOST_BLOCK if block is None else int(block)
+        block = STREAM_BLOCK if block is None else int(block)
         shapes = [tuple(int(d) for d in e[1].shape) for e in entries]
         sizes = [int(np.prod(shp, dtype=np.int64)) for shp in shapes]
         flat = [
@@ -434,7 +437,11 @@ class PruningGroup:
             for v, m in views
         ]
         buf = np.empty(min(block, max(sizes)), np.int32)
-        tmp = np.empty_like(buf)
+        # Bucket ids as int64 (`np.bincount` copies any other dtype into a
+        # fresh int64 array, one page fault per 512 elements), and the
+        # selection of a bucket's elements: reused by every block.
+        ids = np.empty(buf.shape, np.int64)
+        sel = np.empty(buf.shape, bool)
 
         def blocks(i):
             """Magnitude bits of `w * old_mask`, block by block."""
@@ -449,7 +456,7 @@ class PruningGroup:
         def high_histogram(i):
             total = np.zeros(1 << masks._HI_BITS, np.int64)
             for a, b, bits in blocks(i):
-                high = np.right_shift(bits, masks._LO_BITS, out=tmp[: b - a])
+                high = np.right_shift(bits, masks._LO_BITS, out=ids[: b - a])
                 total += np.bincount(high, minlength=1 << masks._HI_BITS)
             return total
 
@@ -460,11 +467,15 @@ class PruningGroup:
             if key not in low_cache:
                 total = np.zeros(1 << masks._LO_BITS, np.int64)
                 start = key[1] << masks._LO_BITS
-                span = np.uint32((1 << masks._LO_BITS) - 1)
+                span = np.uint64((1 << masks._LO_BITS) - 1)
                 for a, b, bits in blocks(i):
-                    low = np.subtract(bits, np.int32(start), out=tmp[: b - a])
-                    low = low[low.view(np.uint32) <= span]
-                    total += np.bincount(low, minlength=1 << masks._LO_BITS)
+                    low = np.subtract(bits, start, out=ids[: b - a])
+                    inside = np.less_equal(
+                        low.view(np.uint64), span, out=sel[: b - a]
+                    )
+                    total += np.bincount(
+                        low[inside], minlength=1 << masks._LO_BITS
+                    )
                 low_cache[key] = total
             return low_cache[key]
 
@@ -509,14 +520,15 @@ class PruningGroup:
                 cut = threshold + 1 if split else threshold
                 for a, b, bits in blocks(i):
                     np.greater_equal(bits, cut, out=new[a:b])
-                if split:
-                    for a, _, bits in blocks(i):
-                        if n_ties_kept <= 0:
-                            break
-                        tied = np.flatnonzero(bits == threshold)
-                        new[a + tied[:n_ties_kept]] = True
+                    if split and n_ties_kept > 0:
+                        # Ties kept by position: the first ones in flat order.
+                        tied = np.flatnonzero(bits == threshold)[:n_ties_kept]
+                        new[a + tied] = True
                         n_ties_kept -= tied.size
-            e[2].assign(new.reshape(shapes[i]))
+            # Drop the views of the old mask first, so that the backend may
+            # reuse or free its buffer.
+            flat[i] = views[i] = None
+            _backend.assign_from_host(e[2], new.reshape(shapes[i]))
             del new
             e[3].assign(
                 np.array(threshold, np.int32).view(np.float32).reshape(())
