@@ -21,8 +21,8 @@ print(result["fit_seconds"], result["test_accuracy"])
 It can also be used from the command line:
 
 ```
-python benchmarks/tfmot_env.py --create-only
-python benchmarks/tfmot_env.py mask_sort '{"n": 1048576}'
+python -m benchmarks.tfmot_env --create-only
+python -m benchmarks.tfmot_env mask_sort '{"n": 1048576}'
 ```
 """
 

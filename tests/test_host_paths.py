@@ -73,6 +73,29 @@ def test_host_mask_matches_reference(kind, n, monkeypatch):
         np.testing.assert_array_equal(to_np(tensor_mask), expected)
 
 
+def test_accelerator_path_matches_reference():
+    # Eager calls on an accelerator run the compiled math, compiled once per
+    # shape and dtype; here it runs on the CPU.
+    rng = np.random.default_rng(9)
+    for shape in [(40, 25), (40, 25), (3, 7, 11)]:
+        w = _weights("few_values", int(np.prod(shape)), rng).reshape(shape)
+        tensor = keras.ops.convert_to_tensor(w)
+        compiled = _backend.compile_eager(
+            masks._compiled_mask, shape, str(tensor.dtype)
+        )
+        for sparsity in (0.2, 0.5, 0.95):
+            mask, n_bad = compiled(
+                tensor, keras.ops.convert_to_tensor(sparsity, "float32")
+            )
+            assert int(to_np(n_bad)) == 0
+            np.testing.assert_array_equal(
+                to_np(mask), _reference_mask(w, sparsity)
+            )
+    assert _backend.compile_eager(
+        masks._compiled_mask, (40, 25), "float32"
+    ) is _backend.compile_eager(masks._compiled_mask, (40, 25), "float32")
+
+
 def test_host_select_bracket_and_radix_agree():
     rng = np.random.default_rng(3)
     for kind in ("normal", "few_values", "mostly_zero", "sample_decoy"):

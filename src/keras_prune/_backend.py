@@ -23,9 +23,8 @@ measured (see docs/benchmarks.md):
 - `host_array` / `from_host`: the NumPy view of an eager CPU tensor (no
   copy on any backend), for mask math run on the host, and back.
 - `compile_eager`: the compiled function an eager call on an accelerator
-  runs: `jax.jit`, `tf.function(jit_compile=True, reduce_retracing=True)`,
-  eager torch. Each is created once per function, and the backend caches
-  its compilations per input shape and dtype.
+  runs: `jax.jit`, `tf.function(jit_compile=True)`, eager torch; one per
+  function and input shape and dtype, created once.
 """
 
 import functools
@@ -307,12 +306,13 @@ def assign_from_host(variable, array):
 
 
 @functools.lru_cache(maxsize=None)
-def compile_eager(fn):
-    """`fn` compiled for eager calls on accelerators, created once per `fn`.
+def compile_eager(fn, *key):
+    """`fn` compiled for eager calls on accelerators, once per `(fn, key)`.
 
-    `jax.jit` and `tf.function(jit_compile=True, reduce_retracing=True)`
-    cache one compilation per input shape and dtype, so a second call with
-    the same shapes runs at compiled speed. torch runs `fn` eagerly
+    Pass the input shapes and dtypes as `key`: each gets its own
+    `jax.jit` or `tf.function(jit_compile=True)`, traced once, so no
+    retracing happens and no traced shape is generalised to `None` (the
+    mask math needs static sizes). torch runs `fn` eagerly
     (`torch.compile` costs seconds per shape, more than it saves here).
     """
     backend = keras.backend.backend()
@@ -323,7 +323,7 @@ def compile_eager(fn):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return tf.function(fn, jit_compile=True)
     return fn
 
 

@@ -11,6 +11,12 @@ like their int32 bit patterns, so a radix select with two histogram passes
 (16 + 15 bits) finds the exact k-th largest magnitude. Together with one pass
 for the mask, that is about 3 passes over the tensor, on every backend, under
 `jit`, with fixed shapes. tfmot sorts the whole tensor at every update.
+
+Eager calls on the CPU (`magnitude_mask` on a NumPy array or an eager CPU
+tensor, on every backend) run `host_mask` instead: a sample brackets the
+k-th largest magnitude, one pass gathers the few values inside the bracket,
+and `np.partition` selects among them; one more pass writes the mask. Both
+give the same masks, bit for bit.
 """
 
 import numpy as np
@@ -292,7 +298,10 @@ def magnitude_mask(weights, sparsity):
     its non-zeros and nothing else.
 
     Works on NumPy arrays and Python lists (returns NumPy) and on backend
-    tensors (returns a tensor), including inside compiled functions.
+    tensors (returns a tensor), including inside compiled functions. Eager
+    calls on the CPU run the NumPy select of `host_mask` (about 3 reads of
+    the tensor, nothing to compile); eager calls on an accelerator run the
+    compiled math, compiled once per shape and dtype.
 
     Args:
         weights: Float array or tensor of any shape.
@@ -333,9 +342,10 @@ def magnitude_mask(weights, sparsity):
     if not _backend.is_traced(weights) and _is_eager(sparsity):
         # Eager on an accelerator: the compiled math, compiled once per
         # shape and dtype (op by op, JAX would compile every operation).
-        mask, n_bad = _backend.compile_eager(_compiled_mask)(
-            weights, ops.cast(sparsity, "float32")
+        compiled = _backend.compile_eager(
+            _compiled_mask, tuple(shape), str(weights.dtype)
         )
+        mask, n_bad = compiled(weights, ops.cast(sparsity, "float32"))
         _check_finite(int(ops.convert_to_numpy(n_bad)))
         return mask
     mask, n_nonfinite = _compiled_mask(weights, sparsity)
