@@ -1,4 +1,5 @@
-# keras-prune: two commands, `make demo` and `make test`. Each creates .venv
+# keras-prune: two commands, `make demo` and `make test` (`make lint` checks
+# style; CI runs it before the tests). Each creates .venv
 # when missing (Python >= 3.10, CPU wheels: torch==2.13.0, tensorflow-cpu).
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,4 +27,10 @@ test: $(VENV)/.installed
 	  rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
 	done
 
-.PHONY: install demo test
+# ruff (in the dev extras, configured in pyproject.toml): lint, then check
+# that `ruff format` would change nothing.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: install demo test lint

@@ -39,8 +39,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras  # noqa: E402
 
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
@@ -221,8 +221,9 @@ def timed_fit(model, x, y, epochs, callbacks=()):
 # ---------------------------------------------------------------------------
 
 
-def task_train_overhead(mode="dense", epochs=40, seed=0, sparsity=0.9,
-                        frequency=DEFAULT_FREQUENCY):
+def task_train_overhead(
+    mode="dense", epochs=40, seed=0, sparsity=0.9, frequency=DEFAULT_FREQUENCY
+):
     """Wall time of `fit` for the digits MLP, dense or tfmot-pruned.
 
     Model: Dense 64-1024-1024-10 (relu, relu, logits), Adam(1e-3),
@@ -253,24 +254,36 @@ def task_train_overhead(mode="dense", epochs=40, seed=0, sparsity=0.9,
     x_train, y_train, x_test, y_test = load_digits_split()
     total_steps = steps_per_epoch(len(x_train)) * epochs
     model = build_model("mlp")
-    result = {"task": "train_overhead", "mode": mode, "epochs": epochs,
-              "seed": seed, "total_steps": total_steps}
+    result = {
+        "task": "train_overhead",
+        "mode": mode,
+        "epochs": epochs,
+        "seed": seed,
+        "total_steps": total_steps,
+    }
     if mode == "dense":
         compile_model(model)
         fit_s, epoch_s = timed_fit(model, x_train, y_train, epochs)
         final = model
     else:
-        schedule, end_step = polynomial_schedule(sparsity, total_steps,
-                                                 frequency)
+        schedule, end_step = polynomial_schedule(
+            sparsity, total_steps, frequency
+        )
         pruned = tfmot.sparsity.keras.prune_low_magnitude(
-            model, pruning_schedule=schedule)
+            model, pruning_schedule=schedule
+        )
         compile_model(pruned)
         fit_s, epoch_s = timed_fit(
-            pruned, x_train, y_train, epochs,
-            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+            pruned,
+            x_train,
+            y_train,
+            epochs,
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        )
         final = tfmot.sparsity.keras.strip_pruning(pruned)
-        result.update(target_sparsity=sparsity, end_step=end_step,
-                      frequency=frequency)
+        result.update(
+            target_sparsity=sparsity, end_step=end_step, frequency=frequency
+        )
     result.update(
         fit_seconds=fit_s,
         epoch_seconds=epoch_s,
@@ -281,8 +294,14 @@ def task_train_overhead(mode="dense", epochs=40, seed=0, sparsity=0.9,
     return result
 
 
-def task_accuracy(arch="mlp", sparsity=0.9, seed=0, epochs=40,
-                  prune_epochs=20, frequency=DEFAULT_FREQUENCY):
+def task_accuracy(
+    arch="mlp",
+    sparsity=0.9,
+    seed=0,
+    epochs=40,
+    prune_epochs=20,
+    frequency=DEFAULT_FREQUENCY,
+):
     """Dense training followed by tfmot pruning; accuracy of both.
 
     The model (see `build_model`) is trained dense for `epochs` epochs, then
@@ -318,11 +337,16 @@ def task_accuracy(arch="mlp", sparsity=0.9, seed=0, epochs=40,
     prune_steps = steps_per_epoch(len(x_train)) * prune_epochs
     schedule, end_step = polynomial_schedule(sparsity, prune_steps, frequency)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(
-        model, pruning_schedule=schedule)
+        model, pruning_schedule=schedule
+    )
     compile_model(pruned)
     prune_s, _ = timed_fit(
-        pruned, x_train, y_train, prune_epochs,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        pruned,
+        x_train,
+        y_train,
+        prune_epochs,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     final = tfmot.sparsity.keras.strip_pruning(pruned)
     return {
         "task": "accuracy",
@@ -358,10 +382,17 @@ def standardize_split(x_train, x_test):
     )
 
 
-def task_accuracy_sweep(arch="mlp", sparsities=(0.8, 0.9, 0.95, 0.98),
-                        seeds=(0, 1, 2), epochs=10, prune_epochs=10,
-                        batch_size=64, frequency=None, end_step=None,
-                        standardize=True):
+def task_accuracy_sweep(
+    arch="mlp",
+    sparsities=(0.8, 0.9, 0.95, 0.98),
+    seeds=(0, 1, 2),
+    epochs=10,
+    prune_epochs=10,
+    batch_size=64,
+    frequency=None,
+    end_step=None,
+    standardize=True,
+):
     """Like `accuracy`, for several sparsities and seeds in one process.
 
     For each seed: `set_random_seed(seed)`, build `arch` (see
@@ -400,13 +431,21 @@ def task_accuracy_sweep(arch="mlp", sparsities=(0.8, 0.9, 0.95, 0.98),
     if frequency is None:
         frequency = max(1, spe // 2)
     if end_step is None:
-        end_step = max(frequency,
-                       frequency * round(0.7 * prune_steps / frequency))
+        end_step = max(
+            frequency, frequency * round(0.7 * prune_steps / frequency)
+        )
 
     def fit(model, n_epochs, callbacks=()):
         t0 = time.perf_counter()
-        model.fit(x_train, y_train, batch_size=batch_size, epochs=n_epochs,
-                  shuffle=True, verbose=0, callbacks=list(callbacks))
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            epochs=n_epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=list(callbacks),
+        )
         return time.perf_counter() - t0
 
     runs = []
@@ -422,13 +461,19 @@ def task_accuracy_sweep(arch="mlp", sparsities=(0.8, 0.9, 0.95, 0.98),
             copy = build_model(arch)
             copy.set_weights(dense_weights)
             schedule = tfmot.sparsity.keras.PolynomialDecay(
-                initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
-                end_step=end_step, frequency=frequency)
+                initial_sparsity=0.0,
+                final_sparsity=sparsity,
+                begin_step=0,
+                end_step=end_step,
+                frequency=frequency,
+            )
             pruned = tfmot.sparsity.keras.prune_low_magnitude(
-                copy, pruning_schedule=schedule)
+                copy, pruning_schedule=schedule
+            )
             compile_model(pruned)
-            prune_s = fit(pruned, prune_epochs,
-                          [tfmot.sparsity.keras.UpdatePruningStep()])
+            prune_s = fit(
+                pruned, prune_epochs, [tfmot.sparsity.keras.UpdatePruningStep()]
+            )
             final = tfmot.sparsity.keras.strip_pruning(pruned)
             zeros, sizes = {}, {}
             for layer in final.layers:
@@ -437,20 +482,25 @@ def task_accuracy_sweep(arch="mlp", sparsities=(0.8, 0.9, 0.95, 0.98),
                     k = kernel.numpy()
                     zeros[layer.name] = int(np.sum(k == 0))
                     sizes[layer.name] = int(k.size)
-            runs.append({
-                "seed": seed,
-                "sparsity": sparsity,
-                "dense_accuracy": dense_acc,
-                "pruned_accuracy": accuracy(final, x_test, y_test),
-                "kernel_sparsity": kernel_sparsity(final),
-                "kernel_zeros": zeros,
-                "kernel_sizes": sizes,
-                "dense_fit_seconds": dense_s,
-                "prune_fit_seconds": prune_s,
-            })
-            print(f"tfmot {arch} seed {seed} sparsity {sparsity}: "
-                  f"{runs[-1]['pruned_accuracy']:.4f}", file=sys.stderr,
-                  flush=True)
+            runs.append(
+                {
+                    "seed": seed,
+                    "sparsity": sparsity,
+                    "dense_accuracy": dense_acc,
+                    "pruned_accuracy": accuracy(final, x_test, y_test),
+                    "kernel_sparsity": kernel_sparsity(final),
+                    "kernel_zeros": zeros,
+                    "kernel_sizes": sizes,
+                    "dense_fit_seconds": dense_s,
+                    "prune_fit_seconds": prune_s,
+                }
+            )
+            print(
+                f"tfmot {arch} seed {seed} sparsity {sparsity}: "
+                f"{runs[-1]['pruned_accuracy']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     return {
         "task": "accuracy_sweep",
         "arch": arch,
@@ -486,14 +536,16 @@ def _make_mask_update(sparsity):
         n = tf.size(mags)
         keep = tf.cast(
             tf.maximum(tf.round(tf.cast(n, tf.float32) * (1.0 - s)), 1.0),
-            tf.int32)
+            tf.int32,
+        )
         flat = tf.reshape(mags, [-1])
         sorted_vals, order = tf.math.top_k(flat, k=n)
         threshold = tf.gather(sorted_vals, keep - 1)
         at = tf.gather(order, keep - 1)
         above = tf.greater_equal(mags, threshold)
-        hit = tf.reshape(tf.one_hot(at, n, on_value=True, off_value=False),
-                         tf.shape(mags))
+        hit = tf.reshape(
+            tf.one_hot(at, n, on_value=True, off_value=False), tf.shape(mags)
+        )
         mask = tf.cast(tf.logical_or(above, hit), w.dtype)
         return threshold, mask
 
@@ -501,8 +553,12 @@ def _make_mask_update(sparsity):
     def sort_only(w):
         flat = tf.reshape(tf.abs(w), [-1])
         sorted_vals, _ = tf.math.top_k(flat, k=tf.size(flat))
-        keep = tf.cast(tf.maximum(tf.round(
-            tf.cast(tf.size(flat), tf.float32) * (1.0 - s)), 1.0), tf.int32)
+        keep = tf.cast(
+            tf.maximum(
+                tf.round(tf.cast(tf.size(flat), tf.float32) * (1.0 - s)), 1.0
+            ),
+            tf.int32,
+        )
         return tf.gather(sorted_vals, keep - 1)
 
     return update, sort_only
@@ -569,10 +625,12 @@ def task_mask_sort(n=1048576, sparsity=0.5, repeats=3, seed=0):
         var = tf.Variable(w)
         pruning = pruning_impl.Pruning(
             training_step_fn=lambda: tf.constant(1, tf.int64),
-            pruning_vars=[(var, tf.Variable(tf.ones_like(w)),
-                           tf.Variable(0.0))],
+            pruning_vars=[
+                (var, tf.Variable(tf.ones_like(w)), tf.Variable(0.0))
+            ],
             pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(
-                sparsity, 0, frequency=1),
+                sparsity, 0, frequency=1
+            ),
             block_size=(1, 1),
             block_pooling_type="AVG",
         )
@@ -581,8 +639,12 @@ def task_mask_sort(n=1048576, sparsity=0.5, repeats=3, seed=0):
         impl_thr = float(impl(var)[0].numpy())
     except Exception as e:  # internal API: best effort only
         impl_err = f"{type(e).__name__}: {e}"
-    result.update(tfmot_impl_seconds=impl_s, tfmot_impl_threshold=impl_thr,
-                  tfmot_impl_error=impl_err, versions=versions())
+    result.update(
+        tfmot_impl_seconds=impl_s,
+        tfmot_impl_threshold=impl_thr,
+        tfmot_impl_error=impl_err,
+        versions=versions(),
+    )
     return result
 
 
@@ -610,15 +672,18 @@ def _one_shot_prune(model, sparsity):
         )
     except ImportError:
         sparsity_tooling = None
-    if sparsity_tooling is not None and hasattr(sparsity_tooling,
-                                                "prune_for_benchmark"):
+    if sparsity_tooling is not None and hasattr(
+        sparsity_tooling, "prune_for_benchmark"
+    ):
         pruned = sparsity_tooling.prune_for_benchmark(model, sparsity)
         method = "sparsity_tooling.prune_for_benchmark"
     else:
-        schedule = tfmot.sparsity.keras.ConstantSparsity(sparsity, 0,
-                                                         frequency=1)
+        schedule = tfmot.sparsity.keras.ConstantSparsity(
+            sparsity, 0, frequency=1
+        )
         pruned = tfmot.sparsity.keras.prune_low_magnitude(
-            model, pruning_schedule=schedule)
+            model, pruning_schedule=schedule
+        )
         for layer in pruned.layers:
             if hasattr(layer, "pruning_step"):
                 layer.pruning_step.assign(0)
@@ -663,8 +728,14 @@ def task_compress(sparsity=0.8, epochs=40, seed=0):
     model = build_model("mlp")
     compile_model(model)
     if epochs > 0:
-        model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs,
-                  shuffle=True, verbose=0)
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=BATCH_SIZE,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+        )
     dense = _uncompiled_copy(model)
     dense_acc = accuracy(dense, x_test, y_test)
     pruned, method = _one_shot_prune(_uncompiled_copy(model), sparsity)
@@ -680,8 +751,8 @@ def task_compress(sparsity=0.8, epochs=40, seed=0):
         "dense_bytes": dense_sizes,
         "pruned_bytes": pruned_sizes,
         "gzip_ratio_h5": dense_sizes["h5_gzip"] / pruned_sizes["h5_gzip"],
-        "gzip_ratio_keras":
-            dense_sizes["keras_gzip"] / pruned_sizes["keras_gzip"],
+        "gzip_ratio_keras": dense_sizes["keras_gzip"]
+        / pruned_sizes["keras_gzip"],
         "dense_accuracy": dense_acc,
         "pruned_accuracy": accuracy(pruned, x_test, y_test),
         "kernel_sparsity": kernel_sparsity(pruned),
@@ -700,8 +771,10 @@ TASKS = {
 
 def main(argv):
     if not argv or argv[0] not in TASKS:
-        print(f"usage: {sys.argv[0]} {{{','.join(TASKS)}}} [JSON args]",
-              file=sys.stderr)
+        print(
+            f"usage: {sys.argv[0]} {{{','.join(TASKS)}}} [JSON args]",
+            file=sys.stderr,
+        )
         return 2
     kwargs = json.loads(argv[1]) if len(argv) > 1 else {}
     if not isinstance(kwargs, dict):

@@ -46,36 +46,28 @@ and `erk`; `2:4` is checked with `patterns.is_pruned_m_by_n`.
 
 Usage:
 
-    .venv/bin/python benchmarks/accuracy.py                # full run (JAX)
-    .venv/bin/python benchmarks/accuracy.py --quick        # smoke run
-    .venv/bin/python benchmarks/accuracy.py --arch cnn --methods layer tfmot
-    .venv/bin/python benchmarks/accuracy.py \
+    .venv/bin/python -m benchmarks.accuracy                # full run (JAX)
+    .venv/bin/python -m benchmarks.accuracy --quick        # smoke run
+    .venv/bin/python -m benchmarks.accuracy --arch cnn --methods layer tfmot
+    .venv/bin/python -m benchmarks.accuracy \
         --from-json benchmarks/results/accuracy.json
 """
 
 import os
 import sys
 
-# Python puts this script's folder first on sys.path, where a module such as
-# benchmarks/compression.py would shadow a package of the same name that jax
-# imports (`from compression import zstd`). Import helpers as `benchmarks.X`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+from benchmarks import harness
 
-from benchmarks import _common  # noqa: E402
-
-_common.quiet_logs()
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import argparse  # noqa: E402
-import inspect  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import inspect
+import json
+import math
+import statistics
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-3
@@ -83,8 +75,8 @@ ARCHS = ("mlp", "cnn")
 METHODS = ("dense", "layer", "global", "erk", "2:4", "tfmot")
 SPARSITIES = (0.8, 0.9, 0.95, 0.98)
 NM_SPARSITY = 0.5
-DEFAULT_JSON = os.path.join(_common.BENCH_DIR, "results", "accuracy.json")
-DEFAULT_PLOT = os.path.join(_common.REPO_ROOT, "docs", "images", "accuracy.png")
+DEFAULT_JSON = os.path.join(harness.BENCH_DIR, "results", "accuracy.json")
+DEFAULT_PLOT = os.path.join(harness.REPO_ROOT, "docs", "images", "accuracy.png")
 LABELS = {
     "dense": "dense",
     "layer": "keras-prune layer",
@@ -234,7 +226,7 @@ def check_sparsity(method, target, counts):
         from keras_prune import patterns
 
         ok = True
-        for name, (z, n, k) in counts.items():
+        for _name, (_z, _n, k) in counts.items():
             if k.shape[-2] >= 4:
                 ok = ok and bool(patterns.is_pruned_m_by_n(k, (2, 4)))
         out["exact"] = ok
@@ -338,8 +330,7 @@ def evaluate(model, x, y):
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
-def run_method(arch, method, target, seed, dense_weights, data, sched,
-               holder):
+def run_method(arch, method, target, seed, dense_weights, data, sched, holder):
     """Fine-tunes a copy of the dense model with one method; returns a dict."""
     import keras
 
@@ -410,7 +401,7 @@ def check_reuse(archs, methods, sparsity, data):
                 out[reuse] = [(r["accuracy"], r["weights_sha1"]) for r in runs]
             same = out[True] == out[False]
             ok = ok and same
-            _common.log(
+            harness.log(
                 f"check-reuse {arch} {method} {s}: reused {out[True]} vs "
                 f"fresh {out[False]}: {'IDENTICAL' if same else 'DIFFERENT'}"
             )
@@ -423,18 +414,17 @@ def _log_run(r):
         extra = (
             f", sparsity {r['total_sparsity']:.6f} "
             f"({'exact' if r['exact'] else 'NOT EXACT'}); "
-            + ", ".join(
-                f"{k} {v:.4f}" for k, v in r["kernel_sparsity"].items()
-            )
+            + ", ".join(f"{k} {v:.4f}" for k, v in r["kernel_sparsity"].items())
         )
-    _common.log(
+    harness.log(
         f"{r['arch']} seed {r['seed']} {r['method']} {r['sparsity']:.2f}: "
         f"{100 * r['accuracy']:.2f}% ({r['fit_seconds']:.1f} s){extra}"
     )
 
 
-def run_keras_prune(arch, methods, sparsities, seeds, epochs, prune_epochs,
-                    data, reuse=True):
+def run_keras_prune(
+    arch, methods, sparsities, seeds, epochs, prune_epochs, data, reuse=True
+):
     import keras
 
     x_train, y_train, x_test, y_test = data
@@ -463,7 +453,7 @@ def run_keras_prune(arch, methods, sparsities, seeds, epochs, prune_epochs,
             "fit_seconds": time.perf_counter() - t0,
         }
         dense_pre.append(pre)
-        _common.log(
+        harness.log(
             f"{arch} seed {seed}: dense after {epochs} epochs "
             f"{100 * pre['accuracy']:.2f}% ({pre['fit_seconds']:.1f} s)"
         )
@@ -489,9 +479,9 @@ def run_keras_prune(arch, methods, sparsities, seeds, epochs, prune_epochs,
 
 
 def run_tfmot_arch(arch, sparsities, seeds, epochs, prune_epochs, sched):
-    run_tfmot = _common.load_run_tfmot()
+    run_tfmot = harness.load_run_tfmot()
     if run_tfmot is None:
-        _common.log("benchmarks/tfmot_env.py not found: skipping tfmot")
+        harness.log("benchmarks/tfmot_env.py not found: skipping tfmot")
         return None, None
     t0 = time.perf_counter()
     res = run_tfmot(
@@ -524,7 +514,7 @@ def run_tfmot_arch(arch, sparsities, seeds, epochs, prune_epochs, sched):
         one.update(check_sparsity("tfmot", r["sparsity"], counts))
         runs.append(one)
         dense_pre[r["seed"]] = r["dense_accuracy"]
-        _common.log(
+        harness.log(
             f"{arch} tfmot seed {r['seed']} {r['sparsity']:.2f}: "
             f"{100 * one['accuracy']:.2f}%, sparsity "
             f"{one['total_sparsity']:.6f} "
@@ -617,7 +607,7 @@ def accuracy_table(summary, archs, methods, sparsities):
             cells = [_cell(summary.get((arch, m, c))) for c in cols]
             if any(cells):
                 rows.append([arch, LABELS[m]] + cells)
-    return _common.markdown_table(headers, rows)
+    return harness.markdown_table(headers, rows)
 
 
 def comparison_table(runs, summary, archs, sparsities):
@@ -632,8 +622,10 @@ def comparison_table(runs, summary, archs, sparsities):
     rows = []
 
     def pd(d):
-        return "" if d is None else (
-            f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}"
+        return (
+            ""
+            if d is None
+            else (f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}")
         )
 
     for arch in archs:
@@ -649,13 +641,19 @@ def comparison_table(runs, summary, archs, sparsities):
                     "" if u is None else f"{200 * u['se']:.2f}",
                 ]
             )
-    return _common.markdown_table(headers, rows)
+    return harness.markdown_table(headers, rows)
 
 
 def sparsity_table(runs, archs, methods, sparsities):
     """Realised per-kernel sparsity (seed of the first run) and exactness."""
-    headers = ["arch", "method", "target", "per-kernel sparsity", "total",
-               "exact (all seeds)"]
+    headers = [
+        "arch",
+        "method",
+        "target",
+        "per-kernel sparsity",
+        "total",
+        "exact (all seeds)",
+    ]
     rows = []
     for arch in archs:
         for m in methods:
@@ -664,8 +662,10 @@ def sparsity_table(runs, archs, methods, sparsities):
             targets = [NM_SPARSITY] if m == "2:4" else list(sparsities)
             for s in targets:
                 rs = [
-                    r for r in runs
-                    if r["arch"] == arch and r["method"] == m
+                    r
+                    for r in runs
+                    if r["arch"] == arch
+                    and r["method"] == m
                     and r["sparsity"] == s
                 ]
                 if not rs:
@@ -684,7 +684,7 @@ def sparsity_table(runs, archs, methods, sparsities):
                         "yes" if all(x.get("exact") for x in rs) else "NO",
                     ]
                 )
-    return _common.markdown_table(headers, rows)
+    return harness.markdown_table(headers, rows)
 
 
 def targets(runs, summary, archs):
@@ -710,8 +710,9 @@ def targets(runs, summary, archs):
                     f"(paired SE {100 * se:.2f}; better on {wins}/{d['n']} "
                     f"seeds): {verdict}"
                 )
-        for s in sorted({k[2] for k in summary if k[0] == arch
-                         and k[1] == "tfmot"}):
+        for s in sorted(
+            {k[2] for k in summary if k[0] == arch and k[1] == "tfmot"}
+        ):
             u = unpaired_diff(summary, arch, "layer", "tfmot", s)
             if u is None:
                 continue
@@ -750,10 +751,18 @@ def plot(summary, archs, methods, sparsities, path):
     for ax, arch in zip(axes[0], archs):
         d = summary.get((arch, "dense", 0.0))
         if d is not None:
-            ax.axhline(100 * d["mean"], color="k", linestyle=":",
-                       label=f"dense ({100 * d['mean']:.1f}%)")
-            ax.axhspan(100 * (d["mean"] - d["std"]),
-                       100 * (d["mean"] + d["std"]), color="k", alpha=0.08)
+            ax.axhline(
+                100 * d["mean"],
+                color="k",
+                linestyle=":",
+                label=f"dense ({100 * d['mean']:.1f}%)",
+            )
+            ax.axhspan(
+                100 * (d["mean"] - d["std"]),
+                100 * (d["mean"] + d["std"]),
+                color="k",
+                alpha=0.08,
+            )
         for m in methods:
             if m == "dense":
                 continue
@@ -779,8 +788,11 @@ def plot(summary, archs, methods, sparsities, path):
         ax.set_xlabel("sparsity of the pruned kernels")
         ax.set_ylabel("test accuracy % (mean ± std over seeds)")
         ax.set_title(
-            {"mlp": "MLP 64-1024-1024-10", "cnn": "small CNN (38k weights)"}
-            .get(arch, arch) + ", digits"
+            {
+                "mlp": "MLP 64-1024-1024-10",
+                "cnn": "small CNN (38k weights)",
+            }.get(arch, arch)
+            + ", digits"
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
@@ -800,8 +812,10 @@ def git_state():
     def git(*a):
         try:
             return subprocess.run(
-                ["git", "-C", _common.REPO_ROOT, *a], capture_output=True,
-                text=True, check=True,
+                ["git", "-C", harness.REPO_ROOT, *a],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.rstrip()
         except (OSError, subprocess.CalledProcessError):
             return None
@@ -816,29 +830,50 @@ def git_state():
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", nargs="+", default=list(ARCHS), choices=ARCHS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS),
-                   choices=METHODS)
-    p.add_argument("--sparsities", nargs="+", type=float,
-                   default=list(SPARSITIES))
-    p.add_argument("--seeds", type=int, default=3,
-                   help="number of seeds (0, 1, ...)")
-    p.add_argument("--epochs", type=int, default=10,
-                   help="dense training epochs")
-    p.add_argument("--prune-epochs", type=int, default=10,
-                   help="fine-tuning epochs (pruning, or dense for `dense`)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 seed, 2 + 2 epochs, 90%% only, no "
-                   "files written unless --json-out/--plot are given")
-    p.add_argument("--json-out", default=None,
-                   help=f"default {os.path.relpath(DEFAULT_JSON)}")
-    p.add_argument("--plot", default=None,
-                   help=f"default {os.path.relpath(DEFAULT_PLOT)}")
+    p.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS
+    )
+    p.add_argument(
+        "--sparsities", nargs="+", type=float, default=list(SPARSITIES)
+    )
+    p.add_argument(
+        "--seeds", type=int, default=3, help="number of seeds (0, 1, ...)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=10, help="dense training epochs"
+    )
+    p.add_argument(
+        "--prune-epochs",
+        type=int,
+        default=10,
+        help="fine-tuning epochs (pruning, or dense for `dense`)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 seed, 2 + 2 epochs, 90%% only, no "
+        "files written unless --json-out/--plot are given",
+    )
+    p.add_argument(
+        "--json-out",
+        default=None,
+        help=f"default {os.path.relpath(DEFAULT_JSON)}",
+    )
+    p.add_argument(
+        "--plot", default=None, help=f"default {os.path.relpath(DEFAULT_PLOT)}"
+    )
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--no-reuse", action="store_true",
-                   help="compile a fresh model for every seed (slow)")
-    p.add_argument("--check-reuse", action="store_true",
-                   help="only check that reusing compiled models gives the "
-                   "same weights as fresh ones (2 seeds, 2 + 2 epochs)")
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="compile a fresh model for every seed (slow)",
+    )
+    p.add_argument(
+        "--check-reuse",
+        action="store_true",
+        help="only check that reusing compiled models gives the "
+        "same weights as fresh ones (2 seeds, 2 + 2 epochs)",
+    )
     p.add_argument("--from-json", help="reprint tables/plot of a saved run")
     return p.parse_args(argv)
 
@@ -849,7 +884,7 @@ def report(result, plot_path):
     archs, methods = cfg["archs"], cfg["methods"]
     sparsities = cfg["sparsities"]
     summary = summarize(runs)
-    print(f"Machine: {_common.format_machine(result['machine'])}")
+    print(f"Machine: {harness.format_machine(result['machine'])}")
     print(
         f"Backend {cfg['backend']}; {cfg['seeds']} seeds; dense "
         f"{cfg['epochs']} epochs + {cfg['prune_epochs']} fine-tuning epochs, "
@@ -865,16 +900,19 @@ def report(result, plot_path):
     )
     print(f"Wall time: {result['wall_seconds']:.0f} s ({phases})")
     if result.get("other_load_cores") is not None:
-        print(f"Other processes used {result['other_load_cores']:.2f} of "
-              f"{result['machine']['cores']} cores on average during the run")
+        print(
+            f"Other processes used {result['other_load_cores']:.2f} of "
+            f"{result['machine']['cores']} cores on average during the run"
+        )
     if result.get("git"):
         g = result["git"]
         changed = " ".join(x.split()[-1] for x in g.get("src_modified") or [])
-        print(f"keras-prune at commit {g['head']}"
-              + (f", modified: {changed}" if changed else ""))
+        print(
+            f"keras-prune at commit {g['head']}"
+            + (f", modified: {changed}" if changed else "")
+        )
     print()
-    print("Test accuracy % (mean ± std over seeds; (!) = sparsity not "
-          "exact)\n")
+    print("Test accuracy % (mean ± std over seeds; (!) = sparsity not exact)\n")
     print(accuracy_table(summary, archs, methods, sparsities))
     pre = result.get("dense_pre", [])
     if pre:
@@ -883,18 +921,24 @@ def report(result, plot_path):
             for a in archs
             if any(p["arch"] == a for p in pre)
         }
-        print("\nDense before fine-tuning (keras-prune side): " + "; ".join(
-            f"{a} {100 * m:.2f}%" for a, m in means.items()
-        ))
+        print(
+            "\nDense before fine-tuning (keras-prune side): "
+            + "; ".join(f"{a} {100 * m:.2f}%" for a, m in means.items())
+        )
     tf_meta = result.get("tfmot") or {}
     if tf_meta:
-        print("Dense before fine-tuning (tfmot side): " + "; ".join(
-            f"{a} "
-            f"{100 * statistics.fmean(m['dense_accuracy_by_seed'].values()):.2f}%"  # noqa: E501
-            for a, m in tf_meta.items()
-        ))
-    print("\nDifferences in points (global/ERK: paired by seed, mean ± std; "
-          "tfmot: unpaired, different initial weights)\n")
+        print(
+            "Dense before fine-tuning (tfmot side): "
+            + "; ".join(
+                f"{a} "
+                f"{100 * statistics.fmean(m['dense_accuracy_by_seed'].values()):.2f}%"  # noqa: E501
+                for a, m in tf_meta.items()
+            )
+        )
+    print(
+        "\nDifferences in points (global/ERK: paired by seed, mean ± std; "
+        "tfmot: unpaired, different initial weights)\n"
+    )
     print(comparison_table(runs, summary, archs, sparsities))
     print("\nRealised sparsity after strip_pruning (first seed shown)\n")
     print(sparsity_table(runs, archs, methods, sparsities))
@@ -931,26 +975,31 @@ def main(argv=None):
     methods = []
     for m in args.methods:
         if m in ("global", "erk") and not SUPPORT["allocation"]:
-            _common.log(f"skipping {m}: prune_low_magnitude has no "
-                        "`allocation` argument yet")
+            harness.log(
+                f"skipping {m}: prune_low_magnitude has no "
+                "`allocation` argument yet"
+            )
         elif m == "2:4" and not SUPPORT["2:4"]:
-            _common.log(f"skipping 2:4: {SUPPORT.get('2:4_error')}")
+            harness.log(f"skipping 2:4: {SUPPORT.get('2:4_error')}")
         else:
             methods.append(m)
     seeds = list(range(args.seeds))
-    data = _common.digits_split(standardize=True)
-    load_all = _common.ForeignLoad()
+    data = harness.digits_split(standardize=True)
+    load_all = harness.ForeignLoad()
     git = git_state()  # the library was imported now, not at the end
     if args.check_reuse:
-        return 0 if check_reuse(args.arch, methods, args.sparsities[0],
-                                data) else 1
+        return (
+            0
+            if check_reuse(args.arch, methods, args.sparsities[0], data)
+            else 1
+        )
     t_start = time.perf_counter()
     phases, loads = {}, {}
     runs, dense_pre, schedules, tf_meta = [], [], {}, {}
     for arch in args.arch:
-        _common.log(f"=== {arch}: keras-prune ({keras.backend.backend()}) ===")
+        harness.log(f"=== {arch}: keras-prune ({keras.backend.backend()}) ===")
         t0 = time.perf_counter()
-        load = _common.ForeignLoad()
+        load = harness.ForeignLoad()
         r, pre, sched = run_keras_prune(
             arch,
             [m for m in methods if m != "tfmot"],
@@ -967,11 +1016,15 @@ def main(argv=None):
         dense_pre += pre
         schedules[arch] = sched
         if "tfmot" in methods:
-            _common.log(f"=== {arch}: tfmot ===")
+            harness.log(f"=== {arch}: tfmot ===")
             t0 = time.perf_counter()
-            load = _common.ForeignLoad()
+            load = harness.ForeignLoad()
             tr, meta = run_tfmot_arch(
-                arch, args.sparsities, seeds, args.epochs, args.prune_epochs,
+                arch,
+                args.sparsities,
+                seeds,
+                args.epochs,
+                args.prune_epochs,
                 sched,
             )
             phases[f"{arch} tfmot"] = time.perf_counter() - t0
@@ -996,7 +1049,7 @@ def main(argv=None):
             "reuse_compiled": not args.no_reuse,
             "library_support": SUPPORT,
         },
-        "machine": _common.machine_info(),
+        "machine": harness.machine_info(),
         "schedules": schedules,
         "wall_seconds": time.perf_counter() - t_start,
         "phase_seconds": phases,
@@ -1014,7 +1067,7 @@ def main(argv=None):
     ]
     if json_out:
         os.makedirs(os.path.dirname(os.path.abspath(json_out)), exist_ok=True)
-        _common.write_json(json_out, result)
+        harness.save_results("accuracy", result, json_out)
     report(result, plot_path)
     if json_out:
         print(f"JSON: {os.path.relpath(json_out)}")

@@ -24,7 +24,7 @@ and stripped, this measures:
   incompressible float32 values and a perfectly coded i.i.d. mask would
   reach.
 
-Run: `KERAS_BACKEND=jax .venv/bin/python benchmarks/compression.py`
+Run: `KERAS_BACKEND=jax .venv/bin/python -m benchmarks.compression`
 (`--quick` for a smoke run). Writes `benchmarks/results/compression.json`,
 `docs/images/compression.png` and prints a markdown table.
 """
@@ -39,21 +39,11 @@ import sys
 import tempfile
 import time
 
-# Python puts this script's folder first on sys.path, where this very file
-# would shadow the standard library's `compression` package (which jax
-# imports). Import helpers as `benchmarks.X` instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+import keras
+import numpy as np
 
-from benchmarks import _common  # noqa: E402
-
-_common.quiet_logs()
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_prune  # noqa: E402
+import keras_prune
+from benchmarks import harness
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99)
 
@@ -61,18 +51,21 @@ SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99)
 def build_model(arch):
     L = keras.layers
     if arch == "mlp":
-        layers = [L.Dense(1024, activation="relu", name="dense1"),
-                  L.Dense(1024, activation="relu", name="dense2"),
-                  L.Dense(10, name="logits")]
+        layers = [
+            L.Dense(1024, activation="relu", name="dense1"),
+            L.Dense(1024, activation="relu", name="dense2"),
+            L.Dense(10, name="logits"),
+        ]
     else:
-        layers = [L.Reshape((8, 8, 1), name="reshape"),
-                  L.Conv2D(16, 3, activation="relu", padding="same",
-                           name="conv1"),
-                  L.Conv2D(32, 3, activation="relu", padding="same",
-                           name="conv2"),
-                  L.MaxPooling2D(name="pool"), L.Flatten(name="flatten"),
-                  L.Dense(64, activation="relu", name="fc"),
-                  L.Dense(10, name="logits")]
+        layers = [
+            L.Reshape((8, 8, 1), name="reshape"),
+            L.Conv2D(16, 3, activation="relu", padding="same", name="conv1"),
+            L.Conv2D(32, 3, activation="relu", padding="same", name="conv2"),
+            L.MaxPooling2D(name="pool"),
+            L.Flatten(name="flatten"),
+            L.Dense(64, activation="relu", name="fc"),
+            L.Dense(10, name="logits"),
+        ]
     return keras.Sequential([keras.Input((64,))] + layers, name=arch)
 
 
@@ -80,7 +73,8 @@ def compile_model(model):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+        metrics=["accuracy"],
+    )
 
 
 def accuracy(model, x, y):
@@ -128,19 +122,29 @@ def prune(dense, sparsity, x, y, epochs, seed):
     steps = -(-len(x) // 32) * epochs
     end = max(1, int(0.7 * steps))
     pruned = keras_prune.prune_low_magnitude(
-        model, pruning_schedule=keras_prune.PolynomialDecay(
-            0.0, sparsity, 0, end, frequency=max(1, end // 10)))
+        model,
+        pruning_schedule=keras_prune.PolynomialDecay(
+            0.0, sparsity, 0, end, frequency=max(1, end // 10)
+        ),
+    )
     compile_model(pruned)
-    pruned.fit(x, y, batch_size=32, epochs=epochs, verbose=0,
-               callbacks=[keras_prune.UpdatePruningStep()])
+    pruned.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[keras_prune.UpdatePruningStep()],
+    )
     return uncompiled_copy(keras_prune.strip_pruning(pruned))
 
 
 def measure(arch, dense, sparsity, data, args, tfmot):
     x_train, y_train, x_test, y_test = data
     t0 = time.perf_counter()
-    final = prune(dense, sparsity, x_train, y_train, args.prune_epochs,
-                  args.seed)
+    final = prune(
+        dense, sparsity, x_train, y_train, args.prune_epochs, args.seed
+    )
     fit_s = time.perf_counter() - t0
     dense_keras = keras_bytes(dense)
     pruned_keras = keras_bytes(final)
@@ -151,12 +155,17 @@ def measure(arch, dense, sparsity, data, args, tfmot):
     t0 = time.perf_counter()
     loaded = keras_prune.load_compressed(buf.getvalue())
     load_s = time.perf_counter() - t0
-    same = bool(np.array_equal(
-        final.predict(x_test, verbose=0), loaded.predict(x_test, verbose=0)))
+    same = bool(
+        np.array_equal(
+            final.predict(x_test, verbose=0), loaded.predict(x_test, verbose=0)
+        )
+    )
     assert same, "compressed round trip changed the predictions"
     kernel_sparsity = {
         v.path: float(np.mean(keras.ops.convert_to_numpy(v) == 0))
-        for v in final.weights if v.name == "kernel"}
+        for v in final.weights
+        if v.name == "kernel"
+    }
     acc = accuracy(final, x_test, y_test)
     quant = uncompiled_copy(final)
     import warnings
@@ -167,43 +176,51 @@ def measure(arch, dense, sparsity, data, args, tfmot):
     zeros_kept = all(
         np.array_equal(
             keras.ops.convert_to_numpy(getattr(q, "_kernel", q.kernel)) == 0,
-            keras.ops.convert_to_numpy(f.kernel) == 0)
+            keras.ops.convert_to_numpy(f.kernel) == 0,
+        )
         for q, f in zip(quant.layers, final.layers)
-        if getattr(q, "quantization_mode", None) == "int8")
+        if getattr(q, "quantization_mode", None) == "int8"
+    )
     ours_int8 = keras_prune.save_compressed(quant, io.BytesIO())
     bound = bound_bytes(final)
-    header, offsets = keras_prune.compress._parse(buf.getvalue(), "bench",
-                                                  None)
+    header, offsets = keras_prune.compress._parse(buf.getvalue(), "bench", None)
     tensor_bytes = sum(e["size"] for e in header["tensors"])
     row = {
-        "arch": arch, "sparsity": sparsity,
+        "arch": arch,
+        "sparsity": sparsity,
         "kernel_sparsity": kernel_sparsity,
-        "accuracy": acc, "int8_accuracy": accuracy(quant, x_test, y_test),
+        "accuracy": acc,
+        "int8_accuracy": accuracy(quant, x_test, y_test),
         "dense_keras": len(dense_keras),
         "dense_keras_gzip": len(gzip.compress(dense_keras, 9, mtime=0)),
         "pruned_keras": len(pruned_keras),
         "pruned_keras_gzip": len(gzip.compress(pruned_keras, 9, mtime=0)),
-        "ours": ours, "ours_int8": ours_int8,
+        "ours": ours,
+        "ours_int8": ours_int8,
         "ours_tensor_bytes": tensor_bytes,
         "overhead_bytes": ours - tensor_bytes,
         "bound_bytes": bound,
         "int8_zeros_kept": bool(zeros_kept),
         "bit_identical": same,
-        "prune_fit_seconds": fit_s, "save_seconds": save_s,
+        "prune_fit_seconds": fit_s,
+        "save_seconds": save_s,
         "load_seconds": load_s,
     }
     d = row["dense_keras"]
     row.update(
         ratio_gzip=d / row["dense_keras_gzip"],
         ratio_strip_gzip=d / row["pruned_keras_gzip"],
-        ratio_ours=d / ours, ratio_ours_int8=d / ours_int8,
-        ratio_bound=d / bound, ours_vs_bound=bound / ours,
+        ratio_ours=d / ours,
+        ratio_ours_int8=d / ours_int8,
+        ratio_bound=d / bound,
+        ours_vs_bound=bound / ours,
         tensors_vs_bound=bound / tensor_bytes,
     )
     if tfmot is not None:
         row["tfmot"] = tfmot
-        row["ratio_tfmot"] = (tfmot["dense_bytes"]["keras"]
-                              / tfmot["pruned_bytes"]["keras_gzip"])
+        row["ratio_tfmot"] = (
+            tfmot["dense_bytes"]["keras"] / tfmot["pruned_bytes"]["keras_gzip"]
+        )
     return row
 
 
@@ -211,19 +228,34 @@ def run_tfmot(sparsity, args):
     from benchmarks.tfmot_env import run_tfmot as _run
 
     try:
-        r = _run("compress", sparsity=sparsity, epochs=args.epochs,
-                 seed=args.seed, timeout=1800)
+        r = _run(
+            "compress",
+            sparsity=sparsity,
+            epochs=args.epochs,
+            seed=args.seed,
+            timeout=1800,
+        )
     except RuntimeError as e:
         print(f"tfmot unavailable: {e}", file=sys.stderr)
         return None
-    return {k: r[k] for k in ("dense_bytes", "pruned_bytes", "method",
-                              "kernel_sparsity", "pruned_accuracy")}
+    return {
+        k: r[k]
+        for k in (
+            "dense_bytes",
+            "pruned_bytes",
+            "method",
+            "kernel_sparsity",
+            "pruned_accuracy",
+        )
+    }
 
 
 def markdown(rows):
-    head = ("| model | sparsity | acc | dense .keras | gzip | strip+gzip "
-            "| tfmot strip+gzip | ours | ours+int8 | bound | ours / bound "
-            "| tensors / bound |")
+    head = (
+        "| model | sparsity | acc | dense .keras | gzip | strip+gzip "
+        "| tfmot strip+gzip | ours | ours+int8 | bound | ours / bound "
+        "| tensors / bound |"
+    )
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         tf = f"{r['ratio_tfmot']:.2f}x" if "ratio_tfmot" in r else "n/a"
@@ -234,7 +266,8 @@ def markdown(rows):
             f"| {r['ratio_ours']:.2f}x ({r['ours']:,} B) "
             f"| {r['ratio_ours_int8']:.2f}x ({r['ours_int8']:,} B) "
             f"| {r['ratio_bound']:.2f}x | {r['ours_vs_bound']:.3f} "
-            f"| {r['tensors_vs_bound']:.3f} |")
+            f"| {r['tensors_vs_bound']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -246,14 +279,17 @@ def plot(rows, path):
     import matplotlib.ticker
 
     archs = sorted({r["arch"] for r in rows}, reverse=True)
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.8),
-                             dpi=110, squeeze=False)
-    series = [("ratio_bound", "information bound (float32)", "k--"),
-              ("ratio_ours_int8", "ours + int8", "C3-o"),
-              ("ratio_ours", "ours (lossless)", "C0-o"),
-              ("ratio_tfmot", "tfmot strip+gzip (its MLP)", "C2-^"),
-              ("ratio_strip_gzip", "strip + gzip (.keras)", "C1-s"),
-              ("ratio_gzip", "gzip of dense .keras", "C7-x")]
+    fig, axes = plt.subplots(
+        1, len(archs), figsize=(5.2 * len(archs), 3.8), dpi=110, squeeze=False
+    )
+    series = [
+        ("ratio_bound", "information bound (float32)", "k--"),
+        ("ratio_ours_int8", "ours + int8", "C3-o"),
+        ("ratio_ours", "ours (lossless)", "C0-o"),
+        ("ratio_tfmot", "tfmot strip+gzip (its MLP)", "C2-^"),
+        ("ratio_strip_gzip", "strip + gzip (.keras)", "C1-s"),
+        ("ratio_gzip", "gzip of dense .keras", "C7-x"),
+    ]
     for ax, arch in zip(axes[0], archs):
         rs = [r for r in rows if r["arch"] == arch]
         xs = [r["sparsity"] * 100 for r in rs]
@@ -261,14 +297,16 @@ def plot(rows, path):
             if all(key in r for r in rs):
                 ax.plot(xs, [r[key] for r in rs], style, label=label, ms=4)
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter(
-            "%gx"))
+        ax.yaxis.set_major_formatter(
+            matplotlib.ticker.FormatStrFormatter("%gx")
+        )
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(xs)
         ax.set_xlabel("sparsity of every kernel (%)")
         ax.set_ylabel("x smaller than dense float32 .keras")
-        ax.set_title(f"{arch}: {rs[0]['dense_keras']:,} B dense .keras",
-                     fontsize=9)
+        ax.set_title(
+            f"{arch}: {rs[0]['dense_keras']:,} B dense .keras", fontsize=9
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -277,22 +315,31 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20,
-                        help="dense training epochs")
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="dense training epochs"
+    )
     parser.add_argument("--prune-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--archs", nargs="*", default=["mlp", "cnn"])
-    parser.add_argument("--sparsities", nargs="*", type=float,
-                        default=list(SPARSITIES))
+    parser.add_argument(
+        "--sparsities", nargs="*", type=float, default=list(SPARSITIES)
+    )
     parser.add_argument("--no-tfmot", action="store_true")
-    parser.add_argument("--replot", action="store_true",
-                        help="only redraw the plot from the --out JSON")
-    parser.add_argument("--quick", action="store_true",
-                        help="2 + 2 epochs, 90%% only, no tfmot")
-    parser.add_argument("--out", default=os.path.join(
-        _common.REPO_ROOT, "benchmarks", "results", "compression.json"))
-    parser.add_argument("--plot", default=os.path.join(
-        _common.REPO_ROOT, "docs", "images", "compression.png"))
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw the plot from the --out JSON",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 + 2 epochs, 90%% only, no tfmot"
+    )
+    parser.add_argument("--out", default=harness.results_path("compression"))
+    parser.add_argument(
+        "--plot",
+        default=os.path.join(
+            harness.REPO_ROOT, "docs", "images", "compression.png"
+        ),
+    )
     args = parser.parse_args(argv)
     if args.replot:
         with open(args.out) as f:
@@ -303,33 +350,40 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.prune_epochs, args.no_tfmot = 2, 2, True
         args.sparsities = [0.9]
-    data = _common.digits_split()
+    data = harness.digits_split()
     rows = []
     for arch in args.archs:
         keras.utils.set_random_seed(args.seed)
         dense = build_model(arch)
         compile_model(dense)
-        dense.fit(data[0], data[1], batch_size=32, epochs=args.epochs,
-                  verbose=0)
+        dense.fit(
+            data[0], data[1], batch_size=32, epochs=args.epochs, verbose=0
+        )
         dense = uncompiled_copy(dense)
-        print(f"{arch}: dense accuracy {accuracy(dense, data[2], data[3]):.3f}",
-              flush=True)
+        print(
+            f"{arch}: dense accuracy {accuracy(dense, data[2], data[3]):.3f}",
+            flush=True,
+        )
         for s in args.sparsities:
             tfmot = None
             if arch == "mlp" and not args.no_tfmot:
                 tfmot = run_tfmot(s, args)
             row = measure(arch, dense, s, data, args, tfmot)
             rows.append(row)
-            print(f"  {s:.0%}: ours {row['ratio_ours']:.2f}x (bound "
-                  f"{row['ratio_bound']:.2f}x, {row['ours_vs_bound']:.3f}), "
-                  f"int8 {row['ratio_ours_int8']:.2f}x, strip+gzip "
-                  f"{row['ratio_strip_gzip']:.2f}x", flush=True)
-    result = {"machine": _common.machine_info(),
-              "backend": keras.backend.backend(), "args": vars(args),
-              "rows": rows}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+            print(
+                f"  {s:.0%}: ours {row['ratio_ours']:.2f}x (bound "
+                f"{row['ratio_bound']:.2f}x, {row['ours_vs_bound']:.3f}), "
+                f"int8 {row['ratio_ours_int8']:.2f}x, strip+gzip "
+                f"{row['ratio_strip_gzip']:.2f}x",
+                flush=True,
+            )
+    result = {
+        "machine": harness.machine_info(),
+        "backend": keras.backend.backend(),
+        "args": vars(args),
+        "rows": rows,
+    }
+    harness.save_results("compression", result, args.out)
     if args.plot and len(args.sparsities) > 1:
         os.makedirs(os.path.dirname(args.plot), exist_ok=True)
         plot(rows, args.plot)

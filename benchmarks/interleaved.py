@@ -23,33 +23,20 @@ this model), once per call instead of once per training.
 
 Usage:
 
-    KERAS_BACKEND=jax python benchmarks/interleaved.py --repeats 3
-    python benchmarks/interleaved.py --all-backends --json-out out.json
+    KERAS_BACKEND=jax python -m benchmarks.interleaved --repeats 3
+    python -m benchmarks.interleaved --all-backends --json-out out.json
 """
 
-import os
+import argparse
+import math
+import statistics
 import sys
+import time
 
-# Python puts this script's folder first on sys.path, where
-# benchmarks/compression.py would shadow the standard library's
-# `compression` package that jax imports (`from compression import zstd`).
-# Import helpers as `benchmarks.X`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+import numpy as np
 
-from benchmarks import _common  # noqa: E402
-
-_common.quiet_logs()
-
-import argparse  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from benchmarks import train_overhead as recipe  # noqa: E402
+from benchmarks import harness
+from benchmarks import train_overhead as recipe
 
 
 def _compiled(model):
@@ -119,7 +106,7 @@ def run_backend(epochs, repeats, seed, chunk=1):
     import keras
 
     backend = keras.backend.backend()
-    data = _common.digits_split()
+    data = harness.digits_split()
     keras.utils.set_random_seed(seed)
     init_weights = recipe.build_model().get_weights()
     pairs = []
@@ -127,7 +114,7 @@ def run_backend(epochs, repeats, seed, chunk=1):
         pair = one_pair(data, init_weights, epochs, seed, chunk)
         pairs.append(pair)
         s = summarize_pair(pair)
-        _common.log(
+        harness.log(
             f"{backend} pair {r}: dense {s['dense_s']:.1f} s, pruned "
             f"{s['pruned_s']:.1f} s ({s['ratio']:.3f}x), median epoch ratio "
             f"{s['median_epoch_ratio']:.3f}"
@@ -202,7 +189,7 @@ def table(results):
                 "yes" if exact else "NO",
             )
         )
-    return _common.markdown_table(HEADERS, rows)
+    return harness.markdown_table(HEADERS, rows)
 
 
 def parse_args(argv):
@@ -217,7 +204,7 @@ def parse_args(argv):
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--all-backends", action="store_true")
-    p.add_argument("--backends", nargs="+", default=list(_common.BACKENDS))
+    p.add_argument("--backends", nargs="+", default=list(harness.BACKENDS))
     p.add_argument("--json-out", help="also write the results here")
     p.add_argument("--from-json", nargs="+", help="tables of earlier runs")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -231,16 +218,16 @@ def main(argv=None):
     recipe.ALIGN_END_STEP = True
     if args.child:
         result = run_backend(args.epochs, args.repeats, args.seed, args.chunk)
-        _common.write_json(args.json_out, result)
+        harness.write_json(args.json_out, result)
         return 0
     results = []
     if args.from_json:
-        results = _common.load_results(args.from_json)
+        results = harness.load_results(args.from_json)
     elif args.all_backends:
         for b in args.backends:
-            _common.log(f"=== backend {b}, {args.epochs} epochs ===")
-            child = _common.child_argv(
-                __file__,
+            harness.log(f"=== backend {b}, {args.epochs} epochs ===")
+            child = harness.child_argv(
+                harness.module_name(__spec__ or __file__),
                 {
                     "epochs": args.epochs,
                     "repeats": args.repeats,
@@ -249,18 +236,18 @@ def main(argv=None):
                 },
             )
             results.append(
-                _common.run_child(child, {"KERAS_BACKEND": b}, label=b)
+                harness.run_child(child, {"KERAS_BACKEND": b}, label=b)
             )
             if args.json_out:
-                _common.write_json(args.json_out, {"results": results})
+                harness.write_json(args.json_out, {"results": results})
     else:
         results.append(
             run_backend(args.epochs, args.repeats, args.seed, args.chunk)
         )
-    print(f"Machine: {_common.format_machine(_common.machine_info())}\n")
+    print(f"Machine: {harness.format_machine(harness.machine_info())}\n")
     print(table(results))
-    if args.json_out:
-        _common.write_json(args.json_out, {"results": results})
+    if not args.from_json:
+        harness.save_results("interleaved", {"results": results}, args.json_out)
     return 0
 
 

@@ -4,7 +4,16 @@ For the current KERAS_BACKEND (or every backend with `--all-backends`, each
 in its own subprocess), on a float32 tensor of standard-normal values, it
 times (median after one warm-up run; see below for the number of runs):
 
-- ours: `keras_prune.masks.magnitude_mask(w, sparsity)`;
+- ours (compiled in-step): `keras_prune.magnitude_mask(w, sparsity)`
+  inside a compiled function, as in a training step;
+- eager (the public call): `keras_prune.magnitude_mask(w, 0.9)` called
+  eagerly on a backend tensor, as a user calls it (on the CPU it runs the
+  NumPy host select on every backend);
+- host: `keras_prune.masks.host_mask(w, 0.9)` on a NumPy array (what
+  `UpdatePruningStep` runs between steps);
+- group (compiled global update): one global threshold over the tensor
+  split into 4 tensors (`allocation.global_counts` + `mask_for_count` per
+  tensor, as `PruningGroup.recompute` in a compiled step);
 - full sort: what tfmot does, written with the backend's own ops:
   `keras.ops.top_k(|w|, k=n)`, threshold = `values[k - 1]`,
   mask = `|w| >= threshold`;
@@ -15,7 +24,7 @@ times (median after one warm-up run; see below for the number of runs):
 - one pass: `keras.ops.sum(keras.ops.abs(w))`, the cost of reading the tensor
   once, as a floor.
 
-The machine may be shared, so the four methods are timed round-robin
+The machine may be shared, so the methods are timed round-robin
 (`--repeats` rounds; in each round a fast method runs as many times in a row
 as fill 0.1 s, at most 25), and each gets the median of all its runs: the
 load of other processes then hits every method alike. Before each (n,
@@ -38,30 +47,21 @@ buffers (same reason). Linux only.
 
 Usage:
 
-    KERAS_BACKEND=jax python benchmarks/mask_update.py --sizes 1048576
-    python benchmarks/mask_update.py --all-backends --repeats 3
+    KERAS_BACKEND=jax python -m benchmarks.mask_update --sizes 1048576
+    python -m benchmarks.mask_update --all-backends --repeats 3
+
+The tfmot column is timed in the same process as the others, round-robin,
+so every speed-up is a side-by-side ratio of one run.
 """
 
-import os
+import argparse
+import gc
+import json
 import sys
 
-# Python puts this script's folder first on sys.path, where
-# benchmarks/compression.py would shadow the standard library's
-# `compression` package that jax imports (`from compression import zstd`).
-# Import helpers as `benchmarks.X`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+import numpy as np
 
-from benchmarks import _common  # noqa: E402
-
-_common.quiet_logs()
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-
-import numpy as np  # noqa: E402
+from benchmarks import harness
 
 DEFAULT_SIZES = (1048576, 4194304, 16777216)
 DEFAULT_SPARSITIES = (0.9, 0.5)
@@ -92,7 +92,28 @@ def _functions():
         del sparsity
         return ops.sum(ops.abs(w))
 
-    return {"ours": ours, "full_sort": full_sort, "one_pass": one_pass}
+    def group(w, sparsity):
+        from keras_prune import allocation
+        from keras_prune import masks
+
+        flat = ops.reshape(w, (-1,))
+        n = flat.shape[0]
+        cut = [0, n // 4, n // 2, 3 * n // 4, n]
+        bits = [masks.magnitude_bits(flat[a:b]) for a, b in zip(cut, cut[1:])]
+        counts, _ = allocation.global_counts(
+            bits, keras_prune.kept_count(n, sparsity)
+        )
+        return [
+            masks.mask_for_count(b, counts[i], b.shape)[0]
+            for i, b in enumerate(bits)
+        ]
+
+    return {
+        "ours": ours,
+        "full_sort": full_sort,
+        "one_pass": one_pass,
+        "group": group,
+    }
 
 
 def _tfmot_tf_update(w_tf, sparsity):
@@ -102,9 +123,7 @@ def _tfmot_tf_update(w_tf, sparsity):
     mags = tf.abs(w_tf)
     n = tf.size(mags)
     keep = tf.cast(
-        tf.maximum(
-            tf.round(tf.cast(n, tf.float32) * (1.0 - sparsity)), 1.0
-        ),
+        tf.maximum(tf.round(tf.cast(n, tf.float32) * (1.0 - sparsity)), 1.0),
         tf.int32,
     )
     flat = tf.reshape(mags, [-1])
@@ -134,13 +153,19 @@ def _tensorflow_importable():
 
 
 def run_backend(
-    sizes, sparsities, repeats, seed, with_tfmot_tf=True, quiet=None
+    sizes,
+    sparsities,
+    repeats,
+    seed,
+    with_tfmot_tf=True,
+    quiet=None,
+    skip_eager=False,
 ):
     """Times every method for the current backend. Returns a list of rows.
 
-    The methods are timed round-robin (`_common.time_interleaved`), so that
+    The methods are timed round-robin (`harness.time_interleaved`), so that
     the load of other processes on a shared machine hits all of them alike.
-    `quiet`: keyword arguments of `_common.wait_quiet`, called before each
+    `quiet`: keyword arguments of `harness.wait_quiet`, called before each
     (n, sparsity); the cores used by other processes during the timing are
     recorded in `other_load_cores`.
     """
@@ -151,7 +176,7 @@ def run_backend(
     import keras_prune
 
     backend = keras.backend.backend()
-    fns = {k: _common.compile_fn(f) for k, f in _functions().items()}
+    fns = {k: harness.compile_fn(f) for k, f in _functions().items()}
     tf_ok = with_tfmot_tf and _tensorflow_importable()
     rows = []
     for n in sizes:
@@ -167,26 +192,31 @@ def run_backend(
             row = {"backend": backend, "n": n, "sparsity": s}
             calls = {
                 name: (lambda fn=fns[name]: fn(w, s_t))
-                for name in ("ours", "one_pass", "full_sort")
+                for name in ("ours", "one_pass", "full_sort", "group")
             }
+            if not skip_eager:
+                from keras_prune import masks
+
+                calls["eager"] = lambda: keras_prune.magnitude_mask(w, s)
+                calls["host"] = lambda: masks.host_mask(w_np, s)[0]
             if tf_ok:
                 import tensorflow as tf
 
                 s_tf = tf.constant(s, tf.float32)
                 calls["tfmot_tf"] = lambda: _tfmot_tf_update(w_tf, s_tf)
-            _common.wait_quiet(**quiet)
-            timed = _common.time_interleaved(calls, repeats)
+            harness.wait_quiet(**quiet)
+            timed = harness.time_interleaved(calls, repeats)
             row["other_load_cores"] = timed.pop(None)
             for name, t in timed.items():
                 row[f"{name}_s"] = t["median_s"]
                 row[f"{name}_all_s"] = t["runs_s"]
                 row[f"{name}_first_call_s"] = t["first_call_s"]
-                _common.log(
+                harness.log(
                     f"{backend} n={n} s={s} {name}: {t['median_s'] * 1e3:.1f}"
                     f" ms (median of {len(t['runs_s'])} runs: "
                     f"{[round(x * 1e3, 1) for x in t['runs_s'][:6]]}...)"
                 )
-            _common.log(
+            harness.log(
                 f"other processes used {row['other_load_cores']:.2f} cores"
             )
             row.setdefault("tfmot_tf_s", None)
@@ -198,6 +228,19 @@ def run_backend(
             sort_m = np.asarray(ops.convert_to_numpy(outs["full_sort"]), bool)
             row["expected_kept"] = k
             row["ours_kept"] = int(ours_m.sum())
+            for name in ("eager", "host"):
+                if name in outs:
+                    other = np.asarray(ops.convert_to_numpy(outs[name]), bool)
+                    row[f"{name}_equals_ours"] = bool(
+                        np.array_equal(other.reshape(ours_m.shape), ours_m)
+                    )
+            group_m = np.concatenate(
+                [
+                    np.asarray(ops.convert_to_numpy(m), bool)
+                    for m in outs["group"]
+                ]
+            )
+            row["group_kept"] = int(group_m.sum())
             row["full_sort_kept"] = int(sort_m.sum())
             row["ours_vs_full_sort_mismatches"] = int(
                 np.count_nonzero(ours_m != sort_m)
@@ -218,17 +261,17 @@ def memory_probe(method, n, sparsity, seed):
     """Runs in a fresh process: peak extra RSS of one call, in bytes."""
     from keras import ops
 
-    fn = _common.compile_fn(_functions()[method])
+    fn = harness.compile_fn(_functions()[method])
     w = ops.convert_to_tensor(_weights(n, seed))
     s_t = ops.convert_to_tensor(np.float32(sparsity))
-    out = _common.sync(fn(w, s_t))  # warm-up, compilation included
+    out = harness.sync(fn(w, s_t))  # warm-up, compilation included
     del out
     gc.collect()
-    if not _common.reset_peak_rss():
+    if not harness.reset_peak_rss():
         return None
-    before = _common.proc_status_kib("VmRSS")["VmRSS"]
-    out = _common.sync(fn(w, s_t))
-    peak = _common.proc_status_kib("VmHWM")["VmHWM"]
+    before = harness.proc_status_kib("VmRSS")["VmRSS"]
+    out = harness.sync(fn(w, s_t))
+    peak = harness.proc_status_kib("VmHWM")["VmHWM"]
     del out
     return (peak - before) * 1024
 
@@ -237,7 +280,7 @@ def measure_memory(method, n, sparsity, seed):
     """Peak extra memory of one call as a multiple of 4 n bytes, or None."""
     import keras
 
-    env = dict(_common.MEMORY_PROBE_ENV)
+    env = dict(harness.MEMORY_PROBE_ENV)
     env["KERAS_BACKEND"] = keras.backend.backend()
     if env["KERAS_BACKEND"] == "tensorflow":
         # With oneDNN on, TensorFlow allocates large CPU buffers from a
@@ -246,9 +289,9 @@ def measure_memory(method, n, sparsity, seed):
         # allocator gives the real peak; XLA's buffer plan is the same.
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     try:
-        result = _common.run_child(
+        result = harness.run_child(
             [
-                os.path.abspath(__file__),
+                harness.module_name(__spec__ or __file__),
                 "--memory-probe",
                 method,
                 "--n",
@@ -263,7 +306,7 @@ def measure_memory(method, n, sparsity, seed):
             label=f"memory probe {method} n={n}",
         )
     except RuntimeError as e:
-        _common.log(f"memory probe failed: {e}")
+        harness.log(f"memory probe failed: {e}")
         return None
     extra = result.get("extra_bytes")
     return None if extra is None else extra / (4 * n)
@@ -273,10 +316,10 @@ def add_memory(rows, seed, sort_memory):
     for row in rows:
         n, s, b = row["n"], row["sparsity"], row["backend"]
         row["ours_peak_x"] = measure_memory("ours", n, s, seed)
-        _common.log(f"{b} n={n} s={s} ours peak: {row['ours_peak_x']}")
+        harness.log(f"{b} n={n} s={s} ours peak: {row['ours_peak_x']}")
         if sort_memory:
             row["full_sort_peak_x"] = measure_memory("full_sort", n, s, seed)
-            _common.log(
+            harness.log(
                 f"{b} n={n} s={s} full-sort peak: {row['full_sort_peak_x']}"
             )
 
@@ -287,15 +330,20 @@ HEADERS = (
     "backend",
     "n",
     "sparsity",
-    "ours ms",
-    "full-sort ms",
     "tfmot-TF ms",
+    "eager (public) ms",
+    "compiled ms",
+    "host ms",
+    "group ms",
+    "full-sort ms",
     "one-pass ms",
-    "speed-up vs tfmot",
-    "speed-up vs full-sort",
-    "ours / one-pass",
-    "ours peak mem",
-    "full-sort peak mem",
+    "eager vs tfmot",
+    "compiled vs tfmot",
+    "host vs tfmot",
+    "group vs tfmot",
+    "eager / one-pass",
+    "host / one-pass",
+    "compiled peak mem",
 )
 
 
@@ -308,33 +356,39 @@ def _ratio(a, b, spec=".0f"):
 def table(rows):
     out = []
     for r in rows:
-        ms = lambda key: _common.fmt(  # noqa: E731
+        ms = lambda key: harness.fmt(  # noqa: E731
             None if r.get(key) is None else r[key] * 1e3
         )
         mem = lambda key: (  # noqa: E731
             "n/a" if r.get(key) is None else f"{r[key]:.2f}x"
         )
+        tfmot = r.get("tfmot_tf_s")
         out.append(
             (
                 r["backend"],
                 f"{r['n']:,}",
                 f"{r['sparsity']:g}",
-                ms("ours_s"),
-                ms("full_sort_s"),
                 ms("tfmot_tf_s"),
+                ms("eager_s"),
+                ms("ours_s"),
+                ms("host_s"),
+                ms("group_s"),
+                ms("full_sort_s"),
                 ms("one_pass_s"),
-                _ratio(r.get("tfmot_tf_s"), r["ours_s"]),
-                _ratio(r["full_sort_s"], r["ours_s"]),
-                _ratio(r["ours_s"], r["one_pass_s"], ".1f"),
+                _ratio(tfmot, r.get("eager_s")),
+                _ratio(tfmot, r.get("ours_s")),
+                _ratio(tfmot, r.get("host_s")),
+                _ratio(tfmot, r.get("group_s")),
+                _ratio(r.get("eager_s"), r["one_pass_s"], ".1f"),
+                _ratio(r.get("host_s"), r["one_pass_s"], ".1f"),
                 mem("ours_peak_x"),
-                mem("full_sort_peak_x"),
             )
         )
-    return _common.markdown_table(HEADERS, out)
+    return harness.markdown_table(HEADERS, out)
 
 
 def _loads(row):
-    return _common.fmt(row.get("other_load_cores"), ".2f")
+    return harness.fmt(row.get("other_load_cores"), ".2f")
 
 
 def check_lines(rows):
@@ -344,6 +398,9 @@ def check_lines(rows):
         lines.append(
             f"- {r['backend']} n={r['n']} s={r['sparsity']:g}: ours kept "
             f"{r['ours_kept']} (expected {r['expected_kept']}, "
+            f"group kept {r.get('group_kept', 'n/a')}, eager and host "
+            f"masks equal ours: {r.get('eager_equals_ours', 'n/a')}/"
+            f"{r.get('host_equals_ours', 'n/a')}, "
             f"{'OK' if ok else 'WRONG'}); full sort kept "
             f"{r['full_sort_kept']}; tfmot-TF kept "
             f"{r.get('tfmot_tf_kept', 'n/a')}; ours vs full-sort mask "
@@ -368,9 +425,9 @@ def tfmot_venv_table(results):
             (
                 f"{r['n']:,}",
                 f"{r['sparsity']:g}",
-                _common.fmt(r["seconds"] * 1e3),
-                _common.fmt(r["sort_seconds"] * 1e3),
-                _common.fmt(
+                harness.fmt(r["seconds"] * 1e3),
+                harness.fmt(r["sort_seconds"] * 1e3),
+                harness.fmt(
                     None
                     if r.get("tfmot_impl_seconds") is None
                     else r["tfmot_impl_seconds"] * 1e3
@@ -378,7 +435,7 @@ def tfmot_venv_table(results):
                 f"{r['realised_sparsity']:.6f}",
             )
         )
-    return _common.markdown_table(headers, rows)
+    return harness.markdown_table(headers, rows)
 
 
 # ----------------------------------------------------------------- main
@@ -397,7 +454,7 @@ def parse_args(argv):
         action="store_true",
         help="run once per backend, each in a subprocess; one table",
     )
-    p.add_argument("--backends", nargs="+", default=list(_common.BACKENDS))
+    p.add_argument("--backends", nargs="+", default=list(harness.BACKENDS))
     p.add_argument(
         "--no-memory", action="store_true", help="skip peak-memory probes"
     )
@@ -445,14 +502,14 @@ def parse_args(argv):
 
 
 def _tfmot_venv(sizes, repeats, seed, quiet):
-    run_tfmot = _common.load_run_tfmot()
+    run_tfmot = harness.load_run_tfmot()
     if run_tfmot is None:
-        _common.log("benchmarks/tfmot_env.py not found: skipping --tfmot-venv")
+        harness.log("benchmarks/tfmot_env.py not found: skipping --tfmot-venv")
         return None
     results = []
     for n in sizes:
-        _common.log(f"tfmot venv mask_sort n={n}")
-        _common.wait_quiet(**quiet)
+        harness.log(f"tfmot venv mask_sort n={n}")
+        harness.wait_quiet(**quiet)
         results.append(
             run_tfmot(
                 "mask_sort", n=n, sparsity=0.9, repeats=repeats, seed=seed
@@ -468,7 +525,7 @@ def main(argv=None):
         extra = memory_probe(
             args.memory_probe, args.n, args.sparsity, args.seed
         )
-        _common.write_json(args.json_out, {"extra_bytes": extra})
+        harness.write_json(args.json_out, {"extra_bytes": extra})
         return 0
 
     child_args = [
@@ -498,24 +555,28 @@ def main(argv=None):
                 saved = json.load(f)
             rows += saved.get("rows") or []
             venv_results += saved.get("tfmot_venv") or []
-            machine = saved.get("machine") or _common.machine_info()
+            machine = saved.get("machine") or harness.machine_info()
     elif args.all_backends:
         rows = []
         for b in args.backends:
-            _common.log(f"=== backend {b} ===")
+            harness.log(f"=== backend {b} ===")
             try:
-                result = _common.run_child(
-                    [os.path.abspath(__file__), "--child", *child_args],
+                result = harness.run_child(
+                    [
+                        harness.module_name(__spec__ or __file__),
+                        "--child",
+                        *child_args,
+                    ],
                     {"KERAS_BACKEND": b},
                     label=f"mask_update {b}",
                 )
             except RuntimeError as e:
-                _common.log(f"backend {b} failed, going on without it: {e}")
+                harness.log(f"backend {b} failed, going on without it: {e}")
                 continue
             rows += result["rows"]
             if args.json_out:  # partial results survive a later failure
-                _common.write_json(args.json_out, {"rows": rows})
-        machine = _common.machine_info()
+                harness.write_json(args.json_out, {"rows": rows})
+        machine = harness.machine_info()
     else:
         rows = run_backend(
             args.sizes,
@@ -527,15 +588,15 @@ def main(argv=None):
         )
         if not args.no_memory:
             add_memory(rows, args.seed, not args.no_sort_memory)
-        machine = _common.machine_info()
+        machine = harness.machine_info()
         if args.child:
-            _common.write_json(args.json_out, {"rows": rows})
+            harness.write_json(args.json_out, {"rows": rows})
             return 0
 
     if args.tfmot_venv and not args.no_tfmot and not args.from_json:
         venv_results = _tfmot_venv(args.sizes, args.repeats, args.seed, quiet)
 
-    print(f"Machine: {_common.format_machine(machine)}")
+    print(f"Machine: {harness.format_machine(machine)}")
     print(
         "Methods timed round-robin after 1 warm-up call each; median of all "
         "runs (fast methods run up to 25 times per round).\n"
@@ -546,10 +607,11 @@ def main(argv=None):
     if venv_results:
         print("\nReal tfmot 0.8.1 (.venv-tfmot, tf_keras), same tensors:\n")
         print(tfmot_venv_table(venv_results))
-    if args.json_out:
-        _common.write_json(
-            args.json_out,
+    if not args.from_json:
+        harness.save_results(
+            "mask_update",
             {"rows": rows, "tfmot_venv": venv_results, "machine": machine},
+            args.json_out,
         )
     return 0
 

@@ -30,35 +30,28 @@ fails (out of memory, time limit) is recorded as such.
 
 Usage:
 
-    python benchmarks/scale.py                      # JAX, all sizes, tfmot
-    python benchmarks/scale.py --backends jax torch tensorflow
-    python benchmarks/scale.py --sizes 10000000 --no-tfmot
-    python benchmarks/scale.py --from-json benchmarks/results/scale.json
+    python -m benchmarks.scale                      # JAX, all sizes, tfmot
+    python -m benchmarks.scale --backends jax torch tensorflow
+    python -m benchmarks.scale --sizes 10000000 --no-tfmot
+    python -m benchmarks.scale --from-json benchmarks/results/scale.json
 """
 
+import argparse
+import gc
+import json
 import os
+import subprocess
 import sys
+import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
-from benchmarks import _common  # noqa: E402
-
-_common.quiet_logs()
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+from benchmarks import harness
 
 DEFAULT_SIZES = (10_000_000, 100_000_000, 300_000_000)
 SPARSITY = 0.9
 WIDTH = 512
 HIDDEN = 1024
 DENSE_WEIGHTS = 2 * WIDTH * HIDDEN  # the two Dense kernels
-RESULTS = os.path.join(_HERE, "results", "scale.json")
+RESULTS = harness.results_path("scale")
 
 
 def vocabulary(n):
@@ -76,6 +69,7 @@ def probe(n, seed):
     from keras import ops
 
     import keras_prune
+    from keras_prune import _backend
     from keras_prune.strip import pruning_wrappers
 
     keras.utils.set_random_seed(seed)
@@ -93,7 +87,7 @@ def probe(n, seed):
     n_pruned = sum(int(np.prod(m.shape)) for m in mask_vars)
     largest = max(int(np.prod(m.shape)) for m in mask_vars)
     build_s = time.perf_counter() - t0
-    _common.log(f"built {n_pruned:,} weights in {build_s:.1f} s")
+    harness.log(f"built {n_pruned:,} weights in {build_s:.1f} s")
 
     if os.environ.get("KP_SCALE_LEGACY"):
         # Before streaming: the whole-tensor `recompute` under `cond`.
@@ -102,25 +96,43 @@ def probe(n, seed):
         kp_masks._is_eager = lambda x: False
     t0 = time.perf_counter()
     wrappers[0].update_masks_now(SPARSITY)
-    _common.sync([m.value for m in mask_vars])
+    harness.sync([m.value for m in mask_vars])
     first_s = time.perf_counter() - t0
-    _common.log(f"warm-up update {first_s:.2f} s")
+    harness.log(f"warm-up update {first_s:.2f} s")
     for m in mask_vars:
         m.assign(ops.ones(m.shape, "bool"))
-    _common.sync([m.value for m in mask_vars])
+    harness.sync([m.value for m in mask_vars])
     gc.collect()
 
-    reset = _common.reset_peak_rss()
-    before = _common.proc_status_kib("VmRSS")["VmRSS"]
-    t0 = time.perf_counter()
+    reset = harness.reset_peak_rss()
+    before = harness.proc_status_kib("VmRSS")["VmRSS"]
+    load = harness.ForeignLoad()
+    t0, c0 = time.perf_counter(), time.process_time()
     wrappers[0].update_masks_now(SPARSITY)
-    _common.sync([m.value for m in mask_vars])
+    harness.sync([m.value for m in mask_vars])
     seconds = time.perf_counter() - t0
-    peak = _common.proc_status_kib("VmHWM")["VmHWM"]
+    # CPU time of this process (all its threads): on a shared machine the
+    # wall time grows with other processes' load, the CPU time much less.
+    cpu_seconds = time.process_time() - c0
+    other_load = load.cores()
+    peak = harness.proc_status_kib("VmHWM")["VmHWM"]
+    # The floor, under the same load: one read of every pruned weight.
+    kernels = [v for w in wrappers for v, _, _ in w.pruning_vars]
+    read_s = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for v in kernels:
+            np.sum(_backend.host_array(v), dtype=np.float32)
+        read_s.append(time.perf_counter() - t0)
+    read_s = min(read_s)
     extra = (peak - before) * 1024 if reset else None
 
-    kept = sum(int(np.count_nonzero(ops.convert_to_numpy(m))) for m in mask_vars)
-    expected = int(ops.convert_to_numpy(keras_prune.kept_count(n_pruned, SPARSITY)))
+    kept = sum(
+        int(np.count_nonzero(ops.convert_to_numpy(m))) for m in mask_vars
+    )
+    expected = int(
+        ops.convert_to_numpy(keras_prune.kept_count(n_pruned, SPARSITY))
+    )
     row = {
         "backend": keras.backend.backend(),
         "legacy_whole_tensor": bool(os.environ.get("KP_SCALE_LEGACY")),
@@ -131,6 +143,11 @@ def probe(n, seed):
         "sparsity": SPARSITY,
         "build_s": build_s,
         "first_s": first_s,
+        "cpu_s": cpu_seconds,
+        "other_load_cores": other_load,
+        "cpu_ns_per_weight": cpu_seconds / n_pruned * 1e9,
+        "read_s": read_s,
+        "update_over_read": seconds / read_s,
         "seconds": seconds,
         "ns_per_weight": seconds / n_pruned * 1e9,
         "rss_before_bytes": before * 1024,
@@ -139,7 +156,7 @@ def probe(n, seed):
         "kept": kept,
         "expected_kept": expected,
     }
-    _common.log(
+    harness.log(
         f"{row['backend']} n={n_pruned:,}: {seconds:.2f} s "
         f"({row['ns_per_weight']:.1f} ns/weight), peak extra "
         f"{row['peak_extra_x']}x, kept {kept} (expected {expected})"
@@ -148,19 +165,25 @@ def probe(n, seed):
 
 
 def run_probe(backend, n, seed, timeout):
-    env = dict(_common.MEMORY_PROBE_ENV)
+    env = dict(harness.MEMORY_PROBE_ENV)
     env["KERAS_BACKEND"] = backend
     if backend == "tensorflow":
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     try:
-        return _common.run_child(
-            [os.path.abspath(__file__), "--probe", str(n), "--seed", str(seed)],
+        return harness.run_child(
+            [
+                harness.module_name(__spec__ or __file__),
+                "--probe",
+                str(n),
+                "--seed",
+                str(seed),
+            ],
             env,
             timeout=timeout,
             label=f"scale {backend} n={n}",
         )
     except (RuntimeError, subprocess.TimeoutExpired) as e:
-        _common.log(f"{backend} n={n} failed: {e}")
+        harness.log(f"{backend} n={n} failed: {e}")
         return {"backend": backend, "target_n": n, "error": str(e)[-500:]}
 
 
@@ -173,7 +196,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    pruning_impl,
+)
 
 def kib(key):
     with open("/proc/self/status") as f:
@@ -189,7 +214,9 @@ del rng
 pruning = pruning_impl.Pruning(
     training_step_fn=lambda: tf.constant(1, tf.int64),
     pruning_vars=[(var, mask, tf.Variable(0.0))],
-    pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(sparsity, 0, frequency=1),
+    pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(
+        sparsity, 0, frequency=1
+    ),
     block_size=(1, 1),
     block_pooling_type="AVG",
 )
@@ -203,7 +230,8 @@ new_mask.numpy()
 seconds = time.perf_counter() - t0
 peak = kib("VmHWM")
 kept = int(np.count_nonzero(new_mask.numpy()))
-print(json.dumps({"n": n, "seconds": seconds, "peak_extra_bytes": (peak - before) * 1024,
+extra = (peak - before) * 1024
+print(json.dumps({"n": n, "seconds": seconds, "peak_extra_bytes": extra,
                   "kept": kept, "tf": tf.__version__}))
 """
 
@@ -219,7 +247,7 @@ def run_tfmot_probe(n, seed, timeout):
         row["error"] = f"no tfmot environment: {e}"[-500:]
         return row
     env = dict(os.environ)
-    env.update(_common.MEMORY_PROBE_ENV)
+    env.update(harness.MEMORY_PROBE_ENV)
     env.update(
         TF_USE_LEGACY_KERAS="1",
         CUDA_VISIBLE_DEVICES="",
@@ -268,6 +296,8 @@ def table(rows, tfmot_rows):
         "weights N",
         "update s",
         "ns / weight",
+        "CPU ns / weight",
+        "update / one read",
         "peak extra",
         "peak extra / 4N",
         "kept (expected)",
@@ -280,7 +310,9 @@ def table(rows, tfmot_rows):
     out = []
     for r in rows:
         if "error" in r:
-            out.append((r["backend"], f"{r['target_n']:,}", "failed") + ("",) * 8)
+            out.append(
+                (r["backend"], f"{r['target_n']:,}", "failed") + ("",) * 10
+            )
             continue
         t = by_n.get(r["largest_tensor"], {})
         tf_ok = t and "error" not in t
@@ -290,16 +322,19 @@ def table(rows, tfmot_rows):
                 f"{r['n']:,}",
                 f"{r['seconds']:.2f}",
                 f"{r['ns_per_weight']:.1f}",
+                harness.fmt(r.get("cpu_ns_per_weight")),
+                harness.fmt(r.get("update_over_read"), ".1f", "n/a") + "x",
                 _gib(r["peak_extra_bytes"]),
-                _common.fmt(r["peak_extra_x"], ".2f") + "x",
-                f"{r['kept']:,} ({'OK' if r['kept'] == r['expected_kept'] else 'WRONG'})",
+                harness.fmt(r["peak_extra_x"], ".2f") + "x",
+                f"{r['kept']:,} "
+                f"({'OK' if r['kept'] == r['expected_kept'] else 'WRONG'})",
                 f"{r['largest_tensor']:,}",
                 f"{t['seconds']:.2f}" if tf_ok else ("failed" if t else "n/a"),
                 f"{t['ns_per_weight']:.1f}" if tf_ok else "",
                 f"{t['peak_extra_x']:.2f}x" if tf_ok else "",
             )
         )
-    return _common.markdown_table(headers, out)
+    return harness.markdown_table(headers, out)
 
 
 # ------------------------------------------------------------------- main
@@ -314,13 +349,16 @@ def main(argv=None):
     p.add_argument("--no-tfmot", action="store_true")
     p.add_argument("--json-out", default=None)
     p.add_argument("--from-json", default=None)
-    p.add_argument("--merge", action="store_true",
-                   help="add to the rows already in --json-out")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="add to the rows already in --json-out",
+    )
     p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
     if args.probe:
-        _common.write_json(args.json_out, probe(args.probe, args.seed))
+        harness.write_json(args.json_out, probe(args.probe, args.seed))
         return 0
 
     if args.from_json:
@@ -332,29 +370,30 @@ def main(argv=None):
         if args.merge and os.path.exists(out_path):
             with open(out_path) as f:
                 saved = json.load(f)
-        saved["machine"] = _common.machine_info()
+        saved["machine"] = harness.machine_info()
         for backend in args.backends:
             for n in args.sizes:
-                _common.log(f"=== {backend} n={n:,} ===")
+                harness.log(f"=== {backend} n={n:,} ===")
                 row = run_probe(backend, n, args.seed, args.timeout)
                 saved["rows"] = [
-                    r for r in saved["rows"]
+                    r
+                    for r in saved["rows"]
                     if (r["backend"], r["target_n"]) != (backend, n)
                 ] + [row]
-                _common.write_json(out_path, saved)
+                harness.save_results("scale", saved, out_path)
         if not args.no_tfmot:
             largest = sorted(
                 {r["largest_tensor"] for r in saved["rows"] if "error" not in r}
             )
             for n in largest:
-                _common.log(f"=== tfmot full sort n={n:,} ===")
+                harness.log(f"=== tfmot full sort n={n:,} ===")
                 row = run_tfmot_probe(n, args.seed, args.timeout)
-                _common.log(f"tfmot n={n:,}: {row}")
+                harness.log(f"tfmot n={n:,}: {row}")
                 saved["tfmot"] = [
                     t for t in saved.get("tfmot", []) if t["n"] != n
                 ] + [row]
-                _common.write_json(out_path, saved)
-    print(f"Machine: {_common.format_machine(saved['machine'])}\n")
+                harness.save_results("scale", saved, out_path)
+    print(f"Machine: {harness.format_machine(saved['machine'])}\n")
     print(table(saved["rows"], saved.get("tfmot")))
     for t in saved.get("tfmot") or []:
         if "error" in t:

@@ -12,23 +12,16 @@ epochs contain mask updates at the same rate as the digits recipe.
 
 Usage:
 
-    KERAS_BACKEND=jax python benchmarks/steady_state.py
+    KERAS_BACKEND=jax python -m benchmarks.steady_state
 """
 
 import argparse
-import os
-import sys
 import time
 
-# Keep this folder off sys.path: benchmarks/compression.py would shadow the
-# standard library's `compression` package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_prune  # noqa: E402
+import keras_prune
 
 
 def _model():
@@ -68,7 +61,8 @@ def main(argv=None):
 
     def pruned():
         return keras_prune.prune_low_magnitude(
-            _model(), keras_prune.PolynomialDecay(0, 0.9, 0, 1000, frequency=100)
+            _model(),
+            keras_prune.PolynomialDecay(0, 0.9, 0, 1000, frequency=100),
         )
 
     runs = {"dense": [], "pruned": [], "pruned + UpdatePruningStep": []}
@@ -83,13 +77,17 @@ def main(argv=None):
             _seconds_per_epoch(pruned(), x, y, args.epochs, True)
         )
     dense = float(np.median(runs["dense"]))
-    print(f"backend {keras.backend.backend()}, {args.epochs} timed epochs, "
-          f"{args.repeats} rounds (median)")
+    print(
+        f"backend {keras.backend.backend()}, {args.epochs} timed epochs, "
+        f"{args.repeats} rounds (median)"
+    )
     for name, values in runs.items():
         median = float(np.median(values))
-        print(f"{name:<28} {1000 * median:8.1f} ms/epoch  "
-              f"{median / dense:6.3f}x  runs "
-              f"{[round(1000 * v) for v in values]}")
+        print(
+            f"{name:<28} {1000 * median:8.1f} ms/epoch  "
+            f"{median / dense:6.3f}x  runs "
+            f"{[round(1000 * v) for v in values]}"
+        )
 
 
 if __name__ == "__main__":

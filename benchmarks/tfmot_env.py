@@ -21,8 +21,8 @@ print(result["fit_seconds"], result["test_accuracy"])
 It can also be used from the command line:
 
 ```
-python benchmarks/tfmot_env.py --create-only
-python benchmarks/tfmot_env.py mask_sort '{"n": 1048576}'
+python -m benchmarks.tfmot_env --create-only
+python -m benchmarks.tfmot_env mask_sort '{"n": 1048576}'
 ```
 """
 
@@ -134,7 +134,9 @@ def ensure_tfmot_venv(path=".venv-tfmot", verbose=True):
         log(f"creating virtual environment in {venv_dir}")
         try:
             venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
-        except Exception as e:  # venv raises a mix of OSError/CalledProcessError
+        except (
+            Exception
+        ) as e:  # venv raises a mix of OSError/CalledProcessError
             raise RuntimeError(
                 f"Could not create a virtual environment in {venv_dir!r}: {e}. "
                 "On Debian/Ubuntu the `python3-venv` package may be missing."

@@ -32,31 +32,19 @@ unless `--no-tfmot`.
 
 Usage:
 
-    KERAS_BACKEND=jax python benchmarks/train_overhead.py --epochs 40
-    python benchmarks/train_overhead.py --all-backends --torch-epochs 10
+    KERAS_BACKEND=jax python -m benchmarks.train_overhead --epochs 40
+    python -m benchmarks.train_overhead --all-backends --torch-epochs 10
 """
 
-import os
+import argparse
+import math
+import statistics
 import sys
+import time
 
-# Python puts this script's folder first on sys.path, where
-# benchmarks/compression.py would shadow the standard library's
-# `compression` package that jax imports (`from compression import zstd`).
-# Import helpers as `benchmarks.X`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+import numpy as np
 
-from benchmarks import _common  # noqa: E402
-
-_common.quiet_logs()
-
-import argparse  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+from benchmarks import harness
 
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
@@ -174,8 +162,8 @@ def one_run(mode, data, init_weights, epochs, seed, quiet=None):
     )
     keras.utils.set_random_seed(seed)  # same shuffling for both modes
     if quiet is not None:
-        _common.wait_quiet(**quiet)
-    load = _common.ForeignLoad()
+        harness.wait_quiet(**quiet)
+    load = harness.ForeignLoad()
     t0 = time.perf_counter()
     model.fit(
         x_train,
@@ -224,12 +212,12 @@ def run_backend(epochs, repeats, seed, warmup=True, quiet=None, retries=0):
     import keras
 
     backend = keras.backend.backend()
-    data = _common.digits_split()
+    data = harness.digits_split()
     keras.utils.set_random_seed(seed)
     init_weights = build_model().get_weights()
     if warmup:
         for mode in ("dense", "pruned"):
-            _common.log(f"{backend}: warm-up 1-epoch {mode} fit (untimed)")
+            harness.log(f"{backend}: warm-up 1-epoch {mode} fit (untimed)")
             one_run(mode, data, init_weights, 1, seed)
     runs = []
     for r in range(repeats):
@@ -243,24 +231,24 @@ def run_backend(epochs, repeats, seed, warmup=True, quiet=None, retries=0):
                     result = res
                 if _load(res) < BUSY_CORES:
                     break
-                _common.log(
+                harness.log(
                     f"{backend} {mode}: other processes used "
                     f"{_load(res):.2f} cores during the fit; retrying"
                 )
             result["repeat"] = r
             runs.append(result)
-            _common.log(
+            harness.log(
                 f"{backend} {mode} repeat {r}: fit {result['fit_seconds']:.1f}"
                 f" s, acc {result['test_accuracy']:.4f}, other processes "
-                f"{_common.fmt(result['other_load_cores'], '.2f')} cores"
+                f"{harness.fmt(result['other_load_cores'], '.2f')} cores"
             )
     return {"backend": backend, "runs": runs}
 
 
 def run_tfmot_side(epochs, repeats, seed, quiet=None, retries=0):
-    run_tfmot = _common.load_run_tfmot()
+    run_tfmot = harness.load_run_tfmot()
     if run_tfmot is None:
-        _common.log("benchmarks/tfmot_env.py not found: skipping tfmot")
+        harness.log("benchmarks/tfmot_env.py not found: skipping tfmot")
         return None
     runs = []
     for r in range(repeats):
@@ -269,8 +257,8 @@ def run_tfmot_side(epochs, repeats, seed, quiet=None, retries=0):
             res = None
             for attempt in range(1 + retries):
                 if quiet is not None:
-                    _common.wait_quiet(**quiet)
-                load = _common.ForeignLoad()
+                    harness.wait_quiet(**quiet)
+                load = harness.ForeignLoad()
                 one = run_tfmot(
                     "train_overhead", mode=mode, epochs=epochs, seed=seed
                 )
@@ -281,7 +269,7 @@ def run_tfmot_side(epochs, repeats, seed, quiet=None, retries=0):
                     res = one
                 if _load(one) < BUSY_CORES:
                     break
-                _common.log(
+                harness.log(
                     f"tfmot {mode}: other processes used {_load(one):.2f} "
                     "cores during the run; retrying"
                 )
@@ -297,10 +285,10 @@ def run_tfmot_side(epochs, repeats, seed, quiet=None, retries=0):
             )
             res["jit_compile"] = "tf.function (no XLA)"
             runs.append(res)
-            _common.log(
+            harness.log(
                 f"tfmot {mode} repeat {r}: fit {res['fit_seconds']:.1f} s, "
                 f"acc {res['test_accuracy']:.4f}, other processes "
-                f"{_common.fmt(res['other_load_cores'], '.2f')} cores"
+                f"{harness.fmt(res['other_load_cores'], '.2f')} cores"
             )
     versions = runs[0].get("versions", {}) if runs else {}
     return {
@@ -424,9 +412,9 @@ def table(summaries):
                 f"{s['dense_fit_s']:.1f}",
                 f"{s['pruned_fit_s']:.1f}",
                 f"{s['ratio']:.3f}",
-                _common.fmt(s["ratio_epochs_2plus"], ".3f"),
-                _common.fmt(s.get("ratio_best"), ".3f"),
-                _common.fmt(s.get("ratio_epoch_median"), ".3f"),
+                harness.fmt(s["ratio_epochs_2plus"], ".3f"),
+                harness.fmt(s.get("ratio_best"), ".3f"),
+                harness.fmt(s.get("ratio_epoch_median"), ".3f"),
                 f"{s['dense_first_epoch_s']:.1f} / "
                 f"{s['pruned_first_epoch_s']:.1f}",
                 f"{100 * s['dense_acc']:.2f}",
@@ -436,7 +424,7 @@ def table(summaries):
                 _exact_cell(s["kernels"]),
             )
         )
-    return _common.markdown_table(HEADERS, rows)
+    return harness.markdown_table(HEADERS, rows)
 
 
 def detail_lines(summaries):
@@ -451,7 +439,7 @@ def detail_lines(summaries):
             f"[{accs(s['pruned_acc_all'])}]"
         )
         line += "; other processes' load during each fit (cores): " + ", ".join(
-            f"{m} {_common.fmt(c, '.2f')}" for m, c in s["other_load_cores"]
+            f"{m} {harness.fmt(c, '.2f')}" for m, c in s["other_load_cores"]
         )
         if s.get("last_update"):
             step, sp = s["last_update"]
@@ -480,7 +468,7 @@ def parse_args(argv):
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--all-backends", action="store_true")
-    p.add_argument("--backends", nargs="+", default=list(_common.BACKENDS))
+    p.add_argument("--backends", nargs="+", default=list(harness.BACKENDS))
     p.add_argument("--no-tfmot", action="store_true")
     p.add_argument(
         "--tfmot-repeats",
@@ -542,20 +530,20 @@ def main(argv=None):
             quiet=quiet,
             retries=args.retries,
         )
-        _common.write_json(args.json_out, result)
+        harness.write_json(args.json_out, result)
         return 0
 
     results = []
     if args.from_json:
-        results = _common.load_results(args.from_json)
+        results = harness.load_results(args.from_json)
     elif args.all_backends:
         for b in args.backends:
             epochs = args.epochs
             if b == "torch" and args.torch_epochs is not None:
                 epochs = args.torch_epochs
-            _common.log(f"=== backend {b}, {epochs} epochs ===")
-            child = _common.child_argv(
-                __file__,
+            harness.log(f"=== backend {b}, {epochs} epochs ===")
+            child = harness.child_argv(
+                harness.module_name(__spec__ or __file__),
                 {
                     "epochs": epochs,
                     "repeats": args.repeats,
@@ -572,13 +560,13 @@ def main(argv=None):
             )
             try:
                 results.append(
-                    _common.run_child(child, {"KERAS_BACKEND": b}, label=b)
+                    harness.run_child(child, {"KERAS_BACKEND": b}, label=b)
                 )
             except RuntimeError as e:
-                _common.log(f"backend {b} failed, going on without it: {e}")
+                harness.log(f"backend {b} failed, going on without it: {e}")
                 continue
             if args.json_out:  # partial results survive a later failure
-                _common.write_json(args.json_out, {"results": results})
+                harness.write_json(args.json_out, {"results": results})
     else:
         import keras
 
@@ -597,7 +585,7 @@ def main(argv=None):
         )
 
     if not args.no_tfmot and not args.from_json:
-        _common.log(f"=== tfmot, {args.epochs} epochs ===")
+        harness.log(f"=== tfmot, {args.epochs} epochs ===")
         tfmot = run_tfmot_side(
             args.epochs,
             args.tfmot_repeats or args.repeats,
@@ -609,13 +597,15 @@ def main(argv=None):
             results.append(tfmot)
 
     summaries = [summarize(r) for r in results]
-    print(f"Machine: {_common.format_machine(_common.machine_info())}\n")
+    print(f"Machine: {harness.format_machine(harness.machine_info())}\n")
     print(table(summaries))
     print()
     print(detail_lines(summaries))
-    if args.json_out:
-        _common.write_json(
-            args.json_out, {"results": results, "summaries": summaries}
+    if not args.from_json:
+        harness.save_results(
+            "train_overhead",
+            {"results": results, "summaries": summaries},
+            args.json_out,
         )
     return 0
 

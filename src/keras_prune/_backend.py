@@ -20,7 +20,14 @@ measured (see docs/benchmarks.md):
 - `host_train_step`: a train step followed by zeroing the pruned weights
   and counting the step, on the step's state (JAX), by assignment
   (TensorFlow) or in place (torch).
+- `host_array` / `from_host`: the NumPy view of an eager CPU tensor (no
+  copy on any backend), for mask math run on the host, and back.
+- `compile_eager`: the compiled function an eager call on an accelerator
+  runs: `jax.jit`, `tf.function(jit_compile=True)`, eager torch; one per
+  function and input shape and dtype, created once.
 """
+
+import functools
 
 import keras
 import numpy as np
@@ -189,3 +196,150 @@ def host_train_step(train_step, model, pruned, counters):
         return logs
 
     return tf_step
+
+
+def host_array(x):
+    """A NumPy view of the eager CPU tensor `x`, or None.
+
+    No copy on any backend: JAX CPU arrays and torch CPU tensors share their
+    buffer with NumPy, and TensorFlow's eager tensors expose theirs through
+    the buffer protocol (`.numpy()` would copy). None when `x` is symbolic
+    or traced (inside a compiled function) or lives on an accelerator; the
+    caller then runs its backend code.
+
+    Args:
+        x: A NumPy array, a Keras variable or a backend tensor.
+
+    Returns:
+        A read-only-safe NumPy array (do not write to it) or None.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, keras.Variable):
+        x = x.value
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+                return None
+            if any(d.platform != "cpu" for d in x.devices()):
+                return None
+            return np.asarray(x)
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if isinstance(x, tf.Variable):
+                if not tf.executing_eagerly():
+                    return None
+                x = x.read_value()
+            if not tf.executing_eagerly() or not hasattr(x, "_numpy"):
+                return None
+            if "CPU" not in x.device:
+                return None
+            try:
+                return np.asarray(memoryview(x))
+            except (TypeError, ValueError, BufferError):
+                return x.numpy()  # dtypes without a buffer format
+        if backend == "torch":
+            import torch
+
+            if not isinstance(x, torch.Tensor) or x.device.type != "cpu":
+                return None
+            if torch.compiler.is_compiling():
+                return None
+            return x.detach().numpy()
+    except Exception:  # e.g. a tensor without data while tracing
+        return None
+    return None
+
+
+def from_host(array):
+    """The NumPy `array` as a CPU backend tensor, sharing its buffer.
+
+    torch: `torch.from_numpy`; TensorFlow and JAX: DLPack (no copy), or a
+    copy where DLPack refuses the array.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.from_numpy(array)
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        if backend == "jax":
+            import jax.numpy as jnp
+
+            return jnp.from_dlpack(array)
+    except Exception:  # unaligned or unsupported: copy
+        pass
+    return ops.convert_to_tensor(array)
+
+
+def assign_from_host(variable, array):
+    """`variable.assign(array)` for a NumPy `array`, without a second copy.
+
+    The mask of a 300M-weight tensor is 300 MB: torch copies it into the
+    variable's buffer in place; TensorFlow and JAX take the array's buffer
+    (DLPack; JAX's `assign` keeps NumPy arrays without copying).
+
+    Args:
+        variable: A Keras variable on the CPU.
+        array: NumPy array of the variable's shape and dtype; it must not
+            be written to afterwards.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        with torch.no_grad():
+            variable.value.copy_(torch.from_numpy(array))
+        return
+    if backend == "tensorflow":
+        variable.assign(from_host(array))
+        return
+    variable.assign(array)
+
+
+@functools.lru_cache(maxsize=None)
+def compile_eager(fn, *key):
+    """`fn` compiled for eager calls on accelerators, once per `(fn, key)`.
+
+    Pass the input shapes and dtypes as `key`: each gets its own
+    `jax.jit` or `tf.function(jit_compile=True)`, traced once, so no
+    retracing happens and no traced shape is generalised to `None` (the
+    mask math needs static sizes). torch runs `fn` eagerly
+    (`torch.compile` costs seconds per shape, more than it saves here).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+def is_traced(x):
+    """Whether `x` is symbolic: a tracer or graph tensor without a value."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return True
+        return isinstance(x, tf.Tensor) and not hasattr(x, "_numpy")
+    import torch
+
+    return torch.compiler.is_compiling()

@@ -11,6 +11,12 @@ like their int32 bit patterns, so a radix select with two histogram passes
 (16 + 15 bits) finds the exact k-th largest magnitude. Together with one pass
 for the mask, that is about 3 passes over the tensor, on every backend, under
 `jit`, with fixed shapes. tfmot sorts the whole tensor at every update.
+
+Eager calls on the CPU (`magnitude_mask` on a NumPy array or an eager CPU
+tensor, on every backend) run `host_mask` instead: a sample brackets the
+k-th largest magnitude, one pass gathers the few values inside the bracket,
+and `np.partition` selects among them; one more pass writes the mask. Both
+give the same masks, bit for bit.
 """
 
 import numpy as np
@@ -315,7 +321,10 @@ def magnitude_mask(weights, sparsity):
     its non-zeros and nothing else.
 
     Works on NumPy arrays and Python lists (returns NumPy) and on backend
-    tensors (returns a tensor), including inside compiled functions.
+    tensors (returns a tensor), including inside compiled functions. Eager
+    calls on the CPU run the NumPy select of `host_mask` (about 3 reads of
+    the tensor, nothing to compile); eager calls on an accelerator run the
+    compiled math, compiled once per shape and dtype.
 
     Args:
         weights: Float array or tensor of any shape.
@@ -341,6 +350,32 @@ def magnitude_mask(weights, sparsity):
     shape = ops.shape(weights)
     if 0 in tuple(shape):
         raise ValueError("Cannot compute a mask for an empty tensor.")
+    host = weights if is_numpy else _backend.host_array(weights)
+    s_host = _host_scalar(sparsity)
+    if host is not None and s_host is not None:
+        # An eager call on the CPU: the NumPy select (`host_mask`), 2-3
+        # passes over memory and nothing to compile, on every backend.
+        mask, _, n_bad = host_mask(host, s_host)
+        _check_finite(n_bad)
+        return mask if is_numpy else _backend.from_host(mask)
+    if not _backend.is_traced(weights) and _is_eager(sparsity):
+        # Eager on an accelerator: the compiled math, compiled once per
+        # shape and dtype (op by op, JAX would compile every operation).
+        compiled = _backend.compile_eager(
+            _compiled_mask, tuple(shape), str(weights.dtype)
+        )
+        mask, n_bad = compiled(weights, ops.cast(sparsity, "float32"))
+        _check_finite(int(ops.convert_to_numpy(n_bad)))
+        return mask
+    mask, n_nonfinite = _compiled_mask(weights, sparsity)
+    if _is_eager(n_nonfinite):
+        _check_finite(int(ops.convert_to_numpy(n_nonfinite)))
+    return mask
+
+
+def _compiled_mask(weights, sparsity):
+    """`(mask, n_nonfinite)` of `magnitude_mask` with backend operations."""
+    shape = ops.shape(weights)
     flat = ops.reshape(ops.cast(weights, "float32"), (-1,))
     n = flat.shape[0]
     if _backend.fuses_elementwise():
@@ -352,28 +387,40 @@ def magnitude_mask(weights, sparsity):
     mask, _, n_nonfinite = _mask_for_count(
         chunk, n, kept_count(n, sparsity), shape, chunk_bounds(n)
     )
-    if _is_eager(n_nonfinite):
-        n_bad = int(ops.convert_to_numpy(n_nonfinite))
-        if n_bad:
-            raise ValueError(
-                f"`weights` contains {n_bad} NaN or Inf value(s); a magnitude "
-                "mask would be meaningless. Fix the training divergence (lower "
-                "the learning rate, clip gradients) or restore a checkpoint."
-            )
-    if is_numpy:
-        return np.asarray(ops.convert_to_numpy(mask), dtype=bool)
-    return mask
+    return mask, n_nonfinite
+
+
+def _check_finite(n_bad):
+    if n_bad:
+        raise ValueError(
+            f"`weights` contains {n_bad} NaN or Inf value(s); a magnitude "
+            "mask would be meaningless. Fix the training divergence (lower "
+            "the learning rate, clip gradients) or restore a checkpoint."
+        )
+
+
+def _host_scalar(x):
+    """`x` as a Python float if it has a value on the host, else None."""
+    if isinstance(x, (float, int, np.floating, np.integer)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return float(x)
+    value = _backend.host_array(x)
+    if value is None or np.ndim(value) != 0:
+        return None
+    return float(value)
 
 
 def host_mask(weights, sparsity):
     """NumPy twin of `mask_from_bits`, for mask updates run on the host.
 
     Gives the same mask and threshold as the compiled math, bit for bit
-    (tested on every backend), but compiles nothing: `UpdatePruningStep`
-    recomputes masks between training steps with it, where JAX would
-    otherwise compile the update (~0.5 s per weight shape on 2 CPU cores,
-    longer than the whole pruning overhead of a short `fit`). Same radix
-    select: `np.bincount` of the high, then the low bits.
+    (tested on every backend), but compiles nothing. `magnitude_mask` runs
+    it for every eager call on the CPU, and `UpdatePruningStep` between
+    training steps. The exact k-th largest magnitude is bracketed from a
+    sample and then selected among the few values inside the bracket
+    (`host_select`): two passes over memory, about 3x one read of the
+    tensor (docs/benchmarks.md).
 
     Args:
         weights: float32 NumPy array (already `w * mask`).
@@ -385,36 +432,149 @@ def host_mask(weights, sparsity):
         NaN/Inf values (when non-zero, the mask and threshold are None).
     """
     weights = np.asarray(weights, dtype=np.float32)
-    bits = weights.reshape(-1).view(np.int32) & np.int32(0x7FFFFFFF)
-    n_bad = int(np.count_nonzero(bits >= 0x7F800000))
-    if n_bad:
-        return None, None, n_bad
-    n = bits.size
+    raw = np.ascontiguousarray(weights).reshape(-1).view(np.int32)
+    n = raw.size
     # `kept_count` in float32, as the compiled math computes it.
     kept = np.round(
         np.float32(n) * (np.float32(1.0) - np.float32(sparsity))
     )
     k = int(max(kept, np.float32(1.0)))
-    high = bits >> _LO_BITS
-    bucket, k_low, _ = _host_find_bucket(
-        np.bincount(high, minlength=1 << _HI_BITS), k
-    )
-    low = bits[high == bucket] & ((1 << _LO_BITS) - 1)
-    low_bucket, _, _ = _host_find_bucket(
-        np.bincount(low, minlength=1 << _LO_BITS), k_low
-    )
-    threshold = np.int32(bucket * (1 << _LO_BITS) + low_bucket)
-    mask = bits > threshold
-    tied = bits == threshold
-    n_ties_kept = k - int(np.count_nonzero(mask))
-    if n_ties_kept < int(np.count_nonzero(tied)):
-        tied &= np.cumsum(tied, dtype=np.int64) <= n_ties_kept
-    mask |= tied
+    threshold, n_greater, n_equal, n_bad = host_select(raw, k)
+    if n_bad:
+        return None, None, n_bad
+    mask = host_mask_for_threshold(raw, threshold, k - n_greater, n_equal)
     return (
         mask.reshape(weights.shape),
         np.asarray(threshold, np.int32).view(np.float32),
         0,
     )
+
+
+# Elements per block of the host passes: the temporaries of a block stay in
+# the CPU cache, so each pass reads the tensor from memory once.
+HOST_BLOCK = 1 << 16
+# Sampled elements that bracket the k-th largest magnitude.
+_SAMPLE = 1 << 15
+
+
+def _host_blocks(n, block=None):
+    block = HOST_BLOCK if block is None else block
+    return [(i, min(i + block, n)) for i in range(0, n, block)]
+
+
+def host_select(raw, k):
+    """Exact k-th largest magnitude of float32 values, in NumPy.
+
+    A strided sample of the magnitudes brackets the k-th largest between
+    two sampled values `lo <= hi` (4.5 standard deviations of the sample's
+    rank error on each side); one pass over the tensor then counts the
+    values above `hi` and gathers those inside `[lo, hi]`, and
+    `np.partition` finds the exact k-th largest among them. When the
+    bracket misses (adversarial orderings), the two-pass radix select of
+    `select_threshold` runs instead. The result is the same either way.
+
+    Args:
+        raw: Flat int32 NumPy view of float32 values (signs included).
+        k: int, `1 <= k <= raw.size`.
+
+    Returns:
+        `(threshold_bits, n_greater, n_equal, n_nonfinite)` as Python ints,
+        as `select_threshold`; when `n_nonfinite` is non-zero the others
+        are None.
+    """
+    n = raw.size
+    step = max(1, n // _SAMPLE)
+    sample = np.sort(raw[::step] & np.int32(0x7FFFFFFF))
+    m = sample.size
+    rank = (n - k) / n * (m - 1)  # ascending position of the k-th largest
+    margin = 4.5 * np.sqrt(m) + 2
+    lo = int(sample[int(rank - margin)]) if rank - margin >= 0 else 0
+    hi = int(sample[int(rank + margin) + 1]) if rank + margin + 1 < m else -1
+    if step == 1:
+        lo, hi = 0, -1  # the whole tensor is in the bracket
+    above, found, biggest = 0, [], 0
+    span = np.uint32((0x7FFFFFFF if hi < 0 else hi) - lo)
+    bits = np.empty(min(HOST_BLOCK, n), np.int32)
+    sel = np.empty(min(HOST_BLOCK, n), bool)
+    for i, j in _host_blocks(n):
+        b, s = bits[: j - i], sel[: j - i]
+        np.bitwise_and(raw[i:j], np.int32(0x7FFFFFFF), out=b)
+        biggest = max(biggest, int(b.max()))
+        if hi >= 0:
+            above += int(np.count_nonzero(np.greater(b, hi, out=s)))
+        np.subtract(b, np.int32(lo), out=b)
+        np.less_equal(b.view(np.uint32), span, out=s)
+        found.append(b[s])  # magnitude - lo
+    if biggest >= 0x7F800000:
+        n_bad = sum(
+            int(np.count_nonzero((raw[i:j] & 0x7FFFFFFF) >= 0x7F800000))
+            for i, j in _host_blocks(n)
+        )
+        return None, None, None, n_bad
+    inside = np.concatenate(found) if len(found) > 1 else found[0]
+    del found
+    need = k - above  # rank of the threshold among the bracketed values
+    if not 0 < need <= inside.size:
+        return _host_radix_select(raw, k)
+    at = inside.size - need
+    value = inside.view(np.uint32)
+    value = np.partition(value, at)
+    t = int(value[at])
+    n_greater = above + int(np.count_nonzero(value[at + 1 :] > t))
+    n_equal = int(np.count_nonzero(value == t))
+    return t + lo, n_greater, n_equal, 0
+
+
+def _host_radix_select(raw, k):
+    """`host_select` by the two histogram passes of `select_threshold`."""
+    bits = raw & np.int32(0x7FFFFFFF)
+    high = bits >> _LO_BITS
+    bucket, k_low, above_high = _host_find_bucket(
+        np.bincount(high, minlength=1 << _HI_BITS), k
+    )
+    low = bits[high == bucket] & ((1 << _LO_BITS) - 1)
+    low_counts = np.bincount(low, minlength=1 << _LO_BITS)
+    low_bucket, _, above_low = _host_find_bucket(low_counts, k_low)
+    threshold = bucket * (1 << _LO_BITS) + low_bucket
+    return (
+        threshold,
+        above_high + above_low,
+        int(low_counts[low_bucket]),
+        0,
+    )
+
+
+def host_mask_for_threshold(raw, threshold, n_ties_kept, n_equal, out=None):
+    """Flat mask `|w| > threshold`, plus the first `n_ties_kept` ties.
+
+    Args:
+        raw: Flat int32 NumPy view of float32 values.
+        threshold: Magnitude bits of the threshold (int).
+        n_ties_kept: How many values equal to the threshold to keep, lowest
+            flat index first.
+        n_equal: How many values equal the threshold.
+        out: Optional flat bool array to write to.
+
+    Returns:
+        The flat bool mask.
+    """
+    n = raw.size
+    out = np.empty(n, bool) if out is None else out
+    bits = np.empty(min(HOST_BLOCK, n), np.int32)
+    split = n_ties_kept < n_equal
+    cut = threshold + 1 if split else threshold
+    for i, j in _host_blocks(n):
+        b = bits[: j - i]
+        np.bitwise_and(raw[i:j], np.int32(0x7FFFFFFF), out=b)
+        np.greater_equal(b, cut, out=out[i:j])
+    if split and n_ties_kept > 0:
+        for i, j in _host_blocks(n):
+            tied = np.flatnonzero((raw[i:j] & 0x7FFFFFFF) == threshold)
+            out[i + tied[:n_ties_kept]] = True
+            n_ties_kept -= tied.size
+            if n_ties_kept <= 0:
+                break
+    return out
 
 
 def zero_where_not(value, mask):

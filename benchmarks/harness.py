@@ -1,4 +1,26 @@
-"""Helpers shared by the keras-prune benchmarks (not part of the library).
+"""The harness shared by the keras-prune benchmarks (not the library).
+
+Benchmarks are modules of the `benchmarks` package, run from the repository
+root as `python -m benchmarks.<name>`; none edits `sys.path`. A benchmark
+typically:
+
+    from benchmarks import harness
+
+    harness.quiet_logs()  # before importing keras
+    ...
+    timed = harness.time_interleaved({"a": fn_a, "b": fn_b}, rounds=5)
+    harness.save_results("my_bench", {"rows": rows})
+
+- Timing: `time_median`, `time_interleaved` (round-robin, so that a busy
+  shared machine hits every method alike), `wait_quiet`, `ForeignLoad`,
+  `compile_fn`, `sync`.
+- Memory: `reset_peak_rss`, `proc_status_kib`, `MEMORY_PROBE_ENV`.
+- Subprocesses (one backend or one probe per process): `run_child`,
+  `child_argv`, `module_name`.
+- Results: one canonical file per benchmark, `results/<name>.json`, written
+  by `save_results` with a `run` block (benchmark, command, commit, date,
+  machine) inside; `load_results`, `markdown_table`, `fmt`.
+- Data: `digits_split`. Machine: `machine_info`, `format_machine`.
 
 Everything here is backend-neutral until `compile_fn` / `sync` are called,
 which import the active backend lazily. Import this module before `keras`
@@ -17,6 +39,7 @@ import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 BACKENDS = ("jax", "tensorflow", "torch")
 
 
@@ -347,12 +370,26 @@ MEMORY_PROBE_ENV = {
 # ------------------------------------------------------------- subprocesses
 
 
-def run_child(argv, env_updates, timeout=None, label=""):
-    """Runs `python argv...` with a JSON result file; returns the JSON.
+def module_name(spec_or_file):
+    """`benchmarks.<name>` of a benchmark, from its `__spec__` or `__file__`.
 
-    The child gets `--json-out PATH` appended and must write one JSON object
-    there. Its stderr goes to ours (progress messages); its stdout is
-    discarded unless it fails.
+    Pass `__spec__` (set when run with `python -m`), or `__file__`.
+    """
+    name = getattr(spec_or_file, "name", None)
+    if name:
+        return name
+    stem = os.path.splitext(os.path.basename(str(spec_or_file)))[0]
+    return f"benchmarks.{stem}"
+
+
+def run_child(argv, env_updates, timeout=None, label=""):
+    """Runs `python -m argv...` with a JSON result file; returns the JSON.
+
+    `argv[0]` is the benchmark's module (`module_name(__spec__)`); the child
+    runs from the repository root, so `benchmarks` and `keras_prune`
+    import as in the parent. The child gets `--json-out PATH` appended and
+    must write one JSON object there. Its stderr goes to ours (progress
+    messages); its stdout is discarded unless it fails.
     """
     env = dict(os.environ)
     env.update(env_updates)
@@ -360,8 +397,9 @@ def run_child(argv, env_updates, timeout=None, label=""):
     os.close(fd)
     try:
         proc = subprocess.run(
-            [sys.executable, *argv, "--json-out", path],
+            [sys.executable, "-m", *argv, "--json-out", path],
             env=env,
+            cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=None,
             text=True,
@@ -378,18 +416,73 @@ def run_child(argv, env_updates, timeout=None, label=""):
         os.unlink(path)
 
 
-def child_argv(script, options, flags=()):
-    """`[script, "--child", "--name", "value", ...]` for `run_child`.
+def child_argv(module, options, flags=()):
+    """`[module, "--child", "--name", "value", ...]` for `run_child`.
 
     Args:
-        script: Path of the benchmark script.
+        module: The benchmark's module (`module_name(__spec__)`).
         options: Dict of option name (underscores for dashes) to value.
         flags: Names of store-true flags to pass.
     """
-    argv = [os.path.abspath(script), "--child"]
+    argv = [module_name(module), "--child"]
     for name, value in options.items():
         argv += [f"--{name.replace('_', '-')}", str(value)]
     return argv + [f"--{name.replace('_', '-')}" for name in flags]
+
+
+def git_commit():
+    """`HEAD`'s commit of the repository (suffix `+dirty` if modified)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def results_path(name):
+    """The canonical results file of benchmark `name`."""
+    return os.path.join(RESULTS_DIR, f"{name}.json")
+
+
+def run_info(name):
+    """The `run` block of a results file: what ran, where and when."""
+    return {
+        "benchmark": name,
+        "command": "python -m benchmarks."
+        + name
+        + " "
+        + " ".join(sys.argv[1:]),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+    }
+
+
+def save_results(name, obj, path=None):
+    """Writes `obj` with a `run` block to `results/<name>.json` (or `path`).
+
+    Each benchmark keeps one canonical results file; a new run replaces
+    it (git keeps the history). Returns the path written.
+    """
+    path = results_path(name) if path is None else path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out = {"run": run_info(name)}
+    out.update((k, v) for k, v in obj.items() if k != "run")
+    write_json(path, out)
+    return path
 
 
 def load_results(paths):
@@ -415,8 +508,6 @@ def log(msg):
 
 def load_run_tfmot():
     """`run_tfmot` from benchmarks/tfmot_env.py, or None if unavailable."""
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
     try:
         from benchmarks.tfmot_env import run_tfmot
     except ImportError:
