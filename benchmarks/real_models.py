@@ -478,6 +478,28 @@ def table(results):
     return "\n".join(lines)
 
 
+def _write(path, results, argv):
+    """Writes `results` to `path`, keeping its other backends and matrix."""
+    report = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            report = json.load(f)
+    report.update(
+        benchmark="real_models", commit=commit(),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        machine=machine(),
+        command=" ".join(["python -m benchmarks.real_models",
+                          *(sys.argv[1:] if argv is None else argv)]),
+        goals={"pruned": 1.15, "pruned_with_callback": 1.05})
+    report.setdefault("results", {}).update(results)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "gpt2"],
@@ -523,8 +545,10 @@ def main(argv=None):
     if args.child:
         import keras
 
-        res = run_backend(args.models, args.steps, args.repeats)
-        print("RESULT" + json.dumps({keras.backend.backend(): res}))
+        res = {keras.backend.backend(): run_backend(
+            args.models, args.steps, args.repeats)}
+        print(table(res), file=sys.stderr, flush=True)
+        print("RESULT" + json.dumps(res))
         return 0
 
     backends = (args.backends or list(BACKENDS)) if args.all_backends else \
@@ -537,33 +561,16 @@ def main(argv=None):
                "--repeats", str(args.repeats)]
         env = dict(os.environ, KERAS_BACKEND=backend)
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE)
+                              stdout=subprocess.PIPE, check=False)
         lines = [ln for ln in proc.stdout.splitlines()
                  if ln.startswith("RESULT")]
         if proc.returncode or not lines:
             results[backend] = {"error": f"exit code {proc.returncode}"}
         else:
             results.update(json.loads(lines[-1][len("RESULT"):]))
-    report = dict(
-        benchmark="real_models", commit=commit(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
-        machine=machine(), command=" ".join(["python -m benchmarks.real_models",
-                                             *(argv or sys.argv[1:])]),
-        goals=dict(pruned=1.15, pruned_with_callback=1.05),
-        results=results)
+        if args.out:  # after each backend: a later one may take long
+            _write(args.out, results, argv)
     print(table(results))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        if os.path.exists(args.out):
-            with open(args.out) as f:
-                old = json.load(f)
-            if "matrix" in old:
-                report["matrix"] = old["matrix"]
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all("error" not in r for r in results.values()) else 1
 
 

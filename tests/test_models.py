@@ -141,12 +141,16 @@ for _name, _fn in [("resnet50", "ResNet50"), ("mobilenetv2", "MobileNetV2"),
                    ("convnext_tiny", "ConvNeXtTiny")]:
     MODELS[_name] = (_application(_fn), "classifier")
 
-# keras.applications models are big (DenseNet121: 7M weights, ConvNeXtTiny:
-# 28M) and JAX compiles their pruned train step slowly (issue 17 item 11):
-# CI runs ResNet50 only; KERAS_PRUNE_MODELS=all runs them all (see
-# docs/models.md for the time each takes).
+# CI runs the Keras-Hub tasks, two backbones and ResNet50 (about 2.5 min of
+# CPU per backend on main, most of it compiling train steps). The other
+# backbones repeat what their task checks, and the big keras.applications
+# models (DenseNet121: 7M weights, ConvNeXtTiny: 28M) each take longer than
+# all the rest on JAX (issue 17 item 11): KERAS_PRUNE_MODELS=all runs them
+# all (docs/models.md has the time each takes).
 FULL_MATRIX = os.environ.get("KERAS_PRUNE_MODELS", "") == "all"
-HEAVY = ("mobilenetv2", "efficientnetb0", "densenet121", "convnext_tiny")
+HEAVY = ("gemma_backbone", "llama_backbone", "qwen_backbone",
+         "mistral_backbone", "phi3_backbone", "vit_backbone",
+         "mobilenetv2", "efficientnetb0", "densenet121", "convnext_tiny")
 ENABLED = [n for n in MODELS if FULL_MATRIX or n not in HEAVY]
 
 HUB = [n for n in MODELS if n not in
@@ -198,7 +202,7 @@ def cases(names, extra=None):
         marks = [_xfail("; ".join(reasons))] if reasons else []
         if name not in ENABLED:
             marks = [pytest.mark.skip(
-                reason="big keras.applications model: KERAS_PRUNE_MODELS=all")]
+                reason="not in the CI set: KERAS_PRUNE_MODELS=all runs it")]
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 
@@ -756,6 +760,7 @@ def test_prune_once_2_by_4(name):
 # --------------------------------------------------- N:M on attention kernels
 
 
+@pytest.mark.xfail(strict=True, reason=ITEM7)
 def test_m_by_n_multi_head_attention():
     x = keras.Input((16, 64))
     m = keras.Model(x, keras.layers.MultiHeadAttention(2, 32)(x, x))
