@@ -103,7 +103,8 @@ def machine():
             return None
 
     return dict(
-        cpu=_cpu_model(), cores=os.cpu_count(), python=platform.python_version(),
+        cpu=_cpu_model(), cores=os.cpu_count(),
+        python=platform.python_version(),
         **{d: version(d) for d in ("keras", "keras-hub", "jax", "jaxlib",
                                    "tensorflow-cpu", "torch", "numpy")})
 
