@@ -75,18 +75,9 @@ def _raw_value(variable):
 
 
 def _input_axis(owner, weight, transpose):
-    """The input-channel axis of `weight`, along which N:M groups run.
-
-    Conv-transpose kernels `(..., out, in)` and embeddings: -1. Every other
-    Keras kernel of rank > 2 is a convolution kernel `(..., in, out)` (also
-    depthwise, separable and ConvLSTM kernels): -2. Dense-like kernels,
-    EinsumDense and attention kernels (input axes first): 0.
-    """
-    if transpose or isinstance(owner, keras.layers.Embedding):
-        return -1
-    if len(weight.shape) > 2 and not isinstance(owner, keras.layers.EinsumDense):
-        return -2
-    return 0
+    """The contracted axes of `weight`, along which N:M groups run
+    (`patterns.contracted_axes`: EinsumDense reads them from its equation)."""
+    return patterns.contracted_axes(owner, weight)
 
 
 def _optional_sparsity(value, name):
@@ -340,6 +331,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has "
                 "no weights to prune. Leave it unwrapped (prune_low_magnitude "
                 "on a whole model does this for you)."
+            )
+        if self.sparsity_m_by_n is not None:
+            patterns.warn_m_by_n_inapplicable(
+                self.layer, weights, self.sparsity_m_by_n,
+                lambda w: registry.owner_of(self.layer, w),
             )
         self.pruning_step = self.add_weight(
             name="pruning_step",
