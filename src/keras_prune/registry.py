@@ -271,15 +271,22 @@ def _prune_reason(layer, variable):
 
 def _skip_reason(variable):
     name = variable.name
+    if name in ("bias", "beta", "gamma", "scale", "offset"):
+        return f"{name}: never pruned"
     if _effective_rank(variable) < 2:
-        if name in ("bias", "beta", "gamma", "scale", "offset"):
-            return f"{name}: rank < 2, never pruned"
-        return "rank < 2 (a vector or scale), never pruned"
+        return (
+            "rank < 2 (fewer than two axes longer than 1: a vector, scale "
+            "or token), never pruned"
+        )
     return "not a prunable weight of this layer"
 
 
 def _walk(layer, on_unknown, out, names=False, decisions=None):
     own = _own_variables(layer)
+    if getattr(layer, "_is_prune_wrapper", False):
+        # A wrapper's own variables are its pruning state: look inside.
+        _walk(layer.layer, on_unknown, out, names, decisions)
+        return
     if _chooses_own_weights(layer):
         # `get_prunable_weights()` is only called to collect weights: the
         # layer may not be built when its support is checked.
