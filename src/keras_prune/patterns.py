@@ -14,6 +14,7 @@ from keras.src.layers.convolutional.base_conv_transpose import (
     BaseConvTranspose,
 )
 
+from keras_prune import _backend
 from keras_prune import masks
 
 
@@ -368,3 +369,111 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
     padded[:, :length] = rows != 0
     nonzero = padded.reshape(rows.shape[0], groups, num_elem).sum(axis=-1)
     return bool(np.all(nonzero <= num_elem - num_zeros))
+
+
+# (pattern, static arguments) -> compiled `(weight, old_mask, sparsity) ->
+# (mask, threshold, n_nonfinite)`. JAX caches each one's compilations per
+# input shape and dtype: one compilation per (shape, dtype, pattern) class,
+# shared by every layer of a model (ResNet50: 53 kernels, 20 shapes).
+_COMPILED = {}
+
+
+def _pattern_function(key):
+    fn = _COMPILED.get(key)
+    if fn is not None:
+        return fn
+    kind, static = key
+
+    def masked_value(weight, old_mask):
+        return ops.where(old_mask, ops.cast(weight, "float32"), 0.0)
+
+    if kind == "block":
+        block_size, pooling = static
+
+        def fn(weight, old_mask, sparsity):
+            return block_mask(
+                masked_value(weight, old_mask), sparsity, block_size, pooling
+            )
+
+    elif kind == "m_by_n":
+        m_by_n, axis, gradual = static
+
+        def fn(weight, old_mask, sparsity):
+            # At sparsity >= m / n every group is N:M: the gradual path's
+            # group selection (a radix select) is not needed, nor compiled.
+            return m_by_n_mask(
+                masked_value(weight, old_mask), m_by_n,
+                sparsity if gradual else None, axis=axis,
+            )
+
+    else:  # "channel"
+        (axis,) = static
+
+        def fn(weight, old_mask, sparsity):
+            return channel_mask(masked_value(weight, old_mask), sparsity, axis)
+
+    fn = _COMPILED[key] = _backend.compile_function(fn)
+    return fn
+
+
+def update_masks_eagerly(wrapper, sparsity):
+    """Recomputes a wrapper's own masks now, to `sparsity` (`prune_once`).
+
+    Unstructured masks are computed with NumPy on the host
+    (`masks.host_mask`, bit for bit the compiled math): nothing compiles.
+    Block, N:M and channel masks run one compiled function per pattern,
+    which JAX compiles once per weight shape and reuses across layers,
+    instead of compiling every eager operation of every layer.
+
+    Args:
+        wrapper: A built `PruneLowMagnitude` without a pruning group.
+        sparsity: Python float.
+
+    Returns:
+        The number of NaN/Inf weights met (masks then left unchanged).
+    """
+    from keras_prune import registry
+
+    unstructured = (
+        wrapper.block_size == (1, 1)
+        and wrapper.sparsity_m_by_n is None
+        and wrapper.pattern is None
+    )
+    new = []
+    for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+        value = wrapper._read(weight)
+        if unstructured:
+            host = masks.zero_where_not(
+                np.asarray(ops.convert_to_numpy(value), np.float32),
+                np.asarray(ops.convert_to_numpy(mask), bool),
+            )
+            m, t, bad = masks.host_mask(host, sparsity)
+            if bad:
+                return bad
+            new.append((m, t))
+            continue
+        owner = registry.owner_of(wrapper.layer, weight)
+        transpose = isinstance(owner, BaseConvTranspose)
+        if wrapper.block_size != (1, 1):
+            key = ("block", (tuple(wrapper.block_size),
+                             wrapper.block_pooling_type))
+        elif wrapper.sparsity_m_by_n is not None:
+            m, n = wrapper.sparsity_m_by_n
+            key = ("m_by_n", (tuple(wrapper.sparsity_m_by_n),
+                              contracted_axes(owner, weight),
+                              np.float32(sparsity) * np.float32(n / m) < 1))
+        else:
+            key = ("channel", (-2 if transpose else -1,))
+        m, t, bad = _pattern_function(key)(
+            value,
+            ops.convert_to_tensor(mask),
+            ops.convert_to_tensor(sparsity, "float32"),
+        )
+        bad = int(ops.convert_to_numpy(bad))
+        if bad:
+            return bad
+        new.append((m, t))
+    for mask, threshold, (m, t) in zip(wrapper.masks, wrapper.thresholds, new):
+        mask.assign(m)
+        threshold.assign(t)
+    return 0

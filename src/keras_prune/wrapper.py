@@ -520,6 +520,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Args:
             sparsity: Fraction to prune, in `[0, 1]`.
         """
+        if self._group is None:
+            # Compiles per (shape, pattern) class, not per layer.
+            self._raise_if_eager_nonfinite(
+                patterns.update_masks_eagerly(self, float(sparsity))
+            )
+            return
         sparsity = ops.convert_to_tensor(float(sparsity), "float32")
         yes = ops.convert_to_tensor(True)
         update = (
