@@ -5,6 +5,26 @@ matches exact classes only). Container layers (RNN, Bidirectional,
 TimeDistributed, MultiHeadAttention, nested models, custom layers holding
 sublayers) are searched recursively. A custom layer chooses its own weights by
 subclassing `PrunableLayer` or defining `get_prunable_weights()`.
+
+Defaults for layers keras-prune does not know (keras-hub's, applications'):
+
+- weights with fewer than two axes longer than 1 (biases, normalization
+  scales and offsets, layer scales, class tokens `(1, 1, d)`) are never
+  pruned and never block; nor do normalization layers (classes named
+  `*Normalization`, `*LayerNorm`, `*Norm`);
+- keras-hub's `PositionEmbedding` is left dense (`DENSE_BY_DEFAULT`);
+  `register_prunable_weights("PositionEmbedding", ["embeddings"])` prunes
+  it;
+- token embeddings are pruned like every `Embedding` (tfmot's default),
+  keras-hub's `ReversibleEmbedding` included: tied to the output, one mask
+  serves both uses; untied, its `reverse_embeddings` (the LM head) is
+  pruned too. `layers=lambda l: l.name != "token_embedding"` keeps them
+  dense;
+- any other layer holding a weight of rank >= 2 raises
+  `UnsupportedLayerError`, naming the layer and the fixes.
+
+`weight_decisions` (and `keras_prune.pruning_plan`) list every weight with
+the reason it is pruned or skipped.
 """
 
 import keras
