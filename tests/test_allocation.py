@@ -47,13 +47,27 @@ def mask_of(model):
     }
 
 
-def reference_global(values, k):
-    """Top-k of all |w|; ties by tensor order, then flat position."""
+# The default guard of `allocation="global"`: every Dense kernel keeps at
+# least one weight per output unit (issue 17 item 10).
+FLOORS = {n: s[1] for n, s in SHAPES.items()}
+
+
+def reference_global(values, k, floors=None):
+    """Top-k of all |w|; ties by tensor order, then flat position. With
+    `floors`, each tensor first keeps its `floors[name]` largest |w|, and
+    the rest of the k are the largest of the other weights."""
     names = list(values)
     flat = np.concatenate([np.abs(values[n]).ravel() for n in names])
-    order = np.lexsort((np.arange(flat.size), -flat))  # stable by position
     keep = np.zeros(flat.size, bool)
-    keep[order[:k]] = True
+    start = 0
+    for n in names:
+        size = values[n].size
+        own = np.lexsort((np.arange(size), -flat[start : start + size]))
+        keep[start + own[: (floors or {}).get(n, 0)]] = True
+        start += size
+    rest = np.flatnonzero(~keep)
+    order = rest[np.lexsort((rest, -flat[rest]))]  # stable by position
+    keep[order[: max(k - int(keep.sum()), 0)]] = True
     out, start = {}, 0
     for n in names:
         size = values[n].size
@@ -136,10 +150,19 @@ def test_prune_once_global_is_exact_top_k(sparsity):
     total = sum(v.size for v in values.values())
     k = int(masks.kept_count(total, sparsity))
     got = mask_of(pruned)
+    want = reference_global(values, k, FLOORS)
+    for name in SHAPES:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # Exact, unless the floors (20 + 16 + 3) exceed the budget (0.98: 12).
+    assert sum(int(m.sum()) for m in got.values()) == max(k, 39)
+    # max_sparsity=1.0 lifts the guard: plain global top-k.
+    free = keras_prune.prune_once(
+        make_model(), sparsity, allocation="global", max_sparsity=1.0
+    )
+    got = mask_of(free)
     want = reference_global(values, k)
     for name in SHAPES:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    assert sum(int(m.sum()) for m in got.values()) == k
 
 
 def test_global_ties_across_layers_broken_by_order():
@@ -153,10 +176,18 @@ def test_global_ties_across_layers_broken_by_order():
     )
     got = mask_of(pruned)
     k = int(masks.kept_count(240 + 320 + 48, 0.5))  # 304
-    assert [int(got[n].sum()) for n in "abc"] == [240, 64, 0]
+    # Guard floors 20, 16, 3 first; the 265 left go to ties in order.
+    assert [int(got[n].sum()) for n in "abc"] == [240, 61, 3]
     assert sum(int(m.sum()) for m in got.values()) == k
     # Within a tensor: lowest flat positions first.
-    assert got["b"].ravel()[:64].all() and not got["b"].ravel()[64:].any()
+    assert got["b"].ravel()[:61].all() and not got["b"].ravel()[61:].any()
+    assert got["c"].ravel()[:3].all() and not got["c"].ravel()[3:].any()
+    free = keras_prune.prune_once(
+        make_model(values=values), 0.5, allocation="global",
+        max_sparsity=1.0,
+    )
+    got = mask_of(free)
+    assert [int(got[n].sum()) for n in "abc"] == [240, 64, 0]
 
 
 def test_global_max_sparsity_caps_and_total():
@@ -191,7 +222,16 @@ def test_layer_of_one_weight():
     ])
     model.layers[0].kernel.assign([[0.001]])
     model.layers[1].kernel.assign(np.arange(1, 41, dtype="float32")[None])
-    pruned = keras_prune.prune_once(model, 0.5, allocation="global")
+    # The guard keeps one weight per output unit: "one" keeps its weight and
+    # "wide" (1 input) all 40, more than the budget of 20 (then the total
+    # is the sum of the floors), with a warning naming the layers.
+    with pytest.warns(UserWarning, match="layer 'one'"):
+        pruned = keras_prune.prune_once(model, 0.5, allocation="global")
+    got = mask_of(pruned)
+    assert int(got["one"].sum()) == 1 and int(got["wide"].sum()) == 40
+    pruned = keras_prune.prune_once(
+        model, 0.5, allocation="global", max_sparsity=1.0
+    )
     got = mask_of(pruned)
     assert int(got["one"].sum()) == 0 and int(got["wide"].sum()) == 20
     erk = keras_prune.prune_once(model, 0.5, allocation="erk")
@@ -212,9 +252,11 @@ def test_erk_masks_match_reference_counts():
         ).max()
 
 
-# Masks of `make_model()` weights, identical on every backend.
+# Masks of `make_model()` weights, identical on every backend. Global: kept
+# [20, 38, 3] (a and c held at the guard's floors; without the guard,
+# max_sparsity=1.0, [0, 61, 0], sha256 48ea8d97...).
 MASK_SHA256 = {
-    "global": "48ea8d97347d9a0ef2caf69b7dcafa396236d06478c269d19a7fd14b8744b3e4",
+    "global": "fb0e8ae544bff97d1bbbec0c936a8d1a8c23b3a97daf21b996ea780c5cdd41c4",
     "erk": "29dc7ac844904000f64a07daf6087a9a90704e932b426038a7e7b994cddb8897",
 }
 

@@ -34,9 +34,27 @@ def ref_kept_count(n, sparsity):
     return int(max(np.round(np.float32(n) * (one - np.float32(sparsity))), 1))
 
 
+def _axes_last(a, axis):
+    """`a` with `axis` (an int, or a tuple flattened in C order) moved last,
+    and the function that moves such an array back."""
+    a = np.asarray(a)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(sorted(x % a.ndim for x in axes))
+    rest = tuple(i for i in range(a.ndim) if i not in axes)
+    moved = np.transpose(a, rest + axes)
+    inner = moved.shape[len(rest):]
+    flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
+
+    def back(x):
+        x = x.reshape(x.shape[:-1] + inner)
+        return np.transpose(x, np.argsort(rest + axes))
+
+    return flat, back
+
+
 def _grouped(a, n, axis, fill):
     """`a` with `axis` moved last, padded with `fill`, split in groups of n."""
-    a = np.moveaxis(np.asarray(a), axis, -1)
+    a, _ = _axes_last(a, axis)
     length = a.shape[-1]
     groups = -(-length // n)
     padded = np.full(a.shape[:-1] + (groups * n,), fill, dtype=a.dtype)
@@ -59,7 +77,7 @@ def ref_m_by_n(weights, m, n, axis, sparsity=None):
         dense[np.argsort(-loss.ravel(), kind="stable")[:n_dense]] = True
         keep |= dense.reshape(loss.shape)[..., None]
     flat = keep.reshape(g.shape[:-2] + (-1,))[..., :length]
-    return np.moveaxis(flat, -1, axis)
+    return _axes_last(weights, axis)[1](flat)
 
 
 def group_counts(mask, n, axis):
@@ -285,27 +303,32 @@ def test_m_by_n_padding_exact_counts(m_by_n):
     assert np.all(mask.sum(axis=-2) == per_column)
     assert mask.sum() == per_column * 3 * 3 * 5
     assert_m_by_n(mask, m, n, axis=-2)
-    assert kp.is_pruned_m_by_n(w * mask, m_by_n, "C_IN")
+    # tfmot's meaning: "C_OUT" names a Keras kernel (..., in, out).
+    assert kp.is_pruned_m_by_n(w * mask, m_by_n, "C_OUT")
     np.testing.assert_array_equal(mask, ref_m_by_n(w, m, n, -2))
     if m_by_n == (2, 4):
         assert mask.mean() == pytest.approx(4 / 7)  # sparsity 3/7 = 0.428571
 
 
 def test_is_pruned_m_by_n_checker():
+    # tfmot's meaning of `last_channel` (issue 14 item 3): it names the last
+    # axis of the tensor. "C_OUT" (default): a Keras kernel (in, out),
+    # checked along its input axis; "C_IN": along the last axis.
     ok = np.array([[1, 0], [0, 2], [0, 0], [3, 4]], np.float32)  # (in, out)
     assert kp.is_pruned_m_by_n(ok, (2, 4))
+    assert kp.is_pruned_m_by_n(ok, (2, 4), "C_OUT")
     bad_in = np.array([[1, 1], [1, 0], [1, 0], [0, 0]], np.float32)
     assert not kp.is_pruned_m_by_n(bad_in, (2, 4))  # column 0: 3 of 4
-    assert kp.is_pruned_m_by_n(bad_in, (2, 4), "C_OUT")  # rows of 2
-    assert kp.is_pruned_m_by_n(np.array([[1, 1, 0, 0, 1]]), (2, 4), "C_OUT")
+    assert kp.is_pruned_m_by_n(bad_in, (2, 4), "C_IN")  # rows of 2
+    assert kp.is_pruned_m_by_n(np.array([[1, 1, 0, 0, 1]]), (2, 4), "C_IN")
     assert not kp.is_pruned_m_by_n(
-        np.array([[1, 1, 1, 0, 1]]), (2, 4), "C_OUT"
+        np.array([[1, 1, 1, 0, 1]]), (2, 4), "C_IN"
     )
     # A trailing partial group may hold n - m nonzeros.
     assert not kp.is_pruned_m_by_n(
-        np.array([[0, 0, 0, 0, 1, 1, 1]]), (2, 4), "C_OUT"
+        np.array([[0, 0, 0, 0, 1, 1, 1]]), (2, 4), "C_IN"
     )
-    with pytest.raises(ValueError, match="last_channel"):
+    with pytest.raises(ValueError, match="last_channel must be `C_IN` or"):
         kp.is_pruned_m_by_n(ok, (2, 4), "C_MID")
 
 
@@ -338,8 +361,9 @@ NM_CASES = {
     "SimpleRNN": (lambda: L.SimpleRNN(5), f(2, 6), [0, 0]),
     "LSTM": (lambda: L.LSTM(5), f(2, 6), [0, 0]),
     "GRU": (lambda: L.GRU(5), f(2, 7), [0, 0]),
-    # Self-attention; EinsumDense kernels (6, 3, 2) x3 and (3, 2, 6): axis 0.
-    "MultiHeadAttention": ("mha", f(2, 6), [0, 0, 0, 0]),
+    # Self-attention; EinsumDense kernels (6, 3, 2) x3 contract axis 0; the
+    # output kernel (3, 2, 6) contracts (heads, head_dim): axes (0, 1).
+    "MultiHeadAttention": ("mha", f(2, 6), [0, 0, 0, (0, 1)]),
 }
 
 
@@ -403,8 +427,11 @@ def test_m_by_n_every_layer_kind_in_fit(m_by_n):
     assert np.all(masks_of(wrappers["Conv2DTranspose"])[0].sum(axis=-1) == 4)
     # Embedding (10, 6): 4 of 6 kept per row.
     assert np.all(masks_of(wrappers["Embedding"])[0].sum(axis=-1) == 4)
-    # MHA output kernel (heads=3, key_dim=2, 6): 2 of 3 heads kept.
-    assert np.all(masks_of(wrappers["MultiHeadAttention"])[3].sum(axis=0) == 2)
+    # MHA output kernel (heads=3, key_dim=2, 6): groups along the 6
+    # flattened (head, head_dim) values: 2 + 2 of 6 kept per output unit.
+    assert np.all(
+        masks_of(wrappers["MultiHeadAttention"])[3].sum(axis=(0, 1)) == 4
+    )
     # Stripping bakes the masks into the same variables (stripped
     # predictions are checked per kind in test_layers.py).
     kp.strip_pruning(pruned)
@@ -414,10 +441,13 @@ def test_m_by_n_every_layer_kind_in_fit(m_by_n):
         ):
             value = to_np(v)
             np.testing.assert_array_equal(value != 0, mask, err_msg=name)
-            if axis == -2 or (axis == 0 and value.ndim == 2):
-                assert kp.is_pruned_m_by_n(value, m_by_n, "C_IN"), name
-            if axis == -1:
+            if value.ndim in (2, 4) and (
+                axis == -2 or (axis == 0 and value.ndim == 2)
+            ):  # tfmot's "C_OUT" takes rank 2 and 4 only
                 assert kp.is_pruned_m_by_n(value, m_by_n, "C_OUT"), name
+            if axis == -1:
+                assert kp.is_pruned_m_by_n(value, m_by_n, "C_IN"), name
+            assert kp.is_pruned_m_by_n(value, m_by_n, axis=axis), name
 
 
 # Conv kernels (rank > 2) of layers that are not BaseConv subclasses (or

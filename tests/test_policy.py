@@ -80,15 +80,17 @@ def test_base_policy_methods_raise_helpfully():
 
 
 class Scale(L.Layer):
-    """A custom layer with a weight keras-prune does not know."""
+    """A custom layer with a weight keras-prune does not know (of rank 2:
+    weights of rank < 2 never block pruning)."""
 
     def build(self, input_shape):
+        d = input_shape[-1]
         self.scale = self.add_weight(
-            shape=(input_shape[-1],), initializer="ones", name="scale"
+            shape=(d, d), initializer="identity", name="scale"
         )
 
     def call(self, x):
-        return x * self.scale
+        return keras.ops.matmul(x, self.scale)
 
 
 def custom_model():
@@ -116,7 +118,7 @@ def test_skip_unsupported_layers_policy():
     # The custom layer's weight stays dense through training.
     pruned.get_layer("prune_low_magnitude_d").update_masks_now(0.5)
     assert to_np(pruned.get_layer("prune_low_magnitude_d").masks[0]).sum() == 6
-    np.testing.assert_array_equal(to_np(scale.scale), np.ones(3, "float32"))
+    np.testing.assert_array_equal(to_np(scale.scale), np.eye(3, dtype="float32"))
 
 
 # ---------------------------------------------------------------------------

@@ -529,13 +529,15 @@ def test_schedule_of_wrong_type(bad):
 
 
 class Scale(L.Layer):
-    """A layer with a weight keras-prune does not know."""
+    """A layer with a weight keras-prune does not know (of rank 2: weights
+    of rank < 2 never block pruning, issue 17 item 1)."""
 
     def build(self, input_shape):
-        self.scale = self.add_weight(shape=(input_shape[-1],), name="scale")
+        d = input_shape[-1]
+        self.scale = self.add_weight(shape=(d, d), name="scale")
 
     def call(self, x):
-        return x * self.scale
+        return keras.ops.matmul(x, self.scale)
 
 
 def test_unsupported_layer():
@@ -559,7 +561,7 @@ def test_unsupported_layer():
     pruned.compile(keras.optimizers.SGD(0.1), "mse")
     x, _ = data()
     fit(pruned, x, np.zeros((16, 4), "float32"))
-    assert np.count_nonzero(to_np(pruned.layers[1].scale)) == 4
+    assert np.count_nonzero(to_np(pruned.layers[1].scale)) == 16
     assert kept(pruned.layers[0].masks[0]) == 16
 
 

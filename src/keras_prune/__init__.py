@@ -19,6 +19,7 @@ from keras_prune.prune import prune_low_magnitude
 from keras_prune.prune import prune_scope
 from keras_prune.registry import PrunableLayer
 from keras_prune.registry import UnsupportedLayerError
+from keras_prune.registry import register_prunable_weights
 from keras_prune.schedules import ConstantSparsity
 from keras_prune.schedules import CosineDecay
 from keras_prune.schedules import ExponentialDecay
@@ -38,6 +39,8 @@ from keras_prune.compress import decompress_array
 from keras_prune.compress import load_compressed
 from keras_prune.compress import save_compressed
 from keras_prune.explain import describe_schedule
+from keras_prune.explain import format_pruning_plan
 from keras_prune.explain import format_report
 from keras_prune.explain import plot_schedule
+from keras_prune.explain import pruning_plan
 from keras_prune.explain import sparsity_report

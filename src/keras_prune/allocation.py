@@ -9,6 +9,10 @@
   proportional to `sum(shape) / prod(shape)`, so larger tensors get sparser;
   the total is exactly `kept_count(N, s)`.
 
+With `global`, no tensor is pruned whole by default (`guard_floor`): each
+keeps at least as many weights as it has output channels, unless its
+`max_sparsity` is set (then that cap is the floor; 1.0 lifts every floor).
+
 Both return per-tensor kept counts; each tensor's mask is then its own exact
 top-k (`masks.mask_for_count`), which for `global_counts` is exactly the
 elements above the global threshold plus the tied elements assigned to it.
@@ -19,6 +23,64 @@ from keras import ops
 
 from keras_prune import _backend
 from keras_prune import masks
+
+
+def guard_floor(owner, weight):
+    """Default least number of weights a tensor keeps under global allocation.
+
+    One per output channel (as a count: the top-k of the tensor still
+    decides which weights), so that a global threshold never prunes a whole
+    kernel, which would cut the network's output off from its input:
+
+    - Dense `(in, out)`, conv `(..., in, out)` kernels and others: `out`;
+    - depthwise kernels `(..., channels, multiplier)`: `channels * mult`;
+    - conv-transpose kernels `(..., out, in)`: `out`;
+    - EinsumDense: the product of the kernel axes it does not contract;
+    - embeddings `(vocab, dim)`: `vocab` (one per row); an untied
+      `reverse_embeddings` `(dim, vocab)`: `vocab`;
+    - weights of rank < 2: 1.
+
+    Args:
+        owner: The layer holding `weight`.
+        weight: A pruned variable.
+
+    Returns:
+        int, at most the weight's size.
+    """
+    import keras
+    from keras.src.layers.convolutional.base_conv_transpose import (
+        BaseConvTranspose,
+    )
+    from keras.src.layers.convolutional.base_depthwise_conv import (
+        BaseDepthwiseConv,
+    )
+    from keras.src.layers.convolutional.base_separable_conv import (
+        BaseSeparableConv,
+    )
+
+    from keras_prune import patterns
+
+    shape = tuple(int(d) for d in weight.shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    if len(shape) < 2:
+        return 1 if size else 0
+    name = weight.name
+    if isinstance(owner, keras.layers.EinsumDense) and name == "kernel":
+        axes = patterns.contracted_axes(owner, weight)
+        axes = (axes,) if isinstance(axes, int) else axes
+        contracted = int(np.prod([shape[a] for a in axes]))
+        floor = size // max(contracted, 1)
+    elif isinstance(owner, BaseConvTranspose):
+        floor = shape[-2]
+    elif isinstance(owner, keras.layers.Embedding):
+        floor = shape[-1] if name == "reverse_embeddings" else shape[0]
+    elif isinstance(owner, BaseDepthwiseConv) or (
+        isinstance(owner, BaseSeparableConv) and name == "depthwise_kernel"
+    ):
+        floor = shape[-2] * shape[-1]
+    else:
+        floor = shape[-1]
+    return max(1, min(floor, size))
 
 
 def _clipped_total(ge, k_min, k_max):

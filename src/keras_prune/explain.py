@@ -485,3 +485,110 @@ def format_report(rows):
         f"{total['zeros']:>9} {total['sparsity']:>8.4f}" + tail(total, True)
     )
     return "\n".join(lines)
+
+
+def pruning_plan(model, skip_unsupported=True):
+    """Every weight of a model: pruned or not, and why.
+
+    For a model pruned with `prune_low_magnitude` (or `prune_once`), a
+    weight is pruned when a mask covers it; for an unpruned model, when
+    `prune_low_magnitude(model)` with its defaults would prune it. Skipped
+    weights say why: rank < 2 (biases, normalization scales and offsets,
+    layer scales, class tokens), a layer left dense by default (keras-hub's
+    `PositionEmbedding`), a layer `layers=` or the schedule left out, an
+    unknown layer (with `skip_unsupported`). Pruned weights say what they
+    are (kernel, embedding table, tied token embedding, untied LM head),
+    and warn when N:M cannot prune them or when `allocation='global'` holds
+    them at its guard's floor.
+
+    Args:
+        model: A Keras model or layer, pruned or not.
+        skip_unsupported: With False, an unknown layer holding a weight of
+            rank >= 2 raises `UnsupportedLayerError`, as pruning does.
+
+    Returns:
+        List of dicts with keys `layer` (the layer holding the weight),
+        `weight`, `shape`, `pruned` (bool) and `reason`, one per float
+        variable, in model order.
+
+    Example:
+
+    ```python
+    print(keras_prune.format_pruning_plan(keras_prune.pruning_plan(pruned)))
+    ```
+    """
+    from keras_prune import patterns
+    from keras_prune import registry
+    from keras_prune.strip import pruning_wrappers
+
+    wrappers = pruning_wrappers(model)
+    wrapper_of = {}
+    for wrapper in wrappers:
+        for v in wrapper.pruned_weights:
+            wrapper_of[id(v)] = wrapper
+    guarded = {}
+    for wrapper in wrappers:
+        group = getattr(wrapper, "_group", None)
+        if group is not None and group.allocation == "global":
+            for layer, weight, kept, floor in group.guarded():
+                guarded[weight] = (kept, floor)
+    rows = []
+    for owner, v, would_prune, reason in registry.weight_decisions(
+        model, skip_unsupported
+    ):
+        if "float" not in str(v.dtype):
+            continue
+        wrapper = wrapper_of.get(id(v))
+        pruned = would_prune if not wrappers else wrapper is not None
+        if wrappers and would_prune and wrapper is None:
+            reason = (
+                "not selected: left out by `layers=`, the schedule mapping "
+                "or the pruning policy"
+            )
+        elif wrapper is not None and not would_prune:
+            reason = "get_prunable_weights()"
+        if wrapper is not None and wrapper.sparsity_m_by_n is not None:
+            why = patterns.m_by_n_inapplicable(
+                owner, v, wrapper.sparsity_m_by_n
+            )
+            if why is not None:
+                reason += f"; WARNING: {why} (stays dense)"
+            else:
+                axis = patterns.contracted_axes(owner, v)
+                reason += (
+                    f"; {wrapper.sparsity_m_by_n[0]}:"
+                    f"{wrapper.sparsity_m_by_n[1]} along axes {axis}"
+                )
+        path = v.path or v.name
+        if path in guarded:
+            kept, floor = guarded[path]
+            reason += (
+                f"; held at the global guard's floor ({kept} kept, one per "
+                "output channel; max_sparsity=1.0 lifts it)"
+            )
+        rows.append(
+            dict(
+                layer=owner.name,
+                weight=v.name,
+                shape=tuple(int(d) for d in v.shape),
+                pruned=bool(pruned),
+                reason=reason,
+            )
+        )
+    return rows
+
+
+def format_pruning_plan(rows):
+    """Formats `pruning_plan` rows as a text table, pruned weights first."""
+    header = f"{'layer':<30} {'weight':<20} {'shape':<16} {'pruned':<6}  reason"
+    lines = [header, "-" * len(header)]
+    for r in sorted(rows, key=lambda r: not r["pruned"]):
+        lines.append(
+            f"{r['layer'][:30]:<30} {r['weight'][:20]:<20} "
+            f"{str(r['shape']):<16} {'yes' if r['pruned'] else 'no':<6}  "
+            f"{r['reason']}"
+        )
+    n = sum(r["pruned"] for r in rows)
+    lines.append("-" * len(header))
+    lines.append(f"{n} weights pruned, {len(rows) - n} skipped")
+    return "\n".join(lines)

@@ -73,11 +73,29 @@ def _kept_count(n, sparsity):
     return int(max(np.round(np.float32(n) * (one - np.float32(sparsity))), 1))
 
 
+def _guard_floors(entries):
+    """Per tensor: the default guard's floor (`allocation.guard_floor`),
+    or None where the layer sets `max_sparsity` (its cap is the floor)."""
+    from keras_prune import registry
+
+    return [
+        allocation.guard_floor(registry.owner_of(e[0].layer, e[1]), e[1])
+        if e[4] is None
+        else None
+        for e in entries
+    ]
+
+
 def _count_bounds(entries, sizes):
-    """Per-tensor kept-count floors and caps from max/min sparsity."""
+    """Per-tensor kept-count floors and caps from max/min sparsity.
+
+    Without `max_sparsity`, the floor is the guard's (no tensor pruned
+    whole); `max_sparsity=1.0` lifts it to 0.
+    """
+    guards = _guard_floors(entries)
     k_min = [
-        0 if e[4] is None else _kept_count(n, e[4])
-        for e, n in zip(entries, sizes)
+        g if e[4] is None else 0 if e[4] >= 1.0 else _kept_count(n, e[4])
+        for e, n, g in zip(entries, sizes, guards)
     ]
     k_max = [
         n if e[5] is None else _kept_count(n, e[5])
@@ -166,6 +184,41 @@ class PruningGroup:
 
     # ------------------------------------------------------------- masks
 
+    def guarded(self):
+        """`(layer name, weight name, kept, floor)` of every tensor held at
+        the default guard's floor (`allocation.guard_floor`): a global
+        threshold alone would have pruned it further, possibly whole."""
+        if self.allocation != "global":
+            return []
+        entries = self._entries()
+        out = []
+        for e, floor in zip(entries, _guard_floors(entries)):
+            if floor is None:
+                continue
+            kept = int(np.count_nonzero(ops.convert_to_numpy(e[2])))
+            if kept <= floor:
+                out.append((e[0].layer.name, e[1].path or e[1].name, kept,
+                            floor))
+        return out
+
+    def warn_guarded(self):
+        """Warns once per tensor newly held at the guard's floor."""
+        import warnings
+
+        seen = self.__dict__.setdefault("_warned", set())
+        for layer, weight, kept, floor in self.guarded():
+            if (layer, weight) in seen:
+                continue
+            seen.add((layer, weight))
+            warnings.warn(
+                f"allocation='global': layer {layer!r} weight {weight!r} "
+                f"would be pruned (almost) whole by the global threshold; "
+                f"it keeps {kept} weights, the guard's floor (one per output "
+                "channel). Pass max_sparsity={" + repr(layer) + ": 1.0} to "
+                "allow pruning it whole, or a lower cap to keep more.",
+                stacklevel=4,
+            )
+
     def _entries(self):
         """`(wrapper, weight, mask, threshold, max_s, min_s)` per tensor."""
         out = []
@@ -237,7 +290,10 @@ class PruningGroup:
         if masks._is_eager(should_prune):
             if not bool(ops.convert_to_numpy(should_prune)):
                 return ops.convert_to_tensor(0, "int32")
-            return self.update_streaming(sparsity)
+            n_bad = self.update_streaming(sparsity)
+            if self.allocation == "global":
+                self.warn_guarded()
+            return n_bad
         entries = self._entries()
         old = [
             (ops.convert_to_tensor(e[2]), e[0]._read(e[3])) for e in entries

@@ -7,9 +7,14 @@ threshold, selecting with the same exact, position-tie-broken rule as
 `masks.mask_from_bits`.
 """
 
+import keras
 import numpy as np
 from keras import ops
+from keras.src.layers.convolutional.base_conv_transpose import (
+    BaseConvTranspose,
+)
 
+from keras_prune import _backend
 from keras_prune import masks
 
 
@@ -80,6 +85,94 @@ def input_axis(weight_shape):
     return max(len(weight_shape) - 2, 0)
 
 
+def _einsum_contracted_axes(equation):
+    """Kernel axes an EinsumDense equation sums over, or None."""
+    try:
+        inputs, output = equation.replace(" ", "").split("->")
+        operand, kernel = inputs.split(",")
+    except ValueError:
+        return None
+    operand, kernel, output = (
+        x.replace("...", "") for x in (operand, kernel, output)
+    )
+    axes = tuple(
+        i for i, c in enumerate(kernel) if c in operand and c not in output
+    )
+    return axes or None
+
+
+def contracted_axes(layer, weight):
+    """The input (contracted) axes of `weight`, along which N:M groups run.
+
+    Sparse hardware (e.g. 2:4 tensor cores) needs every `n` consecutive
+    weights along the reduction axis of the matrix product to hold at most
+    `n - m` non-zeros.
+
+    - `EinsumDense` (also the query/key/value/output kernels of
+      MultiHeadAttention and of keras-hub attention layers): the kernel
+      axes the equation sums over, read from the equation. Several axes
+      (an attention output kernel `(heads, head_dim, hidden)`) are grouped
+      as one flattened axis in C order.
+    - Conv-transpose kernels `(..., out, in)`: -1.
+    - Embeddings `(vocab, dim)`: -1 (the axis a tied output projection
+      contracts); an untied `reverse_embeddings` `(dim, vocab)`: 0.
+    - Other kernels of rank > 2 (convolutions `(..., in, out)`, depthwise,
+      separable, ConvLSTM): -2, tfmot's input channels.
+    - Dense and recurrent kernels `(in, out)`: 0.
+
+    Args:
+        layer: The layer that holds `weight` (not a wrapper).
+        weight: A variable of `layer`.
+
+    Returns:
+        An int axis, or a tuple of axes (ascending) when several are
+        contracted.
+    """
+    rank = len(weight.shape)
+    if isinstance(layer, keras.layers.EinsumDense) and weight.name == "kernel":
+        axes = _einsum_contracted_axes(layer.equation)
+        if axes is not None:
+            return axes[0] if len(axes) == 1 else axes
+    if isinstance(layer, BaseConvTranspose):
+        return -1
+    if isinstance(layer, keras.layers.Embedding):
+        return 0 if weight.name == "reverse_embeddings" else -1
+    if rank > 2:
+        return -2
+    return 0
+
+
+def m_by_n_inapplicable(owner, weight, m_by_n):
+    """Why N:M cannot prune `weight` of `owner`, or None if it can.
+
+    A weight whose contracted length is at most `n - m` would keep every
+    value: N:M cannot prune it at all.
+    """
+    m, n = m_by_n
+    axis = contracted_axes(owner, weight)
+    length = group_length(tuple(weight.shape), axis)
+    if length <= n - m:
+        return (
+            f"{m}:{n} cannot prune it: its contracted axes {axis} hold "
+            f"{length} value(s), at most n - m = {n - m}"
+        )
+    return None
+
+
+def _normalize_axes(axis, rank):
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if not axes:
+        raise ValueError("`axis` must name at least one axis.")
+    axes = tuple(sorted({int(a) % rank for a in axes}))
+    return axes
+
+
+def group_length(shape, axis):
+    """Length of the (flattened) grouping axes `axis` of a weight `shape`."""
+    axes = _normalize_axes(axis, len(shape))
+    return int(np.prod([int(shape[a]) for a in axes]))
+
+
 def m_by_n_mask(weights, m_by_n, sparsity=None, axis=None):
     """N:M sparsity: `m` zeros in every `n` consecutive weights along `axis`.
 
@@ -98,7 +191,9 @@ def m_by_n_mask(weights, m_by_n, sparsity=None, axis=None):
         weights: Tensor.
         m_by_n: `(m, n)` with `0 < m < n`.
         sparsity: Optional float32 scalar for the gradual path.
-        axis: Grouping axis (default: `input_axis`).
+        axis: Grouping axis, or a tuple of axes grouped as one flattened
+            axis in C order (default: `input_axis`; `contracted_axes`
+            gives a layer's).
 
     Returns:
         `(mask, threshold, n_nonfinite)`; threshold is the smallest kept
@@ -111,11 +206,16 @@ def m_by_n_mask(weights, m_by_n, sparsity=None, axis=None):
             "number of zeros in every n consecutive weights, e.g. (2, 4)."
         )
     shape = tuple(weights.shape)
-    axis = input_axis(shape) if axis is None else axis % len(shape)
+    axes = _normalize_axes(input_axis(shape) if axis is None else axis,
+                           len(shape))
+    rest = tuple(i for i in range(len(shape)) if i not in axes)
+    perm = rest + axes
     magnitude = ops.abs(ops.cast(weights, "float32"))
-    moved = ops.moveaxis(magnitude, axis, -1)
-    moved_shape = tuple(moved.shape)
-    length = moved_shape[-1]
+    moved = ops.transpose(magnitude, perm) if perm != tuple(
+        range(len(shape))) else magnitude
+    length = int(np.prod([shape[a] for a in axes]))
+    moved_shape = tuple(shape[i] for i in rest) + (length,)
+    moved = ops.reshape(moved, moved_shape)
     groups = -(-length // n)
     pad = [(0, 0)] * (len(moved_shape) - 1) + [(0, groups * n - length)]
     # Virtual pad entries get -1: below every real magnitude.
@@ -146,7 +246,9 @@ def m_by_n_mask(weights, m_by_n, sparsity=None, axis=None):
         dense_groups = ops.logical_and(dense_groups, ops.logical_not(all_nm))
         keep = ops.logical_or(keep, ops.expand_dims(dense_groups, -1))
     keep = ops.reshape(keep, moved_shape[:-1] + (groups * n,))[..., :length]
-    keep = ops.moveaxis(keep, -1, axis)
+    keep = ops.reshape(keep, tuple(shape[i] for i in perm))
+    if perm != tuple(range(len(shape))):
+        keep = ops.transpose(keep, tuple(int(i) for i in np.argsort(perm)))
     kept_values = ops.where(keep, magnitude, ops.cast(float("inf"), "float32"))
     threshold = ops.min(kept_values)
     return keep, threshold, n_bad
@@ -181,34 +283,182 @@ def channel_mask(weights, sparsity, axis=-1):
     return keep, threshold, n_bad
 
 
-def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_IN"):
-    """Whether every group of `n` consecutive weights has at most `n - m`
-    non-zeros (tfmot's checker).
+def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
+    """Whether `weights` holds at most `n - m` non-zeros in every `n`
+    consecutive values (tfmot's `pruning_utils.is_pruned_m_by_n`).
+
+    With `last_channel` (tfmot's meaning, tfmot's default): it names the
+    last axis of `weights`.
+
+    - `'C_OUT'`: a Keras/TF kernel, Dense `(in, out)` or Conv2D
+      `(h, w, in, out)`, is checked along its input channels (TFLite's
+      layout `(out, in)` / `(out, h, w, in)`). Only rank 2 and 4 are
+      accepted, as in tfmot.
+    - `'C_IN'`: the tensor is already in TFLite's layout: checked along its
+      last axis (any rank).
+
+    With `axis` (keras-prune's addition), `last_channel` is ignored and the
+    groups run along `axis`, or along several axes flattened in C order:
+    `patterns.contracted_axes(layer, weight)` gives the axes keras-prune
+    groups a layer's weight along (e.g. `(0, 1)` for an attention output
+    kernel `(heads, head_dim, hidden)`). A trailing partial group may hold
+    `n - m` non-zeros too.
 
     Args:
         weights: NumPy array or tensor.
-        m_by_n: `(m, n)`.
-        last_channel: `'C_IN'` (groups along the input axis of a Keras
-            kernel, axis -2 for rank >= 2) or `'C_OUT'` (along the last axis,
-            tfmot's TFLite layout).
+        m_by_n: `(m, n)`: `m` zeros in every `n` consecutive values.
+        last_channel: `'C_OUT'` (default) or `'C_IN'` (tfmot matches the
+            end of the string).
+        axis: Optional int or tuple of ints.
 
     Returns:
         bool.
-    """
 
-    m, n = m_by_n
-    w = np.asarray(ops.convert_to_numpy(weights))
-    if last_channel not in ("C_IN", "C_OUT"):
+    Raises:
+        ValueError: `m > n`; `last_channel` is neither; with `'C_OUT'`, a
+            weight of rank other than 2 or 4.
+
+    Example:
+
+    >>> keras_prune.is_pruned_m_by_n(np.array([[1, 2, 3, 4]]).T, (2, 4))
+    False
+    """
+    num_zeros, num_elem = m_by_n
+    if num_zeros > num_elem:
         raise ValueError(
-            f"last_channel must be 'C_IN' or 'C_OUT', got {last_channel!r}."
+            "number of zeros can't be more than number elements. "
+            f"received: {num_zeros} zeros in {num_elem} elements."
         )
-    if last_channel == "C_IN" and w.ndim >= 2:
-        w = np.moveaxis(w, -2, -1)
-    length = w.shape[-1]
-    groups = -(-length // n)
-    padded = np.zeros(w.shape[:-1] + (groups * n,), w.dtype)
-    padded[..., :length] = w
-    nonzero = np.count_nonzero(
-        padded.reshape(w.shape[:-1] + (groups, n)), axis=-1
+    w = np.asarray(ops.convert_to_numpy(weights))
+    if axis is not None:
+        axes = _normalize_axes(axis, w.ndim)
+        rest = tuple(i for i in range(w.ndim) if i not in axes)
+        length = int(np.prod([w.shape[a] for a in axes]))
+        rows = np.transpose(w, rest + axes).reshape(-1, length)
+    elif last_channel.endswith("C_IN"):
+        rows = w.reshape(-1, w.shape[-1]) if w.ndim else w.reshape(1, 1)
+    elif last_channel.endswith("C_OUT"):
+        if w.ndim == 2:
+            rows = w.T
+        elif w.ndim == 4:
+            rows = np.transpose(w, (3, 0, 1, 2)).reshape(-1, w.shape[2])
+        else:
+            raise ValueError(
+                f"weight tensor with shape: {tuple(w.shape)} is not supported."
+            )
+    else:
+        raise ValueError("last_channel must be `C_IN` or `C_OUT`")
+    length = rows.shape[-1]
+    groups = -(-length // num_elem)
+    padded = np.zeros((rows.shape[0], groups * num_elem), bool)
+    padded[:, :length] = rows != 0
+    nonzero = padded.reshape(rows.shape[0], groups, num_elem).sum(axis=-1)
+    return bool(np.all(nonzero <= num_elem - num_zeros))
+
+
+# (pattern, static arguments) -> compiled `(weight, old_mask, sparsity) ->
+# (mask, threshold, n_nonfinite)`. JAX caches each one's compilations per
+# input shape and dtype: one compilation per (shape, dtype, pattern) class,
+# shared by every layer of a model (ResNet50: 53 kernels, 20 shapes).
+_COMPILED = {}
+
+
+def _pattern_function(key):
+    fn = _COMPILED.get(key)
+    if fn is not None:
+        return fn
+    kind, static = key
+
+    def masked_value(weight, old_mask):
+        return ops.where(old_mask, ops.cast(weight, "float32"), 0.0)
+
+    if kind == "block":
+        block_size, pooling = static
+
+        def fn(weight, old_mask, sparsity):
+            return block_mask(
+                masked_value(weight, old_mask), sparsity, block_size, pooling
+            )
+
+    elif kind == "m_by_n":
+        m_by_n, axis, gradual = static
+
+        def fn(weight, old_mask, sparsity):
+            # At sparsity >= m / n every group is N:M: the gradual path's
+            # group selection (a radix select) is not needed, nor compiled.
+            return m_by_n_mask(
+                masked_value(weight, old_mask), m_by_n,
+                sparsity if gradual else None, axis=axis,
+            )
+
+    else:  # "channel"
+        (axis,) = static
+
+        def fn(weight, old_mask, sparsity):
+            return channel_mask(masked_value(weight, old_mask), sparsity, axis)
+
+    fn = _COMPILED[key] = _backend.compile_function(fn)
+    return fn
+
+
+def update_masks_eagerly(wrapper, sparsity):
+    """Recomputes a wrapper's own masks now, to `sparsity` (`prune_once`).
+
+    Unstructured masks are computed with NumPy on the host
+    (`masks.host_mask`, bit for bit the compiled math): nothing compiles.
+    Block, N:M and channel masks run one compiled function per pattern,
+    which JAX compiles once per weight shape and reuses across layers,
+    instead of compiling every eager operation of every layer.
+
+    Args:
+        wrapper: A built `PruneLowMagnitude` without a pruning group.
+        sparsity: Python float.
+
+    Returns:
+        The number of NaN/Inf weights met (masks then left unchanged).
+    """
+    from keras_prune import registry
+
+    unstructured = (
+        wrapper.block_size == (1, 1)
+        and wrapper.sparsity_m_by_n is None
+        and wrapper.pattern is None
     )
-    return bool(np.all(nonzero <= n - m))
+    new = []
+    for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+        value = wrapper._read(weight)
+        if unstructured:
+            host = masks.zero_where_not(
+                np.asarray(ops.convert_to_numpy(value), np.float32),
+                np.asarray(ops.convert_to_numpy(mask), bool),
+            )
+            m, t, bad = masks.host_mask(host, sparsity)
+            if bad:
+                return bad
+            new.append((m, t))
+            continue
+        owner = registry.owner_of(wrapper.layer, weight)
+        transpose = isinstance(owner, BaseConvTranspose)
+        if wrapper.block_size != (1, 1):
+            key = ("block", (tuple(wrapper.block_size),
+                             wrapper.block_pooling_type))
+        elif wrapper.sparsity_m_by_n is not None:
+            m, n = wrapper.sparsity_m_by_n
+            key = ("m_by_n", (tuple(wrapper.sparsity_m_by_n),
+                              contracted_axes(owner, weight),
+                              np.float32(sparsity) * np.float32(n / m) < 1))
+        else:
+            key = ("channel", (-2 if transpose else -1,))
+        m, t, bad = _pattern_function(key)(
+            value,
+            ops.convert_to_tensor(mask),
+            ops.convert_to_tensor(sparsity, "float32"),
+        )
+        bad = int(ops.convert_to_numpy(bad))
+        if bad:
+            return bad
+        new.append((m, t))
+    for mask, threshold, (m, t) in zip(wrapper.masks, wrapper.thresholds, new):
+        mask.assign(m)
+        threshold.assign(t)
+    return 0

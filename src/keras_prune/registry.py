@@ -5,6 +5,26 @@ matches exact classes only). Container layers (RNN, Bidirectional,
 TimeDistributed, MultiHeadAttention, nested models, custom layers holding
 sublayers) are searched recursively. A custom layer chooses its own weights by
 subclassing `PrunableLayer` or defining `get_prunable_weights()`.
+
+Defaults for layers keras-prune does not know (keras-hub's, applications'):
+
+- weights with fewer than two axes longer than 1 (biases, normalization
+  scales and offsets, layer scales, class tokens `(1, 1, d)`) are never
+  pruned and never block; nor do normalization layers (classes named
+  `*Normalization`, `*LayerNorm`, `*Norm`);
+- keras-hub's `PositionEmbedding` is left dense (`DENSE_BY_DEFAULT`);
+  `register_prunable_weights("PositionEmbedding", ["embeddings"])` prunes
+  it;
+- token embeddings are pruned like every `Embedding` (tfmot's default),
+  keras-hub's `ReversibleEmbedding` included: tied to the output, one mask
+  serves both uses; untied, its `reverse_embeddings` (the LM head) is
+  pruned too. `layers=lambda l: l.name != "token_embedding"` keeps them
+  dense;
+- any other layer holding a weight of rank >= 2 raises
+  `UnsupportedLayerError`, naming the layer and the fixes.
+
+`weight_decisions` (and `keras_prune.pruning_plan`) list every weight with
+the reason it is pruned or skipped.
 """
 
 import keras
@@ -28,7 +48,9 @@ PRUNED_WEIGHTS = (
     # Keras 3 names the depthwise kernel of DepthwiseConv1D/2D "kernel".
     ((BaseDepthwiseConv,), ("kernel", "depthwise_kernel")),
     ((BaseSeparableConv,), ("depthwise_kernel", "pointwise_kernel")),
-    ((_L.Embedding,), ("embeddings",)),
+    # `reverse_embeddings`: the untied output projection (LM head) of
+    # keras-hub's ReversibleEmbedding, an Embedding subclass.
+    ((_L.Embedding,), ("embeddings", "reverse_embeddings")),
     (
         (_L.SimpleRNNCell, _L.LSTMCell, _L.GRUCell, ConvLSTMCell),
         ("kernel", "recurrent_kernel"),
@@ -52,6 +74,75 @@ NEVER_PRUNED = tuple(
     )
     if cls is not None
 )
+
+
+# Layer classes (matched by class name, so that keras-hub stays optional)
+# whose weights are deliberately left dense by default, with the reason.
+# `register_prunable_weights` overrides these.
+DENSE_BY_DEFAULT = {
+    "PositionEmbedding": (
+        "position embedding: left dense by default (a small table every "
+        "token reads); prune it with keras_prune.register_prunable_weights("
+        "'PositionEmbedding', ['embeddings'])"
+    ),
+}
+
+# Extra prunable weights registered by users: class or class name -> names.
+_REGISTERED = {}
+
+
+def register_prunable_weights(layer_class, weight_names):
+    """Makes keras-prune prune these weights of a layer class it does not know.
+
+    Also overrides the default of a layer left dense deliberately
+    (`DENSE_BY_DEFAULT`, e.g. keras-hub's `PositionEmbedding`). Registration
+    is per process: register again before loading a pruned model.
+
+    Args:
+        layer_class: A layer class (matched with `isinstance`) or a class
+            name (matched against the class and its bases).
+        weight_names: Names of the variables to prune (`variable.name`);
+            an empty list declares the layer's weights deliberately dense.
+
+    Example:
+
+    ```python
+    keras_prune.register_prunable_weights("PositionEmbedding", ["embeddings"])
+    pruned = keras_prune.prune_low_magnitude(gpt2_backbone)
+    ```
+    """
+    if not isinstance(layer_class, (type, str)):
+        raise TypeError(
+            "register_prunable_weights(layer_class, ...) needs a layer class "
+            f"or a class name, got {layer_class!r}."
+        )
+    if isinstance(weight_names, str) or not all(
+        isinstance(n, str) for n in weight_names
+    ):
+        raise TypeError(
+            "register_prunable_weights(..., weight_names) needs a list of "
+            f"variable names, e.g. ['embeddings'], got {weight_names!r}."
+        )
+    _REGISTERED[layer_class] = tuple(weight_names)
+
+
+def _class_names(layer):
+    return {c.__name__ for c in type(layer).__mro__}
+
+
+def _registered_names(layer):
+    names = _class_names(layer)
+    for key, weights in _REGISTERED.items():
+        if (isinstance(key, str) and key in names) or (
+            isinstance(key, type) and isinstance(layer, key)
+        ):
+            return weights
+    return None
+
+
+def _effective_rank(variable):
+    """Number of axes longer than 1: a class token (1, 1, d) counts as 1."""
+    return sum(1 for d in variable.shape if d is None or int(d) > 1)
 
 
 class PrunableLayer:
@@ -89,6 +180,9 @@ def _own_variables(layer):
 
 
 def _known_names(layer):
+    registered = _registered_names(layer)
+    if registered is not None:
+        return registered
     for classes, names in PRUNED_WEIGHTS:
         if isinstance(layer, classes):
             return names
@@ -154,39 +248,145 @@ def has_prunable_weights(layer, skip_unsupported=False):
     return bool(found)
 
 
-def _walk(layer, on_unknown, out, names=False):
+def weight_decisions(layer, skip_unsupported=True):
+    """Every weight of `layer` and its sublayers, pruned or not, and why.
+
+    Args:
+        layer: A built Keras layer or model.
+        skip_unsupported: With False, an unknown layer holding a weight of
+            rank >= 2 raises `UnsupportedLayerError` (as pruning does);
+            with True it is listed as skipped.
+
+    Returns:
+        List of `(owner, variable, pruned, reason)`, one per variable,
+        without duplicates: `owner` is the (sub)layer that holds it,
+        `pruned` a bool, `reason` a short text.
+    """
+    out = []
+    _walk(
+        layer, "skip" if skip_unsupported else "raise", None, decisions=out
+    )
+    seen, unique = set(), []
+    for row in out:
+        if id(row[1]) not in seen:
+            seen.add(id(row[1]))
+            unique.append(row)
+    return unique
+
+
+def _prune_reason(layer, variable):
+    if isinstance(layer, _L.Embedding):
+        if variable.name == "reverse_embeddings":
+            return "output projection (LM head, untied from the embeddings)"
+        if getattr(layer, "tie_weights", False):
+            return (
+                "token embedding, tied to the output projection: one mask "
+                "for both uses"
+            )
+        return "embedding table"
+    if _registered_names(layer) is not None:
+        return "registered with register_prunable_weights"
+    return "kernel"
+
+
+def _skip_reason(variable):
+    name = variable.name
+    if name in ("bias", "beta", "gamma", "scale", "offset"):
+        return f"{name}: never pruned"
+    if _effective_rank(variable) < 2:
+        return (
+            "rank < 2 (fewer than two axes longer than 1: a vector, scale "
+            "or token), never pruned"
+        )
+    return "not a prunable weight of this layer"
+
+
+def _walk(layer, on_unknown, out, names=False, decisions=None):
+    own = _own_variables(layer)
+    if getattr(layer, "_is_prune_wrapper", False):
+        # A wrapper's own variables are its pruning state: look inside.
+        _walk(layer.layer, on_unknown, out, names, decisions)
+        return
     if _chooses_own_weights(layer):
         # `get_prunable_weights()` is only called to collect weights: the
         # layer may not be built when its support is checked.
         if out is not None:
             out.extend([layer] if names else layer.get_prunable_weights())
+        if decisions is not None:
+            chosen = {id(v) for v in layer.get_prunable_weights()}
+            for v in layer.variables:
+                decisions.append(
+                    (layer, v, id(v) in chosen,
+                     "get_prunable_weights()" if id(v) in chosen
+                     else "not returned by get_prunable_weights()")
+                )
         return
     known = _known_names(layer)
     if known is not None:
         if out is not None:
             if names:
-                out.append(layer)
+                if known:
+                    out.append(layer)
             else:
-                out.extend(
-                    v for v in _own_variables(layer) if v.name in known
-                )
-    elif (
-        getattr(layer, "_trainable_variables", None)
-        and not isinstance(layer, NEVER_PRUNED)
-        and on_unknown == "raise"
-    ):
-        raise UnsupportedLayerError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) has weights "
-            f"{[v.name for v in layer._trainable_variables]} that keras-prune "
-            "does not know how to prune. Either make it prunable (subclass "
-            "keras_prune.PrunableLayer and define get_prunable_weights()), "
-            "leave it out of pruning with `layers=...`, or pass "
-            "`skip_unsupported=True` to prune_low_magnitude to leave such "
-            "layers dense."
+                out.extend(v for v in own if v.name in known)
+        if decisions is not None:
+            for v in own:
+                if v.name in known:
+                    decisions.append((layer, v, True, _prune_reason(layer, v)))
+                elif not known:
+                    decisions.append(
+                        (layer, v, False, "registered as not pruned")
+                    )
+                else:
+                    decisions.append((layer, v, False, _skip_reason(v)))
+    else:
+        dense_reason = None
+        for cls_name in _class_names(layer):
+            dense_reason = DENSE_BY_DEFAULT.get(cls_name, dense_reason)
+        blocking = [
+            v
+            for v in getattr(layer, "_trainable_variables", ())
+            if _effective_rank(v) >= 2
+        ]
+        normalization = isinstance(layer, NEVER_PRUNED) or any(
+            n.endswith(("Normalization", "LayerNorm", "Norm"))
+            for n in _class_names(layer)
         )
+        if (
+            blocking
+            and dense_reason is None
+            and not normalization
+            and on_unknown == "raise"
+        ):
+            raise UnsupportedLayerError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has weights "
+                f"{[f'{v.name} {tuple(v.shape)}' for v in blocking]} that "
+                "keras-prune does not know how to prune. Either declare "
+                "them (keras_prune.register_prunable_weights("
+                f"{type(layer).__name__!r}, [names]) with the names to prune, "
+                "or [] to leave them dense), make the layer prunable "
+                "(subclass keras_prune.PrunableLayer and define "
+                "get_prunable_weights()), leave it out of pruning with "
+                "`layers=...`, or pass `skip_unsupported=True` to "
+                "prune_low_magnitude to leave such layers dense."
+            )
+        if decisions is not None:
+            for v in own:
+                if dense_reason is not None:
+                    reason = dense_reason
+                elif normalization:
+                    reason = "normalization weight, never pruned"
+                elif _effective_rank(v) < 2:
+                    reason = _skip_reason(v)
+                else:
+                    reason = (
+                        "unknown layer, left dense (skip_unsupported); "
+                        "declare it with register_prunable_weights"
+                    )
+                decisions.append((layer, v, False, reason))
     flatten = getattr(layer, "_flatten_layers", None)
     for sub in flatten(include_self=False, recursive=False) if flatten else ():
-        _walk(sub, on_unknown, out, names)
+        _walk(sub, on_unknown, out, names, decisions)
 
 
 def owner_of(layer, weight):

@@ -27,6 +27,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_prune import patterns
 from keras_prune import schedules
 from keras_prune.groups import ALLOCATIONS
 
@@ -494,7 +495,7 @@ class PruningSpec:
         m, n = self.sparsity_m_by_n
         # Groups of `n` run along `axis`; below `n` weights, one padded
         # group holds them, and its `n - length` pads take the zeros first.
-        return shape[axis] > n - m
+        return patterns.group_length(shape, axis) > n - m
 
     # -------------------------------------------------------------- config
 

@@ -53,18 +53,9 @@ def _raw_value(variable):
 
 
 def _input_axis(owner, weight, transpose):
-    """The input-channel axis of `weight`, along which N:M groups run.
-
-    Conv-transpose kernels `(..., out, in)` and embeddings: -1. Every other
-    Keras kernel of rank > 2 is a convolution kernel `(..., in, out)` (also
-    depthwise, separable and ConvLSTM kernels): -2. Dense-like kernels,
-    EinsumDense and attention kernels (input axes first): 0.
-    """
-    if transpose or isinstance(owner, keras.layers.Embedding):
-        return -1
-    if len(weight.shape) > 2 and not isinstance(owner, keras.layers.EinsumDense):
-        return -2
-    return 0
+    """The contracted axes of `weight`, along which N:M groups run
+    (`patterns.contracted_axes`: EinsumDense reads them from its equation)."""
+    return patterns.contracted_axes(owner, weight)
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -521,9 +512,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Args:
             sparsity: Fraction to prune, in `[0, 1]`.
         """
-        sparsity = ops.convert_to_tensor(
-            _spec.fraction(float(sparsity), "sparsity"), "float32"
-        )
+        sparsity = _spec.fraction(float(sparsity), "sparsity")
+        if self._group is None:
+            # Compiles per (shape, pattern) class, not per layer.
+            self._raise_if_eager_nonfinite(
+                patterns.update_masks_eagerly(self, sparsity)
+            )
+            return
+        sparsity = ops.convert_to_tensor(sparsity, "float32")
         yes = ops.convert_to_tensor(True)
         update = (
             self._update_own_masks
