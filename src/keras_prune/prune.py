@@ -3,12 +3,13 @@
 import contextlib
 import re
 import uuid
+import warnings
 
 import keras
-from keras.src.models.functional import Functional
 
 from keras_prune import groups
 from keras_prune import registry
+from keras_prune import rewrite
 from keras_prune import schedules
 from keras_prune.wrapper import PruneLowMagnitude
 
@@ -80,9 +81,7 @@ def _bound_for(value, name):
     return lambda layer: value
 
 
-def is_graph_model(model):
-    """Whether `model` is Sequential or Functional (not subclassed)."""
-    return isinstance(model, (keras.Sequential, Functional))
+is_graph_model = rewrite.is_graph_model
 
 
 def prune_low_magnitude(
@@ -267,7 +266,16 @@ def _prune(
             pruning_policy.ensure_model_supports_pruning(to_prune)
         if is_graph_model(to_prune):
             return _prune_graph_model(to_prune, wants, wrap_params)
-        return _prune_in_place(to_prune, wants, wrap_params)
+        if not to_prune.built:
+            raise ValueError(
+                f"Subclassed model {to_prune.name!r} is not built. Call it "
+                "once on data (or `model.build(input_shape)`) before pruning, "
+                "so that its weights exist."
+            )
+        return _wrap_in_place(
+            to_prune, _sublayer_candidates(to_prune, wants), wants,
+            wrap_params,
+        )
     if isinstance(to_prune, (list, tuple)):
         return [
             PruneLowMagnitude(layer, **wrap_params(layer))
@@ -292,54 +300,83 @@ def _prune(
     )
 
 
-def _clone_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
-
-
 def _prune_graph_model(model, wants, wrap_params):
-    pairs = []
-
-    def clone(layer):
-        if isinstance(layer, PruneLowMagnitude):
-            new = PruneLowMagnitude.from_config(layer.get_config())
-            pairs.append((layer, new))
-            return new
-        new = _clone_layer(layer)
-        pairs.append((layer, new))
-        if wants(layer):
-            return PruneLowMagnitude(new, **wrap_params(layer))
-        return new
-
-    pruned = keras.models.clone_model(
-        model, clone_function=clone, recursive=True
+    pruned = rewrite.copy_model(model)
+    return _wrap_in_place(
+        pruned, rewrite.graph_layers(pruned), wants, wrap_params
     )
-    for old, new in pairs:
-        if getattr(old, "built", False) and getattr(new, "built", False):
-            new.set_weights(old.get_weights())
-    return pruned
 
 
-def _prune_in_place(model, wants, wrap_params):
-    if not model.built:
-        raise ValueError(
-            f"Subclassed model {model.name!r} is not built. Call it once on "
-            "data (or `model.build(input_shape)`) before pruning, so that its "
-            "weights exist."
-        )
+def _sublayer_candidates(model, wants):
+    """Layers of a subclassed model to consider wrapping, outermost first.
 
-    def wrap(layer):
-        if isinstance(layer, keras.Model) and layer._flatten_layers(
-            include_self=False
-        ):
-            return None  # a nested model: look inside it
-        if not wants(layer):
-            return None
+    A layer `wants` accepts is a candidate (not looked into); nested models
+    and other layers are looked into. Wrappers are candidates too (found to
+    detect pruning twice).
+    """
+    out, seen = [], set()
+
+    def visit(parent):
+        for layer in parent._flatten_layers(include_self=False, recursive=False):
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, PruneLowMagnitude):
+                out.append(layer)
+            elif isinstance(layer, keras.Model) and layer._flatten_layers(
+                include_self=False
+            ):
+                visit(layer)  # a nested model: look inside it
+            elif wants(layer):
+                out.append(layer)
+            else:
+                visit(layer)
+
+    visit(model)
+    return out
+
+
+def _wrap_in_place(model, candidates, wants, wrap_params):
+    """Wraps, in place, every candidate layer `wants` accepts."""
+    already = [l for l in candidates if isinstance(l, PruneLowMagnitude)]
+    swaps = {}
+    for layer in candidates:
+        if isinstance(layer, PruneLowMagnitude) or not wants(layer):
+            continue
         wrapper = PruneLowMagnitude(layer, **wrap_params(layer))
-        wrapper.build(None)
-        return wrapper
-
-    replace_sublayers(model, wrap)
+        if layer.built:
+            wrapper.build(None)
+        swaps[id(layer)] = wrapper
+    if already:
+        _check_not_pruned_twice(model, already, swaps, wants)
+    rewrite.swap_layers(model, swaps)
     return model
+
+
+def _check_not_pruned_twice(model, already, swaps, wants):
+    """Pruning a pruned model again: raise, never keep schedules silently.
+
+    A model whose layers are all wrapped already raises. A model mixing
+    wrapped and plain layers (tfmot's idiom: some layers wrapped by hand
+    with their own schedule) gets the plain ones wrapped; the wrapped ones
+    keep their settings, with a warning that names them.
+    """
+    names = [w.layer.name for w in already]
+    shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+    if not swaps:
+        raise ValueError(
+            f"Model {model.name!r} is already pruned: its layers {shown} are "
+            "wrapped in PruneLowMagnitude and would keep their old schedule. "
+            "To prune it again with new settings, call "
+            "keras_prune.strip_pruning(model) first and prune the stripped "
+            "model."
+        )
+    warnings.warn(
+        f"Model {model.name!r}: layers {shown} are already wrapped in "
+        "PruneLowMagnitude; they keep their own schedule and settings, and "
+        "only the other layers get the ones given here.",
+        stacklevel=4,
+    )
 
 
 def replace_sublayers(parent, fn, _seen=None):
