@@ -127,6 +127,7 @@ def uncompile(model):
             "test_function",
             "predict_function",
             "_compiled_trainable_state",
+            "generate_function",  # Keras-Hub's CausalLM
         ):
             setattr(model, name, None)  # `optimizer` None, as in tfmot
         model.compiled = False
@@ -181,16 +182,24 @@ def _swap_in_function(graph, swaps):
 
 
 def _attribute_items(parent):
+    # Private attributes too: Keras-Hub keeps `backbone._token_embedding`.
     attributes = dict(vars(parent))
     # On torch, layers held in attributes live in `nn.Module._modules`.
     attributes.update(getattr(parent, "_modules", None) or {})
     return attributes.items()
 
 
+# Keras bookkeeping that holds no reference to swap (`_layers` is updated
+# with the tracker below).
+_NOT_REFERENCES = frozenset(
+    ("_tracker", "_layers", "_inbound_nodes", "_outbound_nodes", "_modules")
+)
+
+
 def _swap_in_attributes(parent, swaps):
     """Replaces swapped layers held in `parent`'s attributes and tracking."""
     for attr, value in list(_attribute_items(parent)):
-        if attr.startswith("_"):
+        if attr in _NOT_REFERENCES:
             continue
         if isinstance(value, keras.layers.Layer):
             if id(value) in swaps:
@@ -264,6 +273,13 @@ def swap_layers(root, swaps):
             continue  # a wrapper: it holds its own layer
         _swap_in_attributes(parent, swaps)
     result = swaps.get(id(root), root)
+    if isinstance(result, keras.Model):
+        # Functions traced before the swap called the old layers.
+        with tracking.DotNotTrackScope():
+            for name in ("train_function", "test_function",
+                         "predict_function", "generate_function"):
+                if getattr(result, name, None) is not None:
+                    setattr(result, name, None)
     for layer in result._flatten_layers(include_self=True, recursive=True):
         if "_torch_params" in vars(layer):
             layer._track_variables()  # torch `parameters()` follow the swap
