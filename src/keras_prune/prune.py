@@ -1,6 +1,5 @@
 """`prune_low_magnitude`: add pruning to a layer, a list or any Keras model."""
 
-import contextlib
 import re
 import uuid
 import warnings
@@ -107,14 +106,25 @@ def prune_low_magnitude(
       `Sequential.add`); `**kwargs` go to the wrapper.
     - A **list** of layers gives a list: layers with prunable weights are
       wrapped, others returned as they are.
-    - A **Sequential or Functional** model (nested models included) is copied,
-      with its weights: every layer with prunable weights is wrapped, other
-      layers (Dropout, BatchNormalization, ...) stay as they are. The model
-      you pass is not changed, and the copy is not compiled.
+    - A **Sequential or Functional** model (nested models included, and
+      their subclasses such as Keras-Hub tasks and backbones) is copied by
+      its own config, as `keras.saving` would (custom layer classes need not
+      be registered), with its weights. In the copy every layer with
+      prunable weights is swapped for a wrapper in place: the graph calls
+      it with the same arguments (keywords, masks, shared layers), the
+      attributes that held the layer hold the wrapper, and the model keeps
+      its class and methods (a `GPT2CausalLM` still has `generate()` and its
+      `compile()` defaults). Other layers are never rebuilt or changed. The
+      model you pass is not changed; the copy is **not compiled** and its
+      `optimizer` is None (as in tfmot): compile it before training.
     - A **subclassed** model is pruned **in place**: its sublayers held in
       attributes, lists and dicts (also inside custom layers) are replaced
       by wrappers, and the same model is returned. Save it with
       `save_weights` / `load_weights` after pruning a fresh instance.
+    - A model that is already pruned (every prunable layer wrapped) raises
+      `ValueError`: strip it first to prune it again with new settings. In a
+      model mixing wrapped and plain layers (tfmot's idiom), the wrapped
+      ones keep their own settings, with a warning.
 
     The step is the number of training batches completed: the first batch
     sees step 0, so `ConstantSparsity(0.5, begin_step=0)` prunes before the
@@ -377,67 +387,6 @@ def _check_not_pruned_twice(model, already, swaps, wants):
         "only the other layers get the ones given here.",
         stacklevel=4,
     )
-
-
-def replace_sublayers(parent, fn, _seen=None):
-    """Replaces, in place, the sublayers a layer holds in attributes.
-
-    Walks public attributes holding layers, lists of layers and dicts of
-    layers, recursively. `fn(layer)` returns the replacement, or None to keep
-    the layer and look inside it. Keras' layer tracking is updated.
-
-    Args:
-        parent: A layer or subclassed model.
-        fn: Callable `layer -> layer or None`.
-    """
-    seen = set() if _seen is None else _seen
-    if id(parent) in seen:
-        return
-    seen.add(id(parent))
-    attributes = dict(vars(parent))
-    # On torch, layers held in attributes live in `nn.Module._modules`.
-    attributes.update(getattr(parent, "_modules", None) or {})
-    with _unlocked(getattr(parent, "_tracker", None)):
-        for attr, value in attributes.items():
-            if attr.startswith("_"):
-                continue
-            if isinstance(value, list):
-                items = list(enumerate(value))
-            elif isinstance(value, dict):
-                items = list(value.items())
-            else:
-                items = [(None, value)]
-            for key, item in items:
-                if not isinstance(item, keras.layers.Layer):
-                    continue
-                new = fn(item)
-                if new is None or new is item:
-                    replace_sublayers(item, fn, seen)
-                    continue
-                if key is None:
-                    setattr(parent, attr, new)
-                else:
-                    value[key] = new
-                    if new not in parent._layers:
-                        parent._layers.append(new)
-                for i, tracked in enumerate(list(parent._layers)):
-                    if tracked is item:
-                        del parent._layers[i]
-                        break
-
-
-@contextlib.contextmanager
-def _unlocked(tracker):
-    if tracker is None:
-        yield
-        return
-    was_locked = tracker.locked
-    tracker.unlock()
-    try:
-        yield
-    finally:
-        if was_locked:
-            tracker.lock()
 
 
 def prune_scope():

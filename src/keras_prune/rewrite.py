@@ -18,6 +18,8 @@ the model's own serialization round trip (what `keras.saving` and
 `copy.deepcopy` do), without its compile state.
 """
 
+import collections.abc
+
 import keras
 from keras.src.ops.function import Function
 from keras.src.ops.function import make_node_key
@@ -161,15 +163,18 @@ def _move_nodes(old, new):
                 tensor._keras_history = KerasHistory(new, index, i)
 
 
+def _swap_items(items, swaps):
+    """Swaps list items in place (TensorFlow wraps lists: no `list.` calls)."""
+    with tracking.DotNotTrackScope():
+        for i, item in enumerate(list(items)):
+            if id(item) in swaps:
+                items[i] = swaps[id(item)]
+
+
 def _swap_in_function(graph, swaps):
-    ops = graph._operations
-    for i, op in enumerate(ops):
-        if id(op) in swaps:
-            list.__setitem__(ops, i, swaps[id(op)])
+    _swap_items(graph._operations, swaps)
     for ops_at_depth in graph._operations_by_depth.values():
-        for i, op in enumerate(ops_at_depth):
-            if id(op) in swaps:
-                list.__setitem__(ops_at_depth, i, swaps[id(op)])
+        _swap_items(ops_at_depth, swaps)
     graph._nodes = {
         make_node_key(node.operation, node.operation._inbound_nodes.index(node))
         for nodes in graph._nodes_by_depth.values()
@@ -205,14 +210,20 @@ def _swap_in_attributes(parent, swaps):
             if id(value) in swaps:
                 with tracking.DotNotTrackScope():
                     setattr(parent, attr, swaps[id(value)])
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if id(item) in swaps:
-                    list.__setitem__(value, i, swaps[id(item)])
-        elif isinstance(value, dict):
-            for key, item in list(value.items()):
-                if id(item) in swaps:
-                    dict.__setitem__(value, key, swaps[id(item)])
+        elif isinstance(value, (list, tuple)) or _is_sequence(value):
+            if isinstance(value, tuple):
+                if type(value) is tuple and any(id(item) in swaps for item in value):
+                    with tracking.DotNotTrackScope():
+                        setattr(parent, attr, type(value)(
+                            swaps.get(id(item), item) for item in value
+                        ))
+            else:
+                _swap_items(value, swaps)
+        elif isinstance(value, dict) or _is_mapping(value):
+            with tracking.DotNotTrackScope():
+                for key, item in list(value.items()):
+                    if id(item) in swaps:
+                        value[key] = swaps[id(item)]
     tracker = getattr(parent, "_tracker", None)
     layers = getattr(parent, "_layers", None)
     if layers is None:
@@ -221,21 +232,24 @@ def _swap_in_attributes(parent, swaps):
         if id(item) not in swaps:
             continue
         new = swaps[id(item)]
-        if any(x is new for x in layers):
-            python_remove(layers, item)  # a shared layer, tracked already
-        else:
-            list.__setitem__(layers, i, new)
+        index = next(j for j, x in enumerate(layers) if x is item)
+        with tracking.DotNotTrackScope():
+            if any(x is new for x in layers):
+                del layers[index]  # a shared layer, tracked already
+            else:
+                layers[index] = new
         if tracker is not None and "layers" in tracker.stored_ids:
             ids = tracker.stored_ids["layers"]
             ids.discard(id(item))
             ids.add(id(new))
 
 
-def python_remove(items, value):
-    for i, item in enumerate(items):
-        if item is value:
-            list.__delitem__(items, i)
-            return
+def _is_sequence(value):
+    return isinstance(value, collections.abc.MutableSequence)
+
+
+def _is_mapping(value):
+    return isinstance(value, collections.abc.MutableMapping)
 
 
 def swap_layers(root, swaps):
