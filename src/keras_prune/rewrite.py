@@ -19,11 +19,13 @@ the model's own serialization round trip (what `keras.saving` and
 """
 
 import collections.abc
+import warnings
 
 import keras
 from keras.src.ops.function import Function
 from keras.src.ops.function import make_node_key
 from keras.src.ops.node import KerasHistory
+from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils import tracking
 
 
@@ -74,11 +76,9 @@ def copy_model(model):
         model: A Sequential or Functional model.
 
     Returns:
-        A model of the same class with equal weights.
-
-    Raises:
-        ValueError: the model cannot be copied (its config does not round
-            trip); the message names the cause.
+        A model of the same class with equal weights; when the model's
+        config does not round trip, a plain Functional copy made layer by
+        layer (Keras' `clone_model`), with a warning.
     """
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
@@ -90,23 +90,45 @@ def copy_model(model):
         classes.setdefault(cls.__name__, cls)
         classes.setdefault(keras.saving.get_registered_name(cls), cls)
     try:
-        with keras.saving.CustomObjectScope(classes):
+        # Our own config of an object in memory: nothing untrusted to load
+        # (a Lambda layer's code is copied as it is).
+        with keras.saving.CustomObjectScope(classes), SafeModeScope(False):
             new = keras.saving.deserialize_keras_object(config)
+        if len(new.weights) != len(model.weights):
+            raise ValueError(
+                f"{len(new.weights)} weights instead of {len(model.weights)}"
+            )
     except Exception as e:
-        raise ValueError(
-            f"Could not copy model {model.name!r} ({type(model).__name__}) "
-            f"from its config: {type(e).__name__}: {e}. prune_low_magnitude "
-            "works on a copy of Sequential and Functional models; if the "
-            "model cannot be saved and loaded with keras.saving, fix its "
-            "get_config(), or build it again and prune the new instance."
-        ) from e
-    if len(new.weights) != len(model.weights):
-        raise ValueError(
-            f"Copying model {model.name!r} from its config gave "
-            f"{len(new.weights)} weights instead of {len(model.weights)}: "
-            "its get_config() does not describe it exactly."
+        warnings.warn(
+            f"Model {model.name!r} ({type(model).__name__}) could not be "
+            f"copied from its own config ({type(e).__name__}: {e}); it is "
+            "copied layer by layer into a plain Functional model instead, "
+            "which loses its class and methods. Fix its get_config() / "
+            "from_config() to keep them.",
+            stacklevel=3,
         )
+        return _copy_layer_by_layer(model)
     new.set_weights(model.get_weights())
+    uncompile(new)
+    return new
+
+
+def _copy_layer_by_layer(model):
+    """Keras' `clone_model`, each layer from its config, weights copied."""
+    pairs = []
+
+    def clone(layer):
+        new = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new))
+        return new
+
+    with SafeModeScope(False):
+        new = keras.models.clone_model(
+            model, clone_function=clone, recursive=True
+        )
+    for old, copy in pairs:
+        if getattr(old, "built", False) and getattr(copy, "built", False):
+            copy.set_weights(old.get_weights())
     uncompile(new)
     return new
 
