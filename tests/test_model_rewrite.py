@@ -65,7 +65,10 @@ def test_keyword_calls_shared_layers_compile_and_config():
     assert pruned.optimizer is None and not pruned.compiled
     assert model.compiled and model.optimizer is not None
     assert sorted(w.layer.name for w in pruning_wrappers(pruned)) == [
-        "a", "mha", "out", "shared",
+        "a",
+        "mha",
+        "out",
+        "shared",
     ]
     # The input keeps its auto-generated name.
     assert pruned.layers[0].name == model.layers[0].name
@@ -76,7 +79,9 @@ def test_keyword_calls_shared_layers_compile_and_config():
     mha = pruned.get_layer("prune_low_magnitude_mha")
     # One wrapper for the layer called twice: one step per batch.
     assert int(to_np(mha.pruning_step)) == 2
-    assert all(int(to_np(m).sum()) == m.size // 2 for m in map(to_np, mha.masks))
+    assert all(
+        int(to_np(m).sum()) == m.size // 2 for m in map(to_np, mha.masks)
+    )
     after = to_np(pruned.predict(x, verbose=0))
     stripped = kp.strip_pruning(pruned)
     assert stripped is pruned
@@ -103,9 +108,7 @@ def test_stripped_file_size_equals_dense_and_round_trips(tmp_path):
     pruned.save(pruned_path)
     loaded = keras.saving.load_model(pruned_path)
     assert isinstance(loaded.layers[0], PruneLowMagnitude)
-    np.testing.assert_array_equal(
-        to_np(loaded(x)), to_np(pruned(x))
-    )
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(pruned(x)))
     stripped = kp.strip_pruning(pruned)
     path = tmp_path / "stripped.keras"
     stripped.save(path)
@@ -114,9 +117,7 @@ def test_stripped_file_size_equals_dense_and_round_trips(tmp_path):
     assert os.path.getsize(path) < 1.02 * os.path.getsize(dense_path)
     reloaded = keras.saving.load_model(path)
     assert as_json(reloaded.get_config()) == as_json(stripped.get_config())
-    np.testing.assert_array_equal(
-        to_np(reloaded(x)), to_np(stripped(x))
-    )
+    np.testing.assert_array_equal(to_np(reloaded(x)), to_np(stripped(x)))
 
 
 def test_pruning_a_pruned_model_raises_and_mixed_models_warn():
@@ -247,6 +248,8 @@ def test_keras_hub_task_keeps_class_generates_and_reloads(gpt2, tmp_path):
     assert os.path.getsize(path) < 1.02 * os.path.getsize(dense_path)
     loaded = keras.saving.load_model(path)
     assert type(loaded) is type(task)
-    np.testing.assert_array_equal(to_np(loaded(tokens)), to_np(stripped(tokens)))
+    np.testing.assert_array_equal(
+        to_np(loaded(tokens)), to_np(stripped(tokens))
+    )
     # The original task is untouched.
     np.testing.assert_array_equal(to_np(task(tokens)), expected)

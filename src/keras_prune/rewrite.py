@@ -22,8 +22,7 @@ import collections.abc
 import warnings
 
 import keras
-from keras.src.ops.function import Function
-from keras.src.ops.function import make_node_key
+from keras.src.ops.function import Function, make_node_key
 from keras.src.ops.node import KerasHistory
 from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils import tracking
@@ -98,7 +97,7 @@ def copy_model(model):
             raise ValueError(
                 f"{len(new.weights)} weights instead of {len(model.weights)}"
             )
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any config failure: fall back
         warnings.warn(
             f"Model {model.name!r} ({type(model).__name__}) could not be "
             f"copied from its own config ({type(e).__name__}: {e}); it is "
@@ -201,8 +200,7 @@ def _swap_in_function(graph, swaps):
         make_node_key(node.operation, node.operation._inbound_nodes.index(node))
         for nodes in graph._nodes_by_depth.values()
         for node in nodes
-        if node.operation is not None
-        and node in node.operation._inbound_nodes
+        if node.operation is not None and node in node.operation._inbound_nodes
     }
     if hasattr(graph, "_nnx_op_mapping"):
         graph._setup_nnx_op_mapping()
@@ -234,11 +232,17 @@ def _swap_in_attributes(parent, swaps):
                     setattr(parent, attr, swaps[id(value)])
         elif isinstance(value, (list, tuple)) or _is_sequence(value):
             if isinstance(value, tuple):
-                if type(value) is tuple and any(id(item) in swaps for item in value):
+                if type(value) is tuple and any(
+                    id(item) in swaps for item in value
+                ):
                     with tracking.DotNotTrackScope():
-                        setattr(parent, attr, type(value)(
-                            swaps.get(id(item), item) for item in value
-                        ))
+                        setattr(
+                            parent,
+                            attr,
+                            type(value)(
+                                swaps.get(id(item), item) for item in value
+                            ),
+                        )
             else:
                 _swap_items(value, swaps)
         elif isinstance(value, dict) or _is_mapping(value):
@@ -312,8 +316,12 @@ def swap_layers(root, swaps):
     if isinstance(result, keras.Model):
         # Functions traced before the swap called the old layers.
         with tracking.DotNotTrackScope():
-            for name in ("train_function", "test_function",
-                         "predict_function", "generate_function"):
+            for name in (
+                "train_function",
+                "test_function",
+                "predict_function",
+                "generate_function",
+            ):
                 if getattr(result, name, None) is not None:
                     setattr(result, name, None)
     for layer in result._flatten_layers(include_self=True, recursive=True):
