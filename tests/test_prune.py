@@ -140,7 +140,8 @@ def test_functional_model_is_copied():
     model = keras.Model(inp, out)
     before = [w.copy() for w in model.get_weights()]
     pruned = kp.prune_low_magnitude(model, kp.ConstantSparsity(0.5, 0))
-    # (clone_model renames the input layer: a Keras quirk.)
+    # The input layer keeps its name (Keras' clone_model used to rename it).
+    assert pruned.layers[0].name == model.layers[0].name
     names = [l.name for l in pruned.layers[1:]]
     assert names == [
         "prune_low_magnitude_a",

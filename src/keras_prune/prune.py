@@ -1,21 +1,18 @@
 """`prune_low_magnitude`: add pruning to a layer, a list or any Keras model."""
 
-import contextlib
 import inspect
 import uuid
+import warnings
 
 import keras
-from keras.src.models.functional import Functional
 
 from keras_prune import groups
 from keras_prune import registry
+from keras_prune import rewrite
 from keras_prune import spec as _spec
 from keras_prune.wrapper import PruneLowMagnitude
 
-
-def is_graph_model(model):
-    """Whether `model` is Sequential or Functional (not subclassed)."""
-    return isinstance(model, (keras.Sequential, Functional))
+is_graph_model = rewrite.is_graph_model
 
 
 def prune_low_magnitude(
@@ -41,14 +38,25 @@ def prune_low_magnitude(
       `Sequential.add`); `**kwargs` go to the wrapper.
     - A **list** of layers gives a list: layers with prunable weights are
       wrapped, others returned as they are.
-    - A **Sequential or Functional** model (nested models included) is copied,
-      with its weights: every layer with prunable weights is wrapped, other
-      layers (Dropout, BatchNormalization, ...) stay as they are. The model
-      you pass is not changed, and the copy is not compiled.
+    - A **Sequential or Functional** model (nested models included, and
+      their subclasses such as Keras-Hub tasks and backbones) is copied by
+      its own config, as `keras.saving` would (custom layer classes need not
+      be registered), with its weights. In the copy every layer with
+      prunable weights is swapped for a wrapper in place: the graph calls
+      it with the same arguments (keywords, masks, shared layers), the
+      attributes that held the layer hold the wrapper, and the model keeps
+      its class and methods (a `GPT2CausalLM` still has `generate()` and its
+      `compile()` defaults). Other layers are never rebuilt or changed. The
+      model you pass is not changed; the copy is **not compiled** and its
+      `optimizer` is None (as in tfmot): compile it before training.
     - A **subclassed** model is pruned **in place**: its sublayers held in
       attributes, lists and dicts (also inside custom layers) are replaced
       by wrappers, and the same model is returned. Save it with
       `save_weights` / `load_weights` after pruning a fresh instance.
+    - A model that is already pruned (every prunable layer wrapped) raises
+      `ValueError`: strip it first to prune it again with new settings. In a
+      model mixing wrapped and plain layers (tfmot's idiom), the wrapped
+      ones keep their own settings, with a warning.
 
     The step is the number of training batches completed: the first batch
     sees step 0, so `ConstantSparsity(0.5, begin_step=0)` prunes before the
@@ -205,7 +213,16 @@ def _prune(
             pruning_policy.ensure_model_supports_pruning(to_prune)
         if is_graph_model(to_prune):
             return _prune_graph_model(to_prune, wants, wrap_params)
-        return _prune_in_place(to_prune, wants, wrap_params)
+        if not to_prune.built:
+            raise ValueError(
+                f"Subclassed model {to_prune.name!r} is not built. Call it "
+                "once on data (or `model.build(input_shape)`) before pruning, "
+                "so that its weights exist."
+            )
+        return _wrap_in_place(
+            to_prune, _sublayer_candidates(to_prune, wants), wants,
+            wrap_params,
+        )
     if isinstance(to_prune, (list, tuple)):
         return [
             PruneLowMagnitude(layer, **wrap_params(layer))
@@ -230,115 +247,83 @@ def _prune(
     )
 
 
-def _clone_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
-
-
 def _prune_graph_model(model, wants, wrap_params):
-    pairs = []
-
-    def clone(layer):
-        if isinstance(layer, PruneLowMagnitude):
-            new = PruneLowMagnitude.from_config(layer.get_config())
-            pairs.append((layer, new))
-            return new
-        new = _clone_layer(layer)
-        pairs.append((layer, new))
-        if wants(layer):
-            return PruneLowMagnitude(new, **wrap_params(layer))
-        return new
-
-    pruned = keras.models.clone_model(
-        model, clone_function=clone, recursive=True
+    pruned = rewrite.copy_model(model)
+    return _wrap_in_place(
+        pruned, rewrite.graph_layers(pruned), wants, wrap_params
     )
-    for old, new in pairs:
-        if getattr(old, "built", False) and getattr(new, "built", False):
-            new.set_weights(old.get_weights())
-    return pruned
 
 
-def _prune_in_place(model, wants, wrap_params):
-    if not model.built:
-        raise ValueError(
-            f"Subclassed model {model.name!r} is not built. Call it once on "
-            "data (or `model.build(input_shape)`) before pruning, so that its "
-            "weights exist."
-        )
+def _sublayer_candidates(model, wants):
+    """Layers of a subclassed model to consider wrapping, outermost first.
 
-    def wrap(layer):
-        if isinstance(layer, keras.Model) and layer._flatten_layers(
-            include_self=False
-        ):
-            return None  # a nested model: look inside it
-        if not wants(layer):
-            return None
+    A layer `wants` accepts is a candidate (not looked into); nested models
+    and other layers are looked into. Wrappers are candidates too (found to
+    detect pruning twice).
+    """
+    out, seen = [], set()
+
+    def visit(parent):
+        for layer in parent._flatten_layers(include_self=False, recursive=False):
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, PruneLowMagnitude):
+                out.append(layer)
+            elif isinstance(layer, keras.Model) and layer._flatten_layers(
+                include_self=False
+            ):
+                visit(layer)  # a nested model: look inside it
+            elif wants(layer):
+                out.append(layer)
+            else:
+                visit(layer)
+
+    visit(model)
+    return out
+
+
+def _wrap_in_place(model, candidates, wants, wrap_params):
+    """Wraps, in place, every candidate layer `wants` accepts."""
+    already = [l for l in candidates if isinstance(l, PruneLowMagnitude)]
+    swaps = {}
+    for layer in candidates:
+        if isinstance(layer, PruneLowMagnitude) or not wants(layer):
+            continue
         wrapper = PruneLowMagnitude(layer, **wrap_params(layer))
-        wrapper.build(None)
-        return wrapper
-
-    replace_sublayers(model, wrap)
+        if layer.built:
+            wrapper.build(None)
+        swaps[id(layer)] = wrapper
+    if already:
+        _check_not_pruned_twice(model, already, swaps, wants)
+    rewrite.swap_layers(model, swaps)
     return model
 
 
-def replace_sublayers(parent, fn, _seen=None):
-    """Replaces, in place, the sublayers a layer holds in attributes.
+def _check_not_pruned_twice(model, already, swaps, wants):
+    """Pruning a pruned model again: raise, never keep schedules silently.
 
-    Walks public attributes holding layers, lists of layers and dicts of
-    layers, recursively. `fn(layer)` returns the replacement, or None to keep
-    the layer and look inside it. Keras' layer tracking is updated.
-
-    Args:
-        parent: A layer or subclassed model.
-        fn: Callable `layer -> layer or None`.
+    A model whose layers are all wrapped already raises. A model mixing
+    wrapped and plain layers (tfmot's idiom: some layers wrapped by hand
+    with their own schedule) gets the plain ones wrapped; the wrapped ones
+    keep their settings, with a warning that names them.
     """
-    seen = set() if _seen is None else _seen
-    if id(parent) in seen:
-        return
-    seen.add(id(parent))
-    attributes = dict(vars(parent))
-    # On torch, layers held in attributes live in `nn.Module._modules`.
-    attributes.update(getattr(parent, "_modules", None) or {})
-    with _unlocked(getattr(parent, "_tracker", None)):
-        for attr, value in attributes.items():
-            if attr.startswith("_"):
-                continue
-            if isinstance(value, list):
-                items = list(enumerate(value))
-            elif isinstance(value, dict):
-                items = list(value.items())
-            else:
-                items = [(None, value)]
-            for key, item in items:
-                if not isinstance(item, keras.layers.Layer):
-                    continue
-                new = fn(item)
-                if new is None or new is item:
-                    replace_sublayers(item, fn, seen)
-                    continue
-                if key is None:
-                    setattr(parent, attr, new)
-                else:
-                    value[key] = new
-                    if new not in parent._layers:
-                        parent._layers.append(new)
-                for i, tracked in enumerate(list(parent._layers)):
-                    if tracked is item:
-                        del parent._layers[i]
-                        break
-
-
-@contextlib.contextmanager
-def _unlocked(tracker):
-    if tracker is None:
-        yield
-        return
-    was_locked = tracker.locked
-    tracker.unlock()
-    try:
-        yield
-    finally:
-        if was_locked:
-            tracker.lock()
+    names = [w.layer.name for w in already]
+    shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+    if not swaps:
+        raise ValueError(
+            f"Model {model.name!r} is already pruned: its layers {shown} are "
+            "wrapped in PruneLowMagnitude and would keep their old schedule. "
+            "To prune it again with new settings, call "
+            "keras_prune.strip_pruning(model) first and prune the stripped "
+            "model."
+        )
+    warnings.warn(
+        f"Model {model.name!r}: layers {shown} are already wrapped in "
+        "PruneLowMagnitude; they keep their own schedule and settings, and "
+        "only the other layers get the ones given here.",
+        stacklevel=4,
+    )
 
 
 def prune_scope():

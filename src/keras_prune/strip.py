@@ -2,8 +2,7 @@
 
 import keras
 
-from keras_prune.prune import is_graph_model
-from keras_prune.prune import replace_sublayers
+from keras_prune import rewrite
 from keras_prune.wrapper import PruneLowMagnitude
 from keras_prune.wrapper import nonfinite_message
 
@@ -42,18 +41,23 @@ def check_finite(model):
 def strip_pruning(model):
     """Removes pruning wrappers: stock Keras layers, pruned weights exactly 0.
 
-    Each wrapped weight is first set to `weight * mask` in place, then the
-    wrappers are replaced by the layers they wrap. The result predicts what
-    the pruned model predicts and loads where keras-prune is not installed.
-    Sequential and Functional models are rebuilt around the same layer
-    objects (as tfmot does); a subclassed model has its wrappers replaced in
-    place.
+    Each wrapped weight is first set to `weight * mask` in place, then every
+    wrapper is replaced by the layer it wraps, in place, wherever the model
+    holds it (graph nodes, attributes, lists): the model keeps its class (a
+    Keras-Hub task keeps `generate()`), its layer objects and their weights.
+    The result predicts what the pruned model predicts and loads where
+    keras-prune is not installed.
+
+    The model is returned **uncompiled, without optimizer state**: it is for
+    export, and saves to the size of the dense model. Compile it again to
+    train it further. tfmot returns a new model object sharing the same
+    layers; here the model passed in is itself unwrapped and returned.
 
     Args:
         model: A `keras.Model` (possibly holding `PruneLowMagnitude` layers).
 
     Returns:
-        The stripped model.
+        The stripped model (the same object).
 
     Raises:
         ValueError: `model` is not a `keras.Model`.
@@ -73,18 +77,10 @@ def strip_pruning(model):
             "`wrapper.apply_masks()`."
         )
     check_finite(model)
-    for wrapper in pruning_wrappers(model):
+    wrappers = pruning_wrappers(model)
+    for wrapper in wrappers:
         if wrapper.built:
             wrapper.apply_masks()
-
-    def unwrap(layer):
-        return layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-
-    if is_graph_model(model):
-        return keras.models.clone_model(
-            model, clone_function=unwrap, recursive=True
-        )
-    replace_sublayers(
-        model, lambda layer: unwrap(layer) if layer is not unwrap(layer) else None
-    )
-    return model
+    stripped = rewrite.swap_layers(model, {id(w): w.layer for w in wrappers})
+    rewrite.uncompile(stripped)
+    return stripped

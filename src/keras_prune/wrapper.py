@@ -198,20 +198,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if not self.skip_unsupported:
             registry.find_unsupported(layer)
         self._call_params = inspect.signature(layer.call).parameters
-        if "mask" not in self._call_params:
-            # Keras records `mask=None` in the graph of a Functional model
-            # for every layer whose `call` takes a mask; `strip_pruning`
-            # would then call the unwrapped layer with an argument it does
-            # not take. The wrapper only takes what its layer takes.
-            self._call_signature = self._call_signature.replace(
-                parameters=[
-                    p
-                    for p in self._call_signature.parameters.values()
-                    if p.name != "mask"
-                ]
-            )
-            self.call_signature_parameters.remove("mask")
-            self._call_has_mask_arg = False
+        self._mirror_call_signature()
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._last_call_context = None
         # Set by `UpdatePruningStep` while `fit` runs the mask updates from
@@ -232,9 +219,44 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     max_sparsity = property(lambda self: self.pruning_spec.max_sparsity)
     min_sparsity = property(lambda self: self.pruning_spec.min_sparsity)
 
+    def _mirror_call_signature(self):
+        """Makes Keras see the wrapped layer's call arguments as the wrapper's.
+
+        Keras inspects the call signature to sort arguments (tensors, masks,
+        `training`): the wrapper's own `call(inputs, *args, **kwargs)` would
+        put every keyword in one `kwargs` argument, and Keras refuses one
+        argument mixing tensors and other values (a Keras-Hub decoder's
+        `self_attention_cache=tensor, self_attention_cache_update_index=0`).
+        So the wrapper declares its layer's parameters, plus `training`.
+        Keras records `mask=None` in the graph of a Functional model for a
+        layer whose `call` takes a mask: the wrapper takes a mask only when
+        its layer does, so that `strip_pruning` never hands the layer an
+        argument it does not take.
+        """
+        params = list(self._call_params.values())
+        names = [p.name for p in params]
+        if "training" not in names:
+            training = inspect.Parameter(
+                "training", inspect.Parameter.KEYWORD_ONLY, default=None
+            )
+            var_kw = [
+                i for i, p in enumerate(params)
+                if p.kind is inspect.Parameter.VAR_KEYWORD
+            ]
+            params.insert(var_kw[0] if var_kw else len(params), training)
+        self._call_signature = inspect.Signature(params)
+        self.call_signature_parameters = [p.name for p in params]
+        self._call_has_training_arg = True
+        self._call_has_mask_arg = "mask" in self.call_signature_parameters
+        self._call_has_context_arg = {
+            arg: arg in self.call_signature_parameters
+            for arg in self._call_context_args
+        }
+
     # ----------------------------------------------------------------- build
 
     def __call__(self, *args, **kwargs):
+        args, kwargs = self._first_argument_positional(args, kwargs)
         if self._host_updates:
             # During `fit` with host updates the weights are exactly sparse:
             # the layer runs as it is and Keras' call handling runs once,
@@ -245,6 +267,21 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if not self.built and not self.layer.built:
             self._build_layer_from_inputs(args, kwargs)
         return super().__call__(*args, **kwargs)
+
+    def _first_argument_positional(self, args, kwargs):
+        """Passes the layer's first call argument positionally.
+
+        A layer called with keywords only (`mha(query=x, value=x)`) is
+        called the same way through the wrapper, whose `call` takes the
+        first argument as `inputs`.
+        """
+        if args or not kwargs:
+            return args, kwargs
+        first = next(iter(self._call_params), None)
+        if first is None or first not in kwargs:
+            return args, kwargs
+        kwargs = dict(kwargs)
+        return (kwargs.pop(first),), kwargs
 
     def _build_layer_from_inputs(self, args, kwargs):
         """Builds a layer that takes several tensors (MultiHeadAttention).

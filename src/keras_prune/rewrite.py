@@ -1,0 +1,330 @@
+"""Model rewriting: copy a model and swap layer objects in place.
+
+`prune_low_magnitude` and `strip_pruning` change which layer object sits at
+each place of a model, and nothing else. No layer is rebuilt from its config
+and the model keeps its class (a Keras-Hub `GPT2CausalLM` stays one, with
+`generate()`), whatever the model type:
+
+- In a Sequential or Functional graph (nested ones included), every node the
+  old layer was called at is handed to the new layer, with the same call
+  arguments (keywords, masks, `training`, several calls of a shared layer).
+- Every attribute, list or dict of a layer or model that holds the old layer
+  (Keras-Hub's `backbone.transformer_layers`, a subclassed model's
+  `self.dense`) then holds the new one, at the same place in Keras' layer
+  tracking, so weights keep their order.
+
+`copy_model` gives the independent copy that `prune_low_magnitude` works on:
+the model's own serialization round trip (what `keras.saving` and
+`copy.deepcopy` do), without its compile state.
+"""
+
+import collections.abc
+import warnings
+
+import keras
+from keras.src.ops.function import Function, make_node_key
+from keras.src.ops.node import KerasHistory
+from keras.src.saving.serialization_lib import SafeModeScope
+from keras.src.utils import tracking
+
+
+def is_graph_model(model):
+    """Whether `model` is Sequential or Functional (not subclassed)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def graph_layers(model):
+    """The layers of a graph model, looking inside nested graph models.
+
+    Args:
+        model: A Sequential or Functional model.
+
+    Returns:
+        List of layers (not InputLayers, not graph models), each once, in
+        graph order.
+    """
+    out, seen = [], set()
+
+    def visit(m):
+        for layer in m.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if is_graph_model(layer):
+                visit(layer)
+            elif isinstance(layer, keras.layers.Layer) and not isinstance(
+                layer, keras.layers.InputLayer
+            ):
+                out.append(layer)
+
+    visit(model)
+    return out
+
+
+def copy_model(model):
+    """An independent, uncompiled copy of a Sequential or Functional model.
+
+    The copy is made by the model's own serialization (as `keras.saving` and
+    `copy.deepcopy` do): a Keras-Hub model through its backbone's
+    arguments, a Functional model layer by layer. Its weights are then set
+    from the model's. Compile state and optimizer are not copied.
+
+    Args:
+        model: A Sequential or Functional model.
+
+    Returns:
+        A model of the same class with equal weights; when the model's
+        config does not round trip, a plain Functional copy made layer by
+        layer (Keras' `clone_model`), with a warning.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    # The classes at hand resolve by name: a custom layer need not be
+    # registered to be copied (it must be to be loaded from a file).
+    classes = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        cls = type(layer)
+        classes.setdefault(cls.__name__, cls)
+        classes.setdefault(keras.saving.get_registered_name(cls), cls)
+    try:
+        # Our own config of an object in memory: nothing untrusted to load
+        # (a Lambda layer's code is copied as it is).
+        with keras.saving.CustomObjectScope(classes), SafeModeScope(False):
+            new = keras.saving.deserialize_keras_object(config)
+        if len(new.weights) != len(model.weights):
+            raise ValueError(
+                f"{len(new.weights)} weights instead of {len(model.weights)}"
+            )
+    except Exception as e:  # noqa: BLE001 - any config failure: fall back
+        warnings.warn(
+            f"Model {model.name!r} ({type(model).__name__}) could not be "
+            f"copied from its own config ({type(e).__name__}: {e}); it is "
+            "copied layer by layer into a plain Functional model instead, "
+            "which loses its class and methods. Fix its get_config() / "
+            "from_config() to keep them.",
+            stacklevel=3,
+        )
+        return _copy_layer_by_layer(model)
+    new.set_weights(model.get_weights())
+    uncompile(new)
+    return new
+
+
+def _copy_layer_by_layer(model):
+    """Keras' `clone_model`, each layer from its config, weights copied."""
+    pairs = []
+
+    def clone(layer):
+        new = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new))
+        return new
+
+    with SafeModeScope(False):
+        new = keras.models.clone_model(
+            model, clone_function=clone, recursive=True
+        )
+    for old, copy in pairs:
+        if getattr(old, "built", False) and getattr(copy, "built", False):
+            copy.set_weights(old.get_weights())
+    uncompile(new)
+    return new
+
+
+def uncompile(model):
+    """Removes a model's compile state and optimizer, in place.
+
+    Args:
+        model: A `keras.Model`.
+    """
+    with tracking.DotNotTrackScope():
+        for name in (
+            "optimizer",
+            "loss",
+            "_compile_loss",
+            "_compile_metrics",
+            "_loss_tracker",
+            "_compile_config",
+            "train_function",
+            "test_function",
+            "predict_function",
+            "_compiled_trainable_state",
+            "generate_function",  # Keras-Hub's CausalLM
+        ):
+            setattr(model, name, None)  # `optimizer` None, as in tfmot
+        model.compiled = False
+        model.steps_per_execution = 1
+        model._run_eagerly = False
+        model._jit_compile = None
+
+
+def _functions_under(root):
+    """Every graph (`Function`) in `root`: Functional models and the graphs
+    Sequential models run."""
+    out, seen = [], set()
+    for layer in root._flatten_layers(include_self=True, recursive=True):
+        for graph in (layer, getattr(layer, "_functional", None)):
+            if isinstance(graph, Function) and id(graph) not in seen:
+                seen.add(id(graph))
+                out.append(graph)
+    return out
+
+
+def _move_nodes(old, new):
+    """Hands every graph node of `old` to `new`."""
+    inbound, outbound = old._inbound_nodes, old._outbound_nodes
+    with tracking.DotNotTrackScope():
+        old._inbound_nodes, old._outbound_nodes = [], []
+        new._inbound_nodes, new._outbound_nodes = inbound, outbound
+    for index, node in enumerate(inbound):
+        node.operation = new
+        for i, tensor in enumerate(node.outputs):
+            if tensor._keras_history.operation is old:
+                tensor._keras_history = KerasHistory(new, index, i)
+
+
+def _swap_items(items, swaps):
+    """Swaps list items in place (TensorFlow wraps lists: no `list.` calls)."""
+    with tracking.DotNotTrackScope():
+        for i, item in enumerate(list(items)):
+            if id(item) in swaps:
+                items[i] = swaps[id(item)]
+
+
+def _swap_in_function(graph, swaps):
+    _swap_items(graph._operations, swaps)
+    for ops_at_depth in graph._operations_by_depth.values():
+        _swap_items(ops_at_depth, swaps)
+    graph._nodes = {
+        make_node_key(node.operation, node.operation._inbound_nodes.index(node))
+        for nodes in graph._nodes_by_depth.values()
+        for node in nodes
+        if node.operation is not None and node in node.operation._inbound_nodes
+    }
+    if hasattr(graph, "_nnx_op_mapping"):
+        graph._setup_nnx_op_mapping()
+
+
+def _attribute_items(parent):
+    # Private attributes too: Keras-Hub keeps `backbone._token_embedding`.
+    attributes = dict(vars(parent))
+    # On torch, layers held in attributes live in `nn.Module._modules`.
+    attributes.update(getattr(parent, "_modules", None) or {})
+    return attributes.items()
+
+
+# Keras bookkeeping that holds no reference to swap (`_layers` is updated
+# with the tracker below).
+_NOT_REFERENCES = frozenset(
+    ("_tracker", "_layers", "_inbound_nodes", "_outbound_nodes", "_modules")
+)
+
+
+def _swap_in_attributes(parent, swaps):
+    """Replaces swapped layers held in `parent`'s attributes and tracking."""
+    for attr, value in list(_attribute_items(parent)):
+        if attr in _NOT_REFERENCES:
+            continue
+        if isinstance(value, keras.layers.Layer):
+            if id(value) in swaps:
+                with tracking.DotNotTrackScope():
+                    setattr(parent, attr, swaps[id(value)])
+        elif isinstance(value, (list, tuple)) or _is_sequence(value):
+            if isinstance(value, tuple):
+                if type(value) is tuple and any(
+                    id(item) in swaps for item in value
+                ):
+                    with tracking.DotNotTrackScope():
+                        setattr(
+                            parent,
+                            attr,
+                            type(value)(
+                                swaps.get(id(item), item) for item in value
+                            ),
+                        )
+            else:
+                _swap_items(value, swaps)
+        elif isinstance(value, dict) or _is_mapping(value):
+            with tracking.DotNotTrackScope():
+                for key, item in list(value.items()):
+                    if id(item) in swaps:
+                        value[key] = swaps[id(item)]
+    tracker = getattr(parent, "_tracker", None)
+    layers = getattr(parent, "_layers", None)
+    if layers is None:
+        return
+    for i, item in enumerate(list(layers)):
+        if id(item) not in swaps:
+            continue
+        new = swaps[id(item)]
+        index = next(j for j, x in enumerate(layers) if x is item)
+        with tracking.DotNotTrackScope():
+            if any(x is new for x in layers):
+                del layers[index]  # a shared layer, tracked already
+            else:
+                layers[index] = new
+        if tracker is not None and "layers" in tracker.stored_ids:
+            ids = tracker.stored_ids["layers"]
+            ids.discard(id(item))
+            ids.add(id(new))
+
+
+def _is_sequence(value):
+    return isinstance(value, collections.abc.MutableSequence)
+
+
+def _is_mapping(value):
+    return isinstance(value, collections.abc.MutableMapping)
+
+
+def swap_layers(root, swaps):
+    """Puts new layer objects in place of old ones, in place, in `root`.
+
+    Args:
+        root: A model (any type) or layer.
+        swaps: Dict `id(old layer) -> new layer`. A new layer may hold its
+            old layer (a wrapper), or be held by it (unwrapping).
+
+    Returns:
+        `root`, or its replacement when `root` itself is swapped.
+    """
+    if not swaps:
+        return root
+    parents = [
+        layer
+        for layer in root._flatten_layers(include_self=True, recursive=True)
+        if id(layer) not in swaps
+    ]
+    olds = {}
+    for layer in root._flatten_layers(include_self=True, recursive=True):
+        if id(layer) in swaps:
+            olds[id(layer)] = layer
+    graphs = _functions_under(root)
+    for key, old in olds.items():
+        new = swaps[key]
+        if old._inbound_nodes:
+            _move_nodes(old, new)
+    for graph in graphs:
+        _swap_in_function(graph, swaps)
+    new_ids = {id(new) for new in swaps.values()}
+    for parent in parents:
+        if id(parent) in new_ids:
+            continue  # a wrapper: it holds its own layer
+        _swap_in_attributes(parent, swaps)
+    result = swaps.get(id(root), root)
+    if isinstance(result, keras.Model):
+        # Functions traced before the swap called the old layers.
+        with tracking.DotNotTrackScope():
+            for name in (
+                "train_function",
+                "test_function",
+                "predict_function",
+                "generate_function",
+            ):
+                if getattr(result, name, None) is not None:
+                    setattr(result, name, None)
+    for layer in result._flatten_layers(include_self=True, recursive=True):
+        if "_torch_params" in vars(layer):
+            layer._track_variables()  # torch `parameters()` follow the swap
+    return result
