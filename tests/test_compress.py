@@ -721,7 +721,7 @@ h["config"]["config"]["layers"][-1]["config"]["use_bias"] = False
 hostile["dense-2^24-no-bias"] = file_with(h, blobs)
 hostile["json-objects"] = crc(b"".join([
     compress.MAGIC, struct.pack("<H", 1),
-    _format.encode_stream(b"[" + b"{}," * 20_000_000 + b"{}]", "lzma", "mask")]))
+    _format.encode_stream(b"[" + b"{}," * 20_000_000 + b"{}]", "zlib", "mask")]))
 zeros = zlib.compress(b"\0" * (256 << 20), 9)
 hostile["zlib-raw-0"] = crc(b"".join([
     compress.MAGIC, struct.pack("<H", 1), bytes([_format.ZLIB]),

@@ -547,7 +547,8 @@ def _parse_json(raw, what, limit):
 
 def _check_modules(config, what):
     """Refuses configs naming modules Keras would import that a model file
-    has no business naming (see `_MODEL_MODULES`)."""
+    has no business naming (see `_MODEL_MODULES`). A backend's own
+    optimizer module is mapped to `keras.optimizers` (in place)."""
     stack = [config]
     while stack:
         node = stack.pop()
@@ -557,6 +558,15 @@ def _check_modules(config, what):
         if not isinstance(node, dict):
             continue
         module = node.get("module")
+        if isinstance(module, str) and module not in sys.modules and \
+                module.startswith("keras.src.backend.") and \
+                ".optimizers" in module and _public_optimizer(
+                    node.get("class_name")):
+            # An optimizer saved on another backend (PyTorch names its own
+            # `keras.src.backend.torch.optimizers.torch_adam`): the public
+            # class of the same name, as Keras' own loader would need
+            # torch for it.
+            node["module"] = module = "keras.optimizers"
         if isinstance(module, str) and module.split(".")[0] in \
                 _IMPORTING_PACKAGES and module not in sys.modules and not (
                 module in _MODEL_MODULES
@@ -565,6 +575,13 @@ def _check_modules(config, what):
                         "not a module of layers, models, optimizers, losses "
                         "or metrics; refusing to import it")
         stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+
+
+def _public_optimizer(class_name):
+    import keras
+
+    return isinstance(class_name, str) and isinstance(
+        getattr(keras.optimizers, class_name, None), type)
 
 
 def _expected_state(config, what, custom_objects, limit):
