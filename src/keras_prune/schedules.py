@@ -614,7 +614,7 @@ def check_value(schedule, step, sparsity):
         ValueError: naming the schedule, the step and the value.
     """
     try:
-        value = float(np.asarray(sparsity, dtype=np.float64))
+        value = float(sparsity)
     except (TypeError, ValueError):
         value = None
     if value is None or not 0.0 <= value <= 1.0:  # NaN fails both
