@@ -259,6 +259,10 @@ def test_mha_output_kernel_grouped_along_heads_and_head_dim():
     # Exactly 2 kept of every 4 consecutive (head, head_dim) inputs.
     groups = out.reshape(64 // 4, 4, 64).sum(axis=1)
     assert np.all(groups == 2)
+    # The report reads the pattern along the same axes.
+    patterns_of = {r["layer"]: r["pattern"] for r in kp.sparsity_report(pruned)
+                   if r["weight"] == "kernel"}
+    assert patterns_of == {n: "2:4" for n in ATTENTION}
     # Grouping across the 2 heads (axis 0, padded groups of 2) is what the
     # old code did: it kept everything.
     assert not np.array_equal(out, ref_nm(np.abs(out) + 1.0, 2, 4, 0))
