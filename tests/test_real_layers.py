@@ -145,7 +145,7 @@ def test_position_embedding_opt_in(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTERED", {})
     kp.register_prunable_weights("PositionEmbedding", ["embeddings"])
     rows = plan(backbone("gpt2"))
-    row = [r for r in rows if r["layer"] == "position_embedding"][0]
+    row = next(r for r in rows if r["layer"] == "position_embedding")
     assert row["pruned"]
     assert row["reason"] == "registered with register_prunable_weights"
     with pytest.raises(TypeError, match="list of variable names"):
@@ -194,7 +194,7 @@ def test_unknown_rank2_weight_raises_naming_layer_and_fix():
     assert "register_prunable_weights('Mix'" in message
     assert "skip_unsupported=True" in message
     rows = plan(model)  # skip_unsupported=True by default: listed
-    assert [r["reason"] for r in rows if r["layer"] == "mix"][0].startswith(
+    assert next(r["reason"] for r in rows if r["layer"] == "mix").startswith(
         "unknown layer, left dense"
     )
 
@@ -342,7 +342,7 @@ def test_nm_that_cannot_apply_is_reported():
     model = keras.Sequential([keras.Input((2,)), L.Dense(5, name="narrow")])
     with pytest.warns(UserWarning, match="Layer 'narrow'.*stays dense"):
         pruned = kp.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
-    row = [r for r in plan(pruned) if r["pruned"]][0]
+    row = next(r for r in plan(pruned) if r["pruned"])
     assert "WARNING: 2:4 cannot prune it" in row["reason"]
 
 
