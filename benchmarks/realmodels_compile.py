@@ -44,7 +44,9 @@ def main():
         ("2:4", {"sparsity_m_by_n": (2, 4)}),
     ]:
         model = resnet()
-        _, seconds = timed(lambda: keras_prune.prune_once(model, 0.5, **kwargs))
+        _, seconds = timed(
+            lambda m=model, kw=kwargs: keras_prune.prune_once(m, 0.5, **kw)
+        )
         print(f"prune_once {name:<7} {seconds:7.2f} s")
     if args.fit:
         rng = np.random.RandomState(0)

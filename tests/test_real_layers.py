@@ -145,7 +145,7 @@ def test_position_embedding_opt_in(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTERED", {})
     kp.register_prunable_weights("PositionEmbedding", ["embeddings"])
     rows = plan(backbone("gpt2"))
-    row = [r for r in rows if r["layer"] == "position_embedding"][0]
+    row = next(r for r in rows if r["layer"] == "position_embedding")
     assert row["pruned"]
     assert row["reason"] == "registered with register_prunable_weights"
     with pytest.raises(TypeError, match="list of variable names"):
@@ -194,7 +194,7 @@ def test_unknown_rank2_weight_raises_naming_layer_and_fix():
     assert "register_prunable_weights('Mix'" in message
     assert "skip_unsupported=True" in message
     rows = plan(model)  # skip_unsupported=True by default: listed
-    assert [r["reason"] for r in rows if r["layer"] == "mix"][0].startswith(
+    assert next(r["reason"] for r in rows if r["layer"] == "mix").startswith(
         "unknown layer, left dense"
     )
 
@@ -259,6 +259,10 @@ def test_mha_output_kernel_grouped_along_heads_and_head_dim():
     # Exactly 2 kept of every 4 consecutive (head, head_dim) inputs.
     groups = out.reshape(64 // 4, 4, 64).sum(axis=1)
     assert np.all(groups == 2)
+    # The report reads the pattern along the same axes.
+    patterns_of = {r["layer"]: r["pattern"] for r in kp.sparsity_report(pruned)
+                   if r["weight"] == "kernel"}
+    assert patterns_of == {n: "2:4" for n in ATTENTION}
     # Grouping across the 2 heads (axis 0, padded groups of 2) is what the
     # old code did: it kept everything.
     assert not np.array_equal(out, ref_nm(np.abs(out) + 1.0, 2, 4, 0))

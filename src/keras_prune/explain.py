@@ -292,7 +292,7 @@ def _padded_groups(nonzero, axis_len, size):
     return padded.reshape(nonzero.shape[:-1] + (groups, size))
 
 
-def weight_pattern(value):
+def weight_pattern(value, axis=None):
     """The sparsity pattern of a weight tensor, as a short string.
 
     Checked in this order (first match wins):
@@ -305,6 +305,8 @@ def weight_pattern(value):
       consecutive weights holds at most `N < M` non-zeros, and almost all
       (99%) hold exactly `N` (so random sparsity is not mistaken for N:M);
       `M` in 2, 4, 8, 16, smallest first;
+      `axis` (an int, or a tuple flattened in C order;
+      `patterns.contracted_axes`) replaces axis -2;
     - `'block RxC'`: over the last two axes, cut into `R x C` blocks (edge
       blocks padded), every block is all zero or free of zeros; the largest
       block area wins;
@@ -312,6 +314,7 @@ def weight_pattern(value):
 
     Args:
         value: NumPy array (or anything `np.asarray` accepts).
+        axis: The N:M grouping axes (default -2).
 
     Returns:
         str.
@@ -329,7 +332,13 @@ def weight_pattern(value):
     live = channels.any(axis=0)
     if not live.all() and channels[:, live].all():
         return f"channel {int((~live).sum())}/{live.size}"
-    by_input = np.moveaxis(nonzero, -2, -1)
+    axes = (-2,) if axis is None else (
+        (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    )
+    axes = tuple(sorted({int(a) % value.ndim for a in axes}))
+    rest = tuple(i for i in range(value.ndim) if i not in axes)
+    by_input = np.transpose(nonzero, rest + axes)
+    by_input = by_input.reshape(by_input.shape[: len(rest)] + (-1,))
     length = by_input.shape[-1]
     for m in (2, 4, 8, 16):
         if length < m:
@@ -427,7 +436,13 @@ def sparsity_report(model, sizes=False, pattern=True):
                 pruned=id(v) in masked,
             )
             if pattern:
-                row["pattern"] = weight_pattern(value)
+                from keras_prune import patterns
+
+                row["pattern"] = weight_pattern(
+                    value,
+                    axis=patterns.contracted_axes(layer, v)
+                    if value.ndim >= 2 else None,
+                )
             if sizes:
                 row.update(_tensor_sizes(value))
             rows.append(row)

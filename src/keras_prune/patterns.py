@@ -142,6 +142,19 @@ def contracted_axes(layer, weight):
     return 0
 
 
+def always_full_m_by_n(schedule, m_by_n):
+    """Whether `schedule` always asks for full N:M (`ConstantSparsity` with
+    a target >= m / n): the gradual group selection is then skipped, which
+    keeps it out of compiled train steps. Same masks either way."""
+    from keras_prune import schedules
+
+    if type(schedule) is not schedules.ConstantSparsity:
+        return False
+    m, n = m_by_n
+    target = np.float32(schedule.target_sparsity)
+    return bool(target * np.float32(n / m) >= np.float32(1.0))
+
+
 def m_by_n_inapplicable(owner, weight, m_by_n):
     """Why N:M cannot prune `weight` of `owner`, or None if it can.
 

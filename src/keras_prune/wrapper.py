@@ -465,7 +465,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return patterns.m_by_n_mask(
                 masked,
                 self.sparsity_m_by_n,
-                sparsity,
+                None  # every group N:M: no group selection to compile
+                if patterns.always_full_m_by_n(
+                    self.pruning_schedule, self.sparsity_m_by_n
+                )
+                else sparsity,
                 axis=_input_axis(owner, weight, transpose),
             )
         if self.pattern == "channel":
