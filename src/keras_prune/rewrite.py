@@ -22,6 +22,7 @@ import collections.abc
 import warnings
 
 import keras
+from keras.src.models.functional import Functional
 from keras.src.ops.function import Function, make_node_key
 from keras.src.ops.node import KerasHistory
 from keras.src.saving.serialization_lib import SafeModeScope
@@ -30,8 +31,6 @@ from keras.src.utils import tracking
 
 def is_graph_model(model):
     """Whether `model` is Sequential or Functional (not subclassed)."""
-    from keras.src.models.functional import Functional
-
     return isinstance(model, (keras.Sequential, Functional))
 
 
@@ -98,6 +97,10 @@ def copy_model(model):
                 f"{len(new.weights)} weights instead of {len(model.weights)}"
             )
     except Exception as e:  # noqa: BLE001 - any config failure: fall back
+        if type(model) in (Functional, keras.Sequential):
+            # Plain graph models lose nothing (Keras' ops in the graph, e.g.
+            # `keras.ops.add(x, x)`, are not always serializable).
+            return _copy_layer_by_layer(model)
         warnings.warn(
             f"Model {model.name!r} ({type(model).__name__}) could not be "
             f"copied from its own config ({type(e).__name__}: {e}); it is "
