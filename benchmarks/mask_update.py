@@ -160,6 +160,7 @@ def run_backend(
     with_tfmot_tf=True,
     quiet=None,
     skip_eager=False,
+    full_sort=True,
 ):
     """Times every method for the current backend. Returns a list of rows.
 
@@ -193,6 +194,7 @@ def run_backend(
             calls = {
                 name: (lambda fn=fns[name]: fn(w, s_t))
                 for name in ("ours", "one_pass", "full_sort", "group")
+                if full_sort or name != "full_sort"
             }
             if not skip_eager:
                 from keras_prune import masks
@@ -225,7 +227,9 @@ def run_backend(
             # full sort wherever the full sort has no ties at the threshold.
             k = int(ops.convert_to_numpy(keras_prune.kept_count(n, s)))
             ours_m = np.asarray(ops.convert_to_numpy(outs["ours"]), bool)
-            sort_m = np.asarray(ops.convert_to_numpy(outs["full_sort"]), bool)
+            sort_m = np.asarray(
+                ops.convert_to_numpy(outs.get("full_sort", outs["ours"])), bool
+            )
             row["expected_kept"] = k
             row["ours_kept"] = int(ours_m.sum())
             for name in ("eager", "host"):
@@ -464,6 +468,11 @@ def parse_args(argv):
         help="probe the peak memory of ours only, not of the full sort",
     )
     p.add_argument(
+        "--no-full-sort",
+        action="store_true",
+        help="skip the backend full sort (seconds per call at 16.8M)",
+    )
+    p.add_argument(
         "--no-tfmot",
         action="store_true",
         help="skip the in-process TensorFlow top_k (tfmot) column",
@@ -545,6 +554,7 @@ def main(argv=None):
     child_args += ["--no-memory"] if args.no_memory else []
     child_args += ["--no-sort-memory"] if args.no_sort_memory else []
     child_args += ["--no-tfmot"] if args.no_tfmot else []
+    child_args += ["--no-full-sort"] if args.no_full_sort else []
 
     quiet = {"max_cores": args.quiet_cores, "max_wait_s": args.max_wait}
     venv_results = None
@@ -584,6 +594,7 @@ def main(argv=None):
             args.repeats,
             args.seed,
             with_tfmot_tf=not args.no_tfmot,
+            full_sort=not args.no_full_sort,
             quiet=quiet,
         )
         if not args.no_memory:
