@@ -66,6 +66,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
     stay inside the train step and the callback only checks and reports
     them.
 
+    **Custom training loops.** tfmot's idiom of calling the hooks by hand
+    works unchanged (`set_model`, `on_train_begin()`,
+    `on_train_batch_begin(batch=-1)`, `on_epoch_end(batch=-1)`, with or
+    without `model.optimizer` set). Called by hand, the hooks never change
+    the step or the masks (the forward pass with `training=True` updates
+    them, as without the callback): `on_epoch_end` sets the pruned weights
+    to exactly zero (as tfmot's does), checks for NaN/Inf at mask updates
+    and reports `sparsity` in `logs`; the other hooks only check. Host
+    updates only run when Keras' own `fit` calls the callback.
+
     Example:
 
     ```python
@@ -79,18 +89,25 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._epoch_start = None
         self._sparsity = None
         self._host = None
+        self._by_fit = False
 
     def on_train_begin(self, logs=None):
         model = self.model
         self._wrappers = strip.pruning_wrappers(model)
+        self._stop_host()
+        stale = host_updates.active(model)
+        if stale is not None:  # a `fit` that raised never reached stop()
+            stale.stop()
+        self._by_fit = host_updates.driven_by_fit(model)
         strip.check_finite(model)
         self._step = pruning_step(model) or 0
-        if host_updates.eligible(model):
+        self._epoch_start = self._step
+        if self._by_fit and host_updates.eligible(model):
             self._host = host_updates.HostUpdates(model, self._step)
             self._host.start()
         self._sparsity = model_sparsity(model)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch=None, logs=None):
         self._epoch_start = self._step
 
     def _catch_up(self, done, model=None):
@@ -114,14 +131,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
                     return True
         return False
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._step is None:
+    def on_train_batch_begin(self, batch=None, logs=None):
+        if self._step is None or not self._by_fit:
+            # Called by hand (tfmot's custom-loop idiom, any `batch`): the
+            # forward pass updates the step and the masks; nothing to do.
             return
         step = self._epoch_start + batch
         if self._host is None:
             self._catch_up(step)
             return
         self._step = step
+        self._host.arm()
         due = self._host.due(step)
         if due:
             self.model  # syncs JAX state: the updates read the weights
@@ -132,12 +152,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 raise
             self._sparsity = None  # read at epoch end
 
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._step is None:
-            return
+    def on_epoch_end(self, epoch=None, logs=None, *, batch=None):
+        """End of an epoch (`batch` is tfmot's name for `epoch`; unused)."""
         model = self.model  # syncs JAX state
-        if self._host is None:
+        if not self._by_fit:
+            # By hand: make the stored weights exactly sparse, as tfmot's
+            # `on_epoch_end` does; the masks and the step stay as they are.
+            strip.check_finite(model)
+            for wrapper in strip.pruning_wrappers(model):
+                if wrapper.built:
+                    wrapper.apply_masks()
+            self._step = pruning_step(model) or 0
+            self._sparsity = model_sparsity(model)
+        elif self._host is None:
             self._catch_up(pruning_step(model) or 0, model)
         else:
             self._step = pruning_step(model) or 0
@@ -148,6 +175,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._stop_host()
+        self._by_fit = False
 
     def _stop_host(self):
         if self._host is not None:
