@@ -137,6 +137,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # forward pass updates the step and the masks; nothing to do.
             return
         step = self._epoch_start + batch
+        if (
+            self._host is not None
+            and host_updates.active(self._model) is not self._host
+        ):
+            # The model left host mode (a train step ran outside this
+            # callback's batches): the train step updates the masks again.
+            self._host = None
         if self._host is None:
             self._catch_up(step)
             return

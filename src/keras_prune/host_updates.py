@@ -289,12 +289,12 @@ class HostUpdates:
                 model, "_keras_prune_host_train", (in_step, compiled)
             )
         model.train_function = _guarded_train_function(self, compiled)
-        self._armed = False
+        self._armed = None
         self._in_call = False
 
     def arm(self):
         """Announces that `fit` runs one train step next (batch begin)."""
-        self._armed = True
+        self._armed = _fit_token(self.model)
 
     def stop(self):
         """Back to in-step updates (for custom loops and other `fit`s)."""
@@ -339,6 +339,17 @@ class HostUpdates:
         for owner, sparsity in due:
             owner.update(sparsity)
 
+
+
+def _fit_token(model):
+    """What identifies the running `fit`: the `History` it attached.
+
+    Each `fit` sets a new `model.history` before it starts; an arm left over
+    from a `fit` that raised between a batch begin and its train step does
+    not match the next `fit`'s.
+    """
+    history = getattr(model, "history", None)
+    return model if history is None else history
 
 
 def _flagged_step(wrappers, train_step):
@@ -387,22 +398,22 @@ def _guarded_train_function(host, compiled):
     """`model.train_function` in host mode: runs only after `arm()`.
 
     `fit` with `UpdatePruningStep` calls the callback's batch begin (which
-    arms it) and then this function, once per batch. Called without that
-    (a later `fit` without the callback, after a `fit` that raised before
-    `on_train_end`), it switches the model back to in-step updates and runs
-    the in-step train function instead.
+    arms it for this `fit`, `_fit_token`) and then this function, once per
+    batch. Called without that (a later `fit` without the callback, after a
+    `fit` that raised before `on_train_end`), it switches the model back to
+    in-step updates and runs the in-step train function instead.
     """
     model = host.model
 
     def train_function(*args, **kwargs):
-        if not host._armed or active(model) is not host:
+        if host._armed is not _fit_token(model) or active(model) is not host:
             host.stop()
             if model.train_function is None or model.train_function is (
                 train_function
             ):
                 model.make_train_function(force=True)
             return model.train_function(*args, **kwargs)
-        host._armed = False
+        host._armed = None
         host._in_call = True
         try:
             return compiled(*args, **kwargs)
