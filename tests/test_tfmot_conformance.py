@@ -12,6 +12,7 @@ which row.
 
 import inspect
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -293,6 +294,37 @@ def test_update_pruning_step_hooks_take_tfmots_arguments():
     assert host_updates.active(model) is None
 
 
+def test_hand_called_hooks_warn_once_when_the_model_did_not_train():
+    """A JAX loop that keeps its state outside the variables (or a loop
+    without a training forward pass) leaves the model as it was: the
+    callback says so once, instead of reporting stale masks silently."""
+    model = kp.prune_low_magnitude(
+        keras.Sequential([keras.Input((3,)), L.Dense(4)]),
+        kp.ConstantSparsity(0.5, 0, frequency=1),
+    )
+    callback = kp.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for _ in range(2):
+        callback.on_train_batch_begin(batch=-1)
+        model(np.ones((2, 3), "float32"), training=False)
+    with pytest.warns(UserWarning, match="did not advance"):
+        callback.on_epoch_end(batch=-1)
+    callback.on_train_batch_begin(batch=-1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        callback.on_epoch_end(batch=-1)  # once only
+        fresh = kp.UpdatePruningStep()
+        fresh.set_model(model)
+        fresh.on_train_begin()
+        # A trained batch advances the step: no warning.
+        fresh.on_train_batch_begin(batch=-1)
+        model(np.ones((2, 3), "float32"), training=True)
+        fresh.on_epoch_end(batch=-1)
+    assert not [w for w in caught if "did not advance" in str(w.message)]
+    assert kp.pruning_step(model) == 1
+
+
 def test_fit_counts_one_step_per_batch():
     model = kp.prune_low_magnitude(
         keras.Sequential([keras.Input((3,)), L.Dense(4)]),
@@ -531,7 +563,10 @@ def test_guide_custom_loop_gives_the_numbers_of_the_loop_without_callback(
     compiled, set_optimizer
 ):
     model = pruned_model()
-    guide_loop(model, compiled, set_optimizer, callbacks=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        guide_loop(model, compiled, set_optimizer, callbacks=True)
+    assert not [w for w in caught if "UpdatePruningStep" in str(w.message)]
     got, expected = state(model), reference(compiled)
     assert len(got) == len(expected) == 2
     for (step, masks, thresholds, kept), (step0, masks0, th0, kept0) in zip(

@@ -1,5 +1,7 @@
 """Callbacks: `UpdatePruningStep` (tfmot's name) for `fit`."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -90,6 +92,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._sparsity = None
         self._host = None
         self._by_fit = False
+        self._hand_batches = 0
+        self._warned_stale = False
 
     def on_train_begin(self, logs=None):
         model = self.model
@@ -102,6 +106,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         strip.check_finite(model)
         self._step = pruning_step(model) or 0
         self._epoch_start = self._step
+        self._hand_batches = 0
         if self._by_fit and host_updates.eligible(model):
             self._host = host_updates.HostUpdates(model, self._step)
             self._host.start()
@@ -135,6 +140,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self._step is None or not self._by_fit:
             # Called by hand (tfmot's custom-loop idiom, any `batch`): the
             # forward pass updates the step and the masks; nothing to do.
+            self._hand_batches += 1
             return
         step = self._epoch_start + batch
         if (
@@ -166,10 +172,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # By hand: make the stored weights exactly sparse, as tfmot's
             # `on_epoch_end` does; the masks and the step stay as they are.
             strip.check_finite(model)
+            step = pruning_step(model)
+            if (
+                step is not None
+                and self._step is not None
+                and step == self._step
+                and self._hand_batches
+            ):
+                self._warn_stale(self._hand_batches)
             for wrapper in strip.pruning_wrappers(model):
                 if wrapper.built:
                     wrapper.apply_masks()
-            self._step = pruning_step(model) or 0
+            self._step = step or 0
+            self._hand_batches = 0
             self._sparsity = model_sparsity(model)
         elif self._host is None:
             self._catch_up(pruning_step(model) or 0, model)
@@ -179,6 +194,22 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._sparsity = model_sparsity(model)
         if logs is not None and self._sparsity is not None:
             logs["sparsity"] = self._sparsity
+
+    def _warn_stale(self, batches):
+        if self._warned_stale:
+            return
+        self._warned_stale = True
+        warnings.warn(
+            f"UpdatePruningStep.on_epoch_end: {batches} batches began since "
+            "the last epoch end, but the model's pruning step did not "
+            f"advance (still {self._step}): the masks only change in a "
+            "forward pass with training=True, and on JAX only once the "
+            "loop's state (stateless_call's non-trainable values) is "
+            "written back into the model's variables. Write it back before "
+            "on_epoch_end (see docs/custom-training-loops.md); masks and "
+            "weights read now are stale.",
+            stacklevel=2,
+        )
 
     def on_train_end(self, logs=None):
         self._stop_host()
