@@ -285,7 +285,8 @@ def test_update_pruning_step_hooks_take_tfmots_arguments():
     callback.on_train_batch_begin(-1, logs={})
     callback.on_train_batch_end(batch=-1)
     logs = {}
-    callback.on_epoch_end(batch=-1)
+    with pytest.warns(UserWarning, match="did not advance"):  # no training
+        callback.on_epoch_end(batch=-1)
     callback.on_epoch_end(-1, logs)
     callback.on_epoch_end(epoch=0, logs=logs)
     callback.on_train_end()
