@@ -252,10 +252,13 @@ def test_xnnpack_requires_global_average_pooling():
     ],
 )
 def test_xnnpack_rejects_unsupported_middle_layer(middle, name):
+    # tfmot's message names the class; keras-prune adds the layer's name.
+    model = xnnpack_model(middle=middle)
+    cls = type(model.get_layer(name)).__name__
     expect_error(
-        xnnpack_model(middle=middle),
-        rf"^Layer {name} is not supported for the PruneForLatencyOnXNNPack "
-        "pruning policy$",
+        model,
+        rf"^Layer {cls} is not supported for the PruneForLatencyOnXNNPack "
+        rf"pruning policy \(layer '{name}';",
     )
 
 
@@ -268,6 +271,11 @@ def test_xnnpack_rejects_unsupported_middle_layer(middle, name):
         lambda x: L.Activation("relu6")(L.Dropout(0.1)(x)),
         lambda x: L.Multiply()([x, L.Activation("sigmoid")(x)]),
         lambda x: keras.ops.add(x, x),
+        lambda x: L.Identity()(x),
+        # A nested Sequential between the stem and the pooling.
+        lambda x: keras.Sequential(
+            [L.Conv2D(8, 1), L.ReLU(), L.DepthwiseConv2D(3, padding="same")]
+        )(x),
     ],
 )
 def test_xnnpack_accepts_supported_middle_layers(middle):
@@ -284,3 +292,53 @@ def test_xnnpack_accepts_supported_middle_layers(middle):
         isinstance(layer, L.Conv2D) and tuple(layer.kernel_size) == (1, 1)
         for layer in wrapped
     )
+
+
+def test_xnnpack_accepts_an_identity_lambda():
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    model = xnnpack_model(middle=lambda x: L.Lambda(lambda t: t)(x))
+    policy = kp.PruneForLatencyOnXNNPack()
+    assert policy.ensure_model_supports_pruning(model) is None
+    # Cloning a Python lambda needs unsafe deserialization (Keras' rule).
+    with SafeModeScope(False):
+        pruned = kp.prune_low_magnitude(model, pruning_policy=policy)
+    assert wrapped_names(pruned) == ["pw1", "pw2", "pw3"]
+    # A Lambda that computes something is refused, naming class and name.
+    model = xnnpack_model(
+        middle=lambda x: L.Lambda(lambda t: t * 2.0, name="double")(x)
+    )
+    with pytest.raises(ValueError, match=r"^Layer Lambda is not .*'double'"):
+        policy.ensure_model_supports_pruning(model)
+
+
+def test_xnnpack_looks_inside_nested_models():
+    # The stem and the pooling inside a nested Functional backbone, with a
+    # nested Sequential inside it.
+    inner = keras.Sequential(
+        [keras.Input((5, 5, 4)), L.Conv2D(6, 1, name="in_pw"), L.ReLU()]
+    )
+    inp = keras.Input((9, 9, 3))
+    x = L.Conv2D(4, 3, strides=2, name="stem")(L.ZeroPadding2D(1)(inp))
+    x = inner(x)
+    backbone = keras.Model(inp, L.GlobalAveragePooling2D()(x))
+    outer_in = keras.Input((9, 9, 3))
+    model = keras.Model(outer_in, L.Dense(2)(backbone(outer_in)))
+    policy = kp.PruneForLatencyOnXNNPack()
+    assert policy.ensure_model_supports_pruning(model) is None
+    pruned = kp.prune_low_magnitude(model, pruning_policy=policy)
+    assert [w.layer.name for w in kp.strip.pruning_wrappers(pruned)] == [
+        "in_pw"
+    ]
+    # An unsupported layer inside the nested model is found and named.
+    bad = keras.Sequential(
+        [keras.Input((5, 5, 4)), L.MaxPooling2D(1, name="max_pooling2d")]
+    )
+    x = L.Conv2D(4, 3, strides=2)(L.ZeroPadding2D(1)(inp))
+    model = keras.Model(inp, L.GlobalAveragePooling2D()(bad(x)))
+    with pytest.raises(
+        ValueError,
+        match=r"^Layer MaxPooling2D is not supported for the "
+        r"PruneForLatencyOnXNNPack pruning policy \(layer 'max_pooling2d';",
+    ):
+        policy.ensure_model_supports_pruning(model)

@@ -1,5 +1,7 @@
 """Callbacks: `UpdatePruningStep` (tfmot's name) for `fit`."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -66,6 +68,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
     stay inside the train step and the callback only checks and reports
     them.
 
+    **Custom training loops.** tfmot's idiom of calling the hooks by hand
+    works unchanged (`set_model`, `on_train_begin()`,
+    `on_train_batch_begin(batch=-1)`, `on_epoch_end(batch=-1)`, with or
+    without `model.optimizer` set). Called by hand, the hooks never change
+    the step or the masks (the forward pass with `training=True` updates
+    them, as without the callback): `on_epoch_end` sets the pruned weights
+    to exactly zero (as tfmot's does), checks for NaN/Inf at mask updates
+    and reports `sparsity` in `logs`; the other hooks only check. Host
+    updates only run when Keras' own `fit` calls the callback.
+
     Example:
 
     ```python
@@ -79,19 +91,31 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._epoch_start = None
         self._sparsity = None
         self._host = None
+        self._wrappers = []
+        self._by_fit = False
+        self._hand_batches = 0
+        self._warned_stale = False
 
     def on_train_begin(self, logs=None):
         model = self.model
         self._wrappers = strip.pruning_wrappers(model)
+        self._stop_host()
+        stale = host_updates.active(model)
+        if stale is not None:  # a `fit` that raised never reached stop()
+            stale.stop()
+        self._by_fit = host_updates.driven_by_fit(model)
         strip.check_finite(model)
         self._step = pruning_step(model) or 0
-        self._collect_schedule_errors(True)
-        if host_updates.eligible(model):
+        self._epoch_start = self._step
+        self._hand_batches = 0
+        # Only under `fit`: called by hand, a bad value raises in the step.
+        self._collect_schedule_errors(self._by_fit)
+        if self._by_fit and host_updates.eligible(model):
             self._host = host_updates.HostUpdates(model, self._step)
             self._host.start()
         self._sparsity = model_sparsity(model)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch=None, logs=None):
         self._epoch_start = self._step
 
     def _catch_up(self, done, model=None):
@@ -120,9 +144,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
         On JAX and TensorFlow a `ValueError` raised by a host schedule
         inside the compiled step would surface as the backend's runtime
-        error; while this callback runs, the wrappers record it instead
-        and skip that update (`PruneLowMagnitude._evaluate_on_host`), and
-        `_raise_schedule_errors` raises it here. Torch raises in the step.
+        error; while this callback runs under `fit`, the wrappers record it
+        instead and skip that update (`PruneLowMagnitude._evaluate_on_host`),
+        and `_raise_schedule_errors` raises it here. Torch raises in the
+        step.
         """
         collect = on and keras.backend.backend() != "torch"
         for wrapper in self._wrappers:
@@ -132,19 +157,30 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def _raise_schedule_errors(self):
         for wrapper in self._wrappers:
-            if wrapper._schedule_errors:
+            if getattr(wrapper, "_schedule_errors", None):
                 raise wrapper._schedule_errors[0]
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._step is None:
+    def on_train_batch_begin(self, batch=None, logs=None):
+        if self._step is None or not self._by_fit:
+            # Called by hand (tfmot's custom-loop idiom, any `batch`): the
+            # forward pass updates the step and the masks; nothing to do.
+            self._hand_batches += 1
             return
         try:
             self._raise_schedule_errors()
             step = self._epoch_start + batch
+            if (
+                self._host is not None
+                and host_updates.active(self._model) is not self._host
+            ):
+                # The model left host mode (a train step ran outside this
+                # callback's batches): the train step updates the masks.
+                self._host = None
             if self._host is None:
                 self._catch_up(step)
                 return
             self._step = step
+            self._host.arm()
             due = self._host.due(step)  # ValueError: a bad schedule value
             if due:
                 self.model  # syncs JAX state: the updates read the weights
@@ -156,33 +192,68 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._stop_host()
             raise
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self._step is None:
-            return
+    def on_epoch_end(self, epoch=None, logs=None, *, batch=None):
+        """End of an epoch (`batch` is tfmot's name for `epoch`; unused)."""
         model = self.model  # syncs JAX state
-        try:
-            self._raise_schedule_errors()
-            if self._host is None:
-                self._catch_up(pruning_step(model) or 0, model)
-        except (ValueError, FloatingPointError):
-            self._collect_schedule_errors(False)
-            self._stop_host()
-            raise
-        if self._host is not None:
-            self._step = pruning_step(model) or 0
-            if self._sparsity is None:
-                self._sparsity = model_sparsity(model)
+        if not self._by_fit:
+            # By hand: make the stored weights exactly sparse, as tfmot's
+            # `on_epoch_end` does; the masks and the step stay as they are.
+            strip.check_finite(model)
+            step = pruning_step(model)
+            if (
+                step is not None
+                and self._step is not None
+                and step == self._step
+                and self._hand_batches
+            ):
+                self._warn_stale(self._hand_batches)
+            for wrapper in strip.pruning_wrappers(model):
+                if wrapper.built:
+                    wrapper.apply_masks()
+            self._step = step or 0
+            self._hand_batches = 0
+            self._sparsity = model_sparsity(model)
+        else:
+            try:
+                self._raise_schedule_errors()
+                if self._host is None:
+                    self._catch_up(pruning_step(model) or 0, model)
+            except (ValueError, FloatingPointError):
+                self._collect_schedule_errors(False)
+                self._stop_host()
+                raise
+            if self._host is not None:
+                self._step = pruning_step(model) or 0
+                if self._sparsity is None:
+                    self._sparsity = model_sparsity(model)
         if logs is not None and self._sparsity is not None:
             logs["sparsity"] = self._sparsity
 
+    def _warn_stale(self, batches):
+        if self._warned_stale:
+            return
+        self._warned_stale = True
+        warnings.warn(
+            f"UpdatePruningStep.on_epoch_end: {batches} batches began since "
+            "the last epoch end, but the model's pruning step did not "
+            f"advance (still {self._step}): the masks only change in a "
+            "forward pass with training=True, and on JAX only once the "
+            "loop's state (stateless_call's non-trainable values) is "
+            "written back into the model's variables. Write it back before "
+            "on_epoch_end (see docs/custom-training-loops.md); masks and "
+            "weights read now are stale.",
+            stacklevel=2,
+        )
+
     def on_train_end(self, logs=None):
         try:
-            if self._step is not None:
+            if self._step is not None and self._by_fit:
                 _ = self.model  # syncs JAX state
                 self._raise_schedule_errors()
         finally:
             self._collect_schedule_errors(False)
             self._stop_host()
+            self._by_fit = False
 
     def _stop_host(self):
         if self._host is not None:

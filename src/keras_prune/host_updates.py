@@ -21,7 +21,20 @@ batch begin), without a distribution strategy, and with an optimizer that
 updates each weight from its own gradient (`elementwise_optimizer`: not
 with gradient clipping by norm); otherwise the in-step updates run as
 usual.
+
+The mode is entered only when Keras' own `fit` of the model calls the
+callback (`driven_by_fit`): a custom loop that calls the callback's hooks by
+hand, as tfmot's guide does, always keeps in-step updates, whatever
+`model.optimizer` holds. Within the mode, the wrappers skip their mask work
+only while the swapped train step runs (`_flagged_step`), and that step only
+runs as such when the callback announced the batch (`HostUpdates.arm`): a
+train step or train function called any other way (by hand, or by a later
+`fit` after one that raised before `on_train_end`) first switches the model
+back to in-step updates. No path can train with the masks frozen.
 """
+
+import inspect
+import sys
 
 import keras
 import numpy as np
@@ -70,6 +83,37 @@ def elementwise_optimizer(optimizer):
         and optimizer.clipnorm is None
         and optimizer.global_clipnorm is None
     )
+
+
+def driven_by_fit(model):
+    """Whether Keras' own `fit` of `model` is running (on the call stack).
+
+    `UpdatePruningStep` only switches to host updates when `fit` calls it:
+    then every batch begins with the callback and runs `model.train_function`
+    once. Hooks called by hand from a custom loop (tfmot's idiom) must not
+    change how the model trains, so they keep in-step updates. Neither
+    `model.optimizer` (tfmot's guide sets it by hand) nor the callback's
+    `params` (a hand-made `CallbackList` may pass `epochs` and `steps`) tell
+    the two apart; the running `fit` does. A `fit` a subclass rewrites
+    without calling Keras' counts as a custom loop (in-step updates: correct,
+    only slower).
+    """
+    codes = set()
+    for cls in type(model).__mro__:
+        fit = cls.__dict__.get("fit")
+        if fit is not None and cls.__module__.startswith("keras."):
+            codes.add(inspect.unwrap(fit).__code__)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in codes and frame.f_locals.get("self") is model:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def active(model):
+    """The `HostUpdates` running `model`'s mask updates, or None."""
+    return getattr(model, "_keras_prune_host_updates", None)
 
 
 def eligible(model):
@@ -203,14 +247,13 @@ class HostUpdates:
         self._events = {}
 
     def start(self):
-        """Switches the wrappers to host updates and zeroes pruned weights."""
+        """Swaps in the host-mode train step and zeroes pruned weights."""
         model = self.model
-        active = getattr(model, "_keras_prune_host_updates", None)
-        if active is not None:  # a `fit` that raised never reached stop()
-            active.stop()
+        previous = active(model)
+        if previous is not None:  # a `fit` that raised never reached stop()
+            previous.stop()
         object.__setattr__(model, "_keras_prune_host_updates", self)
         for wrapper in self.wrappers:
-            wrapper._host_updates = True
             wrapper.apply_masks()
         trainable = {id(v) for v in model.trainable_variables}
         pruned = [
@@ -223,41 +266,49 @@ class HostUpdates:
         # An instance attribute the user set, if any, is restored by stop().
         self._own_train_step = model.__dict__.get("train_step")
         counters = [wrapper.pruning_step for wrapper in self.wrappers]
+        inner = model.train_step
         object.__setattr__(
             model,
             "train_step",
-            _backend.host_train_step(
-                model.train_step, model, pruned, counters
+            _checked_step(
+                model,
+                inner,
+                _backend.host_train_step(
+                    _flagged_step(self.wrappers, inner), model, pruned,
+                    counters,
+                ),
             ),
         )
         cached = getattr(model, "_keras_prune_host_train", None)
         if cached is not None and cached[0] is in_step:
-            model.train_function = cached[1]
+            compiled = cached[1]
         else:
             model.make_train_function(force=True)
+            compiled = model.train_function
             object.__setattr__(
-                model,
-                "_keras_prune_host_train",
-                (in_step, model.train_function),
+                model, "_keras_prune_host_train", (in_step, compiled)
             )
-        # Evaluation functions traced now read the weights without masks;
-        # they must not outlive the mode.
-        model.test_function = None
-        model.predict_function = None
+        model.train_function = _guarded_train_function(self, compiled)
+        self._armed = None
+        self._in_call = False
+
+    def arm(self):
+        """Announces that `fit` runs one train step next (batch begin)."""
+        self._armed = _fit_token(self.model)
 
     def stop(self):
         """Back to in-step updates (for custom loops and other `fit`s)."""
         model = self.model
+        if active(model) is not self:
+            return
         object.__setattr__(model, "_keras_prune_host_updates", None)
         for wrapper in self.wrappers:
-            wrapper._host_updates = False
+            object.__setattr__(wrapper, "_host_updates", False)
         if self._own_train_step is not None:
             object.__setattr__(model, "train_step", self._own_train_step)
         else:
             object.__delattr__(model, "train_step")
         model.train_function = self._in_step_train_function
-        model.test_function = None
-        model.predict_function = None
 
     def due(self, step):
         """The owners whose schedule updates masks at `step`, with sparsity."""
@@ -294,3 +345,86 @@ class HostUpdates:
         """Runs the updates `due` returned (the model state must be synced)."""
         for owner, sparsity in due:
             owner.update(sparsity)
+
+
+
+def _fit_token(model):
+    """What identifies the running `fit`: the `History` it attached.
+
+    Each `fit` sets a new `model.history` before it starts; an arm left over
+    from a `fit` that raised between a batch begin and its train step does
+    not match the next `fit`'s.
+    """
+    history = getattr(model, "history", None)
+    return model if history is None else history
+
+
+def _flagged_step(wrappers, train_step):
+    """The model's train step, run with its wrappers in host mode.
+
+    The wrappers skip masking and mask updates only inside this call (on
+    JAX and TensorFlow: while the step is traced), so nothing else that
+    calls the model meanwhile (validation, a callback's `predict`, another
+    model sharing a layer) sees unmasked weights.
+    """
+
+    def step(*args, **kwargs):
+        for wrapper in wrappers:
+            object.__setattr__(wrapper, "_host_updates", True)
+        try:
+            return train_step(*args, **kwargs)
+        finally:
+            for wrapper in wrappers:
+                object.__setattr__(wrapper, "_host_updates", False)
+
+    return step
+
+
+def _checked_step(model, train_step, host_step):
+    """`model.train_step` in host mode; in-step updates when called by hand.
+
+    Only a call from the guarded train function, which the callback armed
+    at the batch begin, runs the host-mode step (`host_step`). Any other
+    call (a custom loop calling `model.train_step`, or a train function
+    compiled around it) switches the model back to in-step updates first
+    and runs the model's own step (`train_step`).
+    """
+
+    def step(*args, **kwargs):
+        host = active(model)
+        if host is None or not host._in_call:
+            if host is not None:
+                host.stop()
+            return train_step(*args, **kwargs)
+        return host_step(*args, **kwargs)
+
+    return step
+
+
+def _guarded_train_function(host, compiled):
+    """`model.train_function` in host mode: runs only after `arm()`.
+
+    `fit` with `UpdatePruningStep` calls the callback's batch begin (which
+    arms it for this `fit`, `_fit_token`) and then this function, once per
+    batch. Called without that (a later `fit` without the callback, after a
+    `fit` that raised before `on_train_end`), it switches the model back to
+    in-step updates and runs the in-step train function instead.
+    """
+    model = host.model
+
+    def train_function(*args, **kwargs):
+        if host._armed is not _fit_token(model) or active(model) is not host:
+            host.stop()
+            if model.train_function is None or model.train_function is (
+                train_function
+            ):
+                model.make_train_function(force=True)
+            return model.train_function(*args, **kwargs)
+        host._armed = None
+        host._in_call = True
+        try:
+            return compiled(*args, **kwargs)
+        finally:
+            host._in_call = False
+
+    return train_function

@@ -7,6 +7,7 @@ pruning_policy=...)`.
 """
 
 import keras
+from keras.src import tree
 
 from keras_prune import registry
 
@@ -63,7 +64,7 @@ def _is_1x1_conv(layer):
 
 _XNNPACK_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid")
 # Keras 3 ops called on symbolic tensors (tfmot's TFOpLambda add, subtract,
-# multiply; identity has no Keras 3 op).
+# multiply; identity is `keras.layers.Identity` or an identity `Lambda`).
 _XNNPACK_OPS = ("Add", "Subtract", "Multiply")
 
 _STEM_MESSAGE = (
@@ -96,8 +97,11 @@ def _xnnpack_compatible(layer, producers):
     if getattr(layer, "_is_prune_wrapper", False):
         return _xnnpack_compatible(layer.layer, producers)
     if isinstance(layer, (_L.Add, _L.Multiply, _L.ZeroPadding2D, _L.ReLU,
-                          _L.LeakyReLU, _L.ELU, _L.Dropout)):
+                          _L.LeakyReLU, _L.ELU, _L.Dropout, _L.Identity,
+                          _L.InputLayer)):
         return True
+    if isinstance(layer, _L.Lambda):
+        return _is_identity_function(layer.function, layer.arguments)
     if isinstance(layer, _L.DepthwiseConv2D):
         size = tuple(layer.kernel_size)
         if (
@@ -136,6 +140,21 @@ def _xnnpack_compatible(layer, producers):
     return False
 
 
+def _is_identity_function(function, arguments=None):
+    """Whether a `Lambda`'s function returns its input unchanged.
+
+    tfmot accepts `tf.identity` (a TFOpLambda); in Keras 3 this is a
+    `Lambda`, e.g. `Lambda(lambda x: x)` or `Lambda(tf.identity)`.
+    """
+    if getattr(function, "__name__", "") == "identity":
+        return True
+    probe = object()
+    try:
+        return function(probe, **(arguments or {})) is probe
+    except Exception:  # noqa: BLE001 - it computes something: not identity
+        return False
+
+
 def _is_xnnpack_stem(layer, producers):
     """A 3x3 stride-2 `valid` Conv2D on 3 channels after ZeroPadding2D(1)."""
     if getattr(layer, "_is_prune_wrapper", False):
@@ -150,25 +169,113 @@ def _is_xnnpack_stem(layer, producers):
     )
 
 
+class _Vertex:
+    """One call of a layer or op in the flattened graph of a model."""
+
+    def __init__(self, operation):
+        self.operation = operation
+
+
+def _is_graph_model(layer):
+    from keras_prune.prune import is_graph_model
+
+    return is_graph_model(layer)
+
+
+def _functional(model):
+    if isinstance(model, keras.Sequential):
+        return model._functional
+    return model
+
+
+def _node_of(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    return history.operation._inbound_nodes[history.node_index]
+
+
 class _Graph:
-    """The call graph of a Functional model, one vertex per node (call)."""
+    """The call graph of a model, one vertex per call of a layer or op.
+
+    Nested Sequential and Functional models are looked into (as tfmot
+    does): their calls are replaced by the graph of their own layers, whose
+    inputs are fed by what feeds the nested model.
+    """
 
     def __init__(self, model):
-        nodes = [n for depth in model._nodes_by_depth.values() for n in depth]
-        self.consumers = {id(n): [] for n in nodes}
+        self.consumers = {}
         self.producers = {}
+        self.inputs = []
+        self._expand(model, None)
+
+    def _add(self, operation, parents):
+        vertex = _Vertex(operation)
+        self.consumers[id(vertex)] = []
+        self.producers[id(vertex)] = [p.operation for p in parents]
+        for parent in parents:
+            self.consumers[id(parent)].append(vertex)
+        return vertex
+
+    def _expand(self, model, feeding):
+        """Adds `model`'s calls; returns the vertices of its outputs.
+
+        Args:
+            model: A built Functional or Sequential model.
+            feeding: None for the outer model (its inputs are the graph's
+                inputs), else one list of producing vertices per input.
+        """
+        functional = _functional(model)
+        if functional is None:
+            raise ValueError("Unbuilt models are not supported currently.")
+        depths = sorted(functional._nodes_by_depth, reverse=True)
+        nodes = [n for d in depths for n in functional._nodes_by_depth[d]]
+        known = {id(n) for n in nodes}
+        inputs = [_node_of(t) for t in functional._inputs]
+        out_of = {}
         for node in nodes:
-            parents = [p for p in node.parent_nodes if id(p) in self.consumers]
-            self.producers[id(node)] = [p.operation for p in parents]
-            for parent in parents:
-                self.consumers[id(parent)].append(node)
-        self.inputs = [n for n in nodes if n.is_input]
+            if node.is_input:
+                if feeding is None:
+                    vertex = self._add(node.operation, [])
+                    self.inputs.append(vertex)
+                    out_of[id(node)] = [vertex]
+                else:
+                    at = [i for i, n in enumerate(inputs) if n is node]
+                    out_of[id(node)] = (
+                        feeding[at[0]]
+                        if at and len(feeding) == len(inputs)
+                        else [v for f in feeding for v in f]
+                    )
+                continue
+            parents = []
+            for p in node.parent_nodes:
+                if id(p) in known:
+                    parents.extend(
+                        v for v in out_of[id(p)] if v not in parents
+                    )
+            operation = node.operation
+            if _is_graph_model(operation):
+                per_input = []
+                for t in node.arguments.keras_tensors:
+                    n = _node_of(t)
+                    per_input.append(
+                        out_of.get(id(n), parents) if n is not None else parents
+                    )
+                out_of[id(node)] = self._expand(operation, per_input)
+            else:
+                out_of[id(node)] = [self._add(operation, parents)]
+        outputs = []
+        for t in tree.flatten(functional._outputs):
+            for v in out_of.get(id(_node_of(t)), []):
+                if v not in outputs:
+                    outputs.append(v)
+        return outputs
 
     def lookup(self, sources, stop, visit):
-        """Nodes where `stop` holds, reached from `sources` along consumers.
+        """Vertices where `stop` holds, reached from `sources` downstream.
 
         Returns an empty list when some path reaches a model output without
-        passing a stop node. `visit(node)` is called on every other node.
+        passing a stop vertex. `visit(vertex)` is called on every other one.
         """
         to_visit, seen, found = list(sources), {id(n) for n in sources}, []
         while to_visit:
@@ -198,10 +305,12 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
     supports: 1x1 convolutions (stride 1), 3x3/5x5 depthwise convolutions
     (stride 1 `same`, or `valid` after ZeroPadding2D of 1 or 2), batch
     norm on the channel axis, ReLU-like and sigmoid activations,
-    Add/Multiply, ZeroPadding2D, Dropout and bilinear upsampling. Layers
-    after the pooling (the head) are not checked. Nested models are not
-    looked into. Use it for models exported to LiteRT (TFLite) with XNNPACK
-    sparse inference.
+    Add/Multiply, ZeroPadding2D, Dropout, bilinear upsampling and identity
+    layers (`Identity`, a `Lambda` returning its input). Layers after the
+    pooling (the head) are not checked. Nested Sequential and Functional
+    models are looked into, as by tfmot. Errors name the layer's class (as
+    tfmot's do) and its name. Use it for models exported to LiteRT (TFLite)
+    with XNNPACK sparse inference.
     """
 
     def allow_pruning(self, layer):
@@ -218,10 +327,6 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
             )
         if not model.built:
             raise ValueError("Unbuilt models are not supported currently.")
-        if isinstance(model, keras.Sequential):
-            model = model._functional
-            if model is None:
-                raise ValueError("Unbuilt models are not supported currently.")
         graph = _Graph(model)
 
         def is_stem(node):
@@ -242,9 +347,15 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
             if not _xnnpack_compatible(
                 node.operation, graph.producers[id(node)]
             ):
+                operation = node.operation
                 raise ValueError(
-                    f"Layer {node.operation.name} is not supported for the "
-                    "PruneForLatencyOnXNNPack pruning policy"
+                    f"Layer {type(operation).__name__} is not supported for "
+                    "the PruneForLatencyOnXNNPack pruning policy (layer "
+                    f"{operation.name!r}; supported between the 3x3 stem "
+                    "and GlobalAveragePooling2D: 1x1 Conv2D, 3x3/5x5 "
+                    "DepthwiseConv2D, BatchNormalization, ReLU-like and "
+                    "sigmoid activations, Add, Multiply, ZeroPadding2D, "
+                    "Dropout, bilinear UpSampling2D and identity layers)"
                 )
 
         if not graph.lookup(starts, is_end, lambda node: None):

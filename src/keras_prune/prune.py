@@ -10,6 +10,7 @@ from keras_prune import groups
 from keras_prune import registry
 from keras_prune import rewrite
 from keras_prune import spec as _spec
+from keras_prune.wrapper import NotPrunableError
 from keras_prune.wrapper import PruneLowMagnitude
 
 is_graph_model = rewrite.is_graph_model
@@ -240,10 +241,12 @@ def _prune(
                 f"{to_prune.name!r}."
             )
         return PruneLowMagnitude(to_prune, **params, **kwargs)
-    raise TypeError(
-        "`prune_low_magnitude` can only prune a keras.layers.Layer, a list "
-        "of layers, or a keras.Model (Sequential, Functional or subclassed). "
-        f"You passed an object of type: {type(to_prune).__name__}."
+    raise NotPrunableError(
+        "`prune_low_magnitude` can only prune an object of the following "
+        "types: keras.models.Sequential, keras functional model, "
+        "keras.layers.Layer, list of keras.layers.Layer. You passed an "
+        f"object of type: {type(to_prune).__name__}. (keras-prune also "
+        "prunes subclassed keras.Model instances.)"
     )
 
 

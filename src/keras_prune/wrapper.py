@@ -134,7 +134,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
+            raise NotPrunableError(
                 "PruneLowMagnitude wraps a keras.layers.Layer, got "
                 f"{layer!r} of type {type(layer).__name__}. Pass a layer or "
                 "a model to keras_prune.prune_low_magnitude."
@@ -148,6 +148,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
         kwargs.pop("activity_regularizer", None)  # the wrapped layer's
         super().__init__(layer, **kwargs)
+        if (
+            getattr(self, "_input_shape_arg", None) is None
+            and getattr(layer, "_input_shape_arg", None) is not None
+        ):
+            # As in tfmot, the input shape given to the wrapped layer belongs
+            # to the wrapper: a Sequential starting with it is built.
+            self._input_shape_arg = layer._input_shape_arg
         # The wrapper runs `layer.call`, so its own `__call__` records the
         # layer's activity regularization loss.
         self.activity_regularizer = layer.activity_regularizer
@@ -368,11 +375,23 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.pruned_weights = weights
             self.masks = masks_
             self.thresholds = thresholds
+        if getattr(self.layer, "get_prunable_weights", None) is None:
+            # tfmot's wrapper gives a built-in layer this method: the
+            # wrapped layer answers which of its weights are pruned.
+            pruned = list(weights)
+            object.__setattr__(
+                self.layer, "get_prunable_weights", lambda: list(pruned)
+            )
         self.built = True
 
     @property
     def pruning_vars(self):
-        """List of `(weight, mask, threshold)` variables, as in tfmot."""
+        """List of `(weight, mask, threshold)` variables, as in tfmot.
+
+        Empty until the wrapper is built.
+        """
+        if getattr(self, "masks", None) is None:
+            return []
         return list(zip(self.pruned_weights, self.masks, self.thresholds))
 
     # ------------------------------------------------------------------ call
@@ -681,6 +700,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             config["pruning_schedule"], custom_objects=custom_objects
         )
         return super().from_config(config, custom_objects=custom_objects)
+
+
+class NotPrunableError(ValueError, TypeError):
+    """Raised when what is given to prune is not a layer or a model.
+
+    A `ValueError`, as in tfmot, and a `TypeError` (keras-prune's earlier
+    type), so that either `except` clause catches it.
+    """
 
 
 def nonfinite_message(wrapper):
