@@ -40,3 +40,7 @@ from keras_prune.explain import describe_schedule
 from keras_prune.explain import format_report
 from keras_prune.explain import plot_schedule
 from keras_prune.explain import sparsity_report
+from keras_prune.structure import DependencyGraph
+from keras_prune.structure import ShrinkReport
+from keras_prune.structure import model_flops
+from keras_prune.structure import shrink
