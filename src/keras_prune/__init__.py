@@ -44,3 +44,4 @@ from keras_prune.structure import DependencyGraph
 from keras_prune.structure import ShrinkReport
 from keras_prune.structure import model_flops
 from keras_prune.structure import shrink
+from keras_prune.structure import ChannelPruning

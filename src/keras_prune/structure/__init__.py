@@ -9,3 +9,4 @@ from keras_prune.structure.report import model_flops
 from keras_prune.structure.shrink import build_shrunk
 from keras_prune.structure.shrink import shrink
 from keras_prune.structure.shrink import zero_units
+from keras_prune.structure.training import ChannelPruning
