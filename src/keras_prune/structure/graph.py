@@ -283,12 +283,11 @@ class DependencyGraph:
 
     # --- element bookkeeping -------------------------------------------
     def _new(self, tensor, n=None):
-        n = tensor.shape[-1] if n is None else n
         if n is None:
-            raise ValueError(
-                f"Tensor {tensor.name!r} has an unknown last dimension: give "
-                "the model fixed channel counts."
-            )
+            # Scalars and tensors of unknown width (token ids, masks) have
+            # no channels to track: no elements.
+            n = tensor.shape[-1] if len(tensor.shape) else 0
+            n = 0 if n is None else n
         ids = self._uf.new(int(n))
         if tensor is not None:
             self.tensor_ids[id(tensor)] = ids
@@ -336,8 +335,6 @@ class DependencyGraph:
             if id(x) in self.tensor_ids:
                 self._freeze(self._ids(x), f"{layer.name}: {reason}")
         for x in node.outputs:
-            if len(x.shape) == 0:
-                continue
             ids = self._new(x)
             self._freeze(ids, f"{layer.name}: {reason}")
 
@@ -350,6 +347,11 @@ class DependencyGraph:
             handled = self._rule(layer, node, inputs, outputs)
         except _Freeze as e:
             self._freeze_node(node, str(e))
+            return
+        except Exception as e:  # a shape the rules did not foresee
+            self._freeze_node(
+                node, f"channel analysis failed ({type(e).__name__}: {e})"
+            )
             return
         if not handled:
             self._freeze_node(

@@ -70,19 +70,23 @@ def model_flops(model):
 
 
 def layer_widths(model):
-    """`{layer name: width}` of every layer with a width setting."""
+    """`{(layer name, setting): width}` of the model's own layers.
+
+    Settings: `units`, `filters`, `num_heads`, `intermediate_dim` and the
+    `groups` of GroupNormalization.
+    """
     widths = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in model.layers:
         for key in ("units", "filters", "num_heads", "intermediate_dim",
                     "groups"):
             value = getattr(layer, key, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                if key == "groups" and not isinstance(
-                    layer, keras.layers.GroupNormalization
-                ):
-                    continue
-                widths[layer.name] = (key, value)
-                break
+            if not isinstance(value, int) or isinstance(value, bool):
+                continue
+            if key == "groups" and not isinstance(
+                layer, keras.layers.GroupNormalization
+            ):
+                continue
+            widths[(layer.name, key)] = value
     return widths
 
 
@@ -104,8 +108,8 @@ class ShrinkReport:
         self.flops_after = model_flops(after)
         old, new = layer_widths(before), layer_widths(after)
         self.widths = [
-            (name, key, value, new.get(name, (key, None))[1])
-            for name, (key, value) in old.items()
+            (name, key, value, new.get((name, key)))
+            for (name, key), value in old.items()
         ]
         self.frozen = dict(graph.frozen)
         self.removed_units = int(len(removed))

@@ -246,6 +246,9 @@ def build_shrunk(graph, removed):
         layer = node.operation
         if id(layer) in new_layers:
             continue
+        if not isinstance(layer, keras.layers.Layer):
+            new_layers[id(layer)] = layer  # a stateless op: reuse it
+            continue
         config = _new_config(graph, layer, node.outputs, removed)
         new_layers[id(layer)] = layer.__class__.from_config(config)
     inputs = keras.tree.map_structure(
@@ -267,7 +270,7 @@ def build_shrunk(graph, removed):
     for node in graph.nodes:
         layer = node.operation
         new = new_layers.pop(id(layer), None)
-        if new is None:
+        if new is None or new is layer:
             continue
         values = _sliced_weights(graph, layer, removed)
         if len(values) != len(new.weights):
