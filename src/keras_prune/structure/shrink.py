@@ -246,8 +246,12 @@ def build_shrunk(graph, removed):
         layer = node.operation
         if id(layer) in new_layers:
             continue
-        if not isinstance(layer, keras.layers.Layer):
-            new_layers[id(layer)] = layer  # a stateless op: reuse it
+        if not isinstance(layer, keras.layers.Layer) or (
+            isinstance(layer, keras.layers.Lambda) and not layer.weights
+        ):
+            # Stateless ops and weightless Lambdas (whose config may not
+            # deserialize in safe mode) are reused as they are.
+            new_layers[id(layer)] = layer
             continue
         config = _new_config(graph, layer, node.outputs, removed)
         new_layers[id(layer)] = layer.__class__.from_config(config)

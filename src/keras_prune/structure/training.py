@@ -133,8 +133,7 @@ class ChannelPruning(keras.callbacks.Callback):
         return self.model
 
     def on_train_begin(self, logs=None):
-        steps = getattr(self._sync(), "_steps_per_execution", None)
-        n = int(keras.ops.convert_to_numpy(steps)) if steps is not None else 1
+        n = int(getattr(self._sync(), "steps_per_execution", 1) or 1)
         if n > 1:
             raise ValueError(
                 f"ChannelPruning needs steps_per_execution=1 (got {n}): it "
