@@ -340,12 +340,16 @@ def test_cli_shrink(conv_model, tmp_path, capsys):
     assert small.count_params() == 853
 
 
-APPS = {
-    "ResNet50": {"c": 0.26},
-    "MobileNetV2": {"c": 0.28},
-    "EfficientNetB0": {"c": 0.28},
-    "DenseNet121": {"c": 0.26},
+APPS = {  # FLOPs ratio bound at 50% of the channels (~1/4)
+    "ResNet50": 0.27,
+    "MobileNetV2": 0.28,
+    "EfficientNetB0": 0.28,
+    "DenseNet121": 0.27,
 }
+# Building and compiling these takes minutes per backend: CI runs one CNN and
+# one transformer; KERAS_PRUNE_SLOW_TESTS=1 runs them all.
+SLOW = os.environ.get("KERAS_PRUNE_SLOW_TESTS") == "1"
+FAST_CASES = ("MobileNetV2", "BertBackbone")
 
 
 def build_case(name):
@@ -382,6 +386,8 @@ def shrunk_cases(tmp_path_factory):
     "name", list(APPS) + ["BertBackbone", "GPT2Backbone"]
 )
 def test_real_architecture_shrinks_at_half(name, shrunk_cases):
+    if not SLOW and name not in FAST_CASES:
+        pytest.skip("set KERAS_PRUNE_SLOW_TESTS=1 to run every architecture")
     if name.endswith("Backbone"):
         pytest.importorskip("keras_hub")
     model, x = build_case(name)
@@ -391,7 +397,7 @@ def test_real_architecture_shrinks_at_half(name, shrunk_cases):
     small, report = keras_prune.shrink(model, return_report=True)
     flops = report.flops_after / report.flops_before
     if name in APPS:
-        assert flops <= APPS[name]["c"]  # ~1/4: both sides of each conv
+        assert flops <= APPS[name]  # ~1/4: both sides of each conv
         assert report.params_after / report.params_before <= 0.27
     else:
         # hidden channels stay (LayerNorm); the FFN inner units halve,

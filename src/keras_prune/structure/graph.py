@@ -21,9 +21,8 @@ Layers the analysis does not understand *freeze* the elements they touch:
 their groups are never pruned, and `DependencyGraph.frozen` says why.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 PRODUCER = "producer"  # output channel of a layer: zeroed when pruned
 FOLLOWER = "follower"  # per-channel parameter (BN, depthwise): zeroed too
@@ -157,10 +156,22 @@ def _zero_at_zero(activation):
     """Whether `activation(0) == 0` (exactly)."""
     if activation is None:
         return True
+    try:
+        return _ZERO_AT_ZERO[activation]
+    except (KeyError, TypeError):
+        pass
     value = keras.ops.convert_to_numpy(
         activation(keras.ops.zeros((1, 2), "float32"))
     )
-    return bool(np.all(value == 0))
+    result = bool(np.all(value == 0))
+    try:
+        _ZERO_AT_ZERO[activation] = result
+    except TypeError:
+        pass
+    return result
+
+
+_ZERO_AT_ZERO = {}
 
 
 def _channels_last(layer):
@@ -348,7 +359,7 @@ class DependencyGraph:
         except _Freeze as e:
             self._freeze_node(node, str(e))
             return
-        except Exception as e:  # a shape the rules did not foresee
+        except Exception as e:  # noqa: BLE001 (unforeseen shape: freeze)
             self._freeze_node(
                 node, f"channel analysis failed ({type(e).__name__}: {e})"
             )

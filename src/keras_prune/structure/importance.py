@@ -7,9 +7,8 @@ scores are `'l2'` (sum of squares, ranks as the L2 norm does) and `'l1'`
 score per index along `axis` plugs in.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from keras_prune.structure.graph import PRODUCER
 

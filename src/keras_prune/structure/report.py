@@ -4,9 +4,8 @@ FLOPs count multiply-adds twice (2 * MACs) of Dense, convolution and
 attention layers at batch size 1; elementwise layers are ignored.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 
 def _prod(shape):
@@ -56,8 +55,7 @@ def model_flops(model):
     Returns:
         Integer FLOP count.
     """
-    from keras_prune.structure.graph import _graph_of
-    from keras_prune.structure.graph import graph_nodes
+    from keras_prune.structure.graph import _graph_of, graph_nodes
 
     total = 0
     for node in graph_nodes(_graph_of(model)):
@@ -112,7 +110,7 @@ class ShrinkReport:
             for (name, key), value in old.items()
         ]
         self.frozen = dict(graph.frozen)
-        self.removed_units = int(len(removed))
+        self.removed_units = len(removed)
 
     def as_dict(self):
         return {

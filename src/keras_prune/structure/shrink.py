@@ -7,14 +7,11 @@ the kept entries of the original weights. The result has no keras-prune
 layers: it saves and loads anywhere Keras runs.
 """
 
+import keras
 import numpy as np
 
-import keras
-
 from keras_prune.structure import graph as graph_lib
-from keras_prune.structure.graph import CONSUMER
-from keras_prune.structure.graph import PRODUCER
-from keras_prune.structure.graph import DependencyGraph
+from keras_prune.structure.graph import CONSUMER, PRODUCER, DependencyGraph
 from keras_prune.structure.importance import select_units
 
 
@@ -41,8 +38,16 @@ def _producer_zero(graph, layer_name, ids):
 
 
 def _maps_zero_to_zero(layer, width):
-    value = _np(layer(keras.ops.zeros((1, max(int(width), 1)), "float32")))
-    return bool(np.all(value == 0))
+    config = {k: v for k, v in layer.get_config().items()
+              if k not in ("name", "trainable", "dtype")}
+    key = (type(layer).__name__, repr(sorted(config.items())))
+    if key not in _ZERO_CACHE:
+        value = _np(layer(keras.ops.zeros((1, 4), "float32")))
+        _ZERO_CACHE[key] = bool(np.all(value == 0))
+    return _ZERO_CACHE[key]
+
+
+_ZERO_CACHE = {}
 
 
 def zero_units(graph):
@@ -324,8 +329,7 @@ def shrink(model, ratio=None, importance="l2", return_report=False):
     small.save("small.keras")   # stock Keras layers only
     ```
     """
-    from keras_prune.strip import pruning_wrappers
-    from keras_prune.strip import strip_pruning
+    from keras_prune.strip import pruning_wrappers, strip_pruning
     from keras_prune.structure.report import ShrinkReport
 
     if not isinstance(model, keras.Model):

@@ -15,15 +15,15 @@ any moving mean and variance, so every reader of the channel sees zeros and
 The model stays a model of stock Keras layers: no wrapper, nothing to strip.
 """
 
+import keras
 import numpy as np
 
-import keras
-
-from keras_prune.structure.graph import CONSUMER
-from keras_prune.structure.graph import DependencyGraph
-from keras_prune.structure.importance import get_importance
-from keras_prune.structure.importance import select_units
-from keras_prune.structure.importance import unit_scores
+from keras_prune.structure.graph import CONSUMER, DependencyGraph
+from keras_prune.structure.importance import (
+    get_importance,
+    select_units,
+    unit_scores,
+)
 
 
 class ChannelPruning(keras.callbacks.Callback):
