@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -273,6 +272,9 @@ def main(argv=None):
                    default=[0.3, 0.5, 0.7])
     p.add_argument("--json", default=DEFAULT_JSON)
     p.add_argument("--from-json", default=None)
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="child JSON files (one per backend) to combine into "
+                        "--json instead of running")
     p.add_argument("--child", action="store_true")
     p.add_argument("--digits", action="store_true")
     p.add_argument("--json-out", default=None)
@@ -282,6 +284,13 @@ def main(argv=None):
     if args.from_json:
         with open(args.from_json) as f:
             print_results(json.load(f)["results"])
+        return 0
+    if args.merge:
+        results = []
+        for path in args.merge:
+            with open(path) as f:
+                results.append(json.load(f))
+        _write(args, results)
         return 0
     results = []
     for backend in args.backends:
@@ -297,6 +306,12 @@ def main(argv=None):
             argv_child.append("--digits")
         results.append(_common.run_child(
             argv_child, {"KERAS_BACKEND": backend}, label=backend))
+        _write(args, results, quiet=True)  # partial results survive
+    _write(args, results)
+    return 0
+
+
+def _write(args, results, quiet=False):
     info = _common.machine_info()
     obj = {
         "benchmark": "shrink",
@@ -309,10 +324,9 @@ def main(argv=None):
     }
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     _common.write_json(args.json, obj)
-    print_results(results)
-    print(f"\nwritten to {args.json}")
-    _ = statistics
-    return 0
+    if not quiet:
+        print_results(results)
+        print(f"\nwritten to {args.json}")
 
 
 if __name__ == "__main__":
