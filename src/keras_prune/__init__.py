@@ -44,3 +44,8 @@ from keras_prune.explain import format_report
 from keras_prune.explain import plot_schedule
 from keras_prune.explain import pruning_plan
 from keras_prune.explain import sparsity_report
+from keras_prune.structure import DependencyGraph
+from keras_prune.structure import ShrinkReport
+from keras_prune.structure import model_flops
+from keras_prune.structure import shrink
+from keras_prune.structure import ChannelPruning

@@ -8,6 +8,7 @@
     keras-prune compress IN OUT.kpz [--strip] [--int8] [--include-optimizer]
     keras-prune decompress IN.kpz OUT.keras
     keras-prune report LOGDIR [--plot F]
+    keras-prune shrink MODEL.keras [--ratio R] -o SMALL.keras
     keras-prune demo [--out DIR]
 
 Every command that writes a file refuses to overwrite an existing one
@@ -410,6 +411,31 @@ def _report(args):
     return 0
 
 
+def _shrink(args):
+    import json as json_lib
+
+    import keras_prune
+
+    if args.ratio is not None and not 0.0 <= args.ratio < 1.0:
+        raise UserError(
+            "--ratio must be in [0, 1) (fraction of each group's channels "
+            f"to remove); got {args.ratio}."
+        )
+    check_output(args.output, KERAS_EXTENSIONS, args.force)
+    model, _ = _load_any(args.model)
+    small, report = keras_prune.shrink(
+        model, ratio=args.ratio, importance=args.importance,
+        return_report=True,
+    )
+    save_model_output(small, args.output)
+    if args.json:
+        print(json_lib.dumps(report.as_dict(), indent=1))
+    else:
+        print(report.format())
+        print(f"\nshrunk {args.model} -> {args.output}")
+    return 0
+
+
 def _demo(args):
     from keras_prune import demo
 
@@ -507,6 +533,21 @@ def build_parser():
                    help="also draw the sparsity curves and per-weight bars")
     _force_arg(p)
     p.set_defaults(fn=_report)
+
+    p = sub.add_parser(
+        "shrink",
+        help="remove channels/heads/FFN units: a smaller model of stock layers")
+    p.add_argument("model", help=".keras file")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="fraction of each coupled group to remove, lowest "
+                        "importance first (default: remove the channels a "
+                        "ChannelPruning run zeroed)")
+    p.add_argument("--importance", choices=("l2", "l1"), default="l2")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON")
+    p.add_argument("-o", "--output", required=True)
+    _force_arg(p)
+    p.set_defaults(fn=_shrink)
 
     p = sub.add_parser("demo", help="train, prune, strip and save on digits")
     p.add_argument("--out", default="out/demo")
