@@ -312,12 +312,16 @@ PRUNABLE_TYPES = ("Dense", "EinsumDense", "Conv1D", "Conv2D",
 
 
 def kernels_users_prune(model):
-    """(layer, 'kernel') of every Dense, EinsumDense and convolution."""
+    """(layer, kernel name) of every Dense, EinsumDense and convolution.
+
+    Kernels only: an `EinsumDense` bias can be of rank 2 (`(heads,
+    head_dim)` in attention) and is not pruned.
+    """
     keys = set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if type(layer).__name__ in PRUNABLE_TYPES:
             for v in own_weights(layer):
-                if len(v.shape) >= 2:
+                if v.name.endswith("kernel"):
                     keys.add((layer.name, v.name))
     return keys
 
