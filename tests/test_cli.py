@@ -121,7 +121,9 @@ def test_compress_int8(files, capsys):
     kernel = to_np(model.get_layer("a")._kernel)
     assert kernel.dtype == np.int8
     assert np.count_nonzero(kernel == 0) == 384
-    assert out_path.stat().st_size < stripped_path.stat().st_size / 15
+    # 1,418 vs 18,187 bytes: the stripped file holds no optimizer state
+    # since strip_pruning returns an uncompiled model (issue 17 item 9).
+    assert out_path.stat().st_size < stripped_path.stat().st_size / 10
 
 
 def test_bad_input_errors(files, capsys, tmp_path):
