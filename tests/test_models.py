@@ -188,6 +188,7 @@ def _xfail(reason):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
+
 def cases(names, extra=None):
     """`pytest.param`s for `names`, xfail where a known bug blocks them.
 
@@ -200,7 +201,10 @@ def cases(names, extra=None):
     for name in names:
         reasons = [r for r in (BLOCKED.get(name), (extra or {}).get(name))
                    if r]
-        marks = [_xfail("; ".join(reasons))] if reasons else []
+        # Known bugs would be marked xfail(strict=True) here; since the
+        # issue 17 fixes none is expected, so `reasons` only documents them.
+        del reasons
+        marks = []
         if name not in ENABLED:
             marks = [pytest.mark.skip(
                 reason="not in the CI set: KERAS_PRUNE_MODELS=all runs it")]
@@ -768,7 +772,6 @@ def test_prune_once_2_by_4(name):
 # --------------------------------------------------- N:M on attention kernels
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM7)
 def test_m_by_n_multi_head_attention():
     x = keras.Input((16, 64))
     m = keras.Model(x, keras.layers.MultiHeadAttention(2, 32)(x, x))
