@@ -52,8 +52,10 @@ if __name__ == "__main__" and not __package__:
     # compression.py would shadow the `compression` module jax looks for).
     _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.chdir(_root)
-    os.execv(sys.executable, [sys.executable, "-m", "benchmarks.real_models",
-                              *sys.argv[1:]])
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "benchmarks.real_models", *sys.argv[1:]],
+    )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -73,8 +75,14 @@ DEFAULT_OUT = os.path.join(BENCH_DIR, "results", "real_models.json")
 BACKENDS = ("jax", "tensorflow", "torch")
 MODES = ("dense", "pruned", "pruned+callback")
 
-GPT2 = dict(vocabulary_size=1000, num_layers=2, num_heads=4, hidden_dim=128,
-            intermediate_dim=512, max_sequence_length=64)
+GPT2 = dict(
+    vocabulary_size=1000,
+    num_layers=2,
+    num_heads=4,
+    hidden_dim=128,
+    intermediate_dim=512,
+    max_sequence_length=64,
+)
 RESNET_INPUT = (32, 32, 3)
 RESNET_CLASSES = 10
 BATCH = {"resnet50": 16, "gpt2": 8}
@@ -103,16 +111,29 @@ def machine():
             return None
 
     return dict(
-        cpu=_cpu_model(), cores=os.cpu_count(),
+        cpu=_cpu_model(),
+        cores=os.cpu_count(),
         python=platform.python_version(),
-        **{d: version(d) for d in ("keras", "keras-hub", "jax", "jaxlib",
-                                   "tensorflow-cpu", "torch", "numpy")})
+        **{
+            d: version(d)
+            for d in (
+                "keras",
+                "keras-hub",
+                "jax",
+                "jaxlib",
+                "tensorflow-cpu",
+                "torch",
+                "numpy",
+            )
+        },
+    )
 
 
 def commit():
     def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, text=True,
-                              capture_output=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, text=True, capture_output=True
+        ).stdout.strip()
 
     sha = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = bool(git("status", "--porcelain", "--", "src"))
@@ -159,8 +180,11 @@ def build(name):
     keras.utils.set_random_seed(0)
     if name == "resnet50":
         return keras.applications.ResNet50(
-            weights=None, input_shape=RESNET_INPUT, classes=RESNET_CLASSES,
-            classifier_activation=None)
+            weights=None,
+            input_shape=RESNET_INPUT,
+            classes=RESNET_CLASSES,
+            classifier_activation=None,
+        )
     if name == "gpt2":
         import keras_hub
 
@@ -177,8 +201,10 @@ def data(name, steps):
         y = rng.integers(0, RESNET_CLASSES, (n,)).astype("int32")
         return x, y
     seq, vocab = GPT2["max_sequence_length"], GPT2["vocabulary_size"]
-    x = {"token_ids": rng.integers(1, vocab, (n, seq)).astype("int32"),
-         "padding_mask": np.ones((n, seq), "int32")}
+    x = {
+        "token_ids": rng.integers(1, vocab, (n, seq)).astype("int32"),
+        "padding_mask": np.ones((n, seq), "int32"),
+    }
     y = rng.integers(1, vocab, (n, seq)).astype("int32")
     return x, y
 
@@ -191,19 +217,21 @@ def model_for(name, mode):
     model = build(name)
     if mode != "dense":
         model = keras_prune.prune_low_magnitude(
-            model, keras_prune.ConstantSparsity(0.5, 0),
-            skip_unsupported=True)
+            model, keras_prune.ConstantSparsity(0.5, 0), skip_unsupported=True
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
 def callbacks_for(mode):
     import keras_prune
 
-    return [keras_prune.UpdatePruningStep()] if mode == "pruned+callback" \
-        else []
+    return (
+        [keras_prune.UpdatePruningStep()] if mode == "pruned+callback" else []
+    )
 
 
 def run_backend(models, steps, repeats):
@@ -218,23 +246,43 @@ def run_backend(models, steps, repeats):
         for mode in MODES:
             model = model_for(name, mode)
             t0 = time.perf_counter()
-            model.fit(x, y, batch_size=batch, epochs=1, shuffle=False,
-                      verbose=0, callbacks=callbacks_for(mode))
-            runs[mode] = dict(model=model, warmup_s=time.perf_counter() - t0,
-                              step_s=[], other_load=[])
-            print(f"  {keras.backend.backend()} {name} {mode}: warm-up "
-                  f"{runs[mode]['warmup_s']:.1f} s", file=sys.stderr,
-                  flush=True)
+            model.fit(
+                x,
+                y,
+                batch_size=batch,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+                callbacks=callbacks_for(mode),
+            )
+            runs[mode] = dict(
+                model=model,
+                warmup_s=time.perf_counter() - t0,
+                step_s=[],
+                other_load=[],
+            )
+            print(
+                f"  {keras.backend.backend()} {name} {mode}: warm-up "
+                f"{runs[mode]['warmup_s']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         meter = LoadMeter()
         for r in range(repeats):
-            order = MODES[r % 3:] + MODES[:r % 3]
+            order = MODES[r % 3 :] + MODES[: r % 3]
             for mode in order:
                 run = runs[mode]
                 meter.start()
                 t0 = time.perf_counter()
-                run["model"].fit(x, y, batch_size=batch, epochs=1,
-                                 shuffle=False, verbose=0,
-                                 callbacks=callbacks_for(mode))
+                run["model"].fit(
+                    x,
+                    y,
+                    batch_size=batch,
+                    epochs=1,
+                    shuffle=False,
+                    verbose=0,
+                    callbacks=callbacks_for(mode),
+                )
                 run["step_s"].append((time.perf_counter() - t0) / steps)
                 run["other_load"].append(meter.stop())
         dense = statistics.median(runs["dense"]["step_s"])
@@ -244,15 +292,15 @@ def run_backend(models, steps, repeats):
             med = statistics.median(run["step_s"])
             loads = [v for v in run["other_load"] if v is not None]
             res[mode] = dict(
-                median_step_ms=1e3 * med, ratio_to_dense=med / dense,
+                median_step_ms=1e3 * med,
+                ratio_to_dense=med / dense,
                 step_ms=[round(1e3 * s, 2) for s in run["step_s"]],
                 warmup_s=round(run["warmup_s"], 2),
-                max_other_load=round(max(loads), 2) if loads else None)
-        out[name] = dict(batch=batch, steps=steps, repeats=repeats,
-                         modes=res)
+                max_other_load=round(max(loads), 2) if loads else None,
+            )
+        out[name] = dict(batch=batch, steps=steps, repeats=repeats, modes=res)
         keras.utils.clear_session()
     return out
-
 
 
 # ------------------------------------------------------------ model matrix
@@ -265,38 +313,58 @@ def _tiny_models():
     import keras_hub
 
     kh = keras_hub.models
-    text = dict(vocabulary_size=50, num_layers=1, hidden_dim=16,
-                intermediate_dim=32)
+    text = dict(
+        vocabulary_size=50, num_layers=1, hidden_dim=16, intermediate_dim=32
+    )
     dec = dict(text, num_query_heads=2, num_key_value_heads=1)
     bb = {
-        "bert": lambda: kh.BertBackbone(num_heads=2, max_sequence_length=8,
-                                        **text),
-        "gpt2": lambda: kh.GPT2Backbone(num_heads=2, max_sequence_length=8,
-                                        **text),
+        "bert": lambda: kh.BertBackbone(
+            num_heads=2, max_sequence_length=8, **text
+        ),
+        "gpt2": lambda: kh.GPT2Backbone(
+            num_heads=2, max_sequence_length=8, **text
+        ),
         "gemma": lambda: kh.GemmaBackbone(head_dim=8, **dec),
         "llama": lambda: kh.LlamaBackbone(**dec),
         "qwen": lambda: kh.QwenBackbone(**dec),
         "mistral": lambda: kh.MistralBackbone(sliding_window=8, **dec),
-        "phi3": lambda: kh.Phi3Backbone(max_sequence_length=8,
-                                        pretraining_sequence_length=8, **dec),
-        "vit": lambda: kh.ViTBackbone(image_shape=(16, 16, 3), patch_size=4,
-                                      num_layers=1, num_heads=2,
-                                      hidden_dim=16, mlp_dim=32),
+        "phi3": lambda: kh.Phi3Backbone(
+            max_sequence_length=8, pretraining_sequence_length=8, **dec
+        ),
+        "vit": lambda: kh.ViTBackbone(
+            image_shape=(16, 16, 3),
+            patch_size=4,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=16,
+            mlp_dim=32,
+        ),
     }
     out = {}
-    for arch, cls in [("bert", "BertTextClassifier"),
-                      ("gpt2", "GPT2CausalLM"), ("gemma", "GemmaCausalLM"),
-                      ("llama", "LlamaCausalLM"), ("qwen", "QwenCausalLM"),
-                      ("mistral", "MistralCausalLM"),
-                      ("phi3", "Phi3CausalLM"),
-                      ("vit", "ViTImageClassifier")]:
+    for arch, cls in [
+        ("bert", "BertTextClassifier"),
+        ("gpt2", "GPT2CausalLM"),
+        ("gemma", "GemmaCausalLM"),
+        ("llama", "LlamaCausalLM"),
+        ("qwen", "QwenCausalLM"),
+        ("mistral", "MistralCausalLM"),
+        ("phi3", "Phi3CausalLM"),
+        ("vit", "ViTImageClassifier"),
+    ]:
         kw = {"num_classes": 4} if "Classifier" in cls else {}
-        out[cls] = (lambda a=arch, c=cls, k=kw:
-                    getattr(kh, c)(bb[a](), preprocessor=None, **k))
-    for fn in ("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121",
-               "ConvNeXtTiny"):
-        out[fn] = (lambda f=fn: getattr(keras.applications, f)(
-            weights=None, input_shape=(32, 32, 3), classes=4))
+        out[cls] = lambda a=arch, c=cls, k=kw: getattr(kh, c)(
+            bb[a](), preprocessor=None, **k
+        )
+    for fn in (
+        "ResNet50",
+        "MobileNetV2",
+        "EfficientNetB0",
+        "DenseNet121",
+        "ConvNeXtTiny",
+    ):
+        out[fn] = lambda f=fn: getattr(keras.applications, f)(
+            weights=None, input_shape=(32, 32, 3), classes=4
+        )
     return out
 
 
@@ -321,12 +389,24 @@ def _category(layer, weight):
     if "Conv" in kind:
         return "convolution"
     if kind in ("EinsumDense", "Dense"):
-        if any(k in name for k in ("query", "key", "value", "attention",
-                                   "attn")):
+        if any(
+            k in name for k in ("query", "key", "value", "attention", "attn")
+        ):
             return "attention"
-        if any(k in name for k in ("logits", "predictions", "head",
-                                   "classifier", "output_dense")) \
-                and "intermediate" not in name and "feedforward" not in name:
+        if (
+            any(
+                k in name
+                for k in (
+                    "logits",
+                    "predictions",
+                    "head",
+                    "classifier",
+                    "output_dense",
+                )
+            )
+            and "intermediate" not in name
+            and "feedforward" not in name
+        ):
             return "head" if "feedforward" not in name else "ffn"
         return "ffn"
     return kind
@@ -395,8 +475,10 @@ def matrix_row(name, builder, workdir):
         if type(layer).__name__ == "PruneLowMagnitude":
             continue
         for v in _own(layer):
-            if id(v) in pruned_ids or v.name in ("pruning_step",
-                                                 "nonfinite_count"):
+            if id(v) in pruned_ids or v.name in (
+                "pruning_step",
+                "nonfinite_count",
+            ):
                 continue
             if v.name.endswith(("_mask", "_threshold")):
                 continue
@@ -417,8 +499,9 @@ def matrix_row(name, builder, workdir):
         row["stripped_reloads"] = f"{type(e).__name__}: {str(e)[:160]}"
     # 2:4 on every attention / feed-forward kernel, along its inputs.
     if any(c in cats for c in ("attention", "ffn")):
-        nm = keras_prune.prune_once(model, 0.5, sparsity_m_by_n=(2, 4),
-                                    skip_unsupported=True)
+        nm = keras_prune.prune_once(
+            model, 0.5, sparsity_m_by_n=(2, 4), skip_unsupported=True
+        )
         res = {}
         owner = _owners(nm)
         for w in pruning_wrappers(nm):
@@ -426,14 +509,18 @@ def matrix_row(name, builder, workdir):
                 axes = _contracted(owner[id(v)], v.name)
                 if axes is None:
                     continue
-                val = np.where(keras.ops.convert_to_numpy(m),
-                               keras.ops.convert_to_numpy(v), 0)
+                val = np.where(
+                    keras.ops.convert_to_numpy(m),
+                    keras.ops.convert_to_numpy(v),
+                    0,
+                )
                 ok = _is_2_4_along(val, axes)
                 c = _category(owner[id(v)], v.name)
                 good, total = res.get(c, (0, 0))
                 res[c] = (good + ok, total + 1)
         row["kernels_2_4_along_inputs"] = {
-            c: f"{g}/{t}" for c, (g, t) in res.items()}
+            c: f"{g}/{t}" for c, (g, t) in res.items()
+        }
     keras.utils.clear_session()
     return row
 
@@ -457,25 +544,32 @@ def run_matrix(names=None):
 
 
 def table(results):
-    lines = ["| backend | model | dense ms/step | pruned (no callback) "
-             "| pruned + UpdatePruningStep | max other load |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| backend | model | dense ms/step | pruned (no callback) "
+        "| pruned + UpdatePruningStep | max other load |",
+        "|---|---|---|---|---|---|",
+    ]
     for backend, per_model in results.items():
         if "error" in per_model:
-            lines.append(f"| {backend} | error: {per_model['error'][:80]} "
-                         "| | | | |")
+            lines.append(
+                f"| {backend} | error: {per_model['error'][:80]} | | | | |"
+            )
             continue
         for name, r in per_model.items():
             m = r["modes"]
-            loads = [m[k]["max_other_load"] for k in MODES
-                     if m[k]["max_other_load"] is not None]
+            loads = [
+                m[k]["max_other_load"]
+                for k in MODES
+                if m[k]["max_other_load"] is not None
+            ]
             lines.append(
                 f"| {backend} | {name} | {m['dense']['median_step_ms']:.1f} "
                 f"| {m['pruned']['median_step_ms']:.1f} "
                 f"({m['pruned']['ratio_to_dense']:.3f}x) "
                 f"| {m['pruned+callback']['median_step_ms']:.1f} "
                 f"({m['pruned+callback']['ratio_to_dense']:.3f}x) "
-                f"| {max(loads) if loads else 'n/a'} |")
+                f"| {max(loads) if loads else 'n/a'} |"
+            )
     return "\n".join(lines)
 
 
@@ -486,13 +580,20 @@ def _write(path, results, argv):
         with open(path) as f:
             report = json.load(f)
     report.update(
-        benchmark="real_models", commit=commit(),
+        benchmark="real_models",
+        commit=commit(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
+            timespec="seconds"
+        ),
         machine=machine(),
-        command=" ".join(["python -m benchmarks.real_models",
-                          *(sys.argv[1:] if argv is None else argv)]),
-        goals={"pruned": 1.15, "pruned_with_callback": 1.05})
+        command=" ".join(
+            [
+                "python -m benchmarks.real_models",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
+        goals={"pruned": 1.15, "pruned_with_callback": 1.05},
+    )
     report.setdefault("results", {}).update(results)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -503,26 +604,48 @@ def _write(path, results, argv):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet50", "gpt2"],
-                        choices=["resnet50", "gpt2"])
-    parser.add_argument("--steps", type=int, default=10,
-                        help="batches per timed epoch (default 10)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed epochs per mode (default 5)")
-    parser.add_argument("--all-backends", action="store_true",
-                        help="run jax, tensorflow and torch, each in its own "
-                             "process")
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS,
-                        help="with --all-backends: which ones")
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help="JSON file to write ('' for none)")
-    parser.add_argument("--matrix", nargs="*", metavar="MODEL",
-                        help="instead of timing: what is pruned in each "
-                             "tiny model of tests/test_models.py (all, or "
-                             "the classes named), on this backend; stored "
-                             "under 'matrix' in --out")
-    parser.add_argument("--child", action="store_true",
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet50", "gpt2"],
+        choices=["resnet50", "gpt2"],
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="batches per timed epoch (default 10)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed epochs per mode (default 5)",
+    )
+    parser.add_argument(
+        "--all-backends",
+        action="store_true",
+        help="run jax, tensorflow and torch, each in its own process",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        help="with --all-backends: which ones",
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help="JSON file to write ('' for none)"
+    )
+    parser.add_argument(
+        "--matrix",
+        nargs="*",
+        metavar="MODEL",
+        help="instead of timing: what is pruned in each "
+        "tiny model of tests/test_models.py (all, or "
+        "the classes named), on this backend; stored "
+        "under 'matrix' in --out",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.matrix is not None:
@@ -535,9 +658,13 @@ def main(argv=None):
                 with open(args.out) as f:
                     report = json.load(f)
             report.setdefault("matrix", {})[keras.backend.backend()] = dict(
-                commit=commit(), date=datetime.datetime.now(
-                    datetime.timezone.utc).isoformat(timespec="seconds"),
-                machine=machine(), rows=rows)
+                commit=commit(),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
+                machine=machine(),
+                rows=rows,
+            )
             with open(args.out, "w") as f:
                 json.dump(report, f, indent=1)
                 f.write("\n")
@@ -546,29 +673,51 @@ def main(argv=None):
     if args.child:
         import keras
 
-        res = {keras.backend.backend(): run_backend(
-            args.models, args.steps, args.repeats)}
+        res = {
+            keras.backend.backend(): run_backend(
+                args.models, args.steps, args.repeats
+            )
+        }
         print(table(res), file=sys.stderr, flush=True)
         print("RESULT" + json.dumps(res))
         return 0
 
-    backends = (args.backends or list(BACKENDS)) if args.all_backends else \
-        [os.environ.get("KERAS_BACKEND", "tensorflow")]
+    backends = (
+        (args.backends or list(BACKENDS))
+        if args.all_backends
+        else [os.environ.get("KERAS_BACKEND", "tensorflow")]
+    )
     results = {}
     for backend in backends:
         print(f"== {backend}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "benchmarks.real_models", "--child",
-               "--models", *args.models, "--steps", str(args.steps),
-               "--repeats", str(args.repeats)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.real_models",
+            "--child",
+            "--models",
+            *args.models,
+            "--steps",
+            str(args.steps),
+            "--repeats",
+            str(args.repeats),
+        ]
         env = dict(os.environ, KERAS_BACKEND=backend)
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, check=False)
-        lines = [ln for ln in proc.stdout.splitlines()
-                 if ln.startswith("RESULT")]
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            check=False,
+        )
+        lines = [
+            ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")
+        ]
         if proc.returncode or not lines:
             results[backend] = {"error": f"exit code {proc.returncode}"}
         else:
-            results.update(json.loads(lines[-1][len("RESULT"):]))
+            results.update(json.loads(lines[-1][len("RESULT") :]))
         if args.out:  # after each backend: a later one may take long
             _write(args.out, results, argv)
     print(table(results))

@@ -61,7 +61,9 @@ def main():
         pruned.compile("adam", "sparse_categorical_crossentropy")
         _, t_pruned = timed(lambda: pruned.train_on_batch(x, y))
         print(f"first step dense  {t_dense:7.2f} s")
-        print(f"first step pruned {t_pruned:7.2f} s  ({t_pruned / t_dense:.2f}x)")
+        print(
+            f"first step pruned {t_pruned:7.2f} s  ({t_pruned / t_dense:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -122,10 +122,13 @@ def _nonzero(model):
     import keras
     import numpy as np
 
-    return int(sum(
-        np.count_nonzero(keras.ops.convert_to_numpy(w)) for w in model.weights
-        if w.trainable
-    ))
+    return int(
+        sum(
+            np.count_nonzero(keras.ops.convert_to_numpy(w))
+            for w in model.weights
+            if w.trainable
+        )
+    )
 
 
 def _digits(epochs, prune_epochs, sparsities, rounds):
@@ -146,9 +149,15 @@ def _digits(epochs, prune_epochs, sparsities, rounds):
     # The dense baseline gets the same extra training budget.
     _compile(dense)
     dense.fit(x_tr, y_tr, batch_size=64, epochs=prune_epochs, verbose=0)
-    rows = [{"method": "dense", "sparsity": 0.0,
-             "accuracy": _accuracy(dense, x_te, y_te),
-             "params": dense.count_params(), "nonzero": _nonzero(dense)}]
+    rows = [
+        {
+            "method": "dense",
+            "sparsity": 0.0,
+            "accuracy": _accuracy(dense, x_te, y_te),
+            "params": dense.count_params(),
+            "nonzero": _nonzero(dense),
+        }
+    ]
     models = {"dense": dense}
     for s in sparsities:
         keras.utils.set_random_seed(0)
@@ -156,45 +165,77 @@ def _digits(epochs, prune_epochs, sparsities, rounds):
         model.set_weights(weights)
         _compile(model)
         pruning = keras_prune.ChannelPruning(
-            keras_prune.PolynomialDecay(0.0, s, begin_step=0, end_step=end,
-                                        frequency=freq)
+            keras_prune.PolynomialDecay(
+                0.0, s, begin_step=0, end_step=end, frequency=freq
+            )
         )
-        model.fit(x_tr, y_tr, batch_size=64, epochs=prune_epochs, verbose=0,
-                  callbacks=[pruning])
+        model.fit(
+            x_tr,
+            y_tr,
+            batch_size=64,
+            epochs=prune_epochs,
+            verbose=0,
+            callbacks=[pruning],
+        )
         small = keras_prune.shrink(model)
         acc_pruned = _accuracy(model, x_te, y_te)
         acc_small = _accuracy(small, x_te, y_te)
         n_small = small.count_params()
-        rows.append({"method": "channels+shrink", "sparsity": s,
-                     "accuracy": acc_small, "accuracy_pruned": acc_pruned,
-                     "params": n_small, "nonzero": _nonzero(small),
-                     "flop_ratio": keras_prune.model_flops(small)
-                     / keras_prune.model_flops(dense)})
+        rows.append(
+            {
+                "method": "channels+shrink",
+                "sparsity": s,
+                "accuracy": acc_small,
+                "accuracy_pruned": acc_pruned,
+                "params": n_small,
+                "nonzero": _nonzero(small),
+                "flop_ratio": keras_prune.model_flops(small)
+                / keras_prune.model_flops(dense),
+            }
+        )
         models[f"shrunk_{s}"] = small
         # Unstructured at the same number of non-zero weights.
         keras.utils.set_random_seed(0)
         base = _digits_cnn()
         base.set_weights(weights)
         prunable = sum(
-            int(np.prod(w.shape)) for layer in base.layers
+            int(np.prod(w.shape))
+            for layer in base.layers
             for w in getattr(layer, "weights", [])[:1]
             if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)
         )
-        target = 1.0 - max(0.0, _nonzero(small) - (
-            _nonzero(dense) - prunable)) / prunable
+        target = (
+            1.0
+            - max(0.0, _nonzero(small) - (_nonzero(dense) - prunable))
+            / prunable
+        )
         target = float(min(max(target, 0.0), 0.99))
         pruned = keras_prune.prune_low_magnitude(
-            base, pruning_schedule=keras_prune.PolynomialDecay(
-                0.0, target, begin_step=0, end_step=end, frequency=freq))
+            base,
+            pruning_schedule=keras_prune.PolynomialDecay(
+                0.0, target, begin_step=0, end_step=end, frequency=freq
+            ),
+        )
         _compile(pruned)
-        pruned.fit(x_tr, y_tr, batch_size=64, epochs=prune_epochs, verbose=0,
-                   callbacks=[keras_prune.UpdatePruningStep()])
+        pruned.fit(
+            x_tr,
+            y_tr,
+            batch_size=64,
+            epochs=prune_epochs,
+            verbose=0,
+            callbacks=[keras_prune.UpdatePruningStep()],
+        )
         stripped = keras_prune.strip_pruning(pruned)
-        rows.append({"method": "unstructured", "sparsity": target,
-                     "matched_to": s,
-                     "accuracy": _accuracy(stripped, x_te, y_te),
-                     "params": stripped.count_params(),
-                     "nonzero": _nonzero(stripped)})
+        rows.append(
+            {
+                "method": "unstructured",
+                "sparsity": target,
+                "matched_to": s,
+                "accuracy": _accuracy(stripped, x_te, y_te),
+                "params": stripped.count_params(),
+                "nonzero": _nonzero(stripped),
+            }
+        )
     rng = np.random.default_rng(0)
     x1 = x_te[:1]
     x32 = x_te[:32]
@@ -207,8 +248,11 @@ def _digits(epochs, prune_epochs, sparsities, rounds):
     timed.pop(None)
     latency = {k: v["median_s"] for k, v in timed.items()}
     for row in rows:
-        key = "dense" if row["method"] != "channels+shrink" else (
-            f"shrunk_{row['sparsity']}")
+        key = (
+            "dense"
+            if row["method"] != "channels+shrink"
+            else (f"shrunk_{row['sparsity']}")
+        )
         row["b1_s"] = latency[f"{key}|b1"]
         row["b32_s"] = latency[f"{key}|b32"]
     return rows
@@ -223,8 +267,9 @@ def child(args):
         out["speed"].append(_speed(arch, args.size, args.rounds))
     if args.digits:
         print(f"[{out['backend']}] digits ...", file=sys.stderr, flush=True)
-        out["digits"] = _digits(args.epochs, args.prune_epochs,
-                                args.sparsities, args.rounds)
+        out["digits"] = _digits(
+            args.epochs, args.prune_epochs, args.sparsities, args.rounds
+        )
     with open(args.json_out, "w") as f:
         json.dump(out, f, indent=1)
 
@@ -232,30 +277,41 @@ def child(args):
 def _commit():
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-            cwd=_common.REPO_ROOT, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=_common.REPO_ROOT,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 def print_results(results):
-    print(f"{'backend':11} {'arch':12} {'FLOPs':>6} {'params':>6} "
-          f"{'b1':>6} {'b32':>6} {'train':>6}  (shrunk / dense)")
+    print(
+        f"{'backend':11} {'arch':12} {'FLOPs':>6} {'params':>6} "
+        f"{'b1':>6} {'b32':>6} {'train':>6}  (shrunk / dense)"
+    )
     for r in results:
         for s in r["speed"]:
-            print(f"{r['backend']:11} {s['arch']:12} {s['flop_ratio']:6.3f} "
-                  f"{s['param_ratio']:6.3f} {s['b1_ratio']:6.3f} "
-                  f"{s['b32_ratio']:6.3f} {s['train_ratio']:6.3f}")
+            print(
+                f"{r['backend']:11} {s['arch']:12} {s['flop_ratio']:6.3f} "
+                f"{s['param_ratio']:6.3f} {s['b1_ratio']:6.3f} "
+                f"{s['b32_ratio']:6.3f} {s['train_ratio']:6.3f}"
+            )
     for r in results:
         if not r.get("digits"):
             continue
-        print(f"\ndigits ({r['backend']}): method, sparsity, accuracy, "
-              "params, non-zero, latency b1 / b32 (ms)")
+        print(
+            f"\ndigits ({r['backend']}): method, sparsity, accuracy, "
+            "params, non-zero, latency b1 / b32 (ms)"
+        )
         for d in r["digits"]:
-            print(f"  {d['method']:16} {d['sparsity']:.3f} "
-                  f"{d['accuracy']:.4f} {d['params']:7d} {d['nonzero']:7d} "
-                  f"{1e3 * d['b1_s']:7.3f} {1e3 * d['b32_s']:7.3f}")
+            print(
+                f"  {d['method']:16} {d['sparsity']:.3f} "
+                f"{d['accuracy']:.4f} {d['params']:7d} {d['nonzero']:7d} "
+                f"{1e3 * d['b1_s']:7.3f} {1e3 * d['b32_s']:7.3f}"
+            )
 
 
 def main(argv=None):
@@ -268,13 +324,18 @@ def main(argv=None):
     p.add_argument("--no-digits", action="store_true")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--prune-epochs", type=int, default=10)
-    p.add_argument("--sparsities", type=float, nargs="+",
-                   default=[0.3, 0.5, 0.7])
+    p.add_argument(
+        "--sparsities", type=float, nargs="+", default=[0.3, 0.5, 0.7]
+    )
     p.add_argument("--json", default=DEFAULT_JSON)
     p.add_argument("--from-json", default=None)
-    p.add_argument("--merge", nargs="+", default=None,
-                   help="child JSON files (one per backend) to combine into "
-                        "--json instead of running")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="child JSON files (one per backend) to combine into "
+        "--json instead of running",
+    )
     p.add_argument("--child", action="store_true")
     p.add_argument("--digits", action="store_true")
     p.add_argument("--json-out", default=None)
@@ -295,8 +356,12 @@ def main(argv=None):
     results = []
     for backend in args.backends:
         digits = not args.no_digits and backend in args.digits_backends
-        options = {"size": args.size, "rounds": args.rounds,
-                   "epochs": args.epochs, "prune_epochs": args.prune_epochs}
+        options = {
+            "size": args.size,
+            "rounds": args.rounds,
+            "epochs": args.epochs,
+            "prune_epochs": args.prune_epochs,
+        }
         argv_child = ["-m", "benchmarks.shrink", "--child"]
         for k, v in options.items():
             argv_child += [f"--{k.replace('_', '-')}", str(v)]
@@ -304,8 +369,11 @@ def main(argv=None):
         argv_child += ["--sparsities", *map(str, args.sparsities)]
         if digits:
             argv_child.append("--digits")
-        results.append(_common.run_child(
-            argv_child, {"KERAS_BACKEND": backend}, label=backend))
+        results.append(
+            _common.run_child(
+                argv_child, {"KERAS_BACKEND": backend}, label=backend
+            )
+        )
         _write(args, results, quiet=True)  # partial results survive
     _write(args, results)
     return 0

@@ -59,12 +59,16 @@ def prune_kwargs(mode):
     import keras_prune as kp
 
     if mode == "layer":
-        return {"pruning_schedule": kp.PolynomialDecay(0.25, 0.75, 0, 6,
-                                                       frequency=2)}
+        return {
+            "pruning_schedule": kp.PolynomialDecay(
+                0.25, 0.75, 0, 6, frequency=2
+            )
+        }
     if mode == "global":
         return {
-            "pruning_schedule": kp.PolynomialDecay(0.25, 0.75, 0, 6,
-                                                   frequency=2),
+            "pruning_schedule": kp.PolynomialDecay(
+                0.25, 0.75, 0, 6, frequency=2
+            ),
             "allocation": "global",
         }
     if mode == "m_by_n":
@@ -188,8 +192,7 @@ def jax_distribution(out_dir):
                 res[f"mp/{name}/kernel_spec"] = _spec(kernel)
                 res[f"mp/{name}/mask_spec"] = _spec(mask)
                 res[f"mp/{name}/mask_shards"] = sorted(
-                    tuple(s.data.shape)
-                    for s in mask.value.addressable_shards
+                    tuple(s.data.shape) for s in mask.value.addressable_shards
                 )
                 res[f"mp/{name}/threshold_spec"] = _spec(w.thresholds[0])
                 res[f"mp/{name}/step_spec"] = _spec(w.pruning_step)
@@ -253,9 +256,7 @@ def tf_mirrored(out_dir):
                     int(v.numpy()) for v in w.pruning_step.value.values
                 ]
             if mode == "layer":
-                model.save_weights(
-                    os.path.join(out_dir, "mirrored.weights.h5")
-                )
+                model.save_weights(os.path.join(out_dir, "mirrored.weights.h5"))
             return res
 
         record(out, f"mirrored/{mode}", run)
@@ -296,12 +297,10 @@ def tf_multi_worker(out_dir):
         per = BATCH // n
 
         def mine(a):
-            a = a.reshape(STEPS, BATCH, -1)[:, i * per:(i + 1) * per]
+            a = a.reshape(STEPS, BATCH, -1)[:, i * per : (i + 1) * per]
             return a.reshape(STEPS * per, -1)
 
-        return tf.data.Dataset.from_tensor_slices((mine(x), mine(y))).batch(
-            per
-        )
+        return tf.data.Dataset.from_tensor_slices((mine(x), mine(y))).batch(per)
 
     def run():
         with strategy.scope():
@@ -350,8 +349,8 @@ def torch_train(model, rank=0, world=1):
     per_rank = BATCH // world
     for step in range(STEPS):
         lo = step * BATCH + rank * per_rank
-        xb = torch.as_tensor(x[lo:lo + per_rank])
-        yb = torch.as_tensor(y[lo:lo + per_rank])
+        xb = torch.as_tensor(x[lo : lo + per_rank])
+        yb = torch.as_tensor(y[lo : lo + per_rank])
         model.zero_grad()
         loss = torch.mean((model(xb, training=True) - yb) ** 2)
         loss.backward()

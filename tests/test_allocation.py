@@ -85,16 +85,20 @@ def reference_erk_counts(shapes, sparsity):
     while True:
         free = sum(w for w, d in zip(weight, dense) if not d)
         scale = Fraction(k - sum(n for n, d in zip(sizes, dense) if d), free)
-        grow = [not d and scale * w >= n for w, n, d in
-                zip(weight, sizes, dense)]
+        grow = [
+            not d and scale * w >= n for w, n, d in zip(weight, sizes, dense)
+        ]
         if not any(grow):
             break
         dense = [d or g for d, g in zip(dense, grow)]
-    budget = [Fraction(n) if d else scale * w
-              for n, w, d in zip(sizes, weight, dense)]
+    budget = [
+        Fraction(n) if d else scale * w for n, w, d in zip(sizes, weight, dense)
+    ]
     base = [int(b) for b in budget]
     short = k - sum(base)
-    order = sorted(range(len(shapes)), key=lambda i: (-(budget[i] - base[i]), i))
+    order = sorted(
+        range(len(shapes)), key=lambda i: (-(budget[i] - base[i]), i)
+    )
     for i in order[:short]:
         base[i] += 1
     return np.array(base)
@@ -114,8 +118,10 @@ def test_global_counts_ties_and_order():
 
 def test_global_counts_caps_keep_total_exact():
     rng = np.random.RandomState(3)
-    values = [rng.randn(n).astype(np.float32) * s for n, s in
-              ((100, 10.0), (50, 0.01), (1, 0.001))]
+    values = [
+        rng.randn(n).astype(np.float32) * s
+        for n, s in ((100, 10.0), (50, 0.01), (1, 0.001))
+    ]
     bits = [masks.magnitude_bits(v) for v in values]
     # Without limits the tiny tensors lose everything.
     counts, _ = allocation.global_counts(bits, 40)
@@ -183,7 +189,9 @@ def test_global_ties_across_layers_broken_by_order():
     assert got["b"].ravel()[:61].all() and not got["b"].ravel()[61:].any()
     assert got["c"].ravel()[:3].all() and not got["c"].ravel()[3:].any()
     free = keras_prune.prune_once(
-        make_model(values=values), 0.5, allocation="global",
+        make_model(values=values),
+        0.5,
+        allocation="global",
         max_sparsity=1.0,
     )
     got = mask_of(free)
@@ -193,7 +201,9 @@ def test_global_ties_across_layers_broken_by_order():
 def test_global_max_sparsity_caps_and_total():
     model = make_model()
     pruned = keras_prune.prune_once(
-        model, 0.9, allocation="global",
+        model,
+        0.9,
+        allocation="global",
         max_sparsity={"c": 0.5, ".*": 0.95},
     )
     got = mask_of(pruned)
@@ -207,8 +217,11 @@ def test_global_max_sparsity_caps_and_total():
         assert int(got[n].sum()) >= int(masks.kept_count(sizes[n], 0.95))
     # Uncapped layers still share one threshold.
     values = kernels(pruned)
-    free = [n for n in "ab" if int(got[n].sum()) >
-            int(masks.kept_count(sizes[n], 0.95))]
+    free = [
+        n
+        for n in "ab"
+        if int(got[n].sum()) > int(masks.kept_count(sizes[n], 0.95))
+    ]
     if len(free) == 2:
         kept = min(np.abs(values[n][got[n]]).min() for n in free)
         dropped = max(np.abs(values[n][~got[n]]).max() for n in free)
@@ -216,10 +229,13 @@ def test_global_max_sparsity_caps_and_total():
 
 
 def test_layer_of_one_weight():
-    model = keras.Sequential([
-        keras.Input((1,)), keras.layers.Dense(1, name="one"),
-        keras.layers.Dense(40, name="wide"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(1, name="one"),
+            keras.layers.Dense(40, name="wide"),
+        ]
+    )
     model.layers[0].kernel.assign([[0.001]])
     model.layers[1].kernel.assign(np.arange(1, 41, dtype="float32")[None])
     # The guard keeps one weight per output unit: "one" keeps its weight and
@@ -247,16 +263,16 @@ def test_erk_masks_match_reference_counts():
     assert [int(got[n].sum()) for n in SHAPES] == want.tolist()
     values = kernels(pruned)
     for n in SHAPES:  # each tensor keeps its own largest magnitudes
-        assert np.abs(values[n][got[n]]).min() >= np.abs(
-            values[n][~got[n]]
-        ).max()
+        assert (
+            np.abs(values[n][got[n]]).min() >= np.abs(values[n][~got[n]]).max()
+        )
 
 
 # Masks of `make_model()` weights, identical on every backend. Global: kept
 # [20, 38, 3] (a and c held at the guard's floors; without the guard,
 # max_sparsity=1.0, [0, 61, 0], sha256 48ea8d97...).
 MASK_SHA256 = {
-    "global": "fb0e8ae544bff97d1bbbec0c936a8d1a8c23b3a97daf21b996ea780c5cdd41c4",
+    "global": "fb0e8ae544bff97d1bbbec0c936a8d1a8c23b3a97daf21b996ea780c5cdd41c4",  # noqa: E501
     "erk": "29dc7ac844904000f64a07daf6087a9a90704e932b426038a7e7b994cddb8897",
 }
 
@@ -293,8 +309,10 @@ def test_fit_follows_schedule_total_exact_and_resumes(alloc, tmp_path):
     # Steps 0 and 2 updated (sparsity at steps 0, 2: 0.5, 0.78148).
     _, s2 = schedule(2)
     assert kept == [
-        int(masks.kept_count(total, 0.5)), int(masks.kept_count(total, 0.5)),
-        int(masks.kept_count(total, s2)), int(masks.kept_count(total, s2)),
+        int(masks.kept_count(total, 0.5)),
+        int(masks.kept_count(total, 0.5)),
+        int(masks.kept_count(total, s2)),
+        int(masks.kept_count(total, s2)),
     ]
     path = str(tmp_path / "m.keras")
     pruned.save(path)
@@ -319,7 +337,8 @@ def test_fit_follows_schedule_total_exact_and_resumes(alloc, tmp_path):
 def test_global_in_custom_training_loop():
     x, y = xy()
     pruned = keras_prune.prune_low_magnitude(
-        make_model(), keras_prune.ConstantSparsity(0.9, 0, frequency=1),
+        make_model(),
+        keras_prune.ConstantSparsity(0.9, 0, frequency=1),
         allocation="global",
     )
     # A forward pass with training=True updates the group once.
@@ -364,14 +383,17 @@ def test_prune_once_masks_stay_fixed_during_fine_tuning():
 
 def test_prune_once_predicts_like_stripped_and_original_unchanged():
     model = make_model()
-    original = {l.name: keras.ops.convert_to_numpy(l.kernel)
-                for l in model.layers}
+    original = {
+        l.name: keras.ops.convert_to_numpy(l.kernel) for l in model.layers
+    }
     x, _ = xy(8)
     pruned = keras_prune.prune_once(model, 0.9, allocation="global")
     stripped = keras_prune.strip_pruning(pruned)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(pruned(x)),
-        keras.ops.convert_to_numpy(stripped(x)), rtol=1e-6, atol=1e-6,
+        keras.ops.convert_to_numpy(stripped(x)),
+        rtol=1e-6,
+        atol=1e-6,
     )
     for l in model.layers:
         np.testing.assert_array_equal(
@@ -384,9 +406,7 @@ def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="allocation"):
         keras_prune.prune_low_magnitude(model, allocation="uniform")
     with pytest.raises(ValueError, match="one schedule"):
-        keras_prune.prune_low_magnitude(
-            model, {"a": 0.5}, allocation="global"
-        )
+        keras_prune.prune_low_magnitude(model, {"a": 0.5}, allocation="global")
     with pytest.raises(ValueError, match="not a single layer"):
         keras_prune.prune_low_magnitude(
             keras.layers.Dense(3), allocation="global"

@@ -6,12 +6,13 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import to_np
 
 import keras_prune
 from keras_prune import cli
 from keras_prune import compress
 from keras_prune import explain
+
+from conftest import to_np
 
 X = np.random.default_rng(1).random((6, 16)).astype("float32")
 
@@ -20,14 +21,24 @@ X = np.random.default_rng(1).random((6, 16)).astype("float32")
 def files(tmp_path):
     """A pruned (wrapped) and a stripped .keras file of a tiny MLP."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((16,)), keras.layers.Dense(32, name="a"),
-        keras.layers.Dense(8, name="b")])
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(32, name="a"),
+            keras.layers.Dense(8, name="b"),
+        ]
+    )
     pruned = keras_prune.prune_low_magnitude(
-        model, pruning_schedule=keras_prune.ConstantSparsity(0.75, 0))
+        model, pruning_schedule=keras_prune.ConstantSparsity(0.75, 0)
+    )
     pruned.compile(optimizer="adam", loss="mse")
-    pruned.fit(X, np.zeros((6, 8), "float32"), epochs=1, verbose=0,
-               callbacks=[keras_prune.UpdatePruningStep()])
+    pruned.fit(
+        X,
+        np.zeros((6, 8), "float32"),
+        epochs=1,
+        verbose=0,
+        callbacks=[keras_prune.UpdatePruningStep()],
+    )
     pruned_path = tmp_path / "pruned.keras"
     pruned.save(str(pruned_path))
     stripped = keras_prune.strip_pruning(pruned)
@@ -74,7 +85,8 @@ def test_inspect_json_matches_sparsity_report(files, capsys):
     assert data["total"]["params"] == 16 * 32 + 32 * 8
     assert data["total"]["zeros"] == 384 + 192
     assert data["total"]["compressed_bytes"] == sum(
-        r["compressed_bytes"] for r in rows)
+        r["compressed_bytes"] for r in rows
+    )
     assert data["compressed_file_bytes"] < data["file_bytes"] / 5
 
 
@@ -91,8 +103,9 @@ def test_compress_decompress_roundtrip(files, capsys):
     rc, _, _ = run(["decompress", out_path, back], capsys)
     assert rc in (0, None)
     again = keras.saving.load_model(str(back))
-    assert np.array_equal(again.predict(X, verbose=0),
-                          stripped.predict(X, verbose=0))
+    assert np.array_equal(
+        again.predict(X, verbose=0), stripped.predict(X, verbose=0)
+    )
     # inspect reads compressed files too.
     rc, out, _ = run(["inspect", out_path, "--json"], capsys)
     data = json.loads(out)
@@ -144,16 +157,21 @@ def test_strip_still_works(files, capsys):
     assert np.count_nonzero(to_np(model.get_layer("a").kernel) == 0) == 384
 
 
-@pytest.mark.parametrize("value,pattern", [
-    (np.ones((8, 4)), "dense"),
-    (np.zeros((8, 4)), "all zero"),
-    (np.concatenate([np.ones((8, 3)), np.zeros((8, 1))], 1), "channel 1/4"),
-    (np.tile(np.array([1, 0, 1, 0], float)[:, None], (2, 5)), "1:2"),
-    (np.tile(np.array([0, 0, 0, 1], float)[:, None], (4, 3)), "1:4"),
-    (np.kron(np.array([[1, 0, 1], [0, 1, 1]]), np.ones((2, 2))),
-     "block 2x2"),
-    (np.array([[1, 0, 2], [0, 0, 3], [4, 5, 0]], float), "unstructured"),
-])
+@pytest.mark.parametrize(
+    "value,pattern",
+    [
+        (np.ones((8, 4)), "dense"),
+        (np.zeros((8, 4)), "all zero"),
+        (np.concatenate([np.ones((8, 3)), np.zeros((8, 1))], 1), "channel 1/4"),
+        (np.tile(np.array([1, 0, 1, 0], float)[:, None], (2, 5)), "1:2"),
+        (np.tile(np.array([0, 0, 0, 1], float)[:, None], (4, 3)), "1:4"),
+        (
+            np.kron(np.array([[1, 0, 1], [0, 1, 1]]), np.ones((2, 2))),
+            "block 2x2",
+        ),
+        (np.array([[1, 0, 2], [0, 0, 3], [4, 5, 0]], float), "unstructured"),
+    ],
+)
 def test_weight_pattern(value, pattern):
     assert explain.weight_pattern(value) == pattern
 
@@ -195,8 +213,15 @@ def test_sparsity_report_exported_and_pandas_friendly(files):
     assert keras_prune.sparsity_report is explain.sparsity_report
     keys = set(rows[0])
     assert all(set(r) == keys for r in rows)
-    assert {"layer", "weight", "shape", "params", "zeros", "sparsity",
-            "pattern"} <= keys
+    assert {
+        "layer",
+        "weight",
+        "shape",
+        "params",
+        "zeros",
+        "sparsity",
+        "pattern",
+    } <= keys
     assert rows[0]["params"] == 512 and rows[0]["zeros"] == 384
     text = keras_prune.format_report(rows)
     assert "unstructured" in text.splitlines()[2]
@@ -204,9 +229,9 @@ def test_sparsity_report_exported_and_pandas_friendly(files):
 
 # ------------------------------------------- user errors, outputs (#15)
 
+
 def cli_main(argv):
     return cli.main([str(a) for a in argv])
-
 
 
 def expect_error(argv, capsys, match, rc=2):
@@ -228,46 +253,108 @@ def test_user_errors_are_one_line_messages(files, capsys):
     npz = tmp / "d.npz"
     np.savez(npz, x=X, y=np.zeros((6, 8), "float32"))
     cases = [
-        (["decompress", tmp / "missing.kpz", tmp / "o.keras"],
-         "no such file"),
-        (["compress", stripped_path, tmp / "nope" / "o.kpz"],
-         "does not exist"),
+        (["decompress", tmp / "missing.kpz", tmp / "o.keras"], "no such file"),
+        (["compress", stripped_path, tmp / "nope" / "o.kpz"], "does not exist"),
         (["compress", stripped_path, tmp], "is a folder"),
         (["decompress", kpz, tmp / "folder.keras"], "is a folder"),
         (["decompress", kpz, tmp / "nope" / "o.keras"], "does not exist"),
         (["strip", tmp / "missing.keras", tmp / "s.keras"], "no such file"),
         (["strip", tmp, tmp / "s.keras"], "not a regular file"),
-        (["schedule", "ConstantSparsity(0.5, 0)", "--plot",
-          tmp / "nope" / "p.png"], "does not exist"),
-        (["schedule", "ConstantSparsity(0.5, 0)", "--plot", tmp / "p.txt"],
-         ".png"),
-        (["schedule", "ConstantSparsity(" + "-" * 100_000 + "0.5, 0)"],
-         "too long"),
+        (
+            [
+                "schedule",
+                "ConstantSparsity(0.5, 0)",
+                "--plot",
+                tmp / "nope" / "p.png",
+            ],
+            "does not exist",
+        ),
+        (
+            ["schedule", "ConstantSparsity(0.5, 0)", "--plot", tmp / "p.txt"],
+            ".png",
+        ),
+        (
+            ["schedule", "ConstantSparsity(" + "-" * 100_000 + "0.5, 0)"],
+            "too long",
+        ),
         (["schedule", "Nope(1)"], "Unknown schedule"),
         (["report", ""], "empty"),
         (["report", tmp / "no-logs"], "No TensorBoard event files"),
-        (["prune", pruned_path, "--data", tmp / "missing.npz", "-o",
-          tmp / "p.keras"], "no such file"),
-        (["prune", pruned_path, "--data", npz, "-o", tmp / "nope" /
-          "p.keras"], "does not exist"),
+        (
+            [
+                "prune",
+                pruned_path,
+                "--data",
+                tmp / "missing.npz",
+                "-o",
+                tmp / "p.keras",
+            ],
+            "no such file",
+        ),
+        (
+            [
+                "prune",
+                pruned_path,
+                "--data",
+                npz,
+                "-o",
+                tmp / "nope" / "p.keras",
+            ],
+            "does not exist",
+        ),
     ]
     for argv, match in cases:
         expect_error(argv, capsys, match)
 
 
-@pytest.mark.parametrize("argv", [
-    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
-     "--batch-size", "0"],
-    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
-     "--batch-size", "-4"],
-    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
-     "--epochs", "0"],
-    ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
-     "--sparsity", "1.5"],
-    ["schedule", "ConstantSparsity(0.5, 0)", "--rows", "-3"],
-    ["schedule", "ConstantSparsity(0.5, 0)", "--rows", "0"],
-    ["schedule", "ConstantSparsity(0.5, 0)", "--steps", "-1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "prune",
+            "m.keras",
+            "--data",
+            "d.npz",
+            "-o",
+            "o.keras",
+            "--batch-size",
+            "0",
+        ],
+        [
+            "prune",
+            "m.keras",
+            "--data",
+            "d.npz",
+            "-o",
+            "o.keras",
+            "--batch-size",
+            "-4",
+        ],
+        [
+            "prune",
+            "m.keras",
+            "--data",
+            "d.npz",
+            "-o",
+            "o.keras",
+            "--epochs",
+            "0",
+        ],
+        [
+            "prune",
+            "m.keras",
+            "--data",
+            "d.npz",
+            "-o",
+            "o.keras",
+            "--sparsity",
+            "1.5",
+        ],
+        ["schedule", "ConstantSparsity(0.5, 0)", "--rows", "-3"],
+        ["schedule", "ConstantSparsity(0.5, 0)", "--rows", "0"],
+        ["schedule", "ConstantSparsity(0.5, 0)", "--steps", "-1"],
+    ],
+)
 def test_bad_numbers_are_argparse_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -281,10 +368,20 @@ def test_huge_schedules_print_without_per_step_arrays(capsys):
 
     tracemalloc.start()
     try:
-        assert cli_main(["schedule",
-                         "PolynomialDecay(0,0.9,0,300000000)"]) == 0
-        assert cli_main(["schedule", "ConstantSparsity(0.5, 0)",
-                         "--steps", "2000000000", "--rows", "3"]) == 0
+        assert cli_main(["schedule", "PolynomialDecay(0,0.9,0,300000000)"]) == 0
+        assert (
+            cli_main(
+                [
+                    "schedule",
+                    "ConstantSparsity(0.5, 0)",
+                    "--steps",
+                    "2000000000",
+                    "--rows",
+                    "3",
+                ]
+            )
+            == 0
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -299,11 +396,23 @@ def test_huge_schedules_print_without_per_step_arrays(capsys):
 
 def test_rows_lists_each_update_once(capsys):
     for rows in (1, 2, 3, 5, 12, 20):
-        assert cli_main(["schedule", "ConstantSparsity(0.5, 0, 1000)",
-                         "--rows", str(rows)]) == 0
+        assert (
+            cli_main(
+                [
+                    "schedule",
+                    "ConstantSparsity(0.5, 0, 1000)",
+                    "--rows",
+                    str(rows),
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
-        steps = [line.split()[0] for line in out.splitlines()
-                 if re.fullmatch(r"\s*\d+\s+\d\.\d{6}\s+\d+", line)]
+        steps = [
+            line.split()[0]
+            for line in out.splitlines()
+            if re.fullmatch(r"\s*\d+\s+\d\.\d{6}\s+\d+", line)
+        ]
         assert len(steps) == len(set(steps)) == min(rows, 11), (rows, out)
         assert steps[0] == "0"
         assert steps[-1] == "1000" or rows == 1
@@ -321,8 +430,10 @@ def test_outputs_need_force_and_matching_extension(files, capsys):
     first = out.read_bytes()
     expect_error(["compress", stripped_path, out], capsys, "--force")
     expect_error(["decompress", out, tmp / "m.kpz.bin"], capsys, ".keras")
-    assert cli_main(["compress", "--force", "--codec", "zlib",
-                     stripped_path, out]) == 0
+    assert (
+        cli_main(["compress", "--force", "--codec", "zlib", stripped_path, out])
+        == 0
+    )
     assert out.read_bytes() != first
     assert cli_main(["strip", "--force", pruned_path, victim]) == 0
     assert keras.saving.load_model(str(victim)).get_layer("a")
@@ -341,9 +452,9 @@ def test_failed_write_keeps_previous_output(files, capsys, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    expect_error(["strip", "--force", pruned_path, out], capsys,
-                 "No space left", rc=1)
+    expect_error(
+        ["strip", "--force", pruned_path, out], capsys, "No space left", rc=1
+    )
     monkeypatch.undo()
     assert out.read_bytes() == b"previous"
-    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(
-        ".")) == []
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []

@@ -8,7 +8,6 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import to_np
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -17,6 +16,8 @@ from hypothesis import strategies as st
 import keras_prune
 from keras_prune import _format
 from keras_prune import compress
+
+from conftest import to_np
 
 RNG = np.random.default_rng(0)
 
@@ -40,30 +41,37 @@ def sparse(shape, sparsity, dtype="float32", seed=0, random_bits=False):
 
 def same_bits(a, b):
     a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and (
-        a.tobytes() == b.tobytes())
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and (a.tobytes() == b.tobytes())
+    )
 
 
 def tiny_model(prune=False, sparsity=0.75, compile_=True, train=True):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="relu", name="d1"),
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.Dense(4, name="out"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", name="d1"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(4, name="out"),
+        ]
+    )
     if prune:
         model = keras_prune.prune_low_magnitude(
-            model, pruning_schedule=keras_prune.ConstantSparsity(
-                sparsity, 0, frequency=1))
+            model,
+            pruning_schedule=keras_prune.ConstantSparsity(
+                sparsity, 0, frequency=1
+            ),
+        )
     if compile_:
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     if train:
         x = RNG.random((32, 8)).astype("float32")
         y = np.arange(32) % 4
         callbacks = [keras_prune.UpdatePruningStep()] if prune else []
-        model.fit(x, y, epochs=1, batch_size=16, verbose=0,
-                  callbacks=callbacks)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=callbacks)
     return model
 
 
@@ -81,19 +89,22 @@ def roundtrip(model, **kwargs):
 # ----------------------------------------------------------- single arrays
 
 
-@pytest.mark.parametrize("array", [
-    np.zeros((3, 4), np.float32),
-    np.array([-0.0, 0.0, np.nan, 1.0, -np.inf], np.float32),
-    np.float32(3.5),
-    np.zeros((0, 5), np.float64),
-    np.arange(-64, 64, dtype=np.int8).reshape(8, 16),
-    RNG.random((5, 7)) < 0.2,
-    RNG.standard_normal(300).astype(np.float16),
-    RNG.standard_normal((4, 4)).astype(np.float64),
-    RNG.integers(-(2**62), 2**62, 50, dtype=np.int64),
-    RNG.integers(0, 2**32, (3, 3), dtype=np.uint32),
-    sparse((3, 3, 8, 16), 0.9),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((3, 4), np.float32),
+        np.array([-0.0, 0.0, np.nan, 1.0, -np.inf], np.float32),
+        np.float32(3.5),
+        np.zeros((0, 5), np.float64),
+        np.arange(-64, 64, dtype=np.int8).reshape(8, 16),
+        RNG.random((5, 7)) < 0.2,
+        RNG.standard_normal(300).astype(np.float16),
+        RNG.standard_normal((4, 4)).astype(np.float64),
+        RNG.integers(-(2**62), 2**62, 50, dtype=np.int64),
+        RNG.integers(0, 2**32, (3, 3), dtype=np.uint32),
+        sparse((3, 3, 8, 16), 0.9),
+    ],
+)
 def test_array_roundtrip_bit_exact(array):
     out = keras_prune.decompress_array(keras_prune.compress_array(array))
     assert same_bits(out, array)
@@ -118,18 +129,22 @@ def test_accepts_backend_tensors():
 
 
 def test_layouts_chosen():
-    info = _format.describe_blob(keras_prune.compress_array(
-        np.zeros((100, 100), np.float32)))
+    info = _format.describe_blob(
+        keras_prune.compress_array(np.zeros((100, 100), np.float32))
+    )
     assert info["layout"] == "zeros" and info["bytes"] == 4 + 3 + 2 + 1 + 4
-    info = _format.describe_blob(keras_prune.compress_array(
-        np.ones((10, 10), np.float32)))
+    info = _format.describe_blob(
+        keras_prune.compress_array(np.ones((10, 10), np.float32))
+    )
     assert info["layout"] == "dense"
-    info = _format.describe_blob(keras_prune.compress_array(
-        sparse((256, 256), 0.99)))
+    info = _format.describe_blob(
+        keras_prune.compress_array(sparse((256, 256), 0.99))
+    )
     assert info["layout"] == "sparse" and info["nnz"] == 655
     assert info["mask"] == "rice"  # i.i.d. positions: Rice codes win
-    info = _format.describe_blob(keras_prune.compress_array(
-        sparse((256, 256), 0.5)))
+    info = _format.describe_blob(
+        keras_prune.compress_array(sparse((256, 256), 0.5))
+    )
     assert info["layout"] == "sparse" and info["mask"] == "bitmap"
 
 
@@ -138,8 +153,10 @@ def test_array_size_near_information_bound(sparsity):
     """Random 32-bit values are incompressible: the bound is exact."""
     w = sparse((512, 512), sparsity, seed=3, random_bits=True)
     n = w.size
-    h = -(sparsity * math.log2(sparsity)
-          + (1 - sparsity) * math.log2(1 - sparsity))
+    h = -(
+        sparsity * math.log2(sparsity)
+        + (1 - sparsity) * math.log2(1 - sparsity)
+    )
     bound = (32 * (1 - sparsity) * n + h * n) / 8
     size = len(keras_prune.compress_array(w))
     assert size <= 1.05 * bound, (size, bound)
@@ -177,8 +194,9 @@ def test_unsupported_dtype_is_typeerror():
     # complex64/complex128 are supported since issue 15 ("every dtype").
     for dtype in (np.complex64, np.complex128):
         z = np.array([0, -0.0 + 1j, complex(np.nan, -0.0)], dtype)
-        assert same_bits(keras_prune.decompress_array(
-            keras_prune.compress_array(z)), z)
+        assert same_bits(
+            keras_prune.decompress_array(keras_prune.compress_array(z)), z
+        )
 
 
 # ------------------------------------------------------------ whole models
@@ -212,8 +230,14 @@ def test_pruning_model_roundtrip_keeps_wrappers_and_resumes():
     assert len(refs) == 2 and all(e["size"] == 0 for e in refs)
     # Training continues from the stored step.
     x = RNG.random((16, 8)).astype("float32")
-    loaded.fit(x, np.arange(16) % 4, epochs=1, batch_size=16, verbose=0,
-               callbacks=[keras_prune.UpdatePruningStep()])
+    loaded.fit(
+        x,
+        np.arange(16) % 4,
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[keras_prune.UpdatePruningStep()],
+    )
     assert int(to_np(wrappers[0].pruning_step)) == 3
 
 
@@ -225,8 +249,10 @@ def test_mask_differing_from_kernel_is_stored():
     wrapper.pruned_weights[0].assign(kernel)
     loaded, data = roundtrip(model)
     header, _ = compress._parse(data, "t", 1 << 30)
-    assert not any("nonzero_of" in e and e["path"].endswith(
-        "prune_low_magnitude_d1/vars") for e in header["tensors"])
+    assert not any(
+        "nonzero_of" in e and e["path"].endswith("prune_low_magnitude_d1/vars")
+        for e in header["tensors"]
+    )
     mask = to_np(keras_prune.strip.pruning_wrappers(loaded)[0].masks[0])
     assert mask.all()
     assert same_bits(model.predict(X, verbose=0), loaded.predict(X, verbose=0))
@@ -251,8 +277,9 @@ def test_uncompiled_and_compile_false():
     compiled = tiny_model(train=False)
     buf = io.BytesIO()
     keras_prune.save_compressed(compiled, buf)
-    assert not keras_prune.load_compressed(buf.getvalue(),
-                                           compile=False).compiled
+    assert not keras_prune.load_compressed(
+        buf.getvalue(), compile=False
+    ).compiled
 
 
 def test_functional_and_conv_model_roundtrip(tmp_path):
@@ -263,7 +290,8 @@ def test_functional_and_conv_model_roundtrip(tmp_path):
     outputs = keras.layers.Dense(3, name="o")(h)
     model = keras.Model(inputs, outputs)
     pruned = keras_prune.prune_low_magnitude(
-        model, pruning_schedule=keras_prune.ConstantSparsity(0.5, 0))
+        model, pruning_schedule=keras_prune.ConstantSparsity(0.5, 0)
+    )
     pruned(np.zeros((1, 6, 6, 2), "float32"), training=True)
     final = keras_prune.strip_pruning(pruned)
     path = tmp_path / "m.kpz"
@@ -298,20 +326,26 @@ def test_int8_quantized_model_keeps_zeros_and_roundtrips():
 def test_rejects_unbuilt_and_non_models():
     with pytest.raises(ValueError, match="built"):
         keras_prune.save_compressed(
-            keras.Sequential([keras.layers.Dense(2)]), io.BytesIO())
+            keras.Sequential([keras.layers.Dense(2)]), io.BytesIO()
+        )
     with pytest.raises(ValueError, match="keras.Model"):
         keras_prune.save_compressed(keras.layers.Dense(2), io.BytesIO())
 
 
 def test_lambda_layers_are_refused_on_load():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)),
-                              keras.layers.Lambda(lambda x: x * 2),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Lambda(lambda x: x * 2),
+            keras.layers.Dense(2),
+        ]
+    )
     buf = io.BytesIO()
     keras_prune.save_compressed(model, buf)
-    with pytest.raises(keras_prune.CompressedFormatError,
-                       match="cannot be deserialised safely"):
+    with pytest.raises(
+        keras_prune.CompressedFormatError, match="cannot be deserialised safely"
+    ):
         keras_prune.load_compressed(buf.getvalue())
 
 
@@ -321,12 +355,18 @@ def test_lambda_layers_are_refused_on_load():
 def dense_mlp_with(kernels_sparsity, seed=0):
     """The digits MLP shape with Gaussian-like weights, pruned exactly."""
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((64,)), keras.layers.Dense(512, name="a"),
-        keras.layers.Dense(10, name="b")])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(512, name="a"),
+            keras.layers.Dense(10, name="b"),
+        ]
+    )
     for i, layer in enumerate(model.layers):
-        layer.kernel.assign(sparse(tuple(layer.kernel.shape),
-                                   kernels_sparsity, seed=seed + i) * 0.05)
+        layer.kernel.assign(
+            sparse(tuple(layer.kernel.shape), kernels_sparsity, seed=seed + i)
+            * 0.05
+        )
     return model
 
 
@@ -363,9 +403,13 @@ def test_int8_size_near_its_bound(tmp_path):
 def valid_file():
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((3,)), keras.layers.Dense(4, name="d"),
-        keras.layers.Dense(2, name="o")])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="d"),
+            keras.layers.Dense(2, name="o"),
+        ]
+    )
     model.get_layer("d").kernel.assign(sparse((3, 4), 0.5))
     buf = io.BytesIO()
     keras_prune.save_compressed(model, buf)
@@ -380,16 +424,21 @@ def rebuild(data, header=None, blobs=None, magic=None, version=None):
     """Reassembles a file from (possibly altered) parts, valid CRC."""
     header0, offsets = compress._parse(data, "t", 1 << 30)
     if blobs is None:
-        blobs = [data[o:o + e["size"]]
-                 for e, o in zip(header0["tensors"], offsets)]
+        blobs = [
+            data[o : o + e["size"]] for e, o in zip(header0["tensors"], offsets)
+        ]
     import json
 
     header = header0 if header is None else header
     raw = json.dumps(header).encode()
-    body = b"".join([
-        magic or compress.MAGIC,
-        struct.pack("<H", compress.VERSION if version is None else version),
-        _format.encode_stream(raw, "lzma", "mask"), *blobs])
+    body = b"".join(
+        [
+            magic or compress.MAGIC,
+            struct.pack("<H", compress.VERSION if version is None else version),
+            _format.encode_stream(raw, "lzma", "mask"),
+            *blobs,
+        ]
+    )
     return with_crc(body)
 
 
@@ -437,44 +486,79 @@ def test_malformed_catalogue(valid_file):
     err(altered(lambda h: h.pop("config")), "config")
     err(altered(lambda h: h.update(tensors="x")), "not a list")
     err(altered(lambda h: h["tensors"][0].pop("shape")), "'shape'")
-    err(altered(lambda h: h["tensors"][0].update(shape=[-1, 4])),
-        "invalid shape")
-    err(altered(lambda h: h["tensors"][0].update(dtype="object")),
-        "unsupported dtype")
+    err(
+        altered(lambda h: h["tensors"][0].update(shape=[-1, 4])),
+        "invalid shape",
+    )
+    err(
+        altered(lambda h: h["tensors"][0].update(dtype="object")),
+        "unsupported dtype",
+    )
     err(altered(lambda h: h["tensors"][0].update(size=10**9)), "truncated")
-    err(altered(lambda h: h["tensors"][0].update(
-        size=h["tensors"][0]["size"] - 1)), "unexpected bytes|truncated")
-    err(altered(lambda h: h["tensors"][1].update(nonzero_of=5)),
-        "mask reference")
-    err(altered(lambda h: h["tensors"].append(dict(h["tensors"][0]))),
-        "duplicate|truncated")
+    err(
+        altered(
+            lambda h: h["tensors"][0].update(size=h["tensors"][0]["size"] - 1)
+        ),
+        "unexpected bytes|truncated",
+    )
+    err(
+        altered(lambda h: h["tensors"][1].update(nonzero_of=5)),
+        "mask reference",
+    )
+    err(
+        altered(lambda h: h["tensors"].append(dict(h["tensors"][0]))),
+        "duplicate|truncated",
+    )
     # The table must match the model built from the config.
-    err(altered(lambda h: h["tensors"][0].update(shape=[4, 3])),
-        "model expects float32\\[3, 4\\]")
-    err(altered(lambda h: h["tensors"][0].update(key="9")),
-        "does not match the model")
-    err(altered(lambda h: h["config"]["config"]["layers"][2]["config"]
-                .update(units=3)), "model expects float32\\[4, 3\\]")
-    err(altered(lambda h: h["config"].update(class_name="NoSuchModel")),
-        "cannot be deserialised")
+    err(
+        altered(lambda h: h["tensors"][0].update(shape=[4, 3])),
+        "model expects float32\\[3, 4\\]",
+    )
+    err(
+        altered(lambda h: h["tensors"][0].update(key="9")),
+        "does not match the model",
+    )
+    err(
+        altered(
+            lambda h: h["config"]["config"]["layers"][2]["config"].update(
+                units=3
+            )
+        ),
+        "model expects float32\\[4, 3\\]",
+    )
+    err(
+        altered(lambda h: h["config"].update(class_name="NoSuchModel")),
+        "cannot be deserialised",
+    )
     # Table/blob disagreement (blob shape differs from table shape).
-    blobs = [d[o:o + e["size"]] for e, o in zip(header["tensors"], offsets)]
+    blobs = [d[o : o + e["size"]] for e, o in zip(header["tensors"], offsets)]
     other = keras_prune.compress_array(np.ones((3, 5), np.float32))
     h = copy.deepcopy(header)
     h["tensors"][0]["size"] = len(other)
-    err(rebuild(d, header=h, blobs=[other] + blobs[1:]),
-        "the file's table says float32\\[3, 4\\]")
+    err(
+        rebuild(d, header=h, blobs=[other] + blobs[1:]),
+        "the file's table says float32\\[3, 4\\]",
+    )
     # A corrupt compressed stream inside a blob, with valid checksums.
-    bad = with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 2, 3, 4, 0, 0, 1,
-                                                _format.LZMA, 0, 48, 5])
-                   + b"\xff" * 5)
+    bad = with_crc(
+        _format.ARRAY_MAGIC
+        + bytes([1, 12, 2, 3, 4, 0, 0, 1, _format.LZMA, 0, 48, 5])
+        + b"\xff" * 5
+    )
     h = copy.deepcopy(header)
     h["tensors"][0]["size"] = len(bad)
-    err(rebuild(d, header=h, blobs=[bad] + blobs[1:]),
-        "tensor #0 .*corrupt lzma stream")
+    err(
+        rebuild(d, header=h, blobs=[bad] + blobs[1:]),
+        "tensor #0 .*corrupt lzma stream",
+    )
     # Header stream corrupt (valid outer CRC).
-    body = d[:10] + bytes([_format.LZMA, 93]) + _format.write_varint(50) + \
-        _format.write_varint(5) + b"\x00\x01\x02\x03\x04"
+    body = (
+        d[:10]
+        + bytes([_format.LZMA, 93])
+        + _format.write_varint(50)
+        + _format.write_varint(5)
+        + b"\x00\x01\x02\x03\x04"
+    )
     err(with_crc(body), "header")
     # Header too large for the file.
     body = d[:10] + bytes([_format.STORED]) + _format.write_varint(2**40)
@@ -502,47 +586,89 @@ def test_array_blob_catalogue():
     body[5] = 99
     e(with_crc(bytes(body)), "dtype code 99")
     # Huge declared shape: refused before any allocation.
-    huge = _format.ARRAY_MAGIC + bytes([1, 12, 2]) + _format.write_varint(
-        2**40) + _format.write_varint(2**40) + bytes([_format.ZEROS])
+    huge = (
+        _format.ARRAY_MAGIC
+        + bytes([1, 12, 2])
+        + _format.write_varint(2**40)
+        + _format.write_varint(2**40)
+        + bytes([_format.ZEROS])
+    )
     e(with_crc(huge), "limit")
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 40]) + bytes(8)),
-      "rank 40")
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 7])),
-      "unknown layout 7")
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 0, 1])),
-      "invalid element order")
+    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 40]) + bytes(8)), "rank 40")
+    e(
+        with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 7])),
+        "unknown layout 7",
+    )
+    e(
+        with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 0, 1])),
+        "invalid element order",
+    )
     # nnz larger than the array.
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 1, 0, 9])),
-      "9 non-zeros in an array of 4")
+    e(
+        with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 1, 0, 9])),
+        "9 non-zeros in an array of 4",
+    )
     # Stored stream shorter than claimed.
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 2, 0, 0, 0, 0])
-               + _format.write_varint(8) + _format.write_varint(8) + b"1234"),
-      "truncated")
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 2, 0, 0, 0, 0])
-               + _format.write_varint(7) + _format.write_varint(7)
-               + b"1234567"), "raw length 7")
+    e(
+        with_crc(
+            _format.ARRAY_MAGIC
+            + bytes([1, 12, 1, 2, 0, 0, 0, 0])
+            + _format.write_varint(8)
+            + _format.write_varint(8)
+            + b"1234"
+        ),
+        "truncated",
+    )
+    e(
+        with_crc(
+            _format.ARRAY_MAGIC
+            + bytes([1, 12, 1, 2, 0, 0, 0, 0])
+            + _format.write_varint(7)
+            + _format.write_varint(7)
+            + b"1234567"
+        ),
+        "raw length 7",
+    )
     # Bitmap with more bits set than nnz says.
     mask = np.packbits(np.array([1, 1, 1, 0], bool)).tobytes()
-    blob = (_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 1, 0, 2, 0])
-            + bytes([_format.STORED]) + _format.write_varint(1)
-            + _format.write_varint(1) + mask)
+    blob = (
+        _format.ARRAY_MAGIC
+        + bytes([1, 12, 1, 4, 1, 0, 2, 0])
+        + bytes([_format.STORED])
+        + _format.write_varint(1)
+        + _format.write_varint(1)
+        + mask
+    )
     e(with_crc(blob), "3 bits set")
     # Gaps pointing past the end.
     gaps = _format.encode_varints([0, 9])
-    blob = (_format.ARRAY_MAGIC + bytes([1, 12, 1, 4, 1, 0, 2, 1])
-            + bytes([_format.STORED]) + _format.write_varint(len(gaps))
-            + _format.write_varint(len(gaps)) + gaps)
+    blob = (
+        _format.ARRAY_MAGIC
+        + bytes([1, 12, 1, 4, 1, 0, 2, 1])
+        + bytes([_format.STORED])
+        + _format.write_varint(len(gaps))
+        + _format.write_varint(len(gaps))
+        + gaps
+    )
     e(with_crc(blob), "past the 4 elements")
     # Unknown codec; invalid lzma properties; trailing bytes.
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 2, 0, 0, 0, 9])),
-      "unknown codec 9")
-    e(with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 2, 0, 0, 0, 2, 250])),
-      "invalid lzma properties")
+    e(
+        with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 2, 0, 0, 0, 9])),
+        "unknown codec 9",
+    )
+    e(
+        with_crc(_format.ARRAY_MAGIC + bytes([1, 12, 1, 2, 0, 0, 0, 2, 250])),
+        "invalid lzma properties",
+    )
     e(with_crc(good[:-4] + b"\0"), "unexpected bytes")
     # A stored zero in the non-zero values.
-    blob = (_format.ARRAY_MAGIC + bytes([1, 2, 1, 4, 1, 0, 1, 0])
-            + bytes([_format.STORED, 1, 1]) + bytes([0x80])
-            + bytes([0, _format.STORED, 1, 1, 0]))
+    blob = (
+        _format.ARRAY_MAGIC
+        + bytes([1, 2, 1, 4, 1, 0, 1, 0])
+        + bytes([_format.STORED, 1, 1])
+        + bytes([0x80])
+        + bytes([0, _format.STORED, 1, 1, 0])
+    )
     e(with_crc(blob), "stored non-zero value is zero")
     with pytest.raises(TypeError):
         keras_prune.decompress_array("not bytes")
@@ -559,8 +685,7 @@ def test_expansion_cap():
     with pytest.raises(keras_prune.CompressedFormatError, match="limit"):
         keras_prune.decompress_array(blob, max_bytes=1 << 20)
     # ... and loads when allowed explicitly.
-    assert same_bits(keras_prune.decompress_array(blob, max_bytes=1 << 25),
-                     big)
+    assert same_bits(keras_prune.decompress_array(blob, max_bytes=1 << 25), big)
 
 
 # ------------------------------------------------------------------ fuzz
@@ -578,7 +703,7 @@ def mutate(data, op, pos, value, length):
     if op == "insert":
         return data[:pos] + bytes([value % 256]) * length + data[pos:]
     if op == "delete":
-        return data[:pos] + data[pos + length:]
+        return data[:pos] + data[pos + length :]
     out = bytearray(data)
     for i in range(pos, min(pos + length, len(out))):
         out[i] = value % 256
@@ -587,9 +712,16 @@ def mutate(data, op, pos, value, length):
 
 MUTATION = st.tuples(
     st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]),
-    st.integers(0, 10**6), st.integers(0, 255), st.integers(1, 16))
-FUZZ = settings(max_examples=1500, deadline=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+    st.integers(0, 10**6),
+    st.integers(0, 255),
+    st.integers(1, 16),
+)
+FUZZ = settings(
+    max_examples=1500,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @FUZZ
@@ -612,16 +744,16 @@ BITMAP_BLOB = keras_prune.compress_array(sparse((40, 40), 0.5, seed=2))
 
 
 @FUZZ
-@given(mutations=st.lists(MUTATION, min_size=1, max_size=3),
-       which=st.booleans())
+@given(
+    mutations=st.lists(MUTATION, min_size=1, max_size=3), which=st.booleans()
+)
 def test_fuzz_array_parser_without_checksum(mutations, which):
     """Skipping the CRC exercises every parser check on garbage."""
     data = ARRAY_BLOB if which else BITMAP_BLOB
     for m in mutations:
         data = mutate(data, *m)
     try:
-        out = _format.decompress_array(data, max_bytes=1 << 20,
-                                       verify=False)
+        out = _format.decompress_array(data, max_bytes=1 << 20, verify=False)
     except keras_prune.CompressedFormatError:
         return
     assert isinstance(out, np.ndarray) and out.nbytes <= 1 << 20
@@ -651,8 +783,7 @@ np.savez(
 
 @pytest.mark.parametrize(
     "other",
-    [b for b in ("jax", "tensorflow", "torch")
-     if b != keras.backend.backend()],
+    [b for b in ("jax", "tensorflow", "torch") if b != keras.backend.backend()],
 )
 def test_compressed_file_loads_on_other_backend(other, tmp_path):
     import os
@@ -666,9 +797,18 @@ def test_compressed_file_loads_on_other_backend(other, tmp_path):
     out = tmp_path / "out.npz"
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-c", _LOAD_ELSEWHERE, str(path),
-         str(tmp_path / "x.npy"), str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            _LOAD_ELSEWHERE,
+            str(path),
+            str(tmp_path / "x.npy"),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     got = dict(np.load(out))
@@ -679,8 +819,8 @@ def test_compressed_file_loads_on_other_backend(other, tmp_path):
         assert same_bits(got[f"w_{i}"], to_np(v)), v.path
     # Same weights; a different backend may round the forward pass apart.
     np.testing.assert_allclose(
-        got["predictions"], model.predict(X, verbose=0), rtol=1e-6,
-        atol=1e-6)
+        got["predictions"], model.predict(X, verbose=0), rtol=1e-6, atol=1e-6
+    )
 
 
 # ------------------------------------- hostile files, atomic writes (#15)
@@ -721,7 +861,8 @@ h["config"]["config"]["layers"][-1]["config"]["use_bias"] = False
 hostile["dense-2^24-no-bias"] = file_with(h, blobs)
 hostile["json-objects"] = crc(b"".join([
     compress.MAGIC, struct.pack("<H", 1),
-    _format.encode_stream(b"[" + b"{}," * 20_000_000 + b"{}]", "zlib", "mask")]))
+    _format.encode_stream(
+        b"[" + b"{}," * 20_000_000 + b"{}]", "zlib", "mask")]))
 zeros = zlib.compress(b"\0" * (256 << 20), 9)
 hostile["zlib-raw-0"] = crc(b"".join([
     compress.MAGIC, struct.pack("<H", 1), bytes([_format.ZLIB]),
@@ -753,8 +894,11 @@ def test_hostile_files_refused_within_memory_bound(tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-c", _MEMORY_PROBE], capture_output=True,
-        text=True, timeout=600)
+        [sys.executable, "-c", _MEMORY_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     sizes = out.pop("sizes")
@@ -813,7 +957,10 @@ def test_write_atomic_under_file_size_limit(tmp_path):
     path.write_bytes(b"previous good file")
     result = subprocess.run(
         [sys.executable, "-c", _FSIZE_PROBE, str(path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[0] == "OSError"
     assert path.read_bytes() == b"previous good file"

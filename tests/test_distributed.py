@@ -28,11 +28,12 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import ON_CPU
+
+import keras_prune as kp
 
 import _distributed_worker as worker
-import keras_prune as kp
+from conftest import BACKEND
+from conftest import ON_CPU
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
 TIMEOUT = 180  # seconds, per scenario (all its processes together)
@@ -180,14 +181,19 @@ def test_pruning_keeps_variable_paths(kind):
         model = keras.Model(inputs, layers[1](layers[0](inputs)))
     before = [v.path for v in model.weights]
     pruned = kp.prune_low_magnitude(model)
-    inner = [v.path for w in worker.wrappers(pruned).values()
-             for v in w.layer.weights]
+    inner = [
+        v.path
+        for w in worker.wrappers(pruned).values()
+        for v in w.layer.weights
+    ]
     assert inner == before
     prefix = "sequential/" if kind == "sequential" else ""
     assert before[0] == f"{prefix}big/kernel"
     masks = [w.masks[0].path for w in worker.wrappers(pruned).values()]
-    assert masks == [f"{prefix}prune_low_magnitude_big/kernel_mask",
-                     f"{prefix}prune_low_magnitude_out/kernel_mask"]
+    assert masks == [
+        f"{prefix}prune_low_magnitude_big/kernel_mask",
+        f"{prefix}prune_low_magnitude_out/kernel_mask",
+    ]
 
 
 # ----------------------------------------------------------------- JAX
@@ -355,14 +361,18 @@ def test_tf_multi_worker_mirrored_two_processes(tf_runs, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     envs = []
     for index in range(2):
-        config = {"cluster": cluster, "task": {"type": "worker",
-                                               "index": index}}
-        envs.append({
-            "KERAS_BACKEND": "tensorflow",
-            "TF_CONFIG": json.dumps(config),
-            "KP_TASK_INDEX": str(index),
-            "CUDA_VISIBLE_DEVICES": "",
-        })
+        config = {
+            "cluster": cluster,
+            "task": {"type": "worker", "index": index},
+        }
+        envs.append(
+            {
+                "KERAS_BACKEND": "tensorflow",
+                "TF_CONFIG": json.dumps(config),
+                "KP_TASK_INDEX": str(index),
+                "CUDA_VISIBLE_DEVICES": "",
+            }
+        )
     results = run_workers("tf_multi_worker", tmp_path, envs)
     check_ok(results, "mwms")
     for res in results:

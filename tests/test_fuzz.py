@@ -19,7 +19,6 @@ import keras
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import to_np
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -31,22 +30,53 @@ from keras_prune import compress
 from keras_prune import schedules
 from keras_prune import summaries
 
-FAST = settings(max_examples=150, deadline=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
-SLOW = settings(max_examples=60, deadline=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+from conftest import to_np
 
-DTYPES = [np.dtype(d) for d in (
-    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
-    "uint64", "float16", "float32", "float64", "complex64", "complex128",
-)] + [np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.float8_e4m3fn),
-      np.dtype(ml_dtypes.float8_e5m2)]
+FAST = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+SLOW = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+
+DTYPES = [
+    np.dtype(d)
+    for d in (
+        "bool",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    )
+] + [
+    np.dtype(ml_dtypes.bfloat16),
+    np.dtype(ml_dtypes.float8_e4m3fn),
+    np.dtype(ml_dtypes.float8_e5m2),
+]
 
 
 def same_bits(a, b):
     a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and (
-        a.tobytes() == b.tobytes())
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and (a.tobytes() == b.tobytes())
+    )
 
 
 def with_crc(body):
@@ -61,8 +91,9 @@ def arrays(draw):
     dtype = draw(st.sampled_from(DTYPES))
     shape = tuple(draw(st.lists(st.integers(0, 5), max_size=4)))
     n = int(np.prod(shape, dtype=np.int64))
-    raw = draw(st.binary(min_size=n * dtype.itemsize,
-                         max_size=n * dtype.itemsize))
+    raw = draw(
+        st.binary(min_size=n * dtype.itemsize, max_size=n * dtype.itemsize)
+    )
     if dtype == np.bool_:
         array = (np.frombuffer(raw, np.uint8) & 1).astype(bool)
     else:
@@ -83,9 +114,21 @@ def test_every_dtype_and_shape_roundtrips_bit_for_bit(array, codec):
     assert same_bits(out, array)
 
 
-SPECIAL_F32 = np.array([0x00000000, 0x80000000, 0x7F800000, 0xFF800000,
-                        0x7FC00000, 0x7FC00001, 0xFFBFFFFF, 0x00000001,
-                        0x80000001, 0x7F7FFFFF], np.uint32).view(np.float32)
+SPECIAL_F32 = np.array(
+    [
+        0x00000000,
+        0x80000000,
+        0x7F800000,
+        0xFF800000,
+        0x7FC00000,
+        0x7FC00001,
+        0xFFBFFFFF,
+        0x00000001,
+        0x80000001,
+        0x7F7FFFFF,
+    ],
+    np.uint32,
+).view(np.float32)
 
 
 def test_special_values_zero_d_and_zero_size():
@@ -103,21 +146,30 @@ def _check_special_values(dtype):
             unsigned = np.uint32 if dtype.itemsize == 4 else np.uint64
             top = unsigned(1) << unsigned(8 * dtype.itemsize - 1)
             exp_all = np.array(np.inf, dtype).view(unsigned)
-            specials = np.array([0, top, exp_all | 1, exp_all | 12345,
-                                 top | exp_all | 7, 1], unsigned).view(dtype)
+            specials = np.array(
+                [0, top, exp_all | 1, exp_all | 12345, top | exp_all | 7, 1],
+                unsigned,
+            ).view(dtype)
     elif dtype == np.bool_:
         specials = np.array([True, False])
     else:
         info = np.iinfo(dtype)
         specials = np.array([0, info.min, info.max, 1], dtype)
-    cases = [specials, specials.reshape(1, -1, 1), np.zeros((), dtype),
-             specials[:1].reshape(()), specials[-1:].reshape(()),
-             np.zeros((0,), dtype), np.zeros((3, 0, 2), dtype),
-             np.zeros((0, 0), dtype)]
+    cases = [
+        specials,
+        specials.reshape(1, -1, 1),
+        np.zeros((), dtype),
+        specials[:1].reshape(()),
+        specials[-1:].reshape(()),
+        np.zeros((0,), dtype),
+        np.zeros((3, 0, 2), dtype),
+        np.zeros((0, 0), dtype),
+    ]
     for array in cases:
         for codec in ("lzma", "zlib"):
             out = keras_prune.decompress_array(
-                keras_prune.compress_array(array, codec=codec))
+                keras_prune.compress_array(array, codec=codec)
+            )
             assert same_bits(out, array), (array, out)
 
 
@@ -130,18 +182,25 @@ def _blob_parts(array):
 
 
 @SLOW
-@given(pos=st.integers(0, 10**6), value=st.integers(0, 255),
-       which=st.integers(0, 2))
+@given(
+    pos=st.integers(0, 10**6),
+    value=st.integers(0, 255),
+    which=st.integers(0, 2),
+)
 def test_lying_array_blobs_with_valid_crc(pos, value, which):
     """Any byte changed, checksum recomputed: an error or an array of the
     declared size, never anything else (and never above the cap)."""
-    arrays_ = [np.arange(40, dtype=np.float32).reshape(5, 8) % 3,
-               (np.arange(300) % 7 == 0), np.zeros((0, 4), np.int16)]
+    arrays_ = [
+        np.arange(40, dtype=np.float32).reshape(5, 8) % 3,
+        (np.arange(300) % 7 == 0),
+        np.zeros((0, 4), np.int16),
+    ]
     body = bytearray(_blob_parts(arrays_[which]))
     body[pos % len(body)] = value
     try:
-        out = keras_prune.decompress_array(with_crc(bytes(body)),
-                                           max_bytes=1 << 16)
+        out = keras_prune.decompress_array(
+            with_crc(bytes(body)), max_bytes=1 << 16
+        )
     except keras_prune.CompressedFormatError:
         return
     assert out.nbytes <= 1 << 16
@@ -158,28 +217,39 @@ def test_rice_gap_overflow_is_rejected():
     q = (1 << 23) + 1
     unary = np.ones(q + 1, bool)
     unary[-1] = False
-    raw = np.packbits(unary).tobytes() + np.packbits(
-        np.zeros(k, bool)).tobytes()
-    body = (bytes([_format.SPARSE, _format.C_ORDER]) + _format.write_varint(1)
-            + bytes([_format.RICE, k]) + _format.write_varint(q + 1)
-            + _format.encode_stream(raw, "zlib", "mask"))
+    raw = (
+        np.packbits(unary).tobytes() + np.packbits(np.zeros(k, bool)).tobytes()
+    )
+    body = (
+        bytes([_format.SPARSE, _format.C_ORDER])
+        + _format.write_varint(1)
+        + bytes([_format.RICE, k])
+        + _format.write_varint(q + 1)
+        + _format.encode_stream(raw, "zlib", "mask")
+    )
     with pytest.raises(keras_prune.CompressedFormatError, match="rice"):
-        keras_prune.decompress_array(with_crc(head + body),
-                                     max_bytes=1 << 30)
+        keras_prune.decompress_array(with_crc(head + body), max_bytes=1 << 30)
     # With a plausible k the quotient bound catches the wrap too.
     for k in (0, 3):
         unary = np.ones(q + 1, bool)
         unary[-1] = False
-        raw = np.packbits(unary).tobytes() + np.packbits(
-            np.zeros(k, bool)).tobytes()
-        body = (bytes([_format.SPARSE, _format.C_ORDER])
-                + _format.write_varint(1) + bytes([_format.RICE, k])
-                + _format.write_varint(q + 1)
-                + _format.encode_stream(raw, "zlib", "mask"))
-        with pytest.raises(keras_prune.CompressedFormatError,
-                           match="past the|cannot code"):
-            keras_prune.decompress_array(with_crc(head + body),
-                                         max_bytes=1 << 30)
+        raw = (
+            np.packbits(unary).tobytes()
+            + np.packbits(np.zeros(k, bool)).tobytes()
+        )
+        body = (
+            bytes([_format.SPARSE, _format.C_ORDER])
+            + _format.write_varint(1)
+            + bytes([_format.RICE, k])
+            + _format.write_varint(q + 1)
+            + _format.encode_stream(raw, "zlib", "mask")
+        )
+        with pytest.raises(
+            keras_prune.CompressedFormatError, match="past the|cannot code"
+        ):
+            keras_prune.decompress_array(
+                with_crc(head + body), max_bytes=1 << 30
+            )
 
 
 def test_dense_bool_bytes_other_than_0_1_are_rejected():
@@ -189,8 +259,9 @@ def test_dense_bool_bytes_other_than_0_1_are_rejected():
     assert info["layout"] == "dense"
     body = bytearray(blob[:-4])
     body[-1] = 2  # last value byte: neither False nor True
-    with pytest.raises(keras_prune.CompressedFormatError,
-                       match="neither 0 nor 1"):
+    with pytest.raises(
+        keras_prune.CompressedFormatError, match="neither 0 nor 1"
+    ):
         keras_prune.decompress_array(with_crc(bytes(body)))
 
 
@@ -200,13 +271,17 @@ def test_stream_declaring_raw_length_0_does_not_inflate():
 
     bomb = zlib.compress(b"\0" * (64 << 20), 9)  # 64 MiB of zeros, ~64 KB
     head = _format.ARRAY_MAGIC + bytes([1, 12, 1]) + _format.write_varint(0)
-    body = (bytes([_format.DENSE, _format.C_ORDER, 1, _format.ZLIB])
-            + _format.write_varint(0) + _format.write_varint(len(bomb))
-            + bomb)
+    body = (
+        bytes([_format.DENSE, _format.C_ORDER, 1, _format.ZLIB])
+        + _format.write_varint(0)
+        + _format.write_varint(len(bomb))
+        + bomb
+    )
     tracemalloc.start()
     try:
-        with pytest.raises(keras_prune.CompressedFormatError,
-                           match="corrupt zlib"):
+        with pytest.raises(
+            keras_prune.CompressedFormatError, match="corrupt zlib"
+        ):
             keras_prune.decompress_array(with_crc(head + body))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -230,9 +305,13 @@ def test_describe_blob_raises_only_format_errors():
 def kpz():
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((3,)), keras.layers.Dense(4, name="d"),
-        keras.layers.Dense(2, name="o")])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="d"),
+            keras.layers.Dense(2, name="o"),
+        ]
+    )
     kernel = np.arange(12, dtype=np.float32).reshape(3, 4) % 3
     model.get_layer("d").kernel.assign(kernel)
     buf = io.BytesIO()
@@ -244,16 +323,24 @@ def reassemble(data, header=None, blobs=None, fix_sizes=True):
     """A file from (altered) parts, every size and checksum recomputed."""
     header0, offsets = compress._parse(data, "t", 1 << 30)
     if blobs is None:
-        blobs = [data[o:o + e["size"]]
-                 for e, o in zip(header0["tensors"], offsets)]
+        blobs = [
+            data[o : o + e["size"]] for e, o in zip(header0["tensors"], offsets)
+        ]
     header = header0 if header is None else header
     if fix_sizes:
         for entry, blob in zip(header["tensors"], blobs):
             entry["size"] = len(blob)
     raw = json.dumps(header).encode()
-    return with_crc(b"".join([
-        compress.MAGIC, struct.pack("<H", compress.VERSION),
-        _format.encode_stream(raw, "zlib", "mask"), *blobs]))
+    return with_crc(
+        b"".join(
+            [
+                compress.MAGIC,
+                struct.pack("<H", compress.VERSION),
+                _format.encode_stream(raw, "zlib", "mask"),
+                *blobs,
+            ]
+        )
+    )
 
 
 def test_truncation_at_every_offset(kpz):
@@ -274,19 +361,29 @@ def test_bit_flip_at_every_bit_of_the_header_and_table(kpz):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70)
-    | st.floats(allow_nan=True) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 TABLE_FIELDS = ["path", "key", "dtype", "shape", "size", "nonzero_of"]
 
 
 @SLOW
-@given(index=st.integers(0, 10), field=st.sampled_from(TABLE_FIELDS),
-       value=JSON_VALUES | st.integers(0, 1 << 62)
-       | st.lists(st.integers(-3, 1 << 30), max_size=4),
-       fix=st.booleans())
+@given(
+    index=st.integers(0, 10),
+    field=st.sampled_from(TABLE_FIELDS),
+    value=JSON_VALUES
+    | st.integers(0, 1 << 62)
+    | st.lists(st.integers(-3, 1 << 30), max_size=4),
+    fix=st.booleans(),
+)
 def test_lying_table_with_valid_checksums(kpz, index, field, value, fix):
     data, kernel = kpz
     header = compress._parse(data, "t", 1 << 30)[0]
@@ -304,13 +401,17 @@ def test_lying_table_with_valid_checksums(kpz, index, field, value, fix):
 
 
 @SLOW
-@given(which=st.integers(0, 10), pos=st.integers(0, 10**6),
-       value=st.integers(0, 255))
+@given(
+    which=st.integers(0, 10),
+    pos=st.integers(0, 10**6),
+    value=st.integers(0, 255),
+)
 def test_lying_blobs_with_valid_checksums(kpz, which, pos, value):
     data, _ = kpz
     header, offsets = compress._parse(data, "t", 1 << 30)
-    blobs = [data[o:o + e["size"]] for e, o in zip(header["tensors"],
-                                                    offsets)]
+    blobs = [
+        data[o : o + e["size"]] for e, o in zip(header["tensors"], offsets)
+    ]
     which %= len(blobs)
     if not blobs[which]:
         return
@@ -338,9 +439,7 @@ def test_config_lies_are_refused_before_allocating(kpz):
     original = compress._build_model
 
     def spy(*args, **kwargs):
-        from keras.src.backend.common.stateless_scope import (
-            in_stateless_scope,
-        )
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
 
         built.append(in_stateless_scope())
         return original(*args, **kwargs)
@@ -349,8 +448,10 @@ def test_config_lies_are_refused_before_allocating(kpz):
     compress._build_model = spy
     try:
         for max_bytes in (None, 100_000):
-            with pytest.raises(keras_prune.CompressedFormatError,
-                               match="more than|does not match"):
+            with pytest.raises(
+                keras_prune.CompressedFormatError,
+                match="more than|does not match",
+            ):
                 keras_prune.load_compressed(lie, max_bytes=max_bytes)
     finally:
         compress._build_model = original
@@ -367,29 +468,42 @@ def test_config_may_not_import_arbitrary_keras_modules(kpz):
     header = compress._parse(data, "t", 1 << 30)[0]
     layer = header["config"]["config"]["layers"][1]
     layer["module"] = module
-    with pytest.raises(keras_prune.CompressedFormatError,
-                       match="refusing to import"):
+    with pytest.raises(
+        keras_prune.CompressedFormatError, match="refusing to import"
+    ):
         keras_prune.load_compressed(reassemble(data, header=header))
     assert module not in sys.modules
 
 
-@pytest.mark.parametrize("raw", [
-    b"[" + b"{}," * 3_000_000 + b"{}]",
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"a":' * 5000 + b"1" + b"}" * 5000,
-], ids=["many-objects", "deep-lists", "deep-objects"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" + b"{}," * 3_000_000 + b"{}]",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    ],
+    ids=["many-objects", "deep-lists", "deep-objects"],
+)
 def test_header_json_bombs(raw):
     import tracemalloc
 
-    data = with_crc(b"".join([
-        compress.MAGIC, struct.pack("<H", compress.VERSION),
-        _format.encode_stream(raw, "zlib", "mask")]))
+    data = with_crc(
+        b"".join(
+            [
+                compress.MAGIC,
+                struct.pack("<H", compress.VERSION),
+                _format.encode_stream(raw, "zlib", "mask"),
+            ]
+        )
+    )
     assert len(data) < 20_000
     tracemalloc.start()
     try:
         for max_bytes in (None, 1 << 20):
-            with pytest.raises(keras_prune.CompressedFormatError,
-                               match="memory|deeper|JSON|possible range"):
+            with pytest.raises(
+                keras_prune.CompressedFormatError,
+                match="memory|deeper|JSON|possible range",
+            ):
                 keras_prune.load_compressed(data, max_bytes=max_bytes)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -402,15 +516,27 @@ def test_header_json_bombs(raw):
 
 SCHEDULE_TEXT = st.text(
     alphabet="PolynomialDecyConstSpr(),.-+e0123456789_= *[]{}'\"x\n",
-    max_size=300)
+    max_size=300,
+)
 
 
 @FAST
-@given(text=SCHEDULE_TEXT | st.builds(
-    lambda name, args: f"{name}({args})",
-    st.sampled_from(["PolynomialDecay", "ConstantSparsity",
-                     "ExponentialDecay", "CosineDecay", "Nope"]),
-    SCHEDULE_TEXT))
+@given(
+    text=SCHEDULE_TEXT
+    | st.builds(
+        lambda name, args: f"{name}({args})",
+        st.sampled_from(
+            [
+                "PolynomialDecay",
+                "ConstantSparsity",
+                "ExponentialDecay",
+                "CosineDecay",
+                "Nope",
+            ]
+        ),
+        SCHEDULE_TEXT,
+    )
+)
 def test_schedule_parser_raises_only_value_or_type_errors(text):
     try:
         schedule = schedules.get(text)
@@ -419,13 +545,16 @@ def test_schedule_parser_raises_only_value_or_type_errors(text):
     assert isinstance(schedule, schedules.PruningSchedule)
 
 
-@pytest.mark.parametrize("text", [
-    "-" * 100_000 + "1",
-    "ConstantSparsity(" + "-" * 100_000 + "0.5, 0)",
-    "ConstantSparsity(" + "(" * 5000 + "0.5" + ")" * 5000 + ", 0)",
-    "ConstantSparsity(0.5, " + "9" * 5000 + ")",
-    "ConstantSparsity(**{'a': 1})",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-" * 100_000 + "1",
+        "ConstantSparsity(" + "-" * 100_000 + "0.5, 0)",
+        "ConstantSparsity(" + "(" * 5000 + "0.5" + ")" * 5000 + ", 0)",
+        "ConstantSparsity(0.5, " + "9" * 5000 + ")",
+        "ConstantSparsity(**{'a': 1})",
+    ],
+)
 def test_schedule_parser_hostile_strings(text):
     with pytest.raises((ValueError, TypeError)):
         schedules.get(text)
@@ -436,8 +565,12 @@ def test_schedule_parser_hostile_strings(text):
 
 def record(payload):
     header = struct.pack("<Q", len(payload))
-    return (header + struct.pack("<I", summaries._masked_crc32c(header))
-            + payload + struct.pack("<I", summaries._masked_crc32c(payload)))
+    return (
+        header
+        + struct.pack("<I", summaries._masked_crc32c(header))
+        + payload
+        + struct.pack("<I", summaries._masked_crc32c(payload))
+    )
 
 
 def _varint(n):
@@ -449,30 +582,41 @@ def _field(number, payload):
 
 
 def scalar_event(step, tag, value):
-    value_msg = _field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack(
-        "<f", value)
+    value_msg = (
+        _field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value)
+    )
     return _varint(2 << 3) + _varint(step) + _field(5, _field(1, value_msg))
 
 
 def test_crc32c_matches_tensorboard():
-    tb = pytest.importorskip("tensorboard.compat.tensorflow_stub."
-                             "pywrap_tensorflow")
+    tb = pytest.importorskip(
+        "tensorboard.compat.tensorflow_stub.pywrap_tensorflow"
+    )
     for data in (b"", b"a", b"123456789", bytes(range(256)) * 3):
         assert summaries._masked_crc32c(data) == tb.masked_crc32c(data)
 
 
 def event_file(tmp_path, n=6):
     path = tmp_path / "events.out.tfevents.1.test"
-    records = [record(scalar_event(i, "model/sparsity", i / 10))
-               for i in range(n)]
+    records = [
+        record(scalar_event(i, "model/sparsity", i / 10)) for i in range(n)
+    ]
     path.write_bytes(b"".join(records))
     return path, records
 
 
 @SLOW
-@given(ops=st.lists(st.tuples(
-    st.sampled_from(["flip", "truncate", "insert", "delete"]),
-    st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=3))
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "truncate", "insert", "delete"]),
+            st.integers(0, 10**6),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_event_reader_fuzz(tmp_path_factory, ops):
     tmp = tmp_path_factory.mktemp("ev")
     path, records = event_file(tmp)
@@ -481,14 +625,17 @@ def test_event_reader_fuzz(tmp_path_factory, ops):
         pos %= len(data) + 1
         if op == "flip" and data:
             pos %= len(data)
-            data = data[:pos] + bytes([data[pos] ^ (1 << value % 8)]) \
-                + data[pos + 1:]
+            data = (
+                data[:pos]
+                + bytes([data[pos] ^ (1 << value % 8)])
+                + data[pos + 1 :]
+            )
         elif op == "truncate":
             data = data[:pos]
         elif op == "insert":
             data = data[:pos] + bytes([value]) * (value % 40) + data[pos:]
         else:
-            data = data[:pos] + data[pos + value % 40:]
+            data = data[:pos] + data[pos + value % 40 :]
     path.write_bytes(data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -528,19 +675,25 @@ def test_event_reader_huge_record_length_and_huge_tensor(tmp_path):
     header = struct.pack("<Q", 1 << 40)
     bad = header + struct.pack("<I", summaries._masked_crc32c(header))
     good = record(scalar_event(7, "x", 0.5))
-    (tmp_path / "events.out.tfevents.1.a").write_bytes(bad + b"\0" * 8
-                                                       + good)
+    (tmp_path / "events.out.tfevents.1.a").write_bytes(bad + b"\0" * 8 + good)
     # A ~50-byte summary whose tensor declares 5e8 float elements.
     shape = _field(2, _field(2, _varint(1 << 3) + _varint(500_000_000)))
-    tensor = _varint(1 << 3) + _varint(1) + shape + _varint(5 << 3 | 5) \
+    tensor = (
+        _varint(1 << 3)
+        + _varint(1)
+        + shape
+        + _varint(5 << 3 | 5)
         + struct.pack("<f", 1.0)
+    )
     value = _field(1, b"big") + _field(8, tensor)
     event = _varint(2 << 3) + _varint(3) + _field(5, _field(1, value))
     assert len(event) < 60
     (tmp_path / "events.out.tfevents.2.b").write_bytes(record(event))
     tracemalloc.start()
     try:
-        with pytest.warns(summaries.CorruptEventFileWarning, match="1099511627776"):
+        with pytest.warns(
+            summaries.CorruptEventFileWarning, match="1099511627776"
+        ):
             scalars = summaries.read_scalars(tmp_path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -584,20 +737,35 @@ def test_missing_tensorboard_message_says_how_to_install(monkeypatch):
     for name in list(sys.modules):
         if name.startswith("tensorboard."):
             monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError,
-                       match=r'pip install "keras-prune\[tensorboard\]"'):
+    with pytest.raises(
+        ImportError, match=r'pip install "keras-prune\[tensorboard\]"'
+    ):
         summaries._tensorboard.__wrapped__()
 
 
 def test_json_cost_bounds_real_parse():
     import tracemalloc
 
-    config = copy.deepcopy({"layers": [{"class_name": "Dense", "config": {
-        "units": i, "name": f"d{i}", "kernel": [1.5, 2, None, "x"] * 3}}
-        for i in range(2000)]})
-    for raw in (json.dumps(config).encode(), b"[" + b"{}," * 50000 + b"1]",
-                b"{" + b",".join(b'"%d":[]' % i for i in range(50000))
-                + b"}"):
+    config = copy.deepcopy(
+        {
+            "layers": [
+                {
+                    "class_name": "Dense",
+                    "config": {
+                        "units": i,
+                        "name": f"d{i}",
+                        "kernel": [1.5, 2, None, "x"] * 3,
+                    },
+                }
+                for i in range(2000)
+            ]
+        }
+    )
+    for raw in (
+        json.dumps(config).encode(),
+        b"[" + b"{}," * 50000 + b"1]",
+        b"{" + b",".join(b'"%d":[]' % i for i in range(50000)) + b"}",
+    ):
         tracemalloc.start()
         try:
             json.loads(raw)
@@ -608,10 +776,13 @@ def test_json_cost_bounds_real_parse():
 
 
 @SLOW
-@given(n=st.integers(0, 3000), density=st.floats(0, 1),
-       coding=st.sampled_from([_format.BITMAP, _format.GAPS, _format.RICE]),
-       dtype=st.sampled_from(["bool", "float32", "int8"]),
-       seed=st.integers(0, 2**31))
+@given(
+    n=st.integers(0, 3000),
+    density=st.floats(0, 1),
+    coding=st.sampled_from([_format.BITMAP, _format.GAPS, _format.RICE]),
+    dtype=st.sampled_from(["bool", "float32", "int8"]),
+    seed=st.integers(0, 2**31),
+)
 def test_each_mask_coding_in_small_chunks(n, density, coding, dtype, seed):
     """Every mask coding, forced, decoded in chunks of 64 gaps (so varints
     and unary runs straddle chunk boundaries)."""
@@ -630,9 +801,10 @@ def test_each_mask_coding_in_small_chunks(n, density, coding, dtype, seed):
 
     import unittest.mock
 
-    with unittest.mock.patch.object(_format, "min", forced_min,
-                                    create=True), \
-            unittest.mock.patch.object(_format, "_GAP_CHUNK", 64):
+    with (
+        unittest.mock.patch.object(_format, "min", forced_min, create=True),
+        unittest.mock.patch.object(_format, "_GAP_CHUNK", 64),
+    ):
         blob = keras_prune.compress_array(array)
         out = keras_prune.decompress_array(blob)
         info = _format.describe_blob(blob)
@@ -647,14 +819,19 @@ def test_other_backends_optimizer_module_maps_to_public_class():
     module = "keras.src.backend.torch.optimizers.torch_adam"
     if module in sys.modules:
         pytest.skip("the torch optimizer module is imported here")
-    config = {"compile_config": {"optimizer": {
-        "module": module, "class_name": "Adam", "config": {}}}}
+    config = {
+        "compile_config": {
+            "optimizer": {"module": module, "class_name": "Adam", "config": {}}
+        }
+    }
     compress._check_modules(config, "t")
-    assert config["compile_config"]["optimizer"]["module"] == \
-        "keras.optimizers"
+    assert config["compile_config"]["optimizer"]["module"] == "keras.optimizers"
     assert module not in sys.modules
-    bad = {"module": "keras.src.backend.torch.optimizers.torch_adam",
-           "class_name": "NotAnOptimizer"}
-    with pytest.raises(keras_prune.CompressedFormatError,
-                       match="refusing to import"):
+    bad = {
+        "module": "keras.src.backend.torch.optimizers.torch_adam",
+        "class_name": "NotAnOptimizer",
+    }
+    with pytest.raises(
+        keras_prune.CompressedFormatError, match="refusing to import"
+    ):
         compress._check_modules(bad, "t")

@@ -9,16 +9,20 @@ must restore in-step updates for everything else.
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
 from keras_prune import host_updates
 from keras_prune import masks
 
+from conftest import BACKEND
+from conftest import to_np
+
 SCHEDULE = dict(
-    initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, end_step=9,
+    initial_sparsity=0.0,
+    final_sparsity=0.8,
+    begin_step=0,
+    end_step=9,
     frequency=3,
 )
 
@@ -134,7 +138,11 @@ def test_pruned_weights_are_zero_after_every_step():
                 )
 
     pruned.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep(), Check()],
     )
     assert len(seen) == 2 * 5 * 2
@@ -159,7 +167,11 @@ def test_fit_restores_in_step_updates_and_reuses_its_step_function():
     in_step_function = pruned.train_function
     cached = pruned._keras_prune_host_train[1]
     pruned.fit(
-        x, y, batch_size=8, epochs=1, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep()],
     )
     # The second fit reused the compiled host-mode step.
@@ -197,7 +209,11 @@ def test_nan_at_a_host_update_raises_and_restores():
     pruned.compile(keras.optimizers.SGD(0.1), "mse")
     with pytest.raises(FloatingPointError, match="'a'"):
         pruned.fit(
-            x, y, batch_size=8, epochs=1, verbose=0,
+            x,
+            y,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
             callbacks=[kp.UpdatePruningStep()],
         )
     wrapper = kp.strip.pruning_wrappers(pruned)[0]
@@ -219,7 +235,11 @@ def test_steps_per_execution_keeps_in_step_updates():
 
     keras.utils.set_random_seed(1)  # the shuffling of `train`
     pruned.fit(
-        x, y, batch_size=8, epochs=3, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep(), Mode()],
     )
     assert modes and not any(modes)
@@ -239,7 +259,11 @@ def test_resume_with_host_updates_matches_an_uninterrupted_run(tmp_path):
     resumed = keras.saving.load_model(path)
     keras.utils.set_random_seed(2)
     resumed.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep()],
     )
     for (m1, _, s1), (m2, _, s2) in zip(state(whole), state(resumed)):
@@ -254,7 +278,7 @@ def test_resume_with_host_updates_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("kind", ["normal", "zeros", "integers", "tiny"])
 def test_host_mask_is_bit_identical_to_the_compiled_math(kind):
     rng = np.random.default_rng(7)
-    for trial in range(40):
+    for _ in range(40):
         n = int(rng.integers(1, 2000))
         w = rng.normal(size=n).astype("float32")
         if kind == "zeros":
@@ -293,11 +317,19 @@ def test_a_fit_interrupted_by_another_callback_is_cleaned_up_by_the_next():
 
     with pytest.raises(KeyboardInterrupt):
         pruned.fit(
-            x, y, batch_size=8, epochs=1, verbose=0,
+            x,
+            y,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
             callbacks=[kp.UpdatePruningStep(), Boom()],
         )
     pruned.fit(
-        x, y, batch_size=8, epochs=1, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep()],
     )
     wrappers = kp.strip.pruning_wrappers(pruned)
@@ -380,8 +412,14 @@ def fit_and_watch(optimizer, callback):
         (lambda: keras.optimizers.Adam(0.05, clipnorm=0.05), False),
         (lambda: keras.optimizers.Lamb(0.05), False),
     ],
-    ids=["adam", "sgd", "rmsprop-clipvalue", "global_clipnorm", "clipnorm",
-         "lamb"],
+    ids=[
+        "adam",
+        "sgd",
+        "rmsprop-clipvalue",
+        "global_clipnorm",
+        "clipnorm",
+        "lamb",
+    ],
 )
 def test_only_elementwise_optimizers_train_with_host_updates(make, host):
     """Host mode lets pruned weights get gradients (discarded by the
@@ -431,8 +469,12 @@ def test_activity_regularizer_of_a_pruned_layer_counts_in_both_modes():
         model.set_weights(pruned.get_weights())
         model.compile(keras.optimizers.SGD(0.0), "mse")
         history = model.fit(
-            x[:8], model.predict(x[:8], verbose=0), batch_size=8, epochs=1,
-            verbose=0, callbacks=callbacks,
+            x[:8],
+            model.predict(x[:8], verbose=0),
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            callbacks=callbacks,
         )
         np.testing.assert_allclose(
             history.history["loss"][0], sum(expected), rtol=1e-5

@@ -9,13 +9,14 @@ masked position, and stripped predictions equal pruned predictions.
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import to_np
 from keras import layers as L
 from keras import ops
 
 import keras_prune as kp
 from keras_prune.wrapper import PruneLowMagnitude
+
+from conftest import BACKEND
+from conftest import to_np
 
 
 class MyDense(L.Dense):
@@ -26,9 +27,7 @@ class OwnWeights(L.Layer, kp.PrunableLayer):
     """A custom layer choosing its pruned weights (kernel, not `scale`)."""
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], 3), name="kernel"
-        )
+        self.kernel = self.add_weight(shape=(input_shape[-1], 3), name="kernel")
         self.scale = self.add_weight(
             shape=(3,), name="scale", initializer="ones"
         )
@@ -204,9 +203,11 @@ def train_and_check(model, make_x, n_masks):
     model.compile(keras.optimizers.SGD(0.05), "mse")
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     wrappers = kp.strip.pruning_wrappers(model)
-    masks = [(v, to_np(m)) for w in wrappers for v, m in zip(
-        w.pruned_weights, w.masks
-    )]
+    masks = [
+        (v, to_np(m))
+        for w in wrappers
+        for v, m in zip(w.pruned_weights, w.masks)
+    ]
     assert len(masks) == n_masks
     assert kp.pruning_step(model) == 2
     for v, m in masks:
@@ -272,8 +273,7 @@ def test_multi_head_attention():
     )
     wrapper = pruned.get_layer("prune_low_magnitude_mha")
     got = [
-        (v.path.split("/")[-2:], tuple(v.shape))
-        for v in wrapper.pruned_weights
+        (v.path.split("/")[-2:], tuple(v.shape)) for v in wrapper.pruned_weights
     ]
     assert got == [
         (["query", "kernel"], (4, 2, 2)),
@@ -369,6 +369,8 @@ def test_embedding_mask_zero_into_pruned_lstm():
         [keras.Input((2,), dtype="int32"), pruned.layers[0], pruned.layers[1]]
     )
     np.testing.assert_allclose(
-        pruned.predict(x2, verbose=0), short.predict(x2b, verbose=0),
-        rtol=1e-6, atol=1e-6,
+        pruned.predict(x2, verbose=0),
+        short.predict(x2b, verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
     )

@@ -126,11 +126,13 @@ def test_kept_count_matches_reference_elementwise():
     s = rng.uniform(0, 1, size=n.size).astype(np.float32)
     s[:1000] = np.round(s[:1000], 2)  # many exact .5 cases
     expected = [reference_kept_count(a, b) for a, b in zip(n, s)]
-    k = keras_prune.kept_count(ops.convert_to_tensor(n, "int32"),
-                               ops.convert_to_tensor(s))
+    k = keras_prune.kept_count(
+        ops.convert_to_tensor(n, "int32"), ops.convert_to_tensor(s)
+    )
     np.testing.assert_array_equal(_np(k), expected)
-    k = _compiled(keras_prune.kept_count)(ops.convert_to_tensor(n, "int32"),
-                                          ops.convert_to_tensor(s))
+    k = _compiled(keras_prune.kept_count)(
+        ops.convert_to_tensor(n, "int32"), ops.convert_to_tensor(s)
+    )
     np.testing.assert_array_equal(_np(k), expected)
 
 
@@ -205,8 +207,9 @@ def test_mostly_zero_tensor_is_pruned_to_exactly_the_target():
     assert int(mask.sum()) == 500
     assert np.all(mask[weights != 0])  # all 250 non-zeros are kept
     zeros_kept = np.flatnonzero(mask & (weights == 0))
-    np.testing.assert_array_equal(zeros_kept,
-                                  np.flatnonzero(weights == 0)[:250])
+    np.testing.assert_array_equal(
+        zeros_kept, np.flatnonzero(weights == 0)[:250]
+    )
     np.testing.assert_array_equal(mask, reference_mask(weights, 0.5))
 
 
@@ -217,8 +220,9 @@ def test_already_sparse_tensor_keeps_exactly_its_nonzeros(shape):
     flat = weights.reshape(-1)
     flat[rng.permutation(flat.size)[: flat.size // 2]] = 0.0
     expected = weights != 0
-    np.testing.assert_array_equal(keras_prune.magnitude_mask(weights, 0.5),
-                                  expected)
+    np.testing.assert_array_equal(
+        keras_prune.magnitude_mask(weights, 0.5), expected
+    )
     mask = keras_prune.magnitude_mask(ops.convert_to_tensor(weights), 0.5)
     np.testing.assert_array_equal(_np(mask), expected)
 
@@ -240,8 +244,8 @@ def test_numpy_in_numpy_out():
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_tensor_in_tensor_out(dtype):
-    weights = np.random.default_rng(0).standard_normal((5, 1, 7)).astype(
-        np.float32
+    weights = (
+        np.random.default_rng(0).standard_normal((5, 1, 7)).astype(np.float32)
     )
     tensor = ops.convert_to_tensor(weights, dtype)
     mask = keras_prune.magnitude_mask(tensor, 0.4)
@@ -254,8 +258,8 @@ def test_tensor_in_tensor_out(dtype):
 
 
 def test_variable_input():
-    weights = np.random.default_rng(0).standard_normal((128, 64)).astype(
-        np.float32
+    weights = (
+        np.random.default_rng(0).standard_normal((128, 64)).astype(np.float32)
     )
     variable = keras.Variable(weights)
     mask = keras_prune.magnitude_mask(variable, 0.5)
@@ -294,8 +298,16 @@ def test_python_list_input_returns_numpy():
 
 # Few distinct sizes: on JAX every new size compiles each eager op again.
 SHAPES = [
-    (1,), (7,), (1000,), (12345,), (100000,), (5, 1, 7), (128, 64),
-    (3, 3, 16, 32), (2, 3, 4, 5), (1, 1, 256, 32),
+    (1,),
+    (7,),
+    (1000,),
+    (12345,),
+    (100000,),
+    (5, 1, 7),
+    (128, 64),
+    (3, 3, 16, 32),
+    (2, 3, 4, 5),
+    (1, 1, 256, 32),
 ]
 
 
@@ -330,8 +342,15 @@ def _random_cases(count, seed):
             sparsity = float(rng.uniform())
         else:
             sparsity = SPARSITIES[i % len(SPARSITIES)]
-        cases.append(pytest.param(shape, kind, sparsity, seed * 1000 + i,
-                                  id=f"{shape}-{kind}-{sparsity:.4g}"))
+        cases.append(
+            pytest.param(
+                shape,
+                kind,
+                sparsity,
+                seed * 1000 + i,
+                id=f"{shape}-{kind}-{sparsity:.4g}",
+            )
+        )
     return cases
 
 
@@ -343,8 +362,9 @@ def test_random_tensors_match_reference(shape, kind, sparsity, seed):
     mask = keras_prune.magnitude_mask(weights, sparsity)
     np.testing.assert_array_equal(mask, expected)
     _assert_valid_mask(weights, sparsity, mask)
-    tensor_mask = keras_prune.magnitude_mask(ops.convert_to_tensor(weights),
-                                             sparsity)
+    tensor_mask = keras_prune.magnitude_mask(
+        ops.convert_to_tensor(weights), sparsity
+    )
     np.testing.assert_array_equal(_np(tensor_mask), expected)
 
 
@@ -376,8 +396,10 @@ def test_low_precision_inputs_match_reference(dtype, shape):
     max_examples=40,
     deadline=None,
     derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                           HealthCheck.too_slow],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+    ],
 )
 @given(
     weights=hnp.arrays(
@@ -411,10 +433,12 @@ def test_compiled_mask_matches_reference(shape, kind):
     compiled = _compiled(keras_prune.magnitude_mask)
     for i, sparsity in enumerate((0.0, 0.3, 0.5, 0.6, 0.97, 1.0)):
         weights = _random_weights(rng, shape, kind if i % 2 else "normal")
-        mask = compiled(ops.convert_to_tensor(weights),
-                        ops.convert_to_tensor(sparsity))
-        np.testing.assert_array_equal(_np(mask),
-                                      reference_mask(weights, sparsity))
+        mask = compiled(
+            ops.convert_to_tensor(weights), ops.convert_to_tensor(sparsity)
+        )
+        np.testing.assert_array_equal(
+            _np(mask), reference_mask(weights, sparsity)
+        )
 
 
 def test_compiled_mask_with_constant_sparsity():
@@ -427,8 +451,9 @@ def test_compiled_mask_with_constant_sparsity():
 
 
 def test_compiled_mask_from_bits_threshold_and_nonfinite_count():
-    weights = np.array([0.5, np.nan, -3.0, np.inf, 2.0, -np.inf, 1.0, 0.0],
-                       dtype=np.float32)
+    weights = np.array(
+        [0.5, np.nan, -3.0, np.inf, 2.0, -np.inf, 1.0, 0.0], dtype=np.float32
+    )
 
     def fn(w):
         bits = masks.magnitude_bits(w)
@@ -437,8 +462,9 @@ def test_compiled_mask_from_bits_threshold_and_nonfinite_count():
     compiled = _compiled(fn)
     _, _, n_bad = compiled(ops.convert_to_tensor(weights))
     assert int(_np(n_bad)) == 3
-    finite = np.array([0.5, -3.0, 2.0, 1.0, 0.0, -0.25, 1.0, 0.5],
-                      dtype=np.float32)
+    finite = np.array(
+        [0.5, -3.0, 2.0, 1.0, 0.0, -0.25, 1.0, 0.5], dtype=np.float32
+    )
     mask, threshold, n_bad = compiled(ops.convert_to_tensor(finite))
     assert int(_np(n_bad)) == 0
     assert float(_np(threshold)) == 1.0
@@ -450,8 +476,9 @@ def test_compiled_mask_from_bits_threshold_and_nonfinite_count():
 
 
 @pytest.mark.parametrize(
-    "bad", [np.nan, np.inf, -np.inf, -np.nan], ids=["nan", "inf", "-inf",
-                                                      "-nan"]
+    "bad",
+    [np.nan, np.inf, -np.inf, -np.nan],
+    ids=["nan", "inf", "-inf", "-nan"],
 )
 @pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "tensor"])
 def test_nonfinite_weights_raise(bad, as_tensor):
@@ -490,8 +517,9 @@ def test_empty_tensor_raises(shape):
 # A large tensor.
 
 
-@pytest.mark.parametrize("sparsity, kind", [(0.8, "normal"),
-                                            (0.5, "few_values")])
+@pytest.mark.parametrize(
+    "sparsity, kind", [(0.8, "normal"), (0.5, "few_values")]
+)
 def test_large_tensor_exact(sparsity, kind):
     n = 2**22
     rng = np.random.default_rng(2)
@@ -501,7 +529,8 @@ def test_large_tensor_exact(sparsity, kind):
     kth_largest = np.partition(magnitude, n - k)[n - k]
 
     mask, threshold, n_bad = masks.mask_from_bits(
-        masks.magnitude_bits(ops.convert_to_tensor(weights)), sparsity,
+        masks.magnitude_bits(ops.convert_to_tensor(weights)),
+        sparsity,
         (1024, 4096),
     )
     mask = _np(mask)
@@ -545,7 +574,9 @@ def test_kept_count_refuses_nan_and_out_of_range(sparsity):
     with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
         keras_prune.kept_count(10, np.float32(sparsity))
     with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
-        keras_prune.kept_count(10, keras.ops.convert_to_tensor(sparsity, "float32"))
+        keras_prune.kept_count(
+            10, keras.ops.convert_to_tensor(sparsity, "float32")
+        )
 
 
 @pytest.mark.parametrize("sparsity", [1.5, float("nan")])
@@ -557,5 +588,10 @@ def test_magnitude_mask_refuses_a_bad_tensor_sparsity(sparsity):
     with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\]"):
         keras_prune.magnitude_mask(keras.ops.convert_to_tensor(w), tensor)
     # Valid tensor sparsities still work, with the exact count.
-    mask = keras_prune.magnitude_mask(w, keras.ops.convert_to_tensor(0.25, "float32"))
-    assert np.asarray(ops.convert_to_numpy(mask)).tolist() == [False, False] + [True] * 6
+    mask = keras_prune.magnitude_mask(
+        w, keras.ops.convert_to_tensor(0.25, "float32")
+    )
+    assert (
+        np.asarray(ops.convert_to_numpy(mask)).tolist()
+        == [False, False] + [True] * 6
+    )

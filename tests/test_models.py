@@ -64,8 +64,13 @@ def _kh():
 
 
 def _text_backbone(cls, **kw):
-    return lambda: cls(vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
-                       intermediate_dim=32, **kw)
+    return lambda: cls(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        **kw,
+    )
 
 
 def _decoder_kwargs():
@@ -74,30 +79,68 @@ def _decoder_kwargs():
 
 BACKBONES = {
     "bert": lambda: _kh().BertBackbone(
-        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=SEQ),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=SEQ,
+    ),
     "gpt2": lambda: _kh().GPT2Backbone(
-        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=SEQ),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=SEQ,
+    ),
     "gemma": lambda: _kh().GemmaBackbone(
-        vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
-        intermediate_dim=32, head_dim=8, **_decoder_kwargs()),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        head_dim=8,
+        **_decoder_kwargs(),
+    ),
     "llama": lambda: _kh().LlamaBackbone(
-        vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
-        intermediate_dim=32, **_decoder_kwargs()),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        **_decoder_kwargs(),
+    ),
     "qwen": lambda: _kh().QwenBackbone(
-        vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
-        intermediate_dim=32, **_decoder_kwargs()),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        **_decoder_kwargs(),
+    ),
     "mistral": lambda: _kh().MistralBackbone(
-        vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
-        intermediate_dim=32, sliding_window=SEQ, **_decoder_kwargs()),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        sliding_window=SEQ,
+        **_decoder_kwargs(),
+    ),
     "phi3": lambda: _kh().Phi3Backbone(
-        vocabulary_size=VOCAB, num_layers=1, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=SEQ,
-        pretraining_sequence_length=SEQ, **_decoder_kwargs()),
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=SEQ,
+        pretraining_sequence_length=SEQ,
+        **_decoder_kwargs(),
+    ),
     "vit": lambda: _kh().ViTBackbone(
-        image_shape=VIT_IMAGE, patch_size=4, num_layers=1, num_heads=2,
-        hidden_dim=16, mlp_dim=32),
+        image_shape=VIT_IMAGE,
+        patch_size=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+    ),
 }
 
 CAUSAL_LMS = {
@@ -133,13 +176,20 @@ for _arch in BACKBONES:
 for _arch, _cls in CAUSAL_LMS.items():
     MODELS[f"{_arch}_causal_lm"] = (_task(_arch, _cls), "causal_lm")
 MODELS["bert_classifier"] = (
-    _task("bert", "BertTextClassifier", num_classes=CLASSES), "classifier")
+    _task("bert", "BertTextClassifier", num_classes=CLASSES),
+    "classifier",
+)
 MODELS["vit_classifier"] = (
-    _task("vit", "ViTImageClassifier", num_classes=CLASSES), "classifier")
-for _name, _fn in [("resnet50", "ResNet50"), ("mobilenetv2", "MobileNetV2"),
-                   ("efficientnetb0", "EfficientNetB0"),
-                   ("densenet121", "DenseNet121"),
-                   ("convnext_tiny", "ConvNeXtTiny")]:
+    _task("vit", "ViTImageClassifier", num_classes=CLASSES),
+    "classifier",
+)
+for _name, _fn in [
+    ("resnet50", "ResNet50"),
+    ("mobilenetv2", "MobileNetV2"),
+    ("efficientnetb0", "EfficientNetB0"),
+    ("densenet121", "DenseNet121"),
+    ("convnext_tiny", "ConvNeXtTiny"),
+]:
     MODELS[_name] = (_application(_fn), "classifier")
 
 # CI runs the Keras-Hub tasks, two backbones and ResNet50 (about 2.5 min of
@@ -149,33 +199,58 @@ for _name, _fn in [("resnet50", "ResNet50"), ("mobilenetv2", "MobileNetV2"),
 # all the rest on JAX (issue 17 item 11): KERAS_PRUNE_MODELS=all runs them
 # all (docs/models.md has the time each takes).
 FULL_MATRIX = os.environ.get("KERAS_PRUNE_MODELS", "") == "all"
-HEAVY = ("gemma_backbone", "llama_backbone", "qwen_backbone",
-         "mistral_backbone", "phi3_backbone", "vit_backbone",
-         "mobilenetv2", "efficientnetb0", "densenet121", "convnext_tiny")
+HEAVY = (
+    "gemma_backbone",
+    "llama_backbone",
+    "qwen_backbone",
+    "mistral_backbone",
+    "phi3_backbone",
+    "vit_backbone",
+    "mobilenetv2",
+    "efficientnetb0",
+    "densenet121",
+    "convnext_tiny",
+)
 ENABLED = [n for n in MODELS if FULL_MATRIX or n not in HEAVY]
 
-HUB = [n for n in MODELS if n not in
-       ("resnet50", "mobilenetv2", "efficientnetb0", "densenet121",
-        "convnext_tiny")]
+HUB = [
+    n
+    for n in MODELS
+    if n
+    not in (
+        "resnet50",
+        "mobilenetv2",
+        "efficientnetb0",
+        "densenet121",
+        "convnext_tiny",
+    )
+]
 APPLICATIONS = [n for n in MODELS if n not in HUB]
 LMS = [n for n in MODELS if MODELS[n][1] == "causal_lm"]
 
 # ---------------------------------------------------------- known failures
 # Issue 17 items, as they fail on main today (the same on all backends).
 
-ITEM1 = ("issue 17 item 1: default pruning raises UnsupportedLayerError on "
-         "PositionEmbedding / RMSNormalization / *LayerNorm / LayerScale")
+ITEM1 = (
+    "issue 17 item 1: default pruning raises UnsupportedLayerError on "
+    "PositionEmbedding / RMSNormalization / *LayerNorm / LayerScale"
+)
 ITEM2 = "issue 17 item 2: a pruned/stripped Keras-Hub task loses its class"
 ITEM3 = "issue 17 item 3: a stripped causal LM does not reload"
-ITEM4 = ("issue 17 item 4: LlamaTransformerDecoder.get_config() is broken "
-         "(rope_scaling_factor)")
-ITEM6 = ("issue 17 item 6: ViTPatchingAndEmbedding's config round-trip "
-         "fails")
+ITEM4 = (
+    "issue 17 item 4: LlamaTransformerDecoder.get_config() is broken "
+    "(rope_scaling_factor)"
+)
+ITEM6 = "issue 17 item 6: ViTPatchingAndEmbedding's config round-trip fails"
 ITEM7 = "issue 17 item 7: N:M groups attention kernels along the wrong axis"
-ITEM9 = ("issue 17 item 9: strip_pruning returns a compiled model; the "
-         "stripped file is bigger than the dense one")
-ITEM10 = ("issue 17 item 10: allocation='global' prunes whole kernels to "
-          "100% without a guard")
+ITEM9 = (
+    "issue 17 item 9: strip_pruning returns a compiled model; the "
+    "stripped file is bigger than the dense one"
+)
+ITEM10 = (
+    "issue 17 item 10: allocation='global' prunes whole kernels to "
+    "100% without a guard"
+)
 
 # Models that cannot be pruned with the defaults today.
 BLOCKED = {n: ITEM1 for n in HUB}
@@ -188,7 +263,6 @@ def _xfail(reason):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-
 def cases(names, extra=None):
     """`pytest.param`s for `names`, xfail where a known bug blocks them.
 
@@ -199,15 +273,17 @@ def cases(names, extra=None):
     """
     out = []
     for name in names:
-        reasons = [r for r in (BLOCKED.get(name), (extra or {}).get(name))
-                   if r]
+        reasons = [r for r in (BLOCKED.get(name), (extra or {}).get(name)) if r]
         # Known bugs would be marked xfail(strict=True) here; since the
         # issue 17 fixes none is expected, so `reasons` only documents them.
         del reasons
         marks = []
         if name not in ENABLED:
-            marks = [pytest.mark.skip(
-                reason="not in the CI set: KERAS_PRUNE_MODELS=all runs it")]
+            marks = [
+                pytest.mark.skip(
+                    reason="not in the CI set: KERAS_PRUNE_MODELS=all runs it"
+                )
+            ]
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 
@@ -261,7 +337,10 @@ def train(model, name):
             lambda t: np.zeros(t.shape, "float32"),
             model.compute_output_spec(
                 keras.tree.map_structure(
-                    lambda a: keras.KerasTensor(a.shape, a.dtype), x)))
+                    lambda a: keras.KerasTensor(a.shape, a.dtype), x
+                )
+            ),
+        )
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
@@ -296,8 +375,11 @@ def generate(model):
 
 def kept(rows):
     """(layer, weight) -> non-zeros, for the pruned rows of a report."""
-    return {(r["layer"], r["weight"]): r["params"] - r["zeros"]
-            for r in rows if r["pruned"]}
+    return {
+        (r["layer"], r["weight"]): r["params"] - r["zeros"]
+        for r in rows
+        if r["pruned"]
+    }
 
 
 def weight_nonzeros(model, keys):
@@ -306,13 +388,18 @@ def weight_nonzeros(model, keys):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         for v in own_weights(layer):
             if (layer.name, v.name) in keys:
-                found[(layer.name, v.name)] = int(
-                    np.count_nonzero(to_np(v)))
+                found[(layer.name, v.name)] = int(np.count_nonzero(to_np(v)))
     return found
 
 
-PRUNABLE_TYPES = ("Dense", "EinsumDense", "Conv1D", "Conv2D",
-                  "DepthwiseConv2D", "SeparableConv2D")
+PRUNABLE_TYPES = (
+    "Dense",
+    "EinsumDense",
+    "Conv1D",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+)
 
 
 def kernels_users_prune(model):
@@ -356,8 +443,10 @@ class Stages(dict):
 
     def get_ok(self, stage):
         if stage not in self:
-            pytest.fail(f"stage {stage!r} did not run (an earlier stage "
-                        f"failed: {self.first_error()!r})")
+            pytest.fail(
+                f"stage {stage!r} did not run (an earlier stage "
+                f"failed: {self.first_error()!r})"
+            )
         value = self[stage]
         if isinstance(value, BaseException):
             raise value
@@ -382,7 +471,8 @@ def _run(stages, stage, fn):
     finally:
         stages.setdefault("_seconds", {})[stage] = (
             round(time.perf_counter() - t0, 2),
-            round(time.process_time() - c0, 2))
+            round(time.process_time() - c0, 2),
+        )
 
 
 def pipeline(name):
@@ -414,8 +504,11 @@ def pipeline(name):
 
     def pruned_state():
         rows = kp.sparsity_report(model["pruned"], pattern=False)
-        return dict(rows=rows, outputs=outputs(model["pruned"], name),
-                    wanted=kernels_users_prune(model["pruned"]))
+        return dict(
+            rows=rows,
+            outputs=outputs(model["pruned"], name),
+            wanted=kernels_users_prune(model["pruned"]),
+        )
 
     def strip():
         model["stripped"] = kp.strip_pruning(model["pruned"])
@@ -424,9 +517,11 @@ def pipeline(name):
     def stripped_state():
         s = model["stripped"]
         keys = set(kept(stages["pruned_state"]["rows"]))
-        return dict(outputs=outputs(s, name),
-                    nonzeros=weight_nonzeros(s, keys),
-                    wrappers=len(pruning_wrappers(s)))
+        return dict(
+            outputs=outputs(s, name),
+            nonzeros=weight_nonzeros(s, keys),
+            wrappers=len(pruning_wrappers(s)),
+        )
 
     def save():
         path = base + "_stripped.keras"
@@ -447,13 +542,14 @@ def pipeline(name):
     ok = ok and _run(stages, "strip", strip)
     ok = ok and _run(stages, "stripped_state", stripped_state)
     if ok and kind == "causal_lm":
-        _run(stages, "generate_stripped",
-             lambda: generate(model["stripped"]))
+        _run(stages, "generate_stripped", lambda: generate(model["stripped"]))
     ok = ok and _run(stages, "save", save)
     model.clear()
     keras.utils.clear_session()
-    _TIMES[name] = (round(time.perf_counter() - t_start[0], 2),
-                    round(time.process_time() - t_start[1], 2))
+    _TIMES[name] = (
+        round(time.perf_counter() - t_start[0], 2),
+        round(time.process_time() - t_start[1], 2),
+    )
     _dump_times()
     return stages
 
@@ -464,8 +560,9 @@ def _dump_times():
     if path:
         stages = {n: s.get("_seconds", {}) for n, s in _RESULTS.items()}
         with open(path, "w") as f:
-            json.dump(dict(backend=BACKEND, total=_TIMES, stages=stages), f,
-                      indent=1)
+            json.dump(
+                dict(backend=BACKEND, total=_TIMES, stages=stages), f, indent=1
+            )
 
 
 # ------------------------------------------------------- the pipeline tests
@@ -479,8 +576,7 @@ def test_prunes_with_defaults(name):
     assert stages.get_ok("fit") == STEPS
 
 
-@pytest.mark.parametrize(
-    "name", cases(HUB, extra={n: ITEM2 for n in HUB}))
+@pytest.mark.parametrize("name", cases(HUB, extra={n: ITEM2 for n in HUB}))
 def test_pruned_keeps_class(name):
     stages = pipeline(name)
     assert stages.get_ok("prune") is stages.get_ok("build")
@@ -495,9 +591,12 @@ def test_exact_sparsity_after_fit(name):
     # Every Dense / EinsumDense / convolution kernel (attention Q/K/V/O,
     # feed-forward, convolutions, classifier heads) is pruned.
     assert state["wanted"] <= set(got), sorted(state["wanted"] - set(got))
-    want = {k: kp.kept_count(r["params"], SPARSITY)
-            for r in state["rows"] if r["pruned"]
-            for k in [(r["layer"], r["weight"])]}
+    want = {
+        k: kp.kept_count(r["params"], SPARSITY)
+        for r in state["rows"]
+        if r["pruned"]
+        for k in [(r["layer"], r["weight"])]
+    }
     assert got == want
 
 
@@ -513,15 +612,13 @@ def test_strip_same_outputs_and_sparsity(name):
         assert_same_outputs(got, want)
 
 
-@pytest.mark.parametrize(
-    "name", cases(HUB, extra={n: ITEM2 for n in HUB}))
+@pytest.mark.parametrize("name", cases(HUB, extra={n: ITEM2 for n in HUB}))
 def test_stripped_keeps_class(name):
     stages = pipeline(name)
     assert stages.get_ok("strip") is stages.get_ok("build")
 
 
-@pytest.mark.parametrize(
-    "name", cases(LMS, extra={n: ITEM2 for n in LMS}))
+@pytest.mark.parametrize("name", cases(LMS, extra={n: ITEM2 for n in LMS}))
 def test_generate_pruned_and_stripped(name):
     stages = pipeline(name)
     got = stages.get_ok("generate_pruned")
@@ -535,7 +632,8 @@ def test_generate_pruned_and_stripped(name):
 
 
 @pytest.mark.parametrize(
-    "name", cases(MODELS, extra={n: ITEM9 for n in MODELS}))
+    "name", cases(MODELS, extra={n: ITEM9 for n in MODELS})
+)
 def test_stripped_file_not_bigger_than_dense(name):
     # A stripped model is for export: no optimizer state. Its zeros compress,
     # so it must not be bigger than the dense model's file (5% for config).
@@ -603,23 +701,35 @@ def fresh_results(name):
         if other in _FRESH or not isinstance(stages.get("save"), dict):
             continue
         base = os.path.join(_workdir(), other)
-        jobs.append(dict(
-            name=other, path=stages["save"]["path"],
-            inputs=stages["save"]["inputs"], out=base + "_fresh.npz",
-            generate=MODELS[other][1] == "causal_lm", prompt=p,
-            generated=base + "_fresh_generated.npy"))
+        jobs.append(
+            dict(
+                name=other,
+                path=stages["save"]["path"],
+                inputs=stages["save"]["inputs"],
+                out=base + "_fresh.npz",
+                generate=MODELS[other][1] == "causal_lm",
+                prompt=p,
+                generated=base + "_fresh_generated.npy",
+            )
+        )
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
     t0 = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-c", _FRESH_CODE, json.dumps(jobs)],
-        capture_output=True, text=True, env=env, cwd=_workdir(),
-        timeout=900, check=False)
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=_workdir(),
+        timeout=900,
+        check=False,
+    )
     _TIMES.setdefault("_fresh_processes", []).append(
-        (len(jobs), round(time.perf_counter() - t0, 2)))
+        (len(jobs), round(time.perf_counter() - t0, 2))
+    )
     _dump_times()
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("REPORT")]
     assert run.returncode == 0 and lines, run.stderr[-4000:]
-    report = json.loads(lines[-1][len("REPORT"):])
+    report = json.loads(lines[-1][len("REPORT") :])
     assert report.pop("_keras_prune_imported") is False
     _FRESH.update(report)
     _FRESH_JOBS.update({j["name"]: j for j in jobs})
@@ -647,7 +757,8 @@ def test_reload_in_fresh_process(name):
         assert_same_outputs(g, w)
     if job["generate"]:
         np.testing.assert_array_equal(
-            np.load(job["generated"]), stages.get_ok("generate_stripped"))
+            np.load(job["generated"]), stages.get_ok("generate_stripped")
+        )
 
 
 # ------------------------------------------------------------------ variants
@@ -683,13 +794,13 @@ def effective_weights(pruned):
     out = []
     for wrapper in pruning_wrappers(pruned):
         for w, m in zip(wrapper.pruned_weights, wrapper.masks):
-            out.append((owner[id(w)], w.name,
-                        np.where(to_np(m), to_np(w), 0)))
+            out.append((owner[id(w)], w.name, np.where(to_np(m), to_np(w), 0)))
     return out
 
 
 @pytest.mark.parametrize(
-    "name", cases(VARIANT_MODELS, extra={"gpt2_causal_lm": ITEM2}))
+    "name", cases(VARIANT_MODELS, extra={"gpt2_causal_lm": ITEM2})
+)
 def test_prune_once_layer(name):
     model = dense_model(name)
     pruned = kp.prune_once(model, 0.7)
@@ -698,7 +809,9 @@ def test_prune_once_layer(name):
     assert weights
     for layer, wname, value in weights:
         assert np.count_nonzero(value) == kp.kept_count(value.size, 0.7), (
-            layer.name, wname)
+            layer.name,
+            wname,
+        )
 
 
 @pytest.mark.parametrize("name", cases(VARIANT_MODELS))
@@ -712,14 +825,18 @@ def test_prune_once_global_exact_total(name):
 
 
 @pytest.mark.parametrize(
-    "name", cases(VARIANT_MODELS, extra={"resnet50": ITEM10}))
+    "name", cases(VARIANT_MODELS, extra={"resnet50": ITEM10})
+)
 def test_global_never_prunes_a_whole_tensor(name):
     # At 0.8 on freshly initialised weights one threshold across layers
     # empties whole kernels of ResNet50 unless a default guard stops it.
     model = dense_model(name)
     pruned = kp.prune_once(model, 0.8, allocation="global")
-    empty = [(layer.name, wname) for layer, wname, v in
-             effective_weights(pruned) if not np.count_nonzero(v)]
+    empty = [
+        (layer.name, wname)
+        for layer, wname, v in effective_weights(pruned)
+        if not np.count_nonzero(v)
+    ]
     assert not empty
 
 
@@ -755,8 +872,9 @@ def assert_m_by_n_along(value, axes, m=2, n=4):
     assert (counts == n - m).all(), np.unique(counts, return_counts=True)
 
 
-@pytest.mark.parametrize("name", cases(
-    VARIANT_MODELS, extra={"gpt2_causal_lm": ITEM7}))
+@pytest.mark.parametrize(
+    "name", cases(VARIANT_MODELS, extra={"gpt2_causal_lm": ITEM7})
+)
 def test_prune_once_2_by_4(name):
     model = dense_model(name)
     pruned = kp.prune_once(model, 0.5, sparsity_m_by_n=(2, 4))
@@ -776,14 +894,18 @@ def test_m_by_n_multi_head_attention():
     x = keras.Input((16, 64))
     m = keras.Model(x, keras.layers.MultiHeadAttention(2, 32)(x, x))
     pruned = kp.prune_once(m, 0.5, sparsity_m_by_n=(2, 4))
-    kernels = [(layer, w, v) for layer, w, v in effective_weights(pruned)
-               if w == "kernel"]
+    kernels = [
+        (layer, w, v)
+        for layer, w, v in effective_weights(pruned)
+        if w == "kernel"
+    ]
     assert len(kernels) == 4  # query, key, value, attention_output
     failures = []
     for layer, wname, value in kernels:
         try:
-            assert_m_by_n_along(value, contracted_axes(layer, wname,
-                                                       value.shape))
+            assert_m_by_n_along(
+                value, contracted_axes(layer, wname, value.shape)
+            )
         except AssertionError as e:
             failures.append((layer.name, value.shape, str(e)[:200]))
     assert not failures
@@ -792,22 +914,27 @@ def test_m_by_n_multi_head_attention():
 M_BY_N_HUB = [n for n in HUB if not n.endswith("_backbone")]
 
 
-@pytest.mark.parametrize("name", cases(
-    M_BY_N_HUB, extra={n: ITEM7 for n in M_BY_N_HUB}))
+@pytest.mark.parametrize(
+    "name", cases(M_BY_N_HUB, extra={n: ITEM7 for n in M_BY_N_HUB})
+)
 def test_m_by_n_attention_kernels(name):
     # Every attention and feed-forward kernel takes 2:4 along its contracted
     # (input) axes, as sparse hardware expects.
     keras.utils.set_random_seed(0)
     model = MODELS[name][0]()
     pruned = kp.prune_once(model, 0.5, sparsity_m_by_n=(2, 4))
-    kernels = [(layer, w, v) for layer, w, v in effective_weights(pruned)
-               if type(layer).__name__ in ("EinsumDense", "Dense")]
+    kernels = [
+        (layer, w, v)
+        for layer, w, v in effective_weights(pruned)
+        if type(layer).__name__ in ("EinsumDense", "Dense")
+    ]
     assert kernels
     failures = []
     for layer, wname, value in kernels:
         try:
             assert_m_by_n_along(
-                value, contracted_axes(layer, wname, value.shape))
+                value, contracted_axes(layer, wname, value.shape)
+            )
         except AssertionError as e:
             failures.append((layer.name, value.shape, str(e)[:200]))
     assert not failures

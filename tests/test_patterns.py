@@ -17,12 +17,13 @@ import hashlib
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
 from keras_prune import patterns
+
+from conftest import BACKEND
+from conftest import to_np
 
 # ---------------------------------------------------------------------------
 # NumPy references, independent of the library.
@@ -42,7 +43,7 @@ def _axes_last(a, axis):
     axes = tuple(sorted(x % a.ndim for x in axes))
     rest = tuple(i for i in range(a.ndim) if i not in axes)
     moved = np.transpose(a, rest + axes)
-    inner = moved.shape[len(rest):]
+    inner = moved.shape[len(rest) :]
     flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
 
     def back(x):
@@ -102,9 +103,10 @@ def ref_block(weights, block, sparsity, pooling="AVG"):
     scores = np.zeros(w.shape[:-2] + (nr, nc), np.float32)
     for i in range(nr):
         for j in range(nc):
-            b = w[..., i * br:(i + 1) * br, j * bc:(j + 1) * bc]
+            b = w[..., i * br : (i + 1) * br, j * bc : (j + 1) * bc]
             scores[..., i, j] = (
-                b.max(axis=(-2, -1)) if pooling == "MAX"
+                b.max(axis=(-2, -1))
+                if pooling == "MAX"
                 else b.mean(axis=(-2, -1))
             )
     k = ref_kept_count(scores.size, sparsity)
@@ -152,7 +154,11 @@ def fit_steps(model, x, y, steps, lr=0.05):
     n = 4 * steps
     model.fit(
         [a[:n] for a in x] if isinstance(x, list) else x[:n],
-        y[:n], batch_size=4, epochs=1, shuffle=False, verbose=0,
+        y[:n],
+        batch_size=4,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
     )
 
 
@@ -160,7 +166,12 @@ def fit_steps(model, x, y, steps, lr=0.05):
 # Blocks (tfmot §2.2 vectors).
 
 QUARTERS = np.array(
-    [[.1, .1, .2, .2], [.1, .1, .2, .2], [.3, .3, .4, .4], [.3, .3, .4, .4]],
+    [
+        [0.1, 0.1, 0.2, 0.2],
+        [0.1, 0.1, 0.2, 0.2],
+        [0.3, 0.3, 0.4, 0.4],
+        [0.3, 0.3, 0.4, 0.4],
+    ],
     np.float32,
 )
 ARANGE = np.arange(1, 31, dtype=np.float32).reshape(5, 6)
@@ -201,7 +212,9 @@ def test_block_mask_random_matches_reference():
     ]:
         w = rng.randn(*shape).astype("float32")
         mask, _, _ = run(patterns.block_mask, w, s, block, pooling)
-        np.testing.assert_array_equal(to_np(mask), ref_block(w, block, s, pooling))
+        np.testing.assert_array_equal(
+            to_np(mask), ref_block(w, block, s, pooling)
+        )
 
 
 def test_block_sparsity_in_fit_dense_and_conv2d():
@@ -261,21 +274,45 @@ def test_block_sparsity_in_fit_dense_and_conv2d():
 
 NM_VECTORS = [
     # (weights, (m, n), axis, expected)
-    ([[0.25, -1.33, 0.43, -0.11], [0.47, 0.92, -0.13, -2.23]], (2, 4), -1,
-     [[0, 1, 1, 0], [0, 1, 0, 1]]),
-    ([[1.71, -0.27, -0.3, -0.61, -0.19], [-0.4, 1.12, 0.46, -1.12, 0.17]],
-     (3, 5), -1, [[1, 0, 0, 1, 0], [0, 1, 0, 1, 0]]),
-    ([[-0.49, -0.66, 0.42], [0.31, 0.63, -1.63]], (2, 4), -1,
-     [[1, 1, 0], [0, 1, 1]]),
-    ([[-0.49, -0.66, 0.42], [0.31, 0.63, -1.63]], (1, 2), -1,
-     [[0, 1, 1], [0, 1, 1]]),
+    (
+        [[0.25, -1.33, 0.43, -0.11], [0.47, 0.92, -0.13, -2.23]],
+        (2, 4),
+        -1,
+        [[0, 1, 1, 0], [0, 1, 0, 1]],
+    ),
+    (
+        [[1.71, -0.27, -0.3, -0.61, -0.19], [-0.4, 1.12, 0.46, -1.12, 0.17]],
+        (3, 5),
+        -1,
+        [[1, 0, 0, 1, 0], [0, 1, 0, 1, 0]],
+    ),
+    (
+        [[-0.49, -0.66, 0.42], [0.31, 0.63, -1.63]],
+        (2, 4),
+        -1,
+        [[1, 1, 0], [0, 1, 1]],
+    ),
+    (
+        [[-0.49, -0.66, 0.42], [0.31, 0.63, -1.63]],
+        (1, 2),
+        -1,
+        [[0, 1, 1], [0, 1, 1]],
+    ),
     ([[1.24], [1.11]], (2, 4), -1, [[1], [1]]),
     # Dense kernel (in=4, out=2), grouped along the input axis (default).
-    ([[0.74, 0.68], [-0.89, -0.45], [-1.68, 1.24], [0.31, -0.6]], (2, 4),
-     None, [[0, 1], [1, 0], [1, 1], [0, 0]]),
+    (
+        [[0.74, 0.68], [-0.89, -0.45], [-1.68, 1.24], [0.31, -0.6]],
+        (2, 4),
+        None,
+        [[0, 1], [1, 0], [1, 1], [0, 0]],
+    ),
     # Conv kernel (1, 1, Cin=4, Cout=2): groups along axis -2 (default).
-    ([[[[-0.36, -0.77], [-0.43, -0.18], [0.12, 1.36], [0.77, 0.96]]]],
-     (2, 4), None, [[[[0, 0], [1, 0], [0, 1], [1, 1]]]]),
+    (
+        [[[[-0.36, -0.77], [-0.43, -0.18], [0.12, 1.36], [0.77, 0.96]]]],
+        (2, 4),
+        None,
+        [[[[0, 0], [1, 0], [0, 1], [1, 1]]]],
+    ),
 ]
 
 
@@ -321,9 +358,7 @@ def test_is_pruned_m_by_n_checker():
     assert not kp.is_pruned_m_by_n(bad_in, (2, 4))  # column 0: 3 of 4
     assert kp.is_pruned_m_by_n(bad_in, (2, 4), "C_IN")  # rows of 2
     assert kp.is_pruned_m_by_n(np.array([[1, 1, 0, 0, 1]]), (2, 4), "C_IN")
-    assert not kp.is_pruned_m_by_n(
-        np.array([[1, 1, 1, 0, 1]]), (2, 4), "C_IN"
-    )
+    assert not kp.is_pruned_m_by_n(np.array([[1, 1, 1, 0, 1]]), (2, 4), "C_IN")
     # A trailing partial group may hold n - m nonzeros.
     assert not kp.is_pruned_m_by_n(
         np.array([[0, 0, 0, 0, 1, 1, 1]]), (2, 4), "C_IN"
@@ -350,7 +385,8 @@ NM_CASES = {
     "Dense": (lambda: L.Dense(3), f(7), [0]),
     "EinsumDense": (
         lambda: L.EinsumDense("ab,bc->ac", output_shape=3, bias_axes="c"),
-        f(9), [0],
+        f(9),
+        [0],
     ),
     "Conv1D": (lambda: L.Conv1D(3, 2), f(4, 6), [-2]),
     "Conv2D": (lambda: L.Conv2D(2, 2), f(3, 3, 5), [-2]),
@@ -394,7 +430,8 @@ def test_m_by_n_every_layer_kind_in_fit(m_by_n):
     m, n = m_by_n
     model, x, y = _kind_model(NM_CASES)
     pruned = kp.prune_low_magnitude(
-        model, kp.ConstantSparsity(0.5, 0, frequency=1),
+        model,
+        kp.ConstantSparsity(0.5, 0, frequency=1),
         sparsity_m_by_n=m_by_n,
     )
     wrappers = {
@@ -459,7 +496,9 @@ CONV_KERNEL_CASES = {
     "DepthwiseConv2D": (lambda: L.DepthwiseConv2D(3), f(3, 3, 6), [-2]),
     "ConvLSTM1D": (lambda: L.ConvLSTM1D(2, 2), f(2, 4, 6), [-2, -2]),
     "TimeDistributed_Conv2D": (
-        lambda: L.TimeDistributed(L.Conv2D(2, 2)), f(2, 3, 3, 5), [-2],
+        lambda: L.TimeDistributed(L.Conv2D(2, 2)),
+        f(2, 3, 3, 5),
+        [-2],
     ),
 }
 
@@ -533,7 +572,8 @@ def test_m_by_n_gradual_in_fit_recomputed_from_current_weights():
     rng = np.random.RandomState(2)
     model = keras.Sequential([keras.Input((8,)), L.Dense(3, name="d")])
     pruned = kp.prune_low_magnitude(
-        model, kp.PolynomialDecay(0.0, 0.5, 0, 4, power=1, frequency=2),
+        model,
+        kp.PolynomialDecay(0.0, 0.5, 0, 4, power=1, frequency=2),
         sparsity_m_by_n=(2, 4),
     )
     wrapper = pruned.layers[0]
@@ -601,7 +641,8 @@ def test_m_by_n_save_load_and_strip(tmp_path):
     loaded = keras.saving.load_model(path)
     wrappers = kp.strip.pruning_wrappers(loaded)
     assert [tuple(w.get_config()["sparsity_m_by_n"]) for w in wrappers] == [
-        (2, 4), (2, 4)
+        (2, 4),
+        (2, 4),
     ]
     assert all(w.sparsity_m_by_n == (2, 4) for w in wrappers)
     after = [m for w in wrappers for m in masks_of(w)]
@@ -635,7 +676,9 @@ def test_channel_pattern_in_fit():
         "conv": (lambda: L.Conv2D(5, 2), f(3, 3, 4), -1),
         "convt": (lambda: L.Conv2DTranspose(5, 2), f(2, 2, 3), -2),
     }
-    model, x, y = _kind_model({k: (a, b, [c]) for k, (a, b, c) in cases.items()})
+    model, x, y = _kind_model(
+        {k: (a, b, [c]) for k, (a, b, c) in cases.items()}
+    )
     pruned = kp.prune_low_magnitude(
         model, kp.ConstantSparsity(0.4, 0, frequency=1), pattern="channel"
     )
@@ -687,10 +730,11 @@ EXPECTED_DIGESTS = {
 def _all_digests():
     w4 = _fixed(3, 3, 13, 10, seed=1)
     out = {
-        "block_avg": run(patterns.block_mask, _fixed(2, 17, 11), 0.6, (2, 3))[0],
+        "block_avg": run(patterns.block_mask, _fixed(2, 17, 11), 0.6, (2, 3))[
+            0
+        ],
         "block_max": run(
-            patterns.block_mask,
-            _fixed(17, 11, seed=2), 0.35, (3, 2), "MAX"
+            patterns.block_mask, _fixed(17, 11, seed=2), 0.35, (3, 2), "MAX"
         )[0],
         "m_by_n": run(patterns.m_by_n_mask, w4, (2, 4))[0],
         "m_by_n_gradual": run(patterns.m_by_n_mask, w4, (2, 4), 0.3)[0],

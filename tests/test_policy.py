@@ -8,11 +8,12 @@ model. No training here: wrapping and the model checks are eager Python.
 import keras
 import numpy as np
 import pytest
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
 from keras_prune.wrapper import PruneLowMagnitude
+
+from conftest import to_np
 
 
 def wrapped_names(model):
@@ -50,9 +51,7 @@ def test_custom_policy_wraps_only_allowed_layers():
     assert {"conv", "d1", "d2"} <= set(policy.asked)
     assert isinstance(pruned.get_layer("conv"), L.Conv2D)
     x = np.random.RandomState(0).randn(2, 6, 6, 3).astype("float32")
-    np.testing.assert_array_equal(
-        to_np(pruned(x)), to_np(model(x))
-    )
+    np.testing.assert_array_equal(to_np(pruned(x)), to_np(model(x)))
 
 
 def test_policy_that_rejects_the_model_raises_before_wrapping():
@@ -69,8 +68,11 @@ def test_base_policy_methods_raise_helpfully():
         def allow_pruning(self, layer):
             return True
 
-    with pytest.raises(NotImplementedError, match=r"PruningPolicy must "
-                       r"implement allow_pruning\(layer\)"):
+    with pytest.raises(
+        NotImplementedError,
+        match=r"PruningPolicy must "
+        r"implement allow_pruning\(layer\)",
+    ):
         kp.PruningPolicy().allow_pruning(L.Dense(2))
     with pytest.raises(
         NotImplementedError,
@@ -104,7 +106,8 @@ def test_skip_unsupported_layers_policy():
     with pytest.raises(kp.UnsupportedLayerError, match=r"'my_scale' \(Scale\)"):
         kp.prune_low_magnitude(model)
     pruned = kp.prune_low_magnitude(
-        model, kp.ConstantSparsity(0.5, 0, frequency=1),
+        model,
+        kp.ConstantSparsity(0.5, 0, frequency=1),
         pruning_policy=kp.SkipUnsupportedLayers(),
     )
     assert wrapped_names(pruned) == ["d"]
@@ -118,15 +121,18 @@ def test_skip_unsupported_layers_policy():
     # The custom layer's weight stays dense through training.
     pruned.get_layer("prune_low_magnitude_d").update_masks_now(0.5)
     assert to_np(pruned.get_layer("prune_low_magnitude_d").masks[0]).sum() == 6
-    np.testing.assert_array_equal(to_np(scale.scale), np.eye(3, dtype="float32"))
+    np.testing.assert_array_equal(
+        to_np(scale.scale), np.eye(3, dtype="float32")
+    )
 
 
 # ---------------------------------------------------------------------------
 # PruneForLatencyOnXNNPack.
 
 
-def xnnpack_model(stem_pad=((1, 1), (1, 1)), middle=None, pool=True,
-                  stem_channels=3):
+def xnnpack_model(
+    stem_pad=((1, 1), (1, 1)), middle=None, pool=True, stem_channels=3
+):
     inp = keras.Input((9, 9, stem_channels))
     x = inp
     if stem_pad is not None:
@@ -162,17 +168,19 @@ def test_xnnpack_wraps_only_1x1_convs():
     assert not policy.allow_pruning(L.Dense(2))
     # Sequential models are checked the same way; an already pruned model
     # passes (wrappers are checked through to their layer).
-    seq = keras.Sequential([
-        keras.Input((9, 9, 3)),
-        L.ZeroPadding2D(1),
-        L.Conv2D(4, 3, strides=2),
-        L.Conv2D(4, 1, name="pw"),
-        L.GlobalAveragePooling2D(),
-        L.Dense(2),
-    ])
-    assert wrapped_names(kp.prune_low_magnitude(
-        seq, pruning_policy=policy
-    )) == ["pw"]
+    seq = keras.Sequential(
+        [
+            keras.Input((9, 9, 3)),
+            L.ZeroPadding2D(1),
+            L.Conv2D(4, 3, strides=2),
+            L.Conv2D(4, 1, name="pw"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(2),
+        ]
+    )
+    assert wrapped_names(
+        kp.prune_low_magnitude(seq, pruning_policy=policy)
+    ) == ["pw"]
     policy.ensure_model_supports_pruning(pruned)
 
 
@@ -241,13 +249,17 @@ def test_xnnpack_requires_global_average_pooling():
 @pytest.mark.parametrize(
     "middle,name",
     [
-        (lambda x: L.Conv2D(8, 3, padding="same", name="conv3x3")(x),
-         "conv3x3"),
+        (
+            lambda x: L.Conv2D(8, 3, padding="same", name="conv3x3")(x),
+            "conv3x3",
+        ),
         (lambda x: L.Conv2D(8, 1, strides=2, name="pw_s2")(x), "pw_s2"),
         (lambda x: L.MaxPooling2D(name="maxpool")(x), "maxpool"),
         (lambda x: L.Activation("tanh", name="tanh")(x), "tanh"),
-        (lambda x: L.DepthwiseConv2D(3, strides=2, name="dw_nopad")(x),
-         "dw_nopad"),
+        (
+            lambda x: L.DepthwiseConv2D(3, strides=2, name="dw_nopad")(x),
+            "dw_nopad",
+        ),
         (lambda x: L.UpSampling2D(name="nearest")(x), "nearest"),
     ],
 )

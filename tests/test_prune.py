@@ -4,19 +4,18 @@ Every test runs on the backend of the process (`KERAS_BACKEND`). Models are
 tiny so that the torch run stays fast; all assertions are exact.
 """
 
-import re
-
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import assert_same_outputs
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
 from keras_prune import schedules as kp_schedules
 from keras_prune.wrapper import PruneLowMagnitude
+
+from conftest import BACKEND
+from conftest import assert_same_outputs
+from conftest import to_np
 
 # ---------------------------------------------------------------- helpers
 
@@ -376,9 +375,7 @@ def run_steps_per_execution(spe):
     pruned = kp.prune_low_magnitude(
         mlp(), kp.PolynomialDecay(0.1, 0.7, 0, 6, power=1, frequency=1)
     )
-    pruned.compile(
-        keras.optimizers.SGD(0.1), "mse", steps_per_execution=spe
-    )
+    pruned.compile(keras.optimizers.SGD(0.1), "mse", steps_per_execution=spe)
     x, y = data(n=32)
     fit(pruned, x, y, batch_size=4)
     return pruned
@@ -484,9 +481,7 @@ def test_pruned_weights_frozen_and_forward_masked(momentum):
     # Masked entries hold stale values until stripped; strip zeroes them.
     stripped = kp.strip_pruning(pruned)
     assert stripped.layers[0] is w.layer
-    np.testing.assert_array_equal(
-        to_np(stripped.layers[0].kernel), k1 * mask
-    )
+    np.testing.assert_array_equal(to_np(stripped.layers[0].kernel), k1 * mask)
 
 
 def test_strip_pruning():
@@ -599,7 +594,11 @@ def test_update_pruning_step_logs_sparsity():
     pruned.compile(keras.optimizers.SGD(0.1), "mse")
     x, y = data()
     history = fit(
-        pruned, x, y, batch_size=16, epochs=3,
+        pruned,
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
         callbacks=[kp.UpdatePruningStep()],
     )
     # Step 0: dense; step 1: pruned to 50% of (32 + 12 + 6) weights.
@@ -658,9 +657,7 @@ class PythonSchedule(kp.PruningSchedule):
     ids=["tf_math", "python"],
 )
 def test_custom_schedule_under_fit(schedule, expected):
-    assert [
-        n for n in schedule_kept(schedule, 32, 4)
-    ] == expected
+    assert [n for n in schedule_kept(schedule, 32, 4)] == expected
     pruned = kp.prune_low_magnitude(
         keras.Sequential([keras.Input((8,)), L.Dense(4)]), schedule
     )
@@ -714,9 +711,7 @@ def test_functional_model_calling_keras_ops():
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(3, name="d")(inputs)
     model = keras.Model(inputs, keras.ops.add(hidden, 1.0))
-    pruned = kp.prune_low_magnitude(
-        model, kp.ConstantSparsity(0.5, 0)
-    )
+    pruned = kp.prune_low_magnitude(model, kp.ConstantSparsity(0.5, 0))
     wrapped = [
         layer.layer.name
         for layer in pruned.layers

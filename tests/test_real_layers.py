@@ -13,13 +13,14 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
 from keras_prune import patterns
 from keras_prune import registry
 from keras_prune.strip import pruning_wrappers
+
+from conftest import to_np
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -28,30 +29,54 @@ def _backbones():
     m = keras_hub.models
     return {
         "bert": lambda: m.BertBackbone(
-            vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
-            intermediate_dim=16, max_sequence_length=8,
+            vocabulary_size=50,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=8,
+            intermediate_dim=16,
+            max_sequence_length=8,
         ),
         "gpt2": lambda: m.GPT2Backbone(
-            vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
-            intermediate_dim=16, max_sequence_length=8,
+            vocabulary_size=50,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=8,
+            intermediate_dim=16,
+            max_sequence_length=8,
         ),
         "gemma": lambda: m.GemmaBackbone(
-            vocabulary_size=50, num_layers=1, num_query_heads=2,
-            num_key_value_heads=1, hidden_dim=8, intermediate_dim=16,
+            vocabulary_size=50,
+            num_layers=1,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            hidden_dim=8,
+            intermediate_dim=16,
             head_dim=4,
         ),
         "llama": lambda: m.LlamaBackbone(
-            vocabulary_size=50, num_layers=1, num_query_heads=2,
-            num_key_value_heads=1, hidden_dim=8, intermediate_dim=16,
+            vocabulary_size=50,
+            num_layers=1,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            hidden_dim=8,
+            intermediate_dim=16,
             tie_word_embeddings=False,
         ),
         "qwen": lambda: m.QwenBackbone(
-            vocabulary_size=50, num_layers=1, num_query_heads=2,
-            num_key_value_heads=1, hidden_dim=8, intermediate_dim=16,
+            vocabulary_size=50,
+            num_layers=1,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            hidden_dim=8,
+            intermediate_dim=16,
         ),
         "vit": lambda: m.ViTBackbone(
-            image_shape=(8, 8, 3), patch_size=4, num_layers=1, num_heads=2,
-            hidden_dim=8, mlp_dim=16,
+            image_shape=(8, 8, 3),
+            patch_size=4,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=8,
+            mlp_dim=16,
         ),
     }
 
@@ -69,20 +94,35 @@ def backbone(name):
 ATTENTION = ["query", "key", "value", "attention_output"]
 # (layer, weight) pruned by default, in model order.
 PRUNED = {
-    "bert": ["token_embedding", "segment_embedding"] + ATTENTION
-    + ["feedforward_intermediate_dense", "feedforward_output_dense",
-       "pooled_dense"],
-    "gpt2": ["token_embedding"] + ATTENTION
+    "bert": ["token_embedding", "segment_embedding"]
+    + ATTENTION
+    + [
+        "feedforward_intermediate_dense",
+        "feedforward_output_dense",
+        "pooled_dense",
+    ],
+    "gpt2": ["token_embedding"]
+    + ATTENTION
     + ["feedforward_intermediate_dense", "feedforward_output_dense"],
-    "gemma": ["token_embedding"] + ATTENTION
+    "gemma": ["token_embedding"]
+    + ATTENTION
     + ["ffw_gating", "ffw_gating_2", "ffw_linear"],
-    "llama": ["token_embedding", "token_embedding"] + ATTENTION
-    + ["feedforward_intermediate_dense", "feedforward_gate_dense",
-       "feedforward_output_dense"],
-    "qwen": ["token_embedding"] + ATTENTION
-    + ["feedforward_intermediate_dense", "feedforward_gate_dense",
-       "feedforward_output_dense"],
-    "vit": ["patch_embedding", "position_embedding"] + ATTENTION
+    "llama": ["token_embedding", "token_embedding"]
+    + ATTENTION
+    + [
+        "feedforward_intermediate_dense",
+        "feedforward_gate_dense",
+        "feedforward_output_dense",
+    ],
+    "qwen": ["token_embedding"]
+    + ATTENTION
+    + [
+        "feedforward_intermediate_dense",
+        "feedforward_gate_dense",
+        "feedforward_output_dense",
+    ],
+    "vit": ["patch_embedding", "position_embedding"]
+    + ATTENTION
     + ["dense_1", "dense_2"],
 }
 
@@ -112,8 +152,9 @@ def test_default_selection_never_blocks(name):
 def test_reasons_of_embeddings_and_tokens():
     gpt2 = {(r["layer"], r["weight"]): r for r in plan(backbone("gpt2"))}
     assert not gpt2["position_embedding", "embeddings"]["pruned"]
-    assert "register_prunable_weights('PositionEmbedding'" in (
-        gpt2["position_embedding", "embeddings"]["reason"]
+    assert (
+        "register_prunable_weights('PositionEmbedding'"
+        in (gpt2["position_embedding", "embeddings"]["reason"])
     )
     assert gpt2["token_embedding", "embeddings"]["reason"].startswith(
         "token embedding, tied to the output projection"
@@ -169,8 +210,11 @@ def test_layer_scale_and_rank_one_custom_layers_do_not_block():
     model = keras.Model(x, y)
     pruned = kp.prune_low_magnitude(model)
     assert [w.layer.name for w in pruning_wrappers(pruned)] == ["conv"]
-    reasons = {r["layer"]: r["reason"] for r in plan(pruned)
-               if not r["pruned"] and r["weight"] != "bias"}
+    reasons = {
+        r["layer"]: r["reason"]
+        for r in plan(pruned)
+        if not r["pruned"] and r["weight"] != "bias"
+    }
     assert set(reasons) == {"scale", "tok"}
     assert reasons["scale"].startswith("rank < 2")  # LayerScale's gamma
     assert reasons["tok"].startswith("rank < 2")
@@ -211,7 +255,7 @@ def ref_nm(w, m, n, axes):
     axes = tuple(sorted(a % w.ndim for a in axes))
     rest = tuple(i for i in range(w.ndim) if i not in axes)
     moved = np.transpose(w, rest + axes)
-    inner = moved.shape[len(rest):]
+    inner = moved.shape[len(rest) :]
     flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
     length = flat.shape[-1]
     g = -(-length // n)
@@ -231,7 +275,9 @@ def nm_masks(pruned):
     for w in pruning_wrappers(pruned):
         for v, m in zip(w.pruned_weights, w.masks):
             out[registry.owner_of(w.layer, v).name, v.name] = (
-                registry.owner_of(w.layer, v), v, np.asarray(to_np(m))
+                registry.owner_of(w.layer, v),
+                v,
+                np.asarray(to_np(m)),
             )
     return out
 
@@ -260,8 +306,11 @@ def test_mha_output_kernel_grouped_along_heads_and_head_dim():
     groups = out.reshape(64 // 4, 4, 64).sum(axis=1)
     assert np.all(groups == 2)
     # The report reads the pattern along the same axes.
-    patterns_of = {r["layer"]: r["pattern"] for r in kp.sparsity_report(pruned)
-                   if r["weight"] == "kernel"}
+    patterns_of = {
+        r["layer"]: r["pattern"]
+        for r in kp.sparsity_report(pruned)
+        if r["weight"] == "kernel"
+    }
     assert patterns_of == {n: "2:4" for n in ATTENTION}
     # Grouping across the 2 heads (axis 0, padded groups of 2) is what the
     # old code did: it kept everything.
@@ -278,10 +327,8 @@ def test_hub_attention_kernels_nm_along_equation_axes(name):
     pruned = kp.prune_once(model, 0.5, sparsity_m_by_n=(2, 4))
     got = nm_masks(pruned)
     expected_axes = {
-        "gemma": {"query": 1, "key": 1, "value": 1,
-                  "attention_output": (0, 1)},
-        "qwen": {"query": 0, "key": 0, "value": 0,
-                 "attention_output": (0, 1)},
+        "gemma": {"query": 1, "key": 1, "value": 1, "attention_output": (0, 1)},
+        "qwen": {"query": 0, "key": 0, "value": 0, "attention_output": (0, 1)},
     }[name]
     for layer_name, axes in expected_axes.items():
         owner, v, mask = got[layer_name, "kernel"]
@@ -302,8 +349,10 @@ def test_llama_untied_lm_head_pruned_along_hidden():
     wrapper = kp.prune_low_magnitude(emb, sparsity_m_by_n=(2, 4))
     wrapper.build()
     wrapper.update_masks_now(0.5)
-    masks = {v.name: np.asarray(to_np(m))
-             for v, m in zip(wrapper.pruned_weights, wrapper.masks)}
+    masks = {
+        v.name: np.asarray(to_np(m))
+        for v, m in zip(wrapper.pruned_weights, wrapper.masks)
+    }
     assert set(masks) == {"embeddings", "reverse_embeddings"}
     np.testing.assert_array_equal(
         masks["embeddings"], ref_nm(before["embeddings"], 2, 4, -1)
@@ -359,10 +408,12 @@ def test_is_pruned_m_by_n_tfmot_vectors():
     assert kp.is_pruned_m_by_n(row, (2, 4), "C_OUT")
     assert kp.is_pruned_m_by_n(row, (2, 4))  # default "C_OUT": 1 input
     # tfmot's truth table (C_IN: along the last axis).
-    assert not kp.is_pruned_m_by_n(np.array([[1, 2, 0, 0, 5, 6, 7]]),
-                                   (2, 4), "C_IN")
-    assert kp.is_pruned_m_by_n(np.array([[1, 2, 0, 0, 5, 6, 0]]),
-                               (2, 4), "C_IN")
+    assert not kp.is_pruned_m_by_n(
+        np.array([[1, 2, 0, 0, 5, 6, 7]]), (2, 4), "C_IN"
+    )
+    assert kp.is_pruned_m_by_n(
+        np.array([[1, 2, 0, 0, 5, 6, 0]]), (2, 4), "C_IN"
+    )
     # Conv2D (h, w, in, out), C_OUT: groups along in for every (h, w, out).
     conv = np.zeros((1, 1, 4, 2), np.float32)
     conv[0, 0, :2, 0] = 1
@@ -381,8 +432,9 @@ def test_is_pruned_m_by_n_errors_are_tfmot_s():
         "received: 5 zeros in 4 elements.",
     ):
         kp.is_pruned_m_by_n(np.ones((4, 4)), (5, 4))
-    with pytest.raises(ValueError, match="^last_channel must be `C_IN` or "
-                       "`C_OUT`$"):
+    with pytest.raises(
+        ValueError, match="^last_channel must be `C_IN` or `C_OUT`$"
+    ):
         kp.is_pruned_m_by_n(np.ones((4, 4)), (2, 4), "C_MID")
     with pytest.raises(
         ValueError,

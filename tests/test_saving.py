@@ -16,11 +16,12 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
+
+from conftest import BACKEND
+from conftest import to_np
 
 BACKENDS = ("jax", "tensorflow", "torch")
 SCHEDULE = kp.PolynomialDecay(0.2, 0.7, 0, 6, power=1, frequency=1)
@@ -226,9 +227,11 @@ def h5_datasets(path):
         with archive.open("model.weights.h5") as f:
             with h5py.File(f, "r") as h5:
                 h5.visititems(
-                    lambda name, obj: out.__setitem__(name, obj[()])
-                    if isinstance(obj, h5py.Dataset)
-                    else None
+                    lambda name, obj: (
+                        out.__setitem__(name, obj[()])
+                        if isinstance(obj, h5py.Dataset)
+                        else None
+                    )
                 )
     return out
 
@@ -258,7 +261,8 @@ def test_saved_file_is_exactly_sparse_and_masks_are_bool(tmp_path):
         kernels = [
             v
             for k, v in stored.items()
-            if k.startswith("layers/") and v.dtype == np.float32
+            if k.startswith("layers/")
+            and v.dtype == np.float32
             and v.shape == mask.shape
         ]
         assert len(kernels) == 1

@@ -28,9 +28,7 @@ def _model(seed):
 
 def _state(wrappers):
     return [
-        (to_np(m), to_np(t))
-        for w in wrappers
-        for _, m, t in w.pruning_vars
+        (to_np(m), to_np(t)) for w in wrappers for _, m, t in w.pruning_vars
     ]
 
 
@@ -81,7 +79,9 @@ def test_streaming_nonfinite_changes_nothing(monkeypatch):
     before = _state(wrappers)
     kernel = wrappers[-1].pruned_weights[0]
     value = to_np(kernel).copy()
-    value[np.unravel_index(np.argmax(to_np(wrappers[-1].masks[0])), value.shape)] = np.nan
+    value[
+        np.unravel_index(np.argmax(to_np(wrappers[-1].masks[0])), value.shape)
+    ] = np.nan
     kernel.assign(value)
     with pytest.raises(FloatingPointError):
         wrappers[0].update_masks_now(0.9)

@@ -11,12 +11,13 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import assert_schedule_values_match
 from keras import ops
 
 import keras_prune
 from keras_prune import _backend
 from keras_prune import schedules
+
+from conftest import assert_schedule_values_match
 
 BACKEND = keras.backend.backend()
 
@@ -31,6 +32,7 @@ def _fresh_keras_state():
     yield
     keras.mixed_precision.set_global_policy("float32")
 
+
 PD = keras_prune.PolynomialDecay
 CS = keras_prune.ConstantSparsity
 
@@ -39,8 +41,9 @@ CS = keras_prune.ConstantSparsity
 TFMOT_VECTORS = {
     # §8 item 1.
     "pd_0.5_0.9_2000_10000": (
-        lambda: PD(0.5, 0.9, begin_step=2000, end_step=10000, power=3,
-                   frequency=100),
+        lambda: PD(
+            0.5, 0.9, begin_step=2000, end_step=10000, power=3, frequency=100
+        ),
         [
             (0, 0.5, False),
             (1000, 0.5, False),
@@ -93,20 +96,32 @@ TFMOT_VECTORS = {
     # §8 item 5.
     "pd_power2_f10": (
         lambda: PD(0.25, 0.75, 0, 100, power=2, frequency=10),
-        [(10, 0.345, True), (50, 0.625, True), (90, 0.745, True),
-         (100, 0.75, True)],
+        [
+            (10, 0.345, True),
+            (50, 0.625, True),
+            (90, 0.745, True),
+            (100, 0.75, True),
+        ],
     ),
     # §8 item 6.
     "pd_0.2_0.6_1_4": (
         lambda: PD(0.2, 0.6, 1, 4, 3, 1),
-        [(1, 0.2, True), (2, 0.481481, True), (3, 0.585185, True),
-         (4, 0.6, True)],
+        [
+            (1, 0.2, True),
+            (2, 0.481481, True),
+            (3, 0.585185, True),
+            (4, 0.6, True),
+        ],
     ),
     # §8 item 7.
     "pd_0_0.9_100_200": (
         lambda: PD(0.0, 0.9, 100, 200, 3, 1),
-        [(50, 0.0, False), (150, 0.7875, True), (200, 0.9, True),
-         (300, 0.9, False)],
+        [
+            (50, 0.0, False),
+            (150, 0.7875, True),
+            (200, 0.9, True),
+            (300, 0.9, False),
+        ],
     ),
     # §8 item 8 (the Keras tutorial's schedule).
     "pd_tutorial_844": (
@@ -258,7 +273,10 @@ def test_tfmot_vectors_in_graph_bit_identical_to_host(name):
         assert graph_value.dtype == np.float32 and graph_value.shape == ()
         assert bool(graph_prune) is bool(host_prune) is prune, step
         assert _bits(graph_value) == _bits(host_value), (
-            step, float(graph_value), float(host_value))
+            step,
+            float(graph_value),
+            float(host_value),
+        )
         if sparsity is not None:
             _assert_value(graph_value, sparsity)
 
@@ -351,29 +369,39 @@ def test_int64_step_tensor_in_graph(name):
         (lambda: CS(1.0, 0), "target_sparsity must be in range [0,1)"),
         (lambda: CS(-0.1, 0), "target_sparsity must be in range [0,1)"),
         (lambda: CS(0.5, -1), "begin_step should be >= 0"),
-        (lambda: CS(0.5, 10, 5),
-         "begin_step should be <= end_step if end_step != -1"),
+        (
+            lambda: CS(0.5, 10, 5),
+            "begin_step should be <= end_step if end_step != -1",
+        ),
         (lambda: CS(0.5, 0, -2), "end_step can be -1 or >= 0"),
         (lambda: CS(0.5, 0, -1, 0), "frequency should be > 0"),
         (lambda: CS(0.5, 0, -1, -3), "frequency should be > 0"),
         (lambda: PD(0.1, 0.5, 0, -1), "end_step cannot be -1."),
-        (lambda: PD(1.0, 0.5, 0, 10),
-         "initial_sparsity must be in range [0,1)"),
+        (
+            lambda: PD(1.0, 0.5, 0, 10),
+            "initial_sparsity must be in range [0,1)",
+        ),
         (lambda: PD(0.1, 1.0, 0, 10), "final_sparsity must be in range [0,1)"),
         (lambda: PD(0.1, -0.5, 0, 10), "final_sparsity must be in range [0,1)"),
         (lambda: PD(0.1, 0.5, -1, 10), "begin_step should be >= 0"),
-        (lambda: PD(0.1, 0.5, 10, 5),
-         "begin_step should be <= end_step if end_step != -1"),
+        (
+            lambda: PD(0.1, 0.5, 10, 5),
+            "begin_step should be <= end_step if end_step != -1",
+        ),
         (lambda: PD(0.1, 0.5, 0, 10, 3, 0), "frequency should be > 0"),
         # Step checks come before the sparsity checks.
         (lambda: CS(1.5, -1), "begin_step should be >= 0"),
         (lambda: CS(1.5, 0, -1, 0), "frequency should be > 0"),
         (lambda: PD(1.5, 1.5, 0, -1), "end_step cannot be -1."),
-        (lambda: PD(1.5, 0.5, 5, 2),
-         "begin_step should be <= end_step if end_step != -1"),
+        (
+            lambda: PD(1.5, 0.5, 5, 2),
+            "begin_step should be <= end_step if end_step != -1",
+        ),
         # initial_sparsity is checked before final_sparsity.
-        (lambda: PD(1.5, 1.5, 0, 10),
-         "initial_sparsity must be in range [0,1)"),
+        (
+            lambda: PD(1.5, 1.5, 0, 10),
+            "initial_sparsity must be in range [0,1)",
+        ),
     ],
 )
 def test_validation_messages(make, message):
@@ -392,27 +420,55 @@ def test_begin_equal_end_is_accepted_for_both_builtins():
 # Config and serialization (§1.5, §1.6, §8 items 3, 9, 13).
 
 CONFIG_KEYS = {
-    "PolynomialDecay": {"initial_sparsity", "final_sparsity", "power",
-                        "begin_step", "end_step", "frequency"},
-    "ConstantSparsity": {"target_sparsity", "begin_step", "end_step",
-                         "frequency"},
-    "ExponentialDecay": {"initial_sparsity", "final_sparsity", "begin_step",
-                         "end_step", "decay", "frequency"},
-    "CosineDecay": {"initial_sparsity", "final_sparsity", "begin_step",
-                    "end_step", "frequency"},
+    "PolynomialDecay": {
+        "initial_sparsity",
+        "final_sparsity",
+        "power",
+        "begin_step",
+        "end_step",
+        "frequency",
+    },
+    "ConstantSparsity": {
+        "target_sparsity",
+        "begin_step",
+        "end_step",
+        "frequency",
+    },
+    "ExponentialDecay": {
+        "initial_sparsity",
+        "final_sparsity",
+        "begin_step",
+        "end_step",
+        "decay",
+        "frequency",
+    },
+    "CosineDecay": {
+        "initial_sparsity",
+        "final_sparsity",
+        "begin_step",
+        "end_step",
+        "frequency",
+    },
 }
 
 BUILTINS = [
     pytest.param(lambda: PD(0.0, 0.8, 0, 1000), id="PolynomialDecay"),
-    pytest.param(lambda: PD(0.1, 0.9, 5, 50, power=2, frequency=7),
-                 id="PolynomialDecay-args"),
+    pytest.param(
+        lambda: PD(0.1, 0.9, 5, 50, power=2, frequency=7),
+        id="PolynomialDecay-args",
+    ),
     pytest.param(lambda: CS(0.5, 0), id="ConstantSparsity"),
     pytest.param(lambda: CS(0.25, 10, 50, 20), id="ConstantSparsity-args"),
-    pytest.param(lambda: keras_prune.ExponentialDecay(0.1, 0.9, 0, 500,
-                                                      decay=0.2, frequency=10),
-                 id="ExponentialDecay"),
-    pytest.param(lambda: keras_prune.CosineDecay(0.0, 0.8, 100, 1000, 50),
-                 id="CosineDecay"),
+    pytest.param(
+        lambda: keras_prune.ExponentialDecay(
+            0.1, 0.9, 0, 500, decay=0.2, frequency=10
+        ),
+        id="ExponentialDecay",
+    ),
+    pytest.param(
+        lambda: keras_prune.CosineDecay(0.0, 0.8, 100, 1000, 50),
+        id="CosineDecay",
+    ),
 ]
 
 
@@ -487,8 +543,12 @@ def test_function_schedule_serialization_round_trip():
     schedule = keras_prune.FunctionSchedule(linear_ramp, 0, 1000, 50)
     config = schedule.get_config()
     assert config["class_name"] == "FunctionSchedule"
-    assert set(config["config"]) == {"fn", "begin_step", "end_step",
-                                     "frequency"}
+    assert set(config["config"]) == {
+        "fn",
+        "begin_step",
+        "end_step",
+        "frequency",
+    }
     for restored in (
         keras_prune.FunctionSchedule.from_config(config["config"]),
         keras.saving.deserialize_keras_object(
@@ -498,8 +558,7 @@ def test_function_schedule_serialization_round_trip():
         assert restored.__dict__ == schedule.__dict__
         assert restored.fn is linear_ramp
         assert schedules.evaluate(restored, 450) == (True, np.float32(0.45))
-        assert schedules.evaluate(restored, 475) == (
-            False, np.float32(0.475))
+        assert schedules.evaluate(restored, 475) == (False, np.float32(0.475))
 
 
 def test_get_returns_instances_unchanged_and_rejects_other_types():
@@ -517,8 +576,9 @@ def test_get_returns_instances_unchanged_and_rejects_other_types():
 RAMPS = [
     pytest.param(keras_prune.ExponentialDecay, {}, id="exp"),
     pytest.param(keras_prune.ExponentialDecay, {"decay": 0.5}, id="exp-0.5"),
-    pytest.param(keras_prune.ExponentialDecay, {"decay": 0.001},
-                 id="exp-0.001"),
+    pytest.param(
+        keras_prune.ExponentialDecay, {"decay": 0.001}, id="exp-0.001"
+    ),
     pytest.param(keras_prune.CosineDecay, {}, id="cos"),
 ]
 
@@ -592,8 +652,9 @@ def test_cosine_decay_closed_form():
     for step in (120, 150, 200, 277):
         p = (step - 100) / 200
         expected = 0.7 + (0.2 - 0.7) * (1 + np.cos(np.pi * p)) / 2
-        np.testing.assert_allclose(float(schedule(step)[1]), expected,
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            float(schedule(step)[1]), expected, rtol=1e-6
+        )
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5, float("nan")])
@@ -602,18 +663,21 @@ def test_exponential_decay_invalid_decay(decay):
         keras_prune.ExponentialDecay(0.0, 0.9, 0, 1000, decay=decay)
 
 
-@pytest.mark.parametrize("cls", [keras_prune.ExponentialDecay,
-                                 keras_prune.CosineDecay])
+@pytest.mark.parametrize(
+    "cls", [keras_prune.ExponentialDecay, keras_prune.CosineDecay]
+)
 def test_ramp_validation_like_polynomial_decay(cls):
     with pytest.raises(ValueError, match=re.escape("end_step cannot be -1.")):
         cls(0.0, 0.5, 0, -1)
-    with pytest.raises(ValueError, match=re.escape(
-            "final_sparsity must be in range [0,1)")):
+    with pytest.raises(
+        ValueError, match=re.escape("final_sparsity must be in range [0,1)")
+    ):
         cls(0.0, 1.0, 0, 10)
 
 
-@pytest.mark.parametrize("cls", [keras_prune.ExponentialDecay,
-                                 keras_prune.CosineDecay])
+@pytest.mark.parametrize(
+    "cls", [keras_prune.ExponentialDecay, keras_prune.CosineDecay]
+)
 def test_ramp_in_graph_matches_host(cls):
     schedule = cls(0.1, 0.9, 20, 820, frequency=20)
     evaluate = _in_graph(schedule)
@@ -636,8 +700,9 @@ def test_function_schedule_values_and_should_prune():
         calls.append(step)
         return min(0.9, step / 1000)
 
-    schedule = keras_prune.FunctionSchedule(fn, begin_step=5, end_step=505,
-                                            frequency=50)
+    schedule = keras_prune.FunctionSchedule(
+        fn, begin_step=5, end_step=505, frequency=50
+    )
     reference = CS(0.5, 5, 505, 50)
     for step in (0, 4, 5, 6, 55, 250, 455, 505, 555, 2000):
         should_prune, value = schedule(step)
@@ -673,8 +738,10 @@ def test_get_parses_a_schedule_string():
     parsed = schedules.get("  ConstantSparsity(0.8, begin_step=7) ")
     assert parsed.__dict__ == CS(0.8, 7).__dict__
     parsed = schedules.get("CosineDecay(0.0, 0.8, 0, 1000, frequency=10)")
-    assert parsed.__dict__ == keras_prune.CosineDecay(
-        0.0, 0.8, 0, 1000, 10).__dict__
+    assert (
+        parsed.__dict__
+        == keras_prune.CosineDecay(0.0, 0.8, 0, 1000, 10).__dict__
+    )
     parsed = schedules.get("ExponentialDecay(0.0, 0.8, 0, 1000, decay=0.1)")
     assert parsed.decay == 0.1
 
@@ -686,18 +753,28 @@ def test_get_parses_a_schedule_string():
         ("", r"Cannot parse schedule|Expected a schedule call"),
         ("PolynomialDecay", r"Expected a schedule call like"),
         ("0.5", r"Expected a schedule call like"),
-        ("schedules.PolynomialDecay(0.5, 0.9, 0, 10)",
-         r"Expected a schedule call like"),
-        ("Polynomial(0.5, 0.9, 0, 10)",
-         r"Unknown schedule 'Polynomial'; choose one of .*PolynomialDecay"),
+        (
+            "schedules.PolynomialDecay(0.5, 0.9, 0, 10)",
+            r"Expected a schedule call like",
+        ),
+        (
+            "Polynomial(0.5, 0.9, 0, 10)",
+            r"Unknown schedule 'Polynomial'; choose one of .*PolynomialDecay",
+        ),
         ("PolynomialDecay(x, 0.9, 0, 10)", r"must be literal numbers"),
-        ("PolynomialDecay(0.5, 0.9, 0, end_step=__import__('os'))",
-         r"must be literal numbers"),
+        (
+            "PolynomialDecay(0.5, 0.9, 0, end_step=__import__('os'))",
+            r"must be literal numbers",
+        ),
         # Parsed fine, but the schedule itself rejects the values.
-        ("PolynomialDecay(0.5, 0.9, 10, 5)",
-         re.escape("begin_step should be <= end_step if end_step != -1")),
-        ("ConstantSparsity(1.5, 0)",
-         re.escape("target_sparsity must be in range [0,1)")),
+        (
+            "PolynomialDecay(0.5, 0.9, 10, 5)",
+            re.escape("begin_step should be <= end_step if end_step != -1"),
+        ),
+        (
+            "ConstantSparsity(1.5, 0)",
+            re.escape("target_sparsity must be in range [0,1)"),
+        ),
     ],
 )
 def test_get_rejects_bad_strings(text, pattern):
@@ -712,8 +789,15 @@ def test_get_rejects_bad_strings(text, pattern):
 class TfmotStylePolynomialDecay(keras_prune.PruningSchedule):
     """tfmot 0.8.1's PolynomialDecay, as a tfmot user would write it."""
 
-    def __init__(self, initial_sparsity, final_sparsity, begin_step,
-                 end_step, power=3, frequency=100):
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        power=3,
+        frequency=100,
+    ):
         import tensorflow as tf
 
         self.tf = tf
@@ -723,8 +807,9 @@ class TfmotStylePolynomialDecay(keras_prune.PruningSchedule):
         self.begin_step = begin_step
         self.end_step = end_step
         self.frequency = frequency
-        self._validate_step(self.begin_step, self.end_step, self.frequency,
-                            False)
+        self._validate_step(
+            self.begin_step, self.end_step, self.frequency, False
+        )
         self._validate_sparsity(initial_sparsity, "initial_sparsity")
         self._validate_sparsity(final_sparsity, "final_sparsity")
 
@@ -744,8 +829,9 @@ class TfmotStylePolynomialDecay(keras_prune.PruningSchedule):
             name="sparsity",
         )
         should_prune = tf.convert_to_tensor(
-            self._should_prune_in_step(step, self.begin_step, self.end_step,
-                                       self.frequency)
+            self._should_prune_in_step(
+                step, self.begin_step, self.end_step, self.frequency
+            )
         )
         return should_prune, sparsity
 
@@ -769,8 +855,10 @@ class PlainPythonSchedule(keras_prune.PruningSchedule):
         return step % self.frequency == 0, float(np.float64(sparsity))
 
     def get_config(self):
-        return {"class_name": "PlainPythonSchedule",
-                "config": {"table": self.table, "frequency": self.frequency}}
+        return {
+            "class_name": "PlainPythonSchedule",
+            "config": {"table": self.table, "frequency": self.frequency},
+        }
 
 
 class TorchSchedule(keras_prune.PruningSchedule):
@@ -795,9 +883,14 @@ class JaxSchedule(keras_prune.PruningSchedule):
 
 @pytest.mark.parametrize(
     "args",
-    [(0.5, 0.9, 2000, 10000, 3, 100), (0.0, 0.8, 0, 1000, 3, 100),
-     (0.2, 0.6, 1, 4, 3, 1), (0.1, 0.95, 3, 997, 5, 7),
-     (0.8, 0.2, 0, 333, 2, 1), (0.5, 0.8, 0, 1000, 1, 100)],
+    [
+        (0.5, 0.9, 2000, 10000, 3, 100),
+        (0.0, 0.8, 0, 1000, 3, 100),
+        (0.2, 0.6, 1, 4, 3, 1),
+        (0.1, 0.95, 3, 997, 5, 7),
+        (0.8, 0.2, 0, 333, 2, 1),
+        (0.5, 0.8, 0, 1000, 1, 100),
+    ],
     ids=str,
 )
 def test_polynomial_decay_within_two_ulps_of_tfmots_formula(args):
@@ -808,8 +901,15 @@ def test_polynomial_decay_within_two_ulps_of_tfmots_formula(args):
     ours = PD(*args)
     theirs = TfmotStylePolynomialDecay(*args)
     begin, end = args[2], args[3]
-    steps = np.unique(np.r_[0:end + 5:max(1, (end - begin) // 300),
-                            begin, end, begin + 1, end - 1])
+    steps = np.unique(
+        np.r_[
+            0 : end + 5 : max(1, (end - begin) // 300),
+            begin,
+            end,
+            begin + 1,
+            end - 1,
+        ]
+    )
     for step in steps:
         prune, value = ours(int(step))
         tf_prune, tf_value = schedules.evaluate(theirs, int(step))
@@ -821,15 +921,21 @@ def test_custom_tfmot_style_schedule_validates_like_tfmot():
     pytest.importorskip("tensorflow")
     with pytest.raises(ValueError, match=re.escape("end_step cannot be -1.")):
         TfmotStylePolynomialDecay(0.0, 0.9, 0, -1)
-    with pytest.raises(ValueError, match=re.escape(
-            "initial_sparsity must be in range [0,1)")):
+    with pytest.raises(
+        ValueError, match=re.escape("initial_sparsity must be in range [0,1)")
+    ):
         TfmotStylePolynomialDecay(1.0, 0.9, 0, 100)
 
 
 @pytest.mark.parametrize(
     "step, prune, sparsity",
-    [(150, True, 0.7875), (50, False, 0.0), (200, True, 0.9),
-     (300, False, 0.9), (101, True, None)],
+    [
+        (150, True, 0.7875),
+        (50, False, 0.0),
+        (200, True, 0.9),
+        (300, False, 0.9),
+        (101, True, None),
+    ],
 )
 def test_custom_tfmot_style_schedule(step, prune, sparsity):
     tf = pytest.importorskip("tensorflow")
@@ -848,8 +954,14 @@ def test_custom_tfmot_style_schedule(step, prune, sparsity):
 
 @pytest.mark.parametrize(
     "step, prune, sparsity",
-    [(0, True, 0.0), (99, False, 0.0), (150, True, 0.5), (151, False, 0.5),
-     (200, True, 0.75), (1000, True, 0.75)],
+    [
+        (0, True, 0.0),
+        (99, False, 0.0),
+        (150, True, 0.5),
+        (151, False, 0.5),
+        (200, True, 0.75),
+        (1000, True, 0.75),
+    ],
 )
 def test_custom_plain_python_schedule(step, prune, sparsity):
     schedule = PlainPythonSchedule([(100, 0.5), (200, 0.75)], 50)
@@ -858,15 +970,22 @@ def test_custom_plain_python_schedule(step, prune, sparsity):
     assert type(value) is np.float32 and value == np.float32(sparsity)
 
 
-@pytest.mark.parametrize("cls, module", [(TorchSchedule, "torch"),
-                                         (JaxSchedule, "jax")])
+@pytest.mark.parametrize(
+    "cls, module", [(TorchSchedule, "torch"), (JaxSchedule, "jax")]
+)
 @pytest.mark.parametrize(
     "step, prune, sparsity",
-    [(150, True, 0.75), (40, False, 0.2), (175, True, 0.875),
-     (176, False, 0.88), (1000, True, 0.9)],
+    [
+        (150, True, 0.75),
+        (40, False, 0.2),
+        (175, True, 0.875),
+        (176, False, 0.88),
+        (1000, True, 0.9),
+    ],
 )
-def test_custom_schedule_returning_framework_tensors(cls, module, step, prune,
-                                                     sparsity):
+def test_custom_schedule_returning_framework_tensors(
+    cls, module, step, prune, sparsity
+):
     lib = pytest.importorskip(module)
     should_prune, value = schedules.evaluate(cls(), step)
     assert type(should_prune) is bool and should_prune is prune
@@ -883,10 +1002,16 @@ def test_custom_schedule_returning_framework_tensors(cls, module, step, prune,
     "make, needs",
     [
         (lambda: PlainPythonSchedule([(100, 0.5), (200, 0.75)], 50), None),
-        (lambda: TfmotStylePolynomialDecay(0.0, 0.9, 100, 200, 3, 1),
-         "tensorflow"),
-        (lambda: keras_prune.FunctionSchedule(lambda s: min(0.9, s / 400), 0,
-                                              -1, 30), None),
+        (
+            lambda: TfmotStylePolynomialDecay(0.0, 0.9, 100, 200, 3, 1),
+            "tensorflow",
+        ),
+        (
+            lambda: keras_prune.FunctionSchedule(
+                lambda s: min(0.9, s / 400), 0, -1, 30
+            ),
+            None,
+        ),
     ],
     ids=["plain", "tfmot_style", "function"],
 )
@@ -994,15 +1119,17 @@ def test_should_prune_in_step_rule(step, begin, end, freq, expected):
     assert bool(ops.convert_to_numpy(result)) is expected
 
 
-@pytest.mark.parametrize("power", [0, -1, 0.0, float("nan"), float("inf"),
-                                   "3", True, None])
+@pytest.mark.parametrize(
+    "power", [0, -1, 0.0, float("nan"), float("inf"), "3", True, None]
+)
 def test_polynomial_decay_validates_power(power):
     with pytest.raises(ValueError, match=r"power must be a finite number > 0"):
         keras_prune.PolynomialDecay(0.0, 0.5, 0, 10, power=power)
 
 
-@pytest.mark.parametrize("value", [float("nan"), 1.5, -0.5, float("inf"),
-                                   float("-inf")])
+@pytest.mark.parametrize(
+    "value", [float("nan"), 1.5, -0.5, float("inf"), float("-inf")]
+)
 def test_evaluate_checks_custom_schedule_values(value):
     class Custom(keras_prune.PruningSchedule):
         def __call__(self, step):

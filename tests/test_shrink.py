@@ -31,8 +31,7 @@ def conv_net():
     y = L.Conv2D(8, 3, padding="same", name="c2")(x)
     y = L.BatchNormalization(name="bn2")(y)
     x = L.Activation("relu")(L.Add()([x, y]))
-    d = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2,
-                          name="dw")(x)
+    d = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(x)
     s = L.SeparableConv2D(6, 3, padding="same", name="sep")(x)
     c = L.Concatenate()([d, s])
     c = L.GroupNormalization(groups=11, name="gn")(c)
@@ -104,7 +103,7 @@ def test_layer_norm_and_unknown_layers_freeze_with_reason():
     assert graph.frozen == {
         "lam": "Lambda is not understood by the channel analysis",
         "ln": "LayerNormalization normalises over the channel axis: "
-              "removing channels would change its statistics",
+        "removing channels would change its statistics",
     }
     assert [g.frozen is not None for g in graph.groups] == [True, True, True]
     small = keras_prune.shrink(model, ratio=0.5)
@@ -142,10 +141,17 @@ def conv_model():
 
 
 def test_one_shot_shrink_widths_and_report(conv_model):
-    small, report = keras_prune.shrink(conv_model, ratio=0.5,
-                                       return_report=True)
+    small, report = keras_prune.shrink(
+        conv_model, ratio=0.5, return_report=True
+    )
     assert widths(small) == {
-        "c1": 4, "c2": 4, "sep": 4, "gn": 6, "c3": 4, "d1": 5, "out": 4,
+        "c1": 4,
+        "c2": 4,
+        "sep": 4,
+        "gn": 6,
+        "c3": 4,
+        "d1": 5,
+        "out": 4,
     }
     assert small.count_params() == report.params_after == 853
     assert report.params_before == conv_model.count_params() == 2720
@@ -201,8 +207,9 @@ def test_channel_pruning_fit_then_shrink_is_exact():
     x = rng.uniform(size=(32, 8, 8, 3)).astype("f")
     y = rng.uniform(size=(32, 4)).astype("f")
     pruning = keras_prune.ChannelPruning(
-        keras_prune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4,
-                                    frequency=2)
+        keras_prune.PolynomialDecay(
+            0.0, 0.5, begin_step=0, end_step=4, frequency=2
+        )
     )
     model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[pruning])
     assert pruning.step == 6
@@ -211,15 +218,23 @@ def test_channel_pruning_fit_then_shrink_is_exact():
     dead = np.all(c1 == 0, axis=(0, 1, 2))
     assert dead.sum() == 4
     np.testing.assert_array_equal(
-        to_np(model.get_layer("bn1").gamma)[dead], 0.0)
-    np.testing.assert_array_equal(
-        to_np(model.get_layer("bn2").beta)[dead], 0.0)
+        to_np(model.get_layer("bn1").gamma)[dead], 0.0
+    )
+    np.testing.assert_array_equal(to_np(model.get_layer("bn2").beta)[dead], 0.0)
     small = keras_prune.shrink(model)
     assert widths(small) == {
-        "c1": 4, "c2": 4, "sep": 4, "gn": 6, "c3": 4, "d1": 5, "out": 4,
+        "c1": 4,
+        "c2": 4,
+        "sep": 4,
+        "gn": 6,
+        "c3": 4,
+        "d1": 5,
+        "out": 4,
     }
-    assert rel_err(model.predict(x, verbose=0),
-                   small.predict(x, verbose=0)) <= 1e-5
+    assert (
+        rel_err(model.predict(x, verbose=0), small.predict(x, verbose=0))
+        <= 1e-5
+    )
 
 
 def test_steps_per_execution_is_refused():
@@ -229,8 +244,9 @@ def test_steps_per_execution_is_refused():
     model.compile("sgd", "mse", steps_per_execution=2)
     pruning = keras_prune.ChannelPruning(keras_prune.ConstantSparsity(0.5, 0))
     with pytest.raises(ValueError, match="steps_per_execution=1"):
-        model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0,
-                  callbacks=[pruning])
+        model.fit(
+            np.ones((4, 3)), np.ones((4, 1)), verbose=0, callbacks=[pruning]
+        )
 
 
 def test_zero_path_keeps_channels_read_through_nonzero_activation():
@@ -252,13 +268,16 @@ def test_zero_path_keeps_channels_read_through_nonzero_activation():
 
 def test_shrink_a_wrapped_channel_pruned_model():
     """PruneLowMagnitude(pattern='channel'): stripped, zero columns removed."""
-    model = keras.Sequential([
-        keras.Input((6,)),
-        L.Dense(8, activation="relu", name="h"),
-        L.Dense(3, name="o"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            L.Dense(8, activation="relu", name="h"),
+            L.Dense(3, name="o"),
+        ]
+    )
     pruned = keras_prune.prune_low_magnitude(
-        model, pruning_schedule=keras_prune.ConstantSparsity(0.5, 0),
+        model,
+        pruning_schedule=keras_prune.ConstantSparsity(0.5, 0),
         pattern="channel",
     )
     pruned.get_layer("prune_low_magnitude_h").update_masks_now(0.5)
@@ -275,7 +294,9 @@ def test_attention_heads_and_ffn_units():
     model = attention_net()
     graph = keras_prune.DependencyGraph(model)
     assert [(g.size, g.kind, g.frozen is None) for g in graph.groups] == [
-        (4, "heads", True), (16, "channels", False), (32, "channels", True),
+        (4, "heads", True),
+        (16, "channels", False),
+        (32, "channels", True),
         (3, "channels", False),
     ]
     x = np.random.default_rng(4).uniform(size=(2, 6, 16)).astype("f")
@@ -323,8 +344,11 @@ def load_elsewhere(paths):
     env = dict(os.environ)
     env["PYTHONPATH"] = ""
     result = subprocess.run(
-        [sys.executable, "-c", _LOADER, *paths], env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", _LOADER, *paths],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(f"OK {len(paths)}")
@@ -357,7 +381,9 @@ FAST_CASES = ("MobileNetV2", "BertBackbone")
 def build_case(name):
     if name in APPS:
         model = getattr(keras.applications, name)(
-            weights=None, input_shape=(32, 32, 3), classes=4,
+            weights=None,
+            input_shape=(32, 32, 3),
+            classes=4,
             classifier_activation=None,
         )
         randomize_bn(model)
@@ -365,8 +391,14 @@ def build_case(name):
         return model, x
     import keras_hub
 
-    kwargs = dict(vocabulary_size=50, num_layers=1, num_heads=2,
-                  hidden_dim=16, intermediate_dim=32, max_sequence_length=8)
+    kwargs = dict(
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
     x = {
         "token_ids": np.random.default_rng(6).integers(0, 50, (2, 8)),
         "padding_mask": np.ones((2, 8), "int32"),
@@ -384,9 +416,7 @@ def shrunk_cases(tmp_path_factory):
     return {"dir": tmp_path_factory.mktemp("shrunk"), "paths": []}
 
 
-@pytest.mark.parametrize(
-    "name", list(APPS) + ["BertBackbone", "GPT2Backbone"]
-)
+@pytest.mark.parametrize("name", list(APPS) + ["BertBackbone", "GPT2Backbone"])
 def test_real_architecture_shrinks_at_half(name, shrunk_cases):
     if not SLOW and name not in FAST_CASES:
         pytest.skip("set KERAS_PRUNE_SLOW_TESTS=1 to run every architecture")
@@ -404,8 +434,11 @@ def test_real_architecture_shrinks_at_half(name, shrunk_cases):
     else:
         # hidden channels stay (LayerNorm); the FFN inner units halve,
         # heads are kept (key_dim = hidden_dim // num_heads in keras-hub).
-        block = [layer for layer in small.layers
-                 if hasattr(layer, "intermediate_dim")][0]
+        block = [
+            layer
+            for layer in small.layers
+            if hasattr(layer, "intermediate_dim")
+        ][0]
         assert (block.intermediate_dim, block.num_heads) == (16, 2)
     want = keras.tree.flatten(model.predict(x, verbose=0))
     got = keras.tree.flatten(small.predict(x, verbose=0))

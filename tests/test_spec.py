@@ -8,13 +8,16 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_np
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import patterns, schedules
+from keras_prune import patterns
+from keras_prune import schedules
 from keras_prune.spec import PruningSpec
 from keras_prune.strip import pruning_wrappers
+
+from conftest import BACKEND
+from conftest import to_np
 
 
 def mlp(hidden=4, out=2, inputs=3):
@@ -51,9 +54,7 @@ def test_misspelt_keyword_of_prune_low_magnitude_on_a_model():
 
 
 def test_misspelt_keyword_of_prune_low_magnitude_on_a_layer():
-    message = _typo(
-        kp.prune_low_magnitude, L.Dense(2), sparsity_m_by_m=(2, 4)
-    )
+    message = _typo(kp.prune_low_magnitude, L.Dense(2), sparsity_m_by_m=(2, 4))
     assert "'sparsity_m_by_m'" in message
     assert "Did you mean 'sparsity_m_by_n'?" in message
     # Keras layer keywords of the wrapper are suggested too.
@@ -77,9 +78,7 @@ def test_misspelt_keyword_of_prune_once_and_the_wrapper():
     assert "Did you mean 'pattern'?" in message
     message = _typo(kp.prune_once, model, 0.5, alocation="global")
     assert "Did you mean 'allocation'?" in message
-    message = _typo(
-        kp.PruneLowMagnitude, L.Dense(2), pruning_shedule=None
-    )
+    message = _typo(kp.PruneLowMagnitude, L.Dense(2), pruning_shedule=None)
     assert "PruneLowMagnitude()" in message and "'pruning_shedule'" in message
     assert "Did you mean 'pruning_schedule'?" in message
 
@@ -95,7 +94,8 @@ def test_unknown_keyword_without_close_match_lists_the_valid_ones():
 
 def test_max_sparsity_below_min_sparsity():
     with pytest.raises(
-        ValueError, match=re.escape("max_sparsity=0.3 is below min_sparsity=0.5")
+        ValueError,
+        match=re.escape("max_sparsity=0.3 is below min_sparsity=0.5"),
     ):
         kp.prune_low_magnitude(
             mlp(), allocation="global", max_sparsity=0.3, min_sparsity=0.5
@@ -160,9 +160,7 @@ def test_m_by_n_longer_than_the_input_axis_names_the_layer():
 def test_pattern_that_fits_some_weights_of_a_layer_warns_once():
     # SimpleRNN(8) on 2 features: the kernel (2, 8) has 2 weights per input
     # line (no N:M zero lands on them), the recurrent kernel (8, 8) fits.
-    model = keras.Sequential(
-        [keras.Input((3, 2)), L.SimpleRNN(8, name="rnn")]
-    )
+    model = keras.Sequential([keras.Input((3, 2)), L.SimpleRNN(8, name="rnn")])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kp.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
@@ -174,8 +172,18 @@ def test_pattern_that_fits_some_weights_of_a_layer_warns_once():
 
 @pytest.mark.parametrize(
     "shape",
-    [(3, 2), (4, 4), (5, 3), (2, 8), (8, 2), (3, 3, 2, 2), (1, 1, 3, 4),
-     (2, 5), (9, 1), (1, 9)],
+    [
+        (3, 2),
+        (4, 4),
+        (5, 3),
+        (2, 8),
+        (8, 2),
+        (3, 3, 2, 2),
+        (1, 1, 3, 4),
+        (2, 5),
+        (9, 1),
+        (1, 9),
+    ],
 )
 def test_fit_rule_matches_the_masks(shape):
     """The rule that refuses a pattern says exactly when masks stay dense."""
@@ -195,20 +203,29 @@ def test_fit_rule_matches_the_masks(shape):
 # The spec and the wrapper's config.
 
 WRAPPER_KEYS = [
-    "pruning_schedule", "block_size", "block_pooling_type", "sparsity_m_by_n",
-    "pattern", "skip_unsupported", "allocation", "pruning_group",
-    "max_sparsity", "min_sparsity",
+    "pruning_schedule",
+    "block_size",
+    "block_pooling_type",
+    "sparsity_m_by_n",
+    "pattern",
+    "skip_unsupported",
+    "allocation",
+    "pruning_group",
+    "max_sparsity",
+    "min_sparsity",
 ]
 
 
 def test_wrapper_config_keys_and_values_unchanged():
     wrapper = kp.prune_low_magnitude(
-        L.Dense(2, name="d"), kp.PolynomialDecay(0.1, 0.6, 0, 10),
-        block_size=(1, 2), block_pooling_type="MAX",
+        L.Dense(2, name="d"),
+        kp.PolynomialDecay(0.1, 0.6, 0, 10),
+        block_size=(1, 2),
+        block_pooling_type="MAX",
     )
     config = wrapper.get_config()
     assert [k for k in config if k in WRAPPER_KEYS] == WRAPPER_KEYS
-    assert list(config)[-len(WRAPPER_KEYS):] == WRAPPER_KEYS
+    assert list(config)[-len(WRAPPER_KEYS) :] == WRAPPER_KEYS
     assert config["block_size"] == (1, 2)
     assert config["block_pooling_type"] == "MAX"
     assert config["sparsity_m_by_n"] is None
@@ -228,20 +245,33 @@ def test_config_written_by_earlier_versions_loads():
     # A wrapper config as keras-prune wrote it before PruningSpec (lists
     # where JSON turned tuples into lists).
     config = {
-        "name": "prune_low_magnitude_d", "trainable": True,
+        "name": "prune_low_magnitude_d",
+        "trainable": True,
         "dtype": "float32",
         "layer": keras.saving.serialize_keras_object(L.Dense(3, name="d")),
         "pruning_schedule": {
-            "module": "keras_prune.schedules", "class_name": "ConstantSparsity",
-            "config": {"class_name": "ConstantSparsity", "config": {
-                "target_sparsity": 0.5, "begin_step": 0, "end_step": -1,
-                "frequency": 100}},
+            "module": "keras_prune.schedules",
+            "class_name": "ConstantSparsity",
+            "config": {
+                "class_name": "ConstantSparsity",
+                "config": {
+                    "target_sparsity": 0.5,
+                    "begin_step": 0,
+                    "end_step": -1,
+                    "frequency": 100,
+                },
+            },
             "registered_name": "keras_prune>ConstantSparsity",
         },
-        "block_size": [1, 1], "block_pooling_type": "AVG",
-        "sparsity_m_by_n": [2, 4], "pattern": None,
-        "skip_unsupported": False, "allocation": "layer",
-        "pruning_group": None, "max_sparsity": None, "min_sparsity": None,
+        "block_size": [1, 1],
+        "block_pooling_type": "AVG",
+        "sparsity_m_by_n": [2, 4],
+        "pattern": None,
+        "skip_unsupported": False,
+        "allocation": "layer",
+        "pruning_group": None,
+        "max_sparsity": None,
+        "min_sparsity": None,
     }
     wrapper = kp.PruneLowMagnitude.from_config(config)
     assert wrapper.sparsity_m_by_n == (2, 4)
@@ -296,8 +326,10 @@ class BadFrom(kp.PruningSchedule):
         return True, (0.5 if int(step) < self.at else self.value)
 
     def get_config(self):
-        return {"class_name": "BadFrom",
-                "config": {"value": self.value, "at": self.at}}
+        return {
+            "class_name": "BadFrom",
+            "config": {"value": self.value, "at": self.at},
+        }
 
 
 @keras.saving.register_keras_serializable(package="test_spec")
@@ -307,9 +339,7 @@ class BadFromInGraph(BadFrom):
     in_graph = True
 
     def __call__(self, step):
-        value = keras.ops.where(
-            keras.ops.less(step, self.at), 0.5, self.value
-        )
+        value = keras.ops.where(keras.ops.less(step, self.at), 0.5, self.value)
         return keras.ops.greater_equal(step, 0), value
 
 
@@ -339,8 +369,15 @@ def _fit(schedule, callback, steps=6, clipnorm=None):
     x = rng.randn(steps * 2, 4).astype("float32")
     y = rng.randn(steps * 2, 2).astype("float32")
     callbacks = [kp.UpdatePruningStep()] if callback else []
-    pruned.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0,
-               callbacks=callbacks)
+    pruned.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+    )
     return pruned
 
 

@@ -56,18 +56,24 @@ class Recorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         model = self.model
         wrapper = pruning_wrappers(model)[0]
-        self.after.append(dict(
-            step=int(to_np(model.optimizer.iterations)),
-            mask=to_np(wrapper.masks[0]),
-            threshold=to_np(wrapper.thresholds[0]),
-        ))
+        self.after.append(
+            dict(
+                step=int(to_np(model.optimizer.iterations)),
+                mask=to_np(wrapper.masks[0]),
+                threshold=to_np(wrapper.thresholds[0]),
+            )
+        )
 
 
 def fit(model, log_dir, epochs=2, batch_size=4, callbacks=(), **kwargs):
     x, y = data()
     cb = summaries.PruningSummaries(log_dir, **kwargs)
     history = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
         validation_data=(x, y),
         callbacks=[keras_prune.UpdatePruningStep(), *callbacks, cb],
     )
@@ -131,8 +137,9 @@ def test_files_read_by_tensorboard_itself(tmp_path):
     acc.Reload()
     ours = summaries.read_scalars(tmp_path)
     assert set(acc.Tags()["scalars"]) == {
-        t for t in ours if "/" in t and not t.startswith(("train/",
-                                                          "validation/"))
+        t
+        for t in ours
+        if "/" in t and not t.startswith(("train/", "validation/"))
     }
     for tag in acc.Tags()["scalars"]:
         assert [(e.step, e.value) for e in acc.Scalars(tag)] == ours[tag]
@@ -148,17 +155,23 @@ def test_files_read_by_tensorboard_itself(tmp_path):
         (2, 3, [3, 6]),  # callbacks see every 3rd batch: logs at crossings
     ],
 )
-def test_update_freq_batches(tmp_path, update_freq, steps_per_execution,
-                             expected):
+def test_update_freq_batches(
+    tmp_path, update_freq, steps_per_execution, expected
+):
     if steps_per_execution > 1 and BACKEND == "torch":
         pytest.skip("steps_per_execution must be 1 on torch")
     model = tiny_model()
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse",
-                  steps_per_execution=steps_per_execution)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="mse",
+        steps_per_execution=steps_per_execution,
+    )
     fit(model, tmp_path, update_freq=update_freq)
     scalars = summaries.read_scalars(tmp_path)
-    assert points(scalars, f"{TAG}/sparsity") == (expected,
-                                                  [0.5] * len(expected))
+    assert points(scalars, f"{TAG}/sparsity") == (
+        expected,
+        [0.5] * len(expected),
+    )
     assert points(scalars, "train/batch_loss")[0] == expected
     assert points(scalars, "train/epoch_loss")[0] == [0, 1]
 
@@ -179,7 +192,8 @@ def test_target_is_the_last_update_that_ran(tmp_path):
         ran = [s for s in updates if s <= step - 1]  # steps 0..step-1 ran
         expected = (
             keras_prune.schedules.evaluate(schedule, max(ran))[1]
-            if ran else np.float32(0.0)
+            if ran
+            else np.float32(0.0)
         )
         assert np.float32(target) == expected, step
         kept = int(to_np(keras_prune.kept_count(32, expected)))
@@ -198,7 +212,8 @@ def test_sparsity_is_of_weight_times_mask(tmp_path):
     written = cb.log(step=100)
     assert written[f"{TAG}/sparsity"] == 17 / 32  # mask alone says 16 / 32
     assert summaries.read_scalars(tmp_path)[f"{TAG}/sparsity"][-1] == (
-        100, np.float32(17 / 32)
+        100,
+        np.float32(17 / 32),
     )
 
 
@@ -217,10 +232,12 @@ def test_custom_loop_without_fit(tmp_path):
 
 
 def test_nested_weights_get_unique_tags():
-    model = keras.Sequential([
-        keras.Input((4, 2)),
-        keras.layers.Bidirectional(keras.layers.SimpleRNN(3), name="bi"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 2)),
+            keras.layers.Bidirectional(keras.layers.SimpleRNN(3), name="bi"),
+        ]
+    )
     pruned = keras_prune.prune_low_magnitude(model)
     rows = summaries.pruned_weight_stats(pruned)
     tags = [r["tag"] for r in rows]
@@ -237,8 +254,7 @@ def test_log_dir_must_be_a_non_empty_string(log_dir):
     with pytest.raises(ValueError) as e:
         summaries.PruningSummaries(log_dir)
     assert str(e.value) == (
-        "`log_dir` must be a non-empty string. You passed `log_dir`="
-        f"{log_dir}."
+        f"`log_dir` must be a non-empty string. You passed `log_dir`={log_dir}."
     )
 
 
@@ -252,8 +268,9 @@ def test_arguments(tmp_path):
         summaries.PruningSummaries(str(tmp_path), histogramfreq=1)
     with pytest.warns(UserWarning, match="histogram_freq"):
         summaries.PruningSummaries(str(tmp_path), histogram_freq=1)
-    summaries.PruningSummaries(str(tmp_path), profile_batch=0,
-                               write_graph=False)  # no warning needed
+    summaries.PruningSummaries(
+        str(tmp_path), profile_batch=0, write_graph=False
+    )  # no warning needed
 
 
 # --------------------------------------------------------------- reading
@@ -270,7 +287,8 @@ def test_read_scalars_tensor_format(tmp_path):
         tensor=tensor_util.make_tensor_proto(np.float32(0.25)),
         metadata=summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(
-                plugin_name="scalars")
+                plugin_name="scalars"
+            )
         ),
     )
     writer._add_summary(7, [value], None)
@@ -288,8 +306,11 @@ def test_last_update():
     assert summaries.last_update(late, 4999) is None
     assert summaries.last_update(late, 10**6)[0] == 6000
     custom = keras_prune.FunctionSchedule(
-        lambda step: min(0.9, step / 2000), begin_step=0, end_step=2000,
-        frequency=100)
+        lambda step: min(0.9, step / 2000),
+        begin_step=0,
+        end_step=2000,
+        frequency=100,
+    )
     step, value = summaries.last_update(custom, 1234)
     assert step == 1200
     assert value == keras_prune.schedules.evaluate(custom, 1200)[1]
@@ -312,20 +333,26 @@ def test_report_and_plots(tmp_path):
     assert is_png(tmp_path / "report.png")
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith(TAG))
-    assert row.split() == [TAG, "32", "0.7500", "0.7500",
-                           row.split()[4], "6"]
+    assert row.split() == [TAG, "32", "0.7500", "0.7500", row.split()[4], "6"]
     assert any(line.startswith("model (all pruned weights)") for line in lines)
     assert "train/epoch_loss" in text
 
     plots.plot_layer_sparsity(model, tmp_path / "layers.png")
     plots.plot_layer_sparsity(tmp_path / "logs", tmp_path / "layers_log.png")
-    plots.plot_layer_sparsity(keras_prune.strip_pruning(model),
-                              tmp_path / "layers_stripped.png")
+    plots.plot_layer_sparsity(
+        keras_prune.strip_pruning(model), tmp_path / "layers_stripped.png"
+    )
     plots.plot_training_sparsity(schedule, history, tmp_path / "history.png")
-    plots.plot_training_sparsity(None, tmp_path / "logs",
-                                 tmp_path / "from_logs.png")
-    for name in ("layers", "layers_log", "layers_stripped", "history",
-                 "from_logs"):
+    plots.plot_training_sparsity(
+        None, tmp_path / "logs", tmp_path / "from_logs.png"
+    )
+    for name in (
+        "layers",
+        "layers_log",
+        "layers_stripped",
+        "history",
+        "from_logs",
+    ):
         assert is_png(tmp_path / f"{name}.png"), name
 
     rows = plots.layer_sparsity_rows(tmp_path / "logs")
@@ -335,8 +362,9 @@ def test_report_and_plots(tmp_path):
     with pytest.raises(FileNotFoundError):
         summaries.report(tmp_path / "empty")
     with pytest.raises(ValueError, match="UpdatePruningStep"):
-        plots.plot_training_sparsity(schedule, {"loss": [1.0]},
-                                     steps_per_epoch=3)
+        plots.plot_training_sparsity(
+            schedule, {"loss": [1.0]}, steps_per_epoch=3
+        )
 
 
 # ------------------------------------------------------- no TensorFlow
@@ -371,12 +399,21 @@ def test_works_without_tensorflow(tmp_path):
         pytest.importorskip("jax")
     env = dict(os.environ, KERAS_BACKEND=backend)
     result = subprocess.run(
-        [sys.executable, "-c", NO_TF_SCRIPT, str(tmp_path / "logs"),
-         str(tmp_path / "r.png")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            NO_TF_SCRIPT,
+            str(tmp_path / "logs"),
+            str(tmp_path / "r.png"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out == dict(backend=backend, tf=False,
-                       sparsity=[[s, 0.5] for s in (1, 2, 3, 4)])
+    assert out == dict(
+        backend=backend, tf=False, sparsity=[[s, 0.5] for s in (1, 2, 3, 4)]
+    )
     assert is_png(tmp_path / "r.png")

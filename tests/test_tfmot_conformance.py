@@ -17,18 +17,27 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_np
 from keras import layers as L
 
 import keras_prune as kp
 from keras_prune import host_updates
 
+from conftest import BACKEND
+from conftest import to_np
+
 # ------------------------------------------------------------ public names
 
 TFMOT_NAMES = (
-    "prune_low_magnitude", "prune_scope", "strip_pruning",
-    "UpdatePruningStep", "PruningSummaries", "PruningSchedule",
-    "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruningPolicy",
+    "prune_low_magnitude",
+    "prune_scope",
+    "strip_pruning",
+    "UpdatePruningStep",
+    "PruningSummaries",
+    "PruningSchedule",
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruningPolicy",
     "PruneForLatencyOnXNNPack",
 )
 
@@ -42,8 +51,12 @@ def test_prune_low_magnitude_arguments_and_defaults():
     params = inspect.signature(kp.prune_low_magnitude).parameters
     names = list(params)
     assert names[:6] == [
-        "to_prune", "pruning_schedule", "block_size", "block_pooling_type",
-        "pruning_policy", "sparsity_m_by_n",
+        "to_prune",
+        "pruning_schedule",
+        "block_size",
+        "block_pooling_type",
+        "pruning_policy",
+        "sparsity_m_by_n",
     ]
     assert params["block_size"].default == (1, 1)
     assert params["block_pooling_type"].default == "AVG"
@@ -54,7 +67,9 @@ def test_prune_low_magnitude_arguments_and_defaults():
     assert wrapper.pruning_schedule.get_config() == {
         "class_name": "ConstantSparsity",
         "config": {
-            "target_sparsity": 0.5, "begin_step": 0, "end_step": -1,
+            "target_sparsity": 0.5,
+            "begin_step": 0,
+            "end_step": -1,
             "frequency": 100,
         },
     }
@@ -63,13 +78,20 @@ def test_prune_low_magnitude_arguments_and_defaults():
 def test_schedule_arguments_and_defaults():
     c = inspect.signature(kp.ConstantSparsity).parameters
     assert list(c)[:4] == [
-        "target_sparsity", "begin_step", "end_step", "frequency",
+        "target_sparsity",
+        "begin_step",
+        "end_step",
+        "frequency",
     ]
     assert c["end_step"].default == -1 and c["frequency"].default == 100
     p = inspect.signature(kp.PolynomialDecay).parameters
     assert list(p)[:6] == [
-        "initial_sparsity", "final_sparsity", "begin_step", "end_step",
-        "power", "frequency",
+        "initial_sparsity",
+        "final_sparsity",
+        "begin_step",
+        "end_step",
+        "power",
+        "frequency",
     ]
     assert p["power"].default == 3 and p["frequency"].default == 100
 
@@ -84,12 +106,18 @@ def test_schedule_arguments_and_defaults():
             lambda: kp.ConstantSparsity(0.5, 10, 5),
             "begin_step should be <= end_step if end_step != -1",
         ),
-        (lambda: kp.ConstantSparsity(0.5, 0, frequency=0),
-         "frequency should be > 0"),
-        (lambda: kp.ConstantSparsity(1.0, 0),
-         r"target_sparsity must be in range \[0,1\)"),
-        (lambda: kp.PolynomialDecay(0.1, 1.0, 0, 10),
-         r"final_sparsity must be in range \[0,1\)"),
+        (
+            lambda: kp.ConstantSparsity(0.5, 0, frequency=0),
+            "frequency should be > 0",
+        ),
+        (
+            lambda: kp.ConstantSparsity(1.0, 0),
+            r"target_sparsity must be in range \[0,1\)",
+        ),
+        (
+            lambda: kp.PolynomialDecay(0.1, 1.0, 0, 10),
+            r"final_sparsity must be in range \[0,1\)",
+        ),
     ],
 )
 def test_schedule_validation_messages(make, message):
@@ -123,9 +151,19 @@ def test_polynomial_decay_values_and_kept_counts():
 
 @pytest.mark.parametrize(
     "n, s, kept",
-    [(10, 0.25, 8), (10, 0.35, 6), (10, 0.45, 6), (10, 0.15, 8),
-     (10, 0.05, 10), (5, 0.5, 2), (7, 0.5, 4), (3, 0.5, 2), (1, 0.5, 1),
-     (50, 0.99, 1), (100, 0.9999, 1)],
+    [
+        (10, 0.25, 8),
+        (10, 0.35, 6),
+        (10, 0.45, 6),
+        (10, 0.15, 8),
+        (10, 0.05, 10),
+        (5, 0.5, 2),
+        (7, 0.5, 4),
+        (3, 0.5, 2),
+        (1, 0.5, 1),
+        (50, 0.99, 1),
+        (100, 0.9999, 1),
+    ],
 )
 def test_kept_count_is_tfmots(n, s, kept):
     assert int(to_np(kp.kept_count(n, s))) == kept
@@ -180,6 +218,7 @@ def test_wrapped_built_in_layer_answers_get_prunable_weights():
     )
     for wrapper in model.layers:
         assert wrapper.layer.get_prunable_weights() == [wrapper.layer.kernel]
+
     # A custom layer keeps its own method.
     class Custom(L.Dense, kp.PrunableLayer):
         def get_prunable_weights(self):
@@ -334,7 +373,11 @@ def test_fit_counts_one_step_per_batch():
     model.compile(keras.optimizers.SGD(0.1), "mse")
     x = np.ones((12, 3), "float32")
     model.fit(
-        x, np.zeros((12, 4), "float32"), batch_size=4, epochs=2, verbose=0,
+        x,
+        np.zeros((12, 4), "float32"),
+        batch_size=4,
+        epochs=2,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep()],
     )
     assert kp.pruning_step(model) == 6
@@ -515,13 +558,19 @@ class JaxStep:
         trainable, non_trainable, optimizer_vars = self.state
         for variable, value in zip(model.trainable_variables, trainable):
             variable.assign(value)
-        for variable, value in zip(model.non_trainable_variables, non_trainable):
+        for variable, value in zip(
+            model.non_trainable_variables, non_trainable
+        ):
             variable.assign(value)
         for variable, value in zip(self.optimizer.variables, optimizer_vars):
             variable.assign(value)
 
 
-GRADIENT_STEPS = {"tensorflow": TensorFlowStep, "torch": TorchStep, "jax": JaxStep}
+GRADIENT_STEPS = {
+    "tensorflow": TensorFlowStep,
+    "torch": TorchStep,
+    "jax": JaxStep,
+}
 
 
 def pruned_model():
@@ -598,7 +647,11 @@ def test_hand_made_callback_list_with_fit_params_keeps_in_step_updates():
     model = pruned_model()
     model.compile(keras.optimizers.Adam(), "categorical_crossentropy")
     model.fit(
-        x_train, y_train, epochs=1, batch_size=10, verbose=0,
+        x_train,
+        y_train,
+        epochs=1,
+        batch_size=10,
+        verbose=0,
         callbacks=[kp.UpdatePruningStep()],
     )
     before = state(model)
@@ -641,7 +694,11 @@ def test_train_step_called_by_hand_after_an_interrupted_fit_is_in_step():
 
     with pytest.raises(KeyboardInterrupt):
         model.fit(
-            x_train, y_train, epochs=1, batch_size=5, verbose=0,
+            x_train,
+            y_train,
+            epochs=1,
+            batch_size=5,
+            verbose=0,
             callbacks=[kp.UpdatePruningStep(), Boom()],
         )
     assert host_updates.active(model) is not None
@@ -669,7 +726,11 @@ def test_fit_without_the_callback_after_an_interrupted_fit_is_in_step():
 
     with pytest.raises(KeyboardInterrupt):
         model.fit(
-            x_train, y_train, epochs=1, batch_size=5, verbose=0,
+            x_train,
+            y_train,
+            epochs=1,
+            batch_size=5,
+            verbose=0,
             callbacks=[kp.UpdatePruningStep(), Boom()],
         )
     assert host_updates.active(model) is not None

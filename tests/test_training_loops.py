@@ -14,11 +14,12 @@ import pathlib
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
-from conftest import to_np
 from keras import layers as L
 
 import keras_prune as kp
+
+from conftest import BACKEND
+from conftest import to_np
 
 DOC = pathlib.Path(__file__).parent.parent / "docs" / "custom-training-loops.md"
 
@@ -44,9 +45,7 @@ def train_jax(model, optimizer, loss_fn, batches):
     @jax.jit
     def train_step(state, x, y):
         trainable, non_trainable, optimizer_vars = state
-        (loss, non_trainable), grads = grad_fn(
-            trainable, non_trainable, x, y
-        )
+        (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
         trainable, optimizer_vars = optimizer.stateless_apply(
             optimizer_vars, grads, trainable
         )

@@ -32,7 +32,6 @@ from keras_prune.wrapper import PruneLowMagnitude
 
 __version__ = "0.1.0"
 
-from keras_prune.summaries import PruningSummaries  # noqa: E402
 from keras_prune.compress import CompressedFormatError
 from keras_prune.compress import compress_array
 from keras_prune.compress import decompress_array
@@ -44,8 +43,9 @@ from keras_prune.explain import format_report
 from keras_prune.explain import plot_schedule
 from keras_prune.explain import pruning_plan
 from keras_prune.explain import sparsity_report
+from keras_prune.structure import ChannelPruning
 from keras_prune.structure import DependencyGraph
 from keras_prune.structure import ShrinkReport
 from keras_prune.structure import model_flops
 from keras_prune.structure import shrink
-from keras_prune.structure import ChannelPruning
+from keras_prune.summaries import PruningSummaries  # noqa: E402

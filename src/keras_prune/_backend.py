@@ -148,8 +148,8 @@ def host_train_step(train_step, model, pruned, counters):
     Returns:
         A train step with the same signature. On JAX the zeroing is part of
         the compiled step's outputs (XLA fuses the `select` into the
-        optimizer's weight update); TensorFlow assigns in the graph; torch updates in place (an in-place add is 4.6 us, an
-        `assign` 17 us).
+        optimizer's weight update); TensorFlow assigns in the graph; torch
+        updates in place (an in-place add is 4.6 us, an `assign` 17 us).
     """
     backend = keras.backend.backend()
     if backend == "jax":

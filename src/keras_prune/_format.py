@@ -75,10 +75,23 @@ except ImportError:  # pragma: no cover
     _ml_dtypes = None
 
 _DTYPE_CODES = {
-    1: "bool", 2: "int8", 3: "uint8", 4: "int16", 5: "uint16", 6: "int32",
-    7: "uint32", 8: "int64", 9: "uint64", 10: "float16", 11: "bfloat16",
-    12: "float32", 13: "float64", 14: "float8_e4m3fn", 15: "float8_e5m2",
-    16: "complex64", 17: "complex128",
+    1: "bool",
+    2: "int8",
+    3: "uint8",
+    4: "int16",
+    5: "uint16",
+    6: "int32",
+    7: "uint32",
+    8: "int64",
+    9: "uint64",
+    10: "float16",
+    11: "bfloat16",
+    12: "float32",
+    13: "float64",
+    14: "float8_e4m3fn",
+    15: "float8_e5m2",
+    16: "complex64",
+    17: "complex128",
 }
 _CODE_OF_DTYPE = {name: code for code, name in _DTYPE_CODES.items()}
 
@@ -97,7 +110,8 @@ def _dtype(name):
     if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
         if _ml_dtypes is None:  # pragma: no cover
             raise CompressedFormatError(
-                f"dtype {name} needs the ml_dtypes package")
+                f"dtype {name} needs the ml_dtypes package"
+            )
         return np.dtype(getattr(_ml_dtypes, name))
     return np.dtype(name)
 
@@ -108,7 +122,8 @@ def dtype_code(dtype):
     if name not in _CODE_OF_DTYPE:
         raise TypeError(
             f"compress_array cannot store dtype {name!r}; supported: "
-            f"{sorted(_CODE_OF_DTYPE)}.")
+            f"{sorted(_CODE_OF_DTYPE)}."
+        )
     return _CODE_OF_DTYPE[name]
 
 
@@ -157,11 +172,15 @@ def decode_varints(data, count, what):
     ends = np.flatnonzero(b < 0x80)
     if count is None:
         count = len(ends)
-    if len(ends) != count or (count and ends[-1] != len(b) - 1) or (
-            count == 0 and len(b)):
+    if (
+        len(ends) != count
+        or (count and ends[-1] != len(b) - 1)
+        or (count == 0 and len(b))
+    ):
         raise CompressedFormatError(
             f"{what}: expected {count} varints in {len(b)} bytes, found "
-            f"{len(ends)} terminated ones")
+            f"{len(ends)} terminated ones"
+        )
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     lengths = np.diff(np.concatenate([[-1], ends]))
@@ -190,8 +209,9 @@ class Reader:
         if n < 0 or n > self.remaining:
             raise CompressedFormatError(
                 f"{self.what}: truncated: {field} needs {n} bytes at offset "
-                f"{self.pos}, only {self.remaining} remain")
-        out = self.data[self.pos:self.pos + n]
+                f"{self.pos}, only {self.remaining} remain"
+            )
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -210,7 +230,8 @@ class Reader:
                 if value > limit:
                     raise CompressedFormatError(
                         f"{self.what}: {field} = {value} exceeds the limit "
-                        f"{limit}")
+                        f"{limit}"
+                    )
                 return value
             shift += 7
         raise CompressedFormatError(f"{self.what}: {field} varint too long")
@@ -224,28 +245,39 @@ def _lzma_filters(raw_len, props):
     dict_size = _MIN_LZMA_DICT
     while dict_size < raw_len and dict_size < _MAX_LZMA_DICT:
         dict_size <<= 1
-    return [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": dict_size,
-             "lc": lc, "lp": lp, "pb": pb}]
+    return [
+        {
+            "id": lzma.FILTER_LZMA2,
+            "preset": 9,
+            "dict_size": dict_size,
+            "lc": lc,
+            "lp": lp,
+            "pb": pb,
+        }
+    ]
 
 
 def encode_stream(raw, codec="lzma", kind="values"):
     """One stream: the smallest of stored and `codec` (lzma or zlib)."""
     raw = bytes(raw)
-    best = bytes([STORED]) + write_varint(len(raw)) + write_varint(len(raw)) \
-        + raw
+    best = (
+        bytes([STORED]) + write_varint(len(raw)) + write_varint(len(raw)) + raw
+    )
     if codec == "stored" or not raw:
         return best
     if codec == "lzma":
         props = _LZMA_PROPS[kind]
-        body = lzma.compress(raw, format=lzma.FORMAT_RAW,
-                             filters=_lzma_filters(len(raw), props))
+        body = lzma.compress(
+            raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(len(raw), props)
+        )
         head = bytes([LZMA, (props[2] * 5 + props[1]) * 9 + props[0]])
     elif codec == "zlib":
         body = zlib.compress(raw, 9)
         head = bytes([ZLIB])
     else:
         raise ValueError(
-            f"codec must be 'lzma', 'zlib' or 'stored', got {codec!r}")
+            f"codec must be 'lzma', 'zlib' or 'stored', got {codec!r}"
+        )
     candidate = head + write_varint(len(raw)) + write_varint(len(body)) + body
     return candidate if len(candidate) < len(best) else best
 
@@ -259,7 +291,8 @@ def decode_stream(reader, expected_len, field, length_range=None):
     codec = reader.u8(f"{field} codec")
     if codec not in _CODEC_NAMES:
         raise CompressedFormatError(
-            f"{reader.what}: {field}: unknown codec {codec}")
+            f"{reader.what}: {field}: unknown codec {codec}"
+        )
     props = None
     if codec == LZMA:
         p = reader.u8(f"{field} lzma properties")
@@ -267,7 +300,8 @@ def decode_stream(reader, expected_len, field, length_range=None):
         lp, pb = rest % 5, rest // 5
         if pb > 4 or lc + lp > 4:
             raise CompressedFormatError(
-                f"{reader.what}: {field}: invalid lzma properties {p}")
+                f"{reader.what}: {field}: invalid lzma properties {p}"
+            )
         props = (lc, lp, pb)
     raw_len = reader.varint(f"{field} raw length")
     if expected_len is None:
@@ -275,18 +309,21 @@ def decode_stream(reader, expected_len, field, length_range=None):
         if not lo <= raw_len <= hi:
             raise CompressedFormatError(
                 f"{reader.what}: {field}: raw length {raw_len} outside the "
-                f"possible range [{lo}, {hi}]")
+                f"possible range [{lo}, {hi}]"
+            )
     elif raw_len != expected_len:
         raise CompressedFormatError(
             f"{reader.what}: {field}: raw length {raw_len} does not match "
-            f"the {expected_len} bytes the header implies")
+            f"the {expected_len} bytes the header implies"
+        )
     stored_len = reader.varint(f"{field} stored length")
     body = reader.take(stored_len, f"{field} data")
     if codec == STORED:
         if stored_len != raw_len:
             raise CompressedFormatError(
                 f"{reader.what}: {field}: stored stream of {stored_len} "
-                f"bytes, expected {raw_len}")
+                f"bytes, expected {raw_len}"
+            )
         return body
     # The output is capped before the first byte is inflated: at most one
     # byte more than declared (so an over-long stream is detected), never
@@ -298,7 +335,8 @@ def decode_stream(reader, expected_len, field, length_range=None):
             complete = d.eof and not d.unconsumed_tail and not d.unused_data
         else:
             d = lzma.LZMADecompressor(
-                format=lzma.FORMAT_RAW, filters=_lzma_filters(raw_len, props))
+                format=lzma.FORMAT_RAW, filters=_lzma_filters(raw_len, props)
+            )
             out = d.decompress(body, raw_len + 1)
             # A raw LZMA2 stream ends with an end marker; it must be there,
             # right at the end of the stored bytes.
@@ -308,12 +346,14 @@ def decode_stream(reader, expected_len, field, length_range=None):
     except (zlib.error, lzma.LZMAError, MemoryError, ValueError) as e:
         raise CompressedFormatError(
             f"{reader.what}: {field}: corrupt {_CODEC_NAMES[codec]} stream "
-            f"({e})") from None
+            f"({e})"
+        ) from None
     if len(out) != raw_len or not complete:
         raise CompressedFormatError(
             f"{reader.what}: {field}: corrupt {_CODEC_NAMES[codec]} stream "
             f"(decoded {len(out)} of {raw_len} bytes"
-            f"{'' if complete else ', stream not properly terminated'})")
+            f"{'' if complete else ', stream not properly terminated'})"
+        )
     return out
 
 
@@ -334,7 +374,8 @@ def _unshuffle(raw, dtype, count, shuffled):
         planes = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, count)
         raw = planes.T.tobytes()
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(
-        dtype, copy=False)
+        dtype, copy=False
+    )
 
 
 def _ordered(array, order):
@@ -390,16 +431,22 @@ def _rice_k(gaps):
 
 def _encode_mask(mask, nnz, codec):
     """Smallest of the bitmap, gap and Rice codings of a flat bool mask."""
-    options = [bytes([BITMAP]) + encode_stream(
-        np.packbits(mask).tobytes(), codec, "mask")]
+    options = [
+        bytes([BITMAP])
+        + encode_stream(np.packbits(mask).tobytes(), codec, "mask")
+    ]
     positions = np.flatnonzero(mask)
     gaps = np.diff(positions, prepend=-1) - 1
-    options.append(bytes([GAPS]) + encode_stream(
-        encode_varints(gaps), codec, "mask"))
+    options.append(
+        bytes([GAPS]) + encode_stream(encode_varints(gaps), codec, "mask")
+    )
     k = _rice_k(gaps)
     n_unary, raw = _rice_parts(gaps, k)
-    options.append(bytes([RICE, k]) + write_varint(n_unary)
-                   + encode_stream(raw, codec, "mask"))
+    options.append(
+        bytes([RICE, k])
+        + write_varint(n_unary)
+        + encode_stream(raw, codec, "mask")
+    )
     return min(options, key=len)
 
 
@@ -422,17 +469,20 @@ def _mask_from_gap_chunks(reader, chunks, n, nnz):
             continue
         if int(gaps.min()) < 0 or int(gaps.max()) >= n:
             raise CompressedFormatError(
-                f"{reader.what}: mask gaps point past the {n} elements")
+                f"{reader.what}: mask gaps point past the {n} elements"
+            )
         positions = np.cumsum(gaps + 1) + (start - 1)
         if int(positions[-1]) >= n:
             raise CompressedFormatError(
-                f"{reader.what}: mask gaps point past the {n} elements")
+                f"{reader.what}: mask gaps point past the {n} elements"
+            )
         mask[positions] = True
         start = int(positions[-1]) + 1
         count += len(gaps)
     if count != nnz:
         raise CompressedFormatError(
-            f"{reader.what}: mask holds {count} gaps, expected {nnz}")
+            f"{reader.what}: mask holds {count} gaps, expected {nnz}"
+        )
     return mask
 
 
@@ -442,33 +492,38 @@ def _varint_chunks(reader, raw, nnz):
     if nnz == 0:
         if len(b):
             raise CompressedFormatError(
-                f"{reader.what}: mask gaps: {len(b)} bytes for no gaps")
+                f"{reader.what}: mask gaps: {len(b)} bytes for no gaps"
+            )
         return
     if len(b) == 0 or b[-1] >= 0x80:
         raise CompressedFormatError(
-            f"{reader.what}: mask gaps: the last varint is not terminated")
+            f"{reader.what}: mask gaps: the last varint is not terminated"
+        )
     lo, found = 0, 0
     while lo < len(b):
         hi = min(lo + _GAP_CHUNK, len(b))
         if hi < len(b):
             # Extend to the end of the varint that straddles the cut.
-            ends = np.flatnonzero(b[hi - 1:min(hi + 9, len(b))] < 0x80)
+            ends = np.flatnonzero(b[hi - 1 : min(hi + 9, len(b))] < 0x80)
             if not len(ends):
                 raise CompressedFormatError(
-                    f"{reader.what}: mask gaps: varint longer than 9 bytes")
+                    f"{reader.what}: mask gaps: varint longer than 9 bytes"
+                )
             hi = hi - 1 + int(ends[0]) + 1
-        values = decode_varints(bytes(b[lo:hi]), None,
-                                f"{reader.what}: mask gaps")
+        values = decode_varints(
+            bytes(b[lo:hi]), None, f"{reader.what}: mask gaps"
+        )
         found += len(values)
         if found > nnz:
             raise CompressedFormatError(
-                f"{reader.what}: mask gaps: more than {nnz} varints")
+                f"{reader.what}: mask gaps: more than {nnz} varints"
+            )
         yield values
         lo = hi
     if found != nnz:
         raise CompressedFormatError(
-            f"{reader.what}: mask gaps: expected {nnz} varints, found "
-            f"{found}")
+            f"{reader.what}: mask gaps: expected {nnz} varints, found {found}"
+        )
 
 
 def _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n):
@@ -477,7 +532,8 @@ def _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n):
     rem_bytes = np.frombuffer(raw[unary_len:], np.uint8)
     if n_unary % 8 and unary_bytes[-1] & ((1 << (8 - n_unary % 8)) - 1):
         raise CompressedFormatError(
-            f"{reader.what}: rice unary bits set past the end")
+            f"{reader.what}: rice unary bits set past the end"
+        )
     # The quotient may be at most (n - 1) >> k: `q << k` of a larger one
     # would overflow int64 and could wrap to a plausible position.
     q_max = (n - 1) >> k if n else 0
@@ -486,64 +542,77 @@ def _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n):
     chunk_bytes = _GAP_CHUNK // 8
     for lo in range(0, unary_len, chunk_bytes):
         hi = min(lo + chunk_bytes, unary_len)
-        bits = np.unpackbits(unary_bytes[lo:hi],
-                             count=min(8 * (hi - lo), n_unary - 8 * lo))
+        bits = np.unpackbits(
+            unary_bytes[lo:hi], count=min(8 * (hi - lo), n_unary - 8 * lo)
+        )
         ends = np.flatnonzero(bits == 0) + 8 * lo
         if not len(ends):
             if 8 * hi - last_end > q_max + 1 and 8 * lo < n_unary:
                 raise CompressedFormatError(
                     f"{reader.what}: a rice-coded gap points past the {n} "
-                    "elements")
+                    "elements"
+                )
             continue
         q = np.diff(ends, prepend=last_end) - 1
         last_end = int(ends[-1])
         if index + len(q) > nnz:
             raise CompressedFormatError(
-                f"{reader.what}: rice unary bits hold more than {nnz} codes")
+                f"{reader.what}: rice unary bits hold more than {nnz} codes"
+            )
         if int(q.max()) > q_max:
             raise CompressedFormatError(
-                f"{reader.what}: a rice-coded gap points past the {n} "
-                "elements")
+                f"{reader.what}: a rice-coded gap points past the {n} elements"
+            )
         gaps = q.astype(np.int64)
         if k:
             first_bit, last_bit = index * k, (index + len(q)) * k
             part = np.unpackbits(
-                rem_bytes[first_bit // 8:(last_bit + 7) // 8])
-            part = part[first_bit % 8:first_bit % 8 + len(q) * k]
-            gaps = (gaps << k) | (part.reshape(len(q), k).astype(np.int64)
-                                  * weights).sum(axis=1)
+                rem_bytes[first_bit // 8 : (last_bit + 7) // 8]
+            )
+            part = part[first_bit % 8 : first_bit % 8 + len(q) * k]
+            gaps = (gaps << k) | (
+                part.reshape(len(q), k).astype(np.int64) * weights
+            ).sum(axis=1)
         index += len(q)
         yield gaps
     if index != nnz or (nnz and last_end != n_unary - 1):
         raise CompressedFormatError(
-            f"{reader.what}: rice unary bits hold {index} codes, expected "
-            f"{nnz}")
+            f"{reader.what}: rice unary bits hold {index} codes, expected {nnz}"
+        )
 
 
 def _decode_mask(reader, n, nnz):
     coding = reader.u8("mask coding")
     if coding == BITMAP:
         raw = decode_stream(reader, (n + 7) // 8, "mask bitmap")
-        mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(
-            bool)
-        if n % 8 and np.unpackbits(np.frombuffer(raw[-1:], np.uint8))[
-                n % 8:].any():
+        mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool)
+        if (
+            n % 8
+            and np.unpackbits(np.frombuffer(raw[-1:], np.uint8))[n % 8 :].any()
+        ):
             raise CompressedFormatError(
-                f"{reader.what}: mask bitmap has bits set past the end")
+                f"{reader.what}: mask bitmap has bits set past the end"
+            )
         if int(np.count_nonzero(mask)) != nnz:
             raise CompressedFormatError(
                 f"{reader.what}: mask bitmap has {np.count_nonzero(mask)} "
-                f"bits set, header says {nnz} non-zeros")
+                f"bits set, header says {nnz} non-zeros"
+            )
         return mask
     if coding == GAPS:
         # One byte per gap, plus one per 7 bits above the first 7: a gap g
         # takes 1 + floor(log128(g)) <= 1 + g / 128 bytes, and the gaps sum
         # to at most n - nnz. So the stream is at most about n / 128 bytes
         # longer than nnz: its size is bounded by the array's, not 9x it.
-        raw = decode_stream(reader, None, "mask gaps",
-                            length_range=(nnz, nnz + (n - nnz) // 128 + 1))
+        raw = decode_stream(
+            reader,
+            None,
+            "mask gaps",
+            length_range=(nnz, nnz + (n - nnz) // 128 + 1),
+        )
         return _mask_from_gap_chunks(
-            reader, _varint_chunks(reader, raw, nnz), n, nnz)
+            reader, _varint_chunks(reader, raw, nnz), n, nnz
+        )
     if coding == RICE:
         k = reader.u8("rice parameter")
         # The encoder picks k near log2 of the mean gap, which is at most
@@ -552,18 +621,24 @@ def _decode_mask(reader, n, nnz):
         if k > 40 or (1 << k) > 8 * (n // max(nnz, 1) + 1):
             raise CompressedFormatError(
                 f"{reader.what}: rice parameter {k} is impossible for {nnz} "
-                f"gaps in {n} elements")
+                f"gaps in {n} elements"
+            )
         n_unary = reader.varint("rice unary bits", limit=1 << 50)
         if not nnz <= n_unary <= nnz + n:
             raise CompressedFormatError(
                 f"{reader.what}: {n_unary} unary bits cannot code {nnz} "
-                f"gaps in {n} elements")
+                f"gaps in {n} elements"
+            )
         unary_len = (n_unary + 7) // 8
-        raw = decode_stream(reader, unary_len + (nnz * k + 7) // 8,
-                            "mask rice bits")
+        raw = decode_stream(
+            reader, unary_len + (nnz * k + 7) // 8, "mask rice bits"
+        )
         return _mask_from_gap_chunks(
-            reader, _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n),
-            n, nnz)
+            reader,
+            _rice_chunks(reader, raw, unary_len, n_unary, nnz, k, n),
+            n,
+            nnz,
+        )
     raise CompressedFormatError(f"{reader.what}: unknown mask coding {coding}")
 
 
@@ -574,17 +649,26 @@ def _encode_body(array, order, codec):
     shuffle = 1 if flat.dtype.itemsize > 1 else 0
     if nnz == flat.size:
         return bytes([DENSE, order, shuffle]) + encode_stream(
-            _shuffle(flat) if shuffle else flat.tobytes(), codec, "values")
+            _shuffle(flat) if shuffle else flat.tobytes(), codec, "values"
+        )
     # With any zero, SPARSE is used: removing the zeros from the values
     # costs less than the mask adds (the mask of a nearly dense array
     # gap-codes to almost nothing).
-    parts = [bytes([SPARSE, order]), write_varint(nnz),
-             _encode_mask(nonzero, nnz, codec)]
+    parts = [
+        bytes([SPARSE, order]),
+        write_varint(nnz),
+        _encode_mask(nonzero, nnz, codec),
+    ]
     if flat.dtype != np.bool_:
         values = flat[nonzero]
-        parts += [bytes([shuffle]), encode_stream(
-            _shuffle(values) if shuffle else values.tobytes(), codec,
-            "values")]
+        parts += [
+            bytes([shuffle]),
+            encode_stream(
+                _shuffle(values) if shuffle else values.tobytes(),
+                codec,
+                "values",
+            ),
+        ]
     return b"".join(parts)
 
 
@@ -612,8 +696,9 @@ def compress_array(array, codec="lzma"):
     >>> np.array_equal(keras_prune.decompress_array(blob), kernel)
     True
     """
-    if not isinstance(array, (np.ndarray, np.generic, list, tuple, int,
-                              float, bool)):
+    if not isinstance(
+        array, (np.ndarray, np.generic, list, tuple, int, float, bool)
+    ):
         try:
             import keras
 
@@ -642,21 +727,25 @@ def read_array_header(reader):
     """Parses magic, version, dtype and shape; returns `(dtype, shape)`."""
     if reader.take(4, "magic") != ARRAY_MAGIC:
         raise CompressedFormatError(
-            f"{reader.what}: wrong magic (not a keras-prune array blob)")
+            f"{reader.what}: wrong magic (not a keras-prune array blob)"
+        )
     version = reader.u8("version")
     if version != ARRAY_VERSION:
         raise CompressedFormatError(
             f"{reader.what}: unsupported array format version {version} "
-            f"(this keras-prune reads version {ARRAY_VERSION})")
+            f"(this keras-prune reads version {ARRAY_VERSION})"
+        )
     code = reader.u8("dtype")
     if code not in _DTYPE_CODES:
         raise CompressedFormatError(f"{reader.what}: unknown dtype code {code}")
     ndim = reader.u8("rank")
     if ndim > MAX_NDIM:
         raise CompressedFormatError(
-            f"{reader.what}: rank {ndim} exceeds the maximum {MAX_NDIM}")
-    shape = tuple(reader.varint(f"dimension {i}", limit=1 << 48)
-                  for i in range(ndim))
+            f"{reader.what}: rank {ndim} exceeds the maximum {MAX_NDIM}"
+        )
+    shape = tuple(
+        reader.varint(f"dimension {i}", limit=1 << 48) for i in range(ndim)
+    )
     return _dtype(_DTYPE_CODES[code]), shape
 
 
@@ -670,7 +759,8 @@ def check_size(what, dtype, shape, max_bytes):
             f"{what}: shape {shape} of {dtype.name} needs {nbytes} bytes, "
             f"more than the limit of {max_bytes} (by default 65,536 times "
             "the input's length + 1 MiB, at most 16 GiB; pass max_bytes to "
-            "load it)")
+            "load it)"
+        )
     return n, nbytes
 
 
@@ -679,8 +769,7 @@ def expansion_limit(input_len, max_bytes):
     at most `MAX_EXPANSION` times the input (+1 MiB)."""
     if max_bytes is not None:
         return max_bytes
-    return min(DEFAULT_MAX_BYTES,
-               _EXPANSION_FLOOR + MAX_EXPANSION * input_len)
+    return min(DEFAULT_MAX_BYTES, _EXPANSION_FLOOR + MAX_EXPANSION * input_len)
 
 
 def decode_array(reader, max_bytes, expect=None):
@@ -689,7 +778,8 @@ def decode_array(reader, max_bytes, expect=None):
     if expect is not None and (dtype, shape) != expect:
         raise CompressedFormatError(
             f"{reader.what}: holds {dtype.name}{list(shape)}, the file's "
-            f"table says {expect[0].name}{list(expect[1])}")
+            f"table says {expect[0].name}{list(expect[1])}"
+        )
     n, _ = check_size(reader.what, dtype, shape, max_bytes)
     layout = reader.u8("layout")
     if layout == ZEROS:
@@ -698,28 +788,35 @@ def decode_array(reader, max_bytes, expect=None):
         raise CompressedFormatError(f"{reader.what}: unknown layout {layout}")
     order = reader.u8("order")
     if order not in (C_ORDER, CHANNEL_MAJOR) or (
-            order == CHANNEL_MAJOR and len(shape) < 2):
+        order == CHANNEL_MAJOR and len(shape) < 2
+    ):
         raise CompressedFormatError(
             f"{reader.what}: invalid element order {order} for rank "
-            f"{len(shape)}")
+            f"{len(shape)}"
+        )
     if layout == DENSE:
         shuffle = reader.u8("shuffle")
         if shuffle not in (0, 1):
             raise CompressedFormatError(
-                f"{reader.what}: invalid shuffle flag {shuffle}")
+                f"{reader.what}: invalid shuffle flag {shuffle}"
+            )
         raw = decode_stream(reader, n * dtype.itemsize, "values")
-        if dtype == np.bool_ and np.frombuffer(raw, np.uint8).max(
-                initial=0) > 1:
+        if (
+            dtype == np.bool_
+            and np.frombuffer(raw, np.uint8).max(initial=0) > 1
+        ):
             # NumPy would keep the byte: such a "bool" is neither True nor
             # False (TensorFlow's logical_not of it is True).
             raise CompressedFormatError(
-                f"{reader.what}: a bool value is neither 0 nor 1")
+                f"{reader.what}: a bool value is neither 0 nor 1"
+            )
         flat = _unshuffle(raw, dtype, n, shuffle)
         return _unordered(flat, shape, order)
     nnz = reader.varint("non-zero count")
     if nnz > n:
         raise CompressedFormatError(
-            f"{reader.what}: {nnz} non-zeros in an array of {n} elements")
+            f"{reader.what}: {nnz} non-zeros in an array of {n} elements"
+        )
     mask = _decode_mask(reader, n, nnz)
     flat = np.zeros(n, dtype=dtype)
     if dtype == np.bool_:
@@ -728,12 +825,14 @@ def decode_array(reader, max_bytes, expect=None):
         shuffle = reader.u8("shuffle")
         if shuffle not in (0, 1):
             raise CompressedFormatError(
-                f"{reader.what}: invalid shuffle flag {shuffle}")
+                f"{reader.what}: invalid shuffle flag {shuffle}"
+            )
         raw = decode_stream(reader, nnz * dtype.itemsize, "values")
         values = _unshuffle(raw, dtype, nnz, shuffle)
         if not _nonzero_bits(values).all():
             raise CompressedFormatError(
-                f"{reader.what}: a stored non-zero value is zero")
+                f"{reader.what}: a stored non-zero value is zero"
+            )
         flat[mask] = values
     return _unordered(flat, shape, order)
 
@@ -741,11 +840,13 @@ def decode_array(reader, max_bytes, expect=None):
 def verify_crc(data, what):
     if len(data) < 4:
         raise CompressedFormatError(
-            f"{what}: truncated: {len(data)} bytes, too short for a checksum")
+            f"{what}: truncated: {len(data)} bytes, too short for a checksum"
+        )
     stored = struct.unpack("<I", data[-4:])[0]
     if zlib.crc32(data[:-4]) != stored:
         raise CompressedFormatError(
-            f"{what}: checksum mismatch (the data is corrupt or truncated)")
+            f"{what}: checksum mismatch (the data is corrupt or truncated)"
+        )
 
 
 def decompress_array(data, max_bytes=None, verify=True):
@@ -767,7 +868,8 @@ def decompress_array(data, max_bytes=None, verify=True):
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(
-            f"decompress_array expects bytes, got {type(data).__name__}")
+            f"decompress_array expects bytes, got {type(data).__name__}"
+        )
     data = bytes(data)
     what = "array blob"
     # The smallest blob: a 0-d array of zeros (magic, version, dtype, rank,
@@ -775,19 +877,21 @@ def decompress_array(data, max_bytes=None, verify=True):
     if len(data) < 4 + 3 + 1 + 4:
         raise CompressedFormatError(
             f"{what}: truncated: {len(data)} bytes is shorter than the "
-            "smallest blob")
+            "smallest blob"
+        )
     if verify:
         if data[:4] != ARRAY_MAGIC:
             raise CompressedFormatError(
                 f"{what}: wrong magic {data[:4]!r} (not a keras-prune array "
-                "blob)")
+                "blob)"
+            )
         verify_crc(data, what)
     reader = Reader(data, what, end=len(data) - 4)
-    array = decode_array(
-        reader, expansion_limit(len(data), max_bytes))
+    array = decode_array(reader, expansion_limit(len(data), max_bytes))
     if reader.remaining:
         raise CompressedFormatError(
-            f"{what}: {reader.remaining} unexpected bytes after the data")
+            f"{what}: {reader.remaining} unexpected bytes after the data"
+        )
     return array
 
 
@@ -796,12 +900,17 @@ def describe_blob(data):
     reader = Reader(bytes(data), "array blob", end=len(data) - 4)
     dtype, shape = read_array_header(reader)
     layout = reader.u8("layout")
-    info = {"dtype": dtype.name, "shape": shape,
-            "layout": _LAYOUT_NAMES.get(layout, "?"), "bytes": len(data)}
+    info = {
+        "dtype": dtype.name,
+        "shape": shape,
+        "layout": _LAYOUT_NAMES.get(layout, "?"),
+        "bytes": len(data),
+    }
     if layout in (DENSE, SPARSE):
         order = reader.u8("order")
         info["order"] = {C_ORDER: "C", CHANNEL_MAJOR: "channel-major"}.get(
-            order, "?")
+            order, "?"
+        )
     if layout == SPARSE:
         info["nnz"] = reader.varint("nnz")
         info["mask"] = _MASK_NAMES.get(reader.u8("mask coding"), "?")

@@ -118,7 +118,10 @@ def global_counts(bits_list, k_total, k_min=None, k_max=None):
 
     def low_histograms(bucket):
         return ops.stack(
-            [masks.low_histogram(b, bucket, h) for h, b in zip(highs, bits_list)]
+            [
+                masks.low_histogram(b, bucket, h)
+                for h, b in zip(highs, bits_list)
+            ]
         )
 
     return global_counts_from_histograms(

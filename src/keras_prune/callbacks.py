@@ -119,7 +119,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._epoch_start = self._step
 
     def _catch_up(self, done, model=None):
-        """Checks the model if masks were updated at a step in `[step, done)`."""
+        """Checks the model if masks changed at a step in `[step, done)`."""
         if self._updated_between(self._step, done):
             model = model or self.model  # syncs JAX state
             strip.check_finite(model)
@@ -183,7 +183,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._host.arm()
             due = self._host.due(step)  # ValueError: a bad schedule value
             if due:
-                self.model  # syncs JAX state: the updates read the weights
+                _ = self.model  # syncs JAX state: the updates read weights
                 self._host.update(due)
                 self._sparsity = None  # read at epoch end
         except (ValueError, FloatingPointError):

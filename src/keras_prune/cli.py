@@ -53,10 +53,12 @@ def positive_int(text):
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got {text!r}") from None
+            f"expected a positive integer, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(
-            f"must be a positive integer, got {value}")
+            f"must be a positive integer, got {value}"
+        )
     return value
 
 
@@ -66,7 +68,8 @@ def non_negative_int(text):
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected an integer >= 0, got {text!r}") from None
+            f"expected an integer >= 0, got {text!r}"
+        ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
@@ -78,10 +81,10 @@ def fraction(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number in [0, 1), got {text!r}") from None
+            f"expected a number in [0, 1), got {text!r}"
+        ) from None
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be in [0, 1), got {value}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return value
 
 
@@ -125,7 +128,8 @@ def check_output(path, extensions, force=False, what="output"):
     if ext not in extensions:
         raise UserError(
             f"{what} {path!r}: expected a name ending in "
-            f"{' or '.join(extensions)} for what this command writes")
+            f"{' or '.join(extensions)} for what this command writes"
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"{what} {path!r}: folder {folder!r} does not exist")
@@ -134,7 +138,8 @@ def check_output(path, extensions, force=False, what="output"):
     if os.path.lexists(path):
         if not force:
             raise UserError(
-                f"{what} {path!r} exists; pass --force to overwrite it")
+                f"{what} {path!r} exists; pass --force to overwrite it"
+            )
         if not os.path.isfile(path):
             raise UserError(f"{what} {path!r} is not a regular file")
     return path
@@ -176,8 +181,9 @@ def save_model_output(model, path):
 
 
 def _force_arg(parser):
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite existing output files")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite existing output files"
+    )
 
 
 def _schedule(args):
@@ -187,8 +193,9 @@ def _schedule(args):
     if args.plot:
         check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
     schedule = schedules.get(args.schedule)
-    print(explain.describe_schedule(schedule, stop=args.steps,
-                                    max_rows=args.rows))
+    print(
+        explain.describe_schedule(schedule, stop=args.steps, max_rows=args.rows)
+    )
     if args.plot:
         with atomic_output(args.plot) as tmp:
             explain.plot_schedule(schedule, path=tmp, stop=args.steps)
@@ -237,7 +244,11 @@ def _prune(args):
     else:
         end = max(int(0.7 * total), 0)
         schedule = keras_prune.PolynomialDecay(
-            0.0, args.sparsity, 0, end, frequency=max(1, min(100, end // 10 or 1))
+            0.0,
+            args.sparsity,
+            0,
+            end,
+            frequency=max(1, min(100, end // 10 or 1)),
         )
     print(f"schedule: {schedule!r} over {total} steps")
     compile_config = model.get_compile_config() if model.compiled else None
@@ -256,19 +267,26 @@ def _prune(args):
         optimizer = keras.optimizers.get(args.optimizer)
         if args.learning_rate is not None:
             optimizer.learning_rate = args.learning_rate
-        pruned.compile(optimizer=optimizer, loss=args.loss,
-                       metrics=args.metrics or None)
+        pruned.compile(
+            optimizer=optimizer, loss=args.loss, metrics=args.metrics or None
+        )
     pruned.fit(
-        x, y, batch_size=args.batch_size, epochs=args.epochs,
-        validation_data=val, verbose=args.verbose,
+        x,
+        y,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=val,
+        verbose=args.verbose,
         callbacks=[keras_prune.UpdatePruningStep()],
     )
     out = pruned if args.keep_wrappers else keras_prune.strip_pruning(pruned)
     save_model_output(out, args.output)
     print()
     print(explain.format_report(explain.sparsity_report(pruned)))
-    print(f"\nsaved {'pruned' if args.keep_wrappers else 'stripped'} model "
-          f"to {args.output}")
+    print(
+        f"\nsaved {'pruned' if args.keep_wrappers else 'stripped'} model "
+        f"to {args.output}"
+    )
     return 0
 
 
@@ -303,7 +321,8 @@ def _load_any(path):
     except Exception as e:  # noqa: BLE001 - report any loader failure
         raise SystemExit(
             f"error: cannot load model {path!r} (neither a keras-prune "
-            f"compressed file nor a loadable .keras file): {e}") from None
+            f"compressed file nor a loadable .keras file): {e}"
+        ) from None
 
 
 def _file_sizes(path, model, kind):
@@ -314,11 +333,16 @@ def _file_sizes(path, model, kind):
 
     with open(path, "rb") as f:
         raw = f.read()
-    sizes = {"file": path, "format": kind, "file_bytes": len(raw),
-             "file_gzip_bytes": len(gzip.compress(raw, 9, mtime=0))}
+    sizes = {
+        "file": path,
+        "format": kind,
+        "file_bytes": len(raw),
+        "file_gzip_bytes": len(gzip.compress(raw, 9, mtime=0)),
+    }
     if kind == "keras":
         sizes["compressed_file_bytes"] = compress.save_compressed(
-            model, io.BytesIO())
+            model, io.BytesIO()
+        )
     return sizes
 
 
@@ -336,12 +360,16 @@ def _inspect(args):
     if files:
         print()
         label = "keras-prune compressed" if kind == "compressed" else ".keras"
-        print(f"file {args.model} ({label}): {files['file_bytes']} bytes, "
-              f"gzip -9 {files['file_gzip_bytes']}")
+        print(
+            f"file {args.model} ({label}): {files['file_bytes']} bytes, "
+            f"gzip -9 {files['file_gzip_bytes']}"
+        )
         if "compressed_file_bytes" in files:
             c = files["compressed_file_bytes"]
-            print(f"keras-prune compress would write {c} bytes "
-                  f"({files['file_bytes'] / c:.2f}x smaller)")
+            print(
+                f"keras-prune compress would write {c} bytes "
+                f"({files['file_bytes'] / c:.2f}x smaller)"
+            )
     return 0
 
 
@@ -366,13 +394,21 @@ def _compress(args):
             warnings.filterwarnings("ignore", message=".*quantize.*")
             model.quantize("int8")
     n = keras_prune.save_compressed(
-        model, args.output, include_optimizer=args.include_optimizer,
-        codec=args.codec)
+        model,
+        args.output,
+        include_optimizer=args.include_optimizer,
+        codec=args.codec,
+    )
     size_in = os.path.getsize(args.input)
-    notes = "".join(f", {s}" for s, on in (("stripped", stripped),
-                                           ("int8", args.int8)) if on)
-    print(f"{args.input} ({size_in} bytes) -> {args.output} ({n} bytes, "
-          f"{size_in / n:.2f}x smaller{notes})")
+    notes = "".join(
+        f", {s}"
+        for s, on in (("stripped", stripped), ("int8", args.int8))
+        if on
+    )
+    print(
+        f"{args.input} ({size_in} bytes) -> {args.output} ({n} bytes, "
+        f"{size_in / n:.2f}x smaller{notes})"
+    )
     return 0
 
 
@@ -391,8 +427,10 @@ def _report(args):
     from keras_prune import summaries
 
     if not args.logdir:
-        raise UserError("report: empty log directory; pass the log_dir "
-                        "given to keras_prune.PruningSummaries")
+        raise UserError(
+            "report: empty log directory; pass the log_dir "
+            "given to keras_prune.PruningSummaries"
+        )
     if args.plot:
         check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
     try:
@@ -403,8 +441,9 @@ def _report(args):
         else:
             text = summaries.report(args.logdir)
     except FileNotFoundError as e:
-        raise UserError(f"{e} Pass the log_dir given to "
-                        "keras_prune.PruningSummaries.") from None
+        raise UserError(
+            f"{e} Pass the log_dir given to keras_prune.PruningSummaries."
+        ) from None
     print(text)
     if args.plot:
         print(f"plot: {args.plot}")
@@ -424,7 +463,9 @@ def _shrink(args):
     check_output(args.output, KERAS_EXTENSIONS, args.force)
     model, _ = _load_any(args.model)
     small, report = keras_prune.shrink(
-        model, ratio=args.ratio, importance=args.importance,
+        model,
+        ratio=args.ratio,
+        importance=args.importance,
         return_report=True,
     )
     save_model_output(small, args.output)
@@ -453,36 +494,55 @@ def build_parser():
         "schedule",
         help="print (and plot) the steps at which masks are recomputed",
     )
-    p.add_argument("schedule", help='e.g. "PolynomialDecay(0.5, 0.9, 2000, 10000)"')
+    p.add_argument(
+        "schedule", help='e.g. "PolynomialDecay(0.5, 0.9, 2000, 10000)"'
+    )
     p.add_argument("--plot", metavar="FILE.png")
-    p.add_argument("--steps", type=non_negative_int, default=None,
-                   help="last step shown (default: past the last update)")
-    p.add_argument("--rows", type=positive_int, default=12,
-                   help="updates listed before condensing")
+    p.add_argument(
+        "--steps",
+        type=non_negative_int,
+        default=None,
+        help="last step shown (default: past the last update)",
+    )
+    p.add_argument(
+        "--rows",
+        type=positive_int,
+        default=12,
+        help="updates listed before condensing",
+    )
     _force_arg(p)
     p.set_defaults(fn=_schedule)
 
     p = sub.add_parser("prune", help="fine-tune a saved model with pruning")
     p.add_argument("model")
-    p.add_argument("--data", required=True,
-                   help="npz with x, y (optional x_val, y_val)")
+    p.add_argument(
+        "--data", required=True, help="npz with x, y (optional x_val, y_val)"
+    )
     p.add_argument("--sparsity", type=fraction, default=0.9)
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--schedule", default=None,
-                   help="overrides --sparsity, e.g. \"ConstantSparsity(0.8, 0)\"")
+    p.add_argument(
+        "--schedule",
+        default=None,
+        help='overrides --sparsity, e.g. "ConstantSparsity(0.8, 0)"',
+    )
     p.add_argument("--loss", default=None)
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--metrics", nargs="*", default=None)
-    p.add_argument("--keep-wrappers", action="store_true",
-                   help="save the pruned model (resumable) instead of stripping")
+    p.add_argument(
+        "--keep-wrappers",
+        action="store_true",
+        help="save the pruned model (resumable) instead of stripping",
+    )
     p.add_argument("--verbose", type=int, default=1)
     p.add_argument("-o", "--output", required=True)
     _force_arg(p)
     p.set_defaults(fn=_prune)
 
-    p = sub.add_parser("strip", help="remove pruning wrappers from a .keras file")
+    p = sub.add_parser(
+        "strip", help="remove pruning wrappers from a .keras file"
+    )
     p.add_argument("input")
     p.add_argument("output")
     _force_arg(p)
@@ -491,60 +551,86 @@ def build_parser():
     p = sub.add_parser(
         "inspect",
         help="per-weight sparsity, pattern and sizes of a .keras or "
-             "compressed model",
+        "compressed model",
     )
     p.add_argument("model", help=".keras file or keras-prune compressed file")
-    p.add_argument("--json", action="store_true",
-                   help="print {file sizes..., rows: [...], total: {...}}")
-    p.add_argument("--no-sizes", action="store_true",
-                   help="skip the (slower) per-tensor size measurements")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print {file sizes..., rows: [...], total: {...}}",
+    )
+    p.add_argument(
+        "--no-sizes",
+        action="store_true",
+        help="skip the (slower) per-tensor size measurements",
+    )
     p.set_defaults(fn=_inspect)
 
     p = sub.add_parser(
         "compress",
         help="write a model (.keras or compressed) as a keras-prune "
-             "compressed file (lossless)",
+        "compressed file (lossless)",
     )
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--strip", action="store_true",
-                   help="strip pruning wrappers first (default: keep them, "
-                        "so pruning can resume after loading)")
-    p.add_argument("--int8", action="store_true",
-                   help="strip, then model.quantize('int8') before saving "
-                        "(lossy: Dense/EinsumDense/Embedding kernels)")
-    p.add_argument("--include-optimizer", action="store_true",
-                   help="also store the optimizer's variables")
+    p.add_argument(
+        "--strip",
+        action="store_true",
+        help="strip pruning wrappers first (default: keep them, "
+        "so pruning can resume after loading)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="strip, then model.quantize('int8') before saving "
+        "(lossy: Dense/EinsumDense/Embedding kernels)",
+    )
+    p.add_argument(
+        "--include-optimizer",
+        action="store_true",
+        help="also store the optimizer's variables",
+    )
     p.add_argument("--codec", choices=("lzma", "zlib"), default="lzma")
     _force_arg(p)
     p.set_defaults(fn=_compress)
 
     p = sub.add_parser(
-        "decompress", help="turn a compressed file back into a .keras file")
+        "decompress", help="turn a compressed file back into a .keras file"
+    )
     p.add_argument("input")
     p.add_argument("output")
     _force_arg(p)
     p.set_defaults(fn=_decompress)
 
     p = sub.add_parser(
-        "report", help="summarise the logs written by PruningSummaries")
+        "report", help="summarise the logs written by PruningSummaries"
+    )
     p.add_argument("logdir")
-    p.add_argument("--plot", metavar="FILE.png",
-                   help="also draw the sparsity curves and per-weight bars")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw the sparsity curves and per-weight bars",
+    )
     _force_arg(p)
     p.set_defaults(fn=_report)
 
     p = sub.add_parser(
         "shrink",
-        help="remove channels/heads/FFN units: a smaller model of stock layers")
+        help="remove channels/heads/FFN units: a smaller model of stock layers",
+    )
     p.add_argument("model", help=".keras file")
-    p.add_argument("--ratio", type=float, default=None,
-                   help="fraction of each coupled group to remove, lowest "
-                        "importance first (default: remove the channels a "
-                        "ChannelPruning run zeroed)")
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=None,
+        help="fraction of each coupled group to remove, lowest "
+        "importance first (default: remove the channels a "
+        "ChannelPruning run zeroed)",
+    )
     p.add_argument("--importance", choices=("l2", "l1"), default="l2")
-    p.add_argument("--json", action="store_true",
-                   help="print the report as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the report as JSON"
+    )
     p.add_argument("-o", "--output", required=True)
     _force_arg(p)
     p.set_defaults(fn=_shrink)
@@ -591,8 +677,11 @@ def run_command(fn, args):
     except Exception as e:  # noqa: BLE001 - never a traceback by default
         if os.environ.get("KERAS_PRUNE_TRACEBACK"):
             raise
-        print(f"error: {type(e).__name__}: {_one_line(e)} (set "
-              "KERAS_PRUNE_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        print(
+            f"error: {type(e).__name__}: {_one_line(e)} (set "
+            "KERAS_PRUNE_TRACEBACK=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

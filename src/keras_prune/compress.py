@@ -71,18 +71,52 @@ _IMPORTING_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
 _MODEL_MODULES = tuple(
     f"{package}.{part}"
     for package, parts in (
-        ("keras", ("layers", "models", "optimizers", "losses", "metrics",
-                   "initializers", "regularizers", "constraints",
-                   "activations", "applications", "dtype_policies",
-                   "quantizers", "random", "ops", "src.layers", "src.models",
-                   "src.optimizers", "src.losses", "src.metrics",
-                   "src.initializers", "src.regularizers", "src.constraints",
-                   "src.activations", "src.applications",
-                   "src.dtype_policies", "src.quantizers", "src.random",
-                   "src.ops")),
-        ("keras_hub", ("layers", "models", "tokenizers", "samplers",
-                       "src.layers", "src.models", "src.tokenizers",
-                       "src.samplers")),
+        (
+            "keras",
+            (
+                "layers",
+                "models",
+                "optimizers",
+                "losses",
+                "metrics",
+                "initializers",
+                "regularizers",
+                "constraints",
+                "activations",
+                "applications",
+                "dtype_policies",
+                "quantizers",
+                "random",
+                "ops",
+                "src.layers",
+                "src.models",
+                "src.optimizers",
+                "src.losses",
+                "src.metrics",
+                "src.initializers",
+                "src.regularizers",
+                "src.constraints",
+                "src.activations",
+                "src.applications",
+                "src.dtype_policies",
+                "src.quantizers",
+                "src.random",
+                "src.ops",
+            ),
+        ),
+        (
+            "keras_hub",
+            (
+                "layers",
+                "models",
+                "tokenizers",
+                "samplers",
+                "src.layers",
+                "src.models",
+                "src.tokenizers",
+                "src.samplers",
+            ),
+        ),
         ("keras_cv", ("layers", "models", "src.layers", "src.models")),
         ("keras_nlp", ("layers", "models", "src.layers", "src.models")),
     )
@@ -138,7 +172,8 @@ class _ShapeDict(dict):
         if shape is None:
             shape = np.shape(value)
         super().__setitem__(
-            key, (tuple(int(d) for d in shape), _dtype_name(value)))
+            key, (tuple(int(d) for d in shape), _dtype_name(value))
+        )
 
 
 def _dtype_name(value):
@@ -165,7 +200,10 @@ def _collect_state(model, include_optimizer, shapes_only=False):
     """`{(path, key): value}` of everything Keras saves for `model`."""
     store = _make_store(shapes_only=shapes_only)
     _saving_lib()._save_state(
-        model, weights_store=store, assets_store=None, inner_path="",
+        model,
+        weights_store=store,
+        assets_store=None,
+        inner_path="",
         visited_saveables=set(),
     )
     out = {}
@@ -212,7 +250,8 @@ def _find_mask_source(mask, candidates):
     """Index of an earlier non-bool tensor whose non-zeros equal `mask`."""
     for index, value in candidates:
         if value.shape == mask.shape and np.array_equal(
-                _format._nonzero_bits(value.ravel()), mask.ravel()):
+            _format._nonzero_bits(value.ravel()), mask.ravel()
+        ):
             return index
     return None
 
@@ -255,28 +294,35 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
 
     if not isinstance(model, keras.Model):
         raise ValueError(
-            f"save_compressed expects a keras.Model, got {model!r}.")
+            f"save_compressed expects a keras.Model, got {model!r}."
+        )
     if not model.built:
         raise ValueError(
             "save_compressed needs a built model: call it on data or build "
-            "it first.")
+            "it first."
+        )
     layer = _has_assets(model)
     if layer is not None:
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) saves assets "
             "(e.g. a vocabulary), which keras-prune's compressed format does "
-            "not store. Use model.save('model.keras') for this model.")
+            "not store. Use model.save('model.keras') for this model."
+        )
     config = _serialize_config(model)
     state = _collect_state(model, include_optimizer)
-    arrays = [np.require(_to_numpy(value), requirements="C")
-              for value in state.values()]
-    candidates = [(i, a) for i, a in enumerate(arrays)
-                  if a.dtype != np.bool_]
+    arrays = [
+        np.require(_to_numpy(value), requirements="C")
+        for value in state.values()
+    ]
+    candidates = [(i, a) for i, a in enumerate(arrays) if a.dtype != np.bool_]
     table, blobs = [], []
     for (inner_path, key), array in zip(state, arrays):
-        entry = {"path": inner_path, "key": key,
-                 "dtype": _format._dtype(np.dtype(array.dtype).name).name,
-                 "shape": list(array.shape)}
+        entry = {
+            "path": inner_path,
+            "key": key,
+            "dtype": _format._dtype(np.dtype(array.dtype).name).name,
+            "shape": list(array.shape),
+        }
         source = None
         if array.dtype == np.bool_ and array.size:
             # A pruning mask is usually the non-zero pattern of its kernel
@@ -301,9 +347,14 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
         "tensors": table,
     }
     header_json = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    body = b"".join([MAGIC, struct.pack("<H", VERSION),
-                     _format.encode_stream(header_json, codec, "mask"),
-                     *blobs])
+    body = b"".join(
+        [
+            MAGIC,
+            struct.pack("<H", VERSION),
+            _format.encode_stream(header_json, codec, "mask"),
+            *blobs,
+        ]
+    )
     data = body + struct.pack("<I", zlib.crc32(body))
     if hasattr(path, "write"):
         path.write(data)
@@ -331,7 +382,8 @@ def write_atomic(path, data):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -386,12 +438,12 @@ def _read_bytes(path, max_bytes):
         size = os.path.getsize(path)
         if size > max_bytes:
             raise CompressedFormatError(
-                f"{path}: file of {size} bytes exceeds max_bytes={max_bytes}")
+                f"{path}: file of {size} bytes exceeds max_bytes={max_bytes}"
+            )
         with open(path, "rb") as f:
             data = f.read()
     if len(data) > max_bytes:
-        raise CompressedFormatError(
-            f"file exceeds max_bytes={max_bytes}")
+        raise CompressedFormatError(f"file exceeds max_bytes={max_bytes}")
     return data
 
 
@@ -407,75 +459,120 @@ def _check_table(table, what):
         where = f"{what}: tensor #{i}"
         if not isinstance(entry, dict):
             raise CompressedFormatError(f"{where} is not an object")
-        for field, types in (("path", str), ("key", str), ("dtype", str),
-                             ("shape", list), ("size", int)):
+        for field, types in (
+            ("path", str),
+            ("key", str),
+            ("dtype", str),
+            ("shape", list),
+            ("size", int),
+        ):
             if not isinstance(entry.get(field), types) or isinstance(
-                    entry.get(field), bool):
+                entry.get(field), bool
+            ):
                 raise CompressedFormatError(
                     f"{where}: field {field!r} missing or not a "
-                    f"{types.__name__}")
+                    f"{types.__name__}"
+                )
         if len(entry["shape"]) > _format.MAX_NDIM or not all(
-                isinstance(d, int) and not isinstance(d, bool)
-                and 0 <= d < (1 << 48) for d in entry["shape"]):
+            isinstance(d, int)
+            and not isinstance(d, bool)
+            and 0 <= d < (1 << 48)
+            for d in entry["shape"]
+        ):
             raise CompressedFormatError(
-                f"{where}: invalid shape {entry['shape']!r}")
+                f"{where}: invalid shape {entry['shape']!r}"
+            )
         if entry["dtype"] not in _format._CODE_OF_DTYPE:
             raise CompressedFormatError(
-                f"{where}: unsupported dtype {entry['dtype']!r}")
+                f"{where}: unsupported dtype {entry['dtype']!r}"
+            )
         if entry["size"] < 0:
             raise CompressedFormatError(f"{where}: negative size")
         ref = entry.get("nonzero_of")
         if ref is not None:
-            if (not isinstance(ref, int) or isinstance(ref, bool)
-                    or not 0 <= ref < len(table) or ref == i
-                    or not isinstance(table[ref], dict)
-                    or entry["size"] != 0
-                    or entry["dtype"] != "bool"
-                    or table[ref].get("nonzero_of") is not None
-                    or table[ref].get("shape") != entry["shape"]):
+            if (
+                not isinstance(ref, int)
+                or isinstance(ref, bool)
+                or not 0 <= ref < len(table)
+                or ref == i
+                or not isinstance(table[ref], dict)
+                or entry["size"] != 0
+                or entry["dtype"] != "bool"
+                or table[ref].get("nonzero_of") is not None
+                or table[ref].get("shape") != entry["shape"]
+            ):
                 raise CompressedFormatError(
-                    f"{where}: invalid mask reference {ref!r}")
+                    f"{where}: invalid mask reference {ref!r}"
+                )
         name = (entry["path"], entry["key"])
         if name in seen:
             raise CompressedFormatError(
-                f"{where}: duplicate entry {entry['path']}/{entry['key']}")
+                f"{where}: duplicate entry {entry['path']}/{entry['key']}"
+            )
         seen.add(name)
 
 
 def _parse(data, what, max_bytes, verify=True):
     """Checks the container; returns `(header, [(entry, offset)])`."""
     if len(data) < _MIN_FILE:
-        _fail(what, f"truncated: {len(data)} bytes is shorter than the "
-                    "smallest compressed model file")
-    if data[:len(MAGIC)] != MAGIC:
+        _fail(
+            what,
+            f"truncated: {len(data)} bytes is shorter than the "
+            "smallest compressed model file",
+        )
+    if data[: len(MAGIC)] != MAGIC:
         if data[:2] == b"PK":
-            _fail(what, "wrong magic: this is a zip (.keras) file, not a "
-                        "keras-prune compressed model; use "
-                        "keras.saving.load_model")
-        _fail(what, f"wrong magic {data[:len(MAGIC)]!r}: not a keras-prune "
-                    "compressed model")
-    version = struct.unpack("<H", data[len(MAGIC):len(MAGIC) + 2])[0]
+            _fail(
+                what,
+                "wrong magic: this is a zip (.keras) file, not a "
+                "keras-prune compressed model; use "
+                "keras.saving.load_model",
+            )
+        _fail(
+            what,
+            f"wrong magic {data[: len(MAGIC)]!r}: not a keras-prune "
+            "compressed model",
+        )
+    version = struct.unpack("<H", data[len(MAGIC) : len(MAGIC) + 2])[0]
     if version != VERSION:
-        _fail(what, f"unsupported format version {version} (this "
-                    f"keras-prune reads version {VERSION})")
+        _fail(
+            what,
+            f"unsupported format version {version} (this "
+            f"keras-prune reads version {VERSION})",
+        )
     if verify:
         _format.verify_crc(data, what)
-    reader = _format.Reader(data, what, offset=len(MAGIC) + 2,
-                            end=len(data) - 4)
+    reader = _format.Reader(
+        data, what, offset=len(MAGIC) + 2, end=len(data) - 4
+    )
     raw = _format.decode_stream(
-        reader, None, "header",
-        length_range=(2, min(MAX_HEADER_BYTES,
-                             _format.expansion_limit(len(data), max_bytes))))
-    header = _parse_json(raw, what, _format.expansion_limit(
-        len(data), max_bytes))
+        reader,
+        None,
+        "header",
+        length_range=(
+            2,
+            min(
+                MAX_HEADER_BYTES, _format.expansion_limit(len(data), max_bytes)
+            ),
+        ),
+    )
+    header = _parse_json(
+        raw, what, _format.expansion_limit(len(data), max_bytes)
+    )
     if not isinstance(header, dict):
         _fail(what, "header is not a JSON object")
     if header.get("format") != FORMAT_NAME:
-        _fail(what, f"header format is {header.get('format')!r}, expected "
-                    f"{FORMAT_NAME!r}")
+        _fail(
+            what,
+            f"header format is {header.get('format')!r}, expected "
+            f"{FORMAT_NAME!r}",
+        )
     if header.get("version") != VERSION:
-        _fail(what, f"header version {header.get('version')!r} does not "
-                    f"match the file version {VERSION}")
+        _fail(
+            what,
+            f"header version {header.get('version')!r} does not "
+            f"match the file version {VERSION}",
+        )
     if not isinstance(header.get("config"), dict):
         _fail(what, "header has no model 'config' object")
     table = header.get("tensors")
@@ -486,21 +583,30 @@ def _parse(data, what, max_bytes, verify=True):
     for i, entry in enumerate(table):
         offsets.append(reader.pos)
         if entry["size"] > reader.remaining:
-            _fail(what, f"truncated: tensor #{i} ({entry['path']}/"
-                        f"{entry['key']}) needs {entry['size']} bytes, only "
-                        f"{reader.remaining} remain")
+            _fail(
+                what,
+                f"truncated: tensor #{i} ({entry['path']}/"
+                f"{entry['key']}) needs {entry['size']} bytes, only "
+                f"{reader.remaining} remain",
+            )
         n = 1
         for d in entry["shape"]:
             n *= d
         total_bytes += n * _format._dtype(entry["dtype"]).itemsize
         if total_bytes > limit:
-            _fail(what, f"tensors decode to more than {limit} bytes, the "
-                        "limit for this file (pass a larger max_bytes to "
-                        "load it)")
+            _fail(
+                what,
+                f"tensors decode to more than {limit} bytes, the "
+                "limit for this file (pass a larger max_bytes to "
+                "load it)",
+            )
         reader.pos += entry["size"]
     if reader.remaining:
-        _fail(what, f"{reader.remaining} unexpected bytes after the last "
-                    "tensor (the table's sizes do not add up)")
+        _fail(
+            what,
+            f"{reader.remaining} unexpected bytes after the last "
+            "tensor (the table's sizes do not add up)",
+        )
     return header, offsets
 
 
@@ -513,35 +619,51 @@ def _json_cost(raw):
     strings only overestimates.
     """
     containers = raw.count(b"{") + raw.count(b"[")
-    return (160 * containers + 48 * raw.count(b",")
-            + 112 * raw.count(b":") + 2 * len(raw) + 1024)
+    return (
+        160 * containers
+        + 48 * raw.count(b",")
+        + 112 * raw.count(b":")
+        + 2 * len(raw)
+        + 1024
+    )
 
 
 def _parse_json(raw, what, limit):
     """The header object, within a memory budget and a nesting depth."""
     cost = _json_cost(raw)
     if cost > limit:
-        _fail(what, f"the header JSON ({len(raw)} bytes) would take about "
-                    f"{cost} bytes of memory to parse, more than the limit "
-                    f"of {limit} (pass a larger max_bytes to load it)")
+        _fail(
+            what,
+            f"the header JSON ({len(raw)} bytes) would take about "
+            f"{cost} bytes of memory to parse, more than the limit "
+            f"of {limit} (pass a larger max_bytes to load it)",
+        )
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        _fail(what, f"header is not valid UTF-8 JSON ({type(e).__name__}: "
-                    f"{str(e)[:200]})")
+        _fail(
+            what,
+            f"header is not valid UTF-8 JSON ({type(e).__name__}: "
+            f"{str(e)[:200]})",
+        )
     # Depth, iteratively (Keras deserialises recursively).
     stack = [(header, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_HEADER_DEPTH:
-            _fail(what, f"header JSON nests deeper than {MAX_HEADER_DEPTH} "
-                        "levels")
+            _fail(
+                what, f"header JSON nests deeper than {MAX_HEADER_DEPTH} levels"
+            )
         if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values()
-                         if isinstance(v, (dict, list)))
+            stack.extend(
+                (v, depth + 1)
+                for v in node.values()
+                if isinstance(v, (dict, list))
+            )
         elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node
-                         if isinstance(v, (dict, list)))
+            stack.extend(
+                (v, depth + 1) for v in node if isinstance(v, (dict, list))
+            )
     return header
 
 
@@ -558,22 +680,33 @@ def _check_modules(config, what):
         if not isinstance(node, dict):
             continue
         module = node.get("module")
-        if isinstance(module, str) and module not in sys.modules and \
-                module.startswith("keras.src.backend.") and \
-                ".optimizers" in module and _public_optimizer(
-                    node.get("class_name")):
+        if (
+            isinstance(module, str)
+            and module not in sys.modules
+            and module.startswith("keras.src.backend.")
+            and ".optimizers" in module
+            and _public_optimizer(node.get("class_name"))
+        ):
             # An optimizer saved on another backend (PyTorch names its own
             # `keras.src.backend.torch.optimizers.torch_adam`): the public
             # class of the same name, as Keras' own loader would need
             # torch for it.
             node["module"] = module = "keras.optimizers"
-        if isinstance(module, str) and module.split(".")[0] in \
-                _IMPORTING_PACKAGES and module not in sys.modules and not (
+        if (
+            isinstance(module, str)
+            and module.split(".")[0] in _IMPORTING_PACKAGES
+            and module not in sys.modules
+            and not (
                 module in _MODEL_MODULES
-                or module.startswith(tuple(m + "." for m in _MODEL_MODULES))):
-            _fail(what, f"the config names module {module!r}, which is "
-                        "not a module of layers, models, optimizers, losses "
-                        "or metrics; refusing to import it")
+                or module.startswith(tuple(m + "." for m in _MODEL_MODULES))
+            )
+        ):
+            _fail(
+                what,
+                f"the config names module {module!r}, which is "
+                "not a module of layers, models, optimizers, losses "
+                "or metrics; refusing to import it",
+            )
         stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
 
 
@@ -581,7 +714,8 @@ def _public_optimizer(class_name):
     import keras
 
     return isinstance(class_name, str) and isinstance(
-        getattr(keras.optimizers, class_name, None), type)
+        getattr(keras.optimizers, class_name, None), type
+    )
 
 
 def _expected_state(config, what, custom_objects, limit):
@@ -610,22 +744,27 @@ def _expected_state(config, what, custom_objects, limit):
                     n *= int(d)
                 total += n * _itemsize(_dtype_name(variable))
                 if total > limit:
-                    _fail(what, "the model built from the config holds "
-                                f"more than {limit} bytes of weights, the "
-                                "limit for this file (pass a larger "
-                                "max_bytes to load it)")
+                    _fail(
+                        what,
+                        "the model built from the config holds "
+                        f"more than {limit} bytes of weights, the "
+                        "limit for this file (pass a larger "
+                        "max_bytes to load it)",
+                    )
             try:
                 return _collect_state(model, False, shapes_only=True)
             except CompressedFormatError:
                 raise
             except Exception as e:  # noqa: BLE001 - anything Keras raises
-                _fail(what, "cannot list the weights of the model built "
-                            f"from the config: {type(e).__name__}: {e}")
+                _fail(
+                    what,
+                    "cannot list the weights of the model built "
+                    f"from the config: {type(e).__name__}: {e}",
+                )
     finally:
         # The deferred variables must never be initialised (by a later
         # StatelessScope exit, say): drop them.
-        global_state.set_global_attribute(
-            "uninitialized_variables", previous)
+        global_state.set_global_attribute("uninitialized_variables", previous)
 
 
 def _itemsize(name):
@@ -636,22 +775,32 @@ def _itemsize(name):
 
 
 def _check_against_config(table, expected, what, include_optimizer):
-    stored = {(e["path"], e["key"]): e for e in table
-              if include_optimizer or not _is_optimizer_path(e["path"])}
-    model_stored = {k: e for k, e in stored.items()
-                    if not _is_optimizer_path(k[0])}
+    stored = {
+        (e["path"], e["key"]): e
+        for e in table
+        if include_optimizer or not _is_optimizer_path(e["path"])
+    }
+    model_stored = {
+        k: e for k, e in stored.items() if not _is_optimizer_path(k[0])
+    }
     missing = [f"{p}/{k}" for (p, k) in expected if (p, k) not in stored]
     extra = [f"{p}/{k}" for (p, k) in model_stored if (p, k) not in expected]
     if missing or extra:
-        _fail(what, "the tensor table does not match the model built from "
-                    f"the config: missing {missing[:5]}, unexpected "
-                    f"{extra[:5]}")
+        _fail(
+            what,
+            "the tensor table does not match the model built from "
+            f"the config: missing {missing[:5]}, unexpected "
+            f"{extra[:5]}",
+        )
     for name, (shape, dtype) in expected.items():
         entry = stored[name]
         if tuple(entry["shape"]) != shape or entry["dtype"] != dtype:
-            _fail(what, f"tensor {name[0]}/{name[1]}: file has "
-                        f"{entry['dtype']}{entry['shape']}, the model "
-                        f"expects {dtype}{list(shape)}")
+            _fail(
+                what,
+                f"tensor {name[0]}/{name[1]}: file has "
+                f"{entry['dtype']}{entry['shape']}, the model "
+                f"expects {dtype}{list(shape)}",
+            )
 
 
 def _build_model(config, what, custom_objects, compile):
@@ -668,23 +817,27 @@ def _build_model(config, what, custom_objects, compile):
     try:
         with ObjectSharingScope(), warnings.catch_warnings():
             warnings.filterwarnings(
-                "ignore", message=".*(compile_from_config|build_from_config)")
+                "ignore", message=".*(compile_from_config|build_from_config)"
+            )
             model = keras.saving.deserialize_keras_object(
-                config, custom_objects=custom_objects, safe_mode=True)
+                config, custom_objects=custom_objects, safe_mode=True
+            )
     except CompressedFormatError:
         raise
     except Exception as e:  # noqa: BLE001 - anything Keras raises
         raise CompressedFormatError(
             f"{what}: the model config cannot be deserialised safely: "
-            f"{type(e).__name__}: {str(e)[:500]}") from None
+            f"{type(e).__name__}: {str(e)[:500]}"
+        ) from None
     if not isinstance(model, keras.Model):
-        _fail(what, f"the config describes a {type(model).__name__}, not a "
-                    "keras.Model")
+        _fail(
+            what,
+            f"the config describes a {type(model).__name__}, not a keras.Model",
+        )
     return model
 
 
-def load_compressed(path, custom_objects=None, compile=True,
-                    max_bytes=None):
+def load_compressed(path, custom_objects=None, compile=True, max_bytes=None):
     """Loads a model written by `save_compressed`: bit-identical weights.
 
     Safe with untrusted files: no pickle, no code from the file (the config
@@ -722,8 +875,8 @@ def load_compressed(path, custom_objects=None, compile=True,
         raise
     except Exception as e:  # noqa: BLE001 - MemoryError, RecursionError...
         raise CompressedFormatError(
-            f"{what}: cannot be loaded: {type(e).__name__}: "
-            f"{str(e)[:500]}") from None
+            f"{what}: cannot be loaded: {type(e).__name__}: {str(e)[:500]}"
+        ) from None
 
 
 def _load(data, what, custom_objects, compile, max_bytes):
@@ -736,65 +889,86 @@ def _load(data, what, custom_objects, compile, max_bytes):
     # model it describes, found without allocating them.
     _check_modules(header["config"], what)
     _check_against_config(
-        table, _expected_state(header["config"], what, custom_objects, limit),
-        what, include_optimizer)
+        table,
+        _expected_state(header["config"], what, custom_objects, limit),
+        what,
+        include_optimizer,
+    )
     model = _build_model(header["config"], what, custom_objects, compile)
     expected = _collect_state(model, include_optimizer, shapes_only=True)
     stored = {(e["path"], e["key"]): e for e in table}
     missing = [f"{p}/{k}" for (p, k) in expected if (p, k) not in stored]
     extra = [f"{p}/{k}" for (p, k) in stored if (p, k) not in expected]
     if missing or extra:
-        _fail(what, "the tensor table does not match the model built from "
-                    f"the config: missing {missing[:5]}, unexpected "
-                    f"{extra[:5]}")
+        _fail(
+            what,
+            "the tensor table does not match the model built from "
+            f"the config: missing {missing[:5]}, unexpected "
+            f"{extra[:5]}",
+        )
     for name, (shape, dtype) in expected.items():
         entry = stored[name]
         if tuple(entry["shape"]) != shape or entry["dtype"] != dtype:
-            _fail(what, f"tensor {name[0]}/{name[1]}: file has "
-                        f"{entry['dtype']}{entry['shape']}, the model "
-                        f"expects {dtype}{list(shape)}")
+            _fail(
+                what,
+                f"tensor {name[0]}/{name[1]}: file has "
+                f"{entry['dtype']}{entry['shape']}, the model "
+                f"expects {dtype}{list(shape)}",
+            )
     limit = _format.expansion_limit(len(data), max_bytes)
     values = [None] * len(table)
     for i, (entry, offset) in enumerate(zip(table, offsets)):
         if entry.get("nonzero_of") is not None:
             continue
         reader = _format.Reader(
-            data, f"{what}: tensor #{i} ({entry['path']}/{entry['key']})",
-            offset=offset, end=offset + entry["size"])
+            data,
+            f"{what}: tensor #{i} ({entry['path']}/{entry['key']})",
+            offset=offset,
+            end=offset + entry["size"],
+        )
         if entry["size"] < 8:
             raise CompressedFormatError(f"{reader.what}: truncated")
-        _format.verify_crc(data[offset:offset + entry["size"]], reader.what)
+        _format.verify_crc(data[offset : offset + entry["size"]], reader.what)
         reader.end -= 4
         expect = (_format._dtype(entry["dtype"]), tuple(entry["shape"]))
         array = _format.decode_array(reader, limit, expect=expect)
         if reader.remaining:
             raise CompressedFormatError(
                 f"{reader.what}: {reader.remaining} unexpected bytes after "
-                "the data")
+                "the data"
+            )
         values[i] = array
     for i, entry in enumerate(table):
         if entry.get("nonzero_of") is not None:
             source = values[entry["nonzero_of"]]
             values[i] = _format._nonzero_bits(source.ravel()).reshape(
-                source.shape)
+                source.shape
+            )
     contents = {}
     for entry, value in zip(table, values):
-        contents.setdefault(entry["path"] or "__root__", {})[
-            entry["key"]] = value
+        contents.setdefault(entry["path"] or "__root__", {})[entry["key"]] = (
+            value
+        )
     store = _make_store(contents=contents)
     failed, errors = set(), {}
     with warnings.catch_warnings():
         if not include_optimizer:
             warnings.filterwarnings(
-                "ignore", message="Skipping variable loading for optimizer")
+                "ignore", message="Skipping variable loading for optimizer"
+            )
         _saving_lib()._load_state(
-            model, weights_store=store, assets_store=None, inner_path="",
-            visited_saveables=set(), failed_saveables=failed,
+            model,
+            weights_store=store,
+            assets_store=None,
+            inner_path="",
+            visited_saveables=set(),
+            failed_saveables=failed,
             error_msgs=errors,
         )
     if failed:
         details = "; ".join(
             f"{getattr(obj, 'name', obj)}: {err}"
-            for obj, err in list(errors.values())[:3])
+            for obj, err in list(errors.values())[:3]
+        )
         _fail(what, f"the stored weights do not fit the model: {details}")
     return model

@@ -10,7 +10,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 import keras_prune
 from keras_prune import explain
@@ -69,39 +68,53 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(0)
     x_train, x_test, y_train, y_test = load_digits_split()
-    print(f"backend: {keras.backend.backend()}  keras {keras.__version__}  "
-          f"digits: {len(x_train)} train / {len(x_test)} test")
+    print(
+        f"backend: {keras.backend.backend()}  keras {keras.__version__}  "
+        f"digits: {len(x_train)} train / {len(x_test)} test"
+    )
 
     dense = build_mlp()
     _compile(dense)
     t0 = time.perf_counter()
     dense.fit(x_train, y_train, batch_size=32, epochs=args.epochs, verbose=0)
     dense_acc = dense.evaluate(x_test, y_test, verbose=0)[1]
-    print(f"dense:  test accuracy {dense_acc:.4f} "
-          f"({args.epochs} epochs, {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"dense:  test accuracy {dense_acc:.4f} "
+        f"({args.epochs} epochs, {time.perf_counter() - t0:.1f} s)"
+    )
 
     steps = -(-len(x_train) // 32) * args.prune_epochs
     schedule = keras_prune.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=args.sparsity,
+        initial_sparsity=0.0,
+        final_sparsity=args.sparsity,
         # end_step on a multiple of `frequency`, so the last update reaches
         # exactly final_sparsity (tfmot's tutorial misses it: 0.799958).
-        begin_step=0, end_step=int(0.7 * steps) // 50 * 50, frequency=50,
+        begin_step=0,
+        end_step=int(0.7 * steps) // 50 * 50,
+        frequency=50,
     )
-    explain.plot_schedule(schedule, os.path.join(args.out, "schedule.png"),
-                          stop=steps)
+    explain.plot_schedule(
+        schedule, os.path.join(args.out, "schedule.png"), stop=steps
+    )
     pruned = keras_prune.prune_low_magnitude(dense, pruning_schedule=schedule)
     _compile(pruned)
     t0 = time.perf_counter()
     pruned.fit(
-        x_train, y_train, batch_size=32, epochs=args.prune_epochs, verbose=0,
+        x_train,
+        y_train,
+        batch_size=32,
+        epochs=args.prune_epochs,
+        verbose=0,
         callbacks=[keras_prune.UpdatePruningStep()],
     )
     final = keras_prune.strip_pruning(pruned)
     _compile(final)
     pruned_acc = final.evaluate(x_test, y_test, verbose=0)[1]
-    print(f"pruned: test accuracy {pruned_acc:.4f} "
-          f"({args.prune_epochs} epochs with pruning, "
-          f"{time.perf_counter() - t0:.1f} s, {steps} steps)")
+    print(
+        f"pruned: test accuracy {pruned_acc:.4f} "
+        f"({args.prune_epochs} epochs with pruning, "
+        f"{time.perf_counter() - t0:.1f} s, {steps} steps)"
+    )
     print()
     print(explain.format_report(explain.sparsity_report(final)))
 
@@ -114,13 +127,17 @@ def main(argv=None):
     print()
     print(f"{'file':<22} {'bytes':>10} {'gzip -9':>10}")
     print(f"{'dense.keras':<22} {d_raw:>10} {d_gz:>10}")
-    print(f"{'pruned_stripped.keras':<22} {p_raw:>10} {p_gz:>10}  "
-          f"({d_gz / p_gz:.2f}x smaller gzipped)")
+    print(
+        f"{'pruned_stripped.keras':<22} {p_raw:>10} {p_gz:>10}  "
+        f"({d_gz / p_gz:.2f}x smaller gzipped)"
+    )
     compressed_path = os.path.join(args.out, "pruned.kpz")
     c_raw = keras_prune.save_compressed(final, compressed_path)
-    print(f"{'pruned.kpz':<22} {c_raw:>10} {'':>10}  "
-          f"({d_raw / c_raw:.2f}x smaller than dense.keras; "
-          "keras_prune.save_compressed)")
+    print(
+        f"{'pruned.kpz':<22} {c_raw:>10} {'':>10}  "
+        f"({d_raw / c_raw:.2f}x smaller than dense.keras; "
+        "keras_prune.save_compressed)"
+    )
     print(f"\nschedule plot: {os.path.join(args.out, 'schedule.png')}")
     return 0
 

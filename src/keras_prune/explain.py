@@ -59,8 +59,10 @@ def _update_steps(schedule, start, stop):
     frequency` up to `end_step` inclusive (forever when -1).
     """
     if type(schedule) not in (
-        schedules_lib.PolynomialDecay, schedules_lib.ConstantSparsity,
-        schedules_lib.ExponentialDecay, schedules_lib.CosineDecay,
+        schedules_lib.PolynomialDecay,
+        schedules_lib.ConstantSparsity,
+        schedules_lib.ExponentialDecay,
+        schedules_lib.CosineDecay,
         schedules_lib.FunctionSchedule,
     ):
         return None
@@ -77,15 +79,19 @@ def _update_steps(schedule, start, stop):
 def _events_at(schedule, steps):
     steps = np.asarray(steps, dtype=np.int64)
     should_prune, sparsity = sparsity_curve(schedule, steps)
-    return [(int(st), round(float(v), 6))
-            for st, v, p in zip(steps, sparsity, should_prune) if p]
+    return [
+        (int(st), round(float(v), 6))
+        for st, v, p in zip(steps, sparsity, should_prune)
+        if p
+    ]
 
 
 def _scan(schedule, start, stop):
     """Yields the update events of `[start, stop)`, a chunk at a time."""
     for lo in range(int(start), int(stop), _CHUNK):
         yield from _events_at(
-            schedule, np.arange(lo, min(lo + _CHUNK, int(stop))))
+            schedule, np.arange(lo, min(lo + _CHUNK, int(stop)))
+        )
 
 
 def event_summary(schedule, stop=None, start=0, head=6, tail=6):
@@ -105,8 +111,11 @@ def event_summary(schedule, stop=None, start=0, head=6, tail=6):
         first, frequency, count = rule
         k_head = np.arange(min(head, count), dtype=np.int64)
         k_tail = np.arange(max(count - tail, 0), count, dtype=np.int64)
-        return (count, _events_at(schedule, first + frequency * k_head),
-                _events_at(schedule, first + frequency * k_tail))
+        return (
+            count,
+            _events_at(schedule, first + frequency * k_head),
+            _events_at(schedule, first + frequency * k_tail),
+        )
     count, first_events = 0, []
     last_events = collections.deque(maxlen=max(int(tail), 0))
     for event in _scan(schedule, start, stop):
@@ -139,7 +148,8 @@ def schedule_events(schedule, stop=None, start=0):
     if rule is not None:  # memory in the number of updates, not of steps
         first, frequency, count = rule
         return _events_at(
-            schedule, first + frequency * np.arange(count, dtype=np.int64))
+            schedule, first + frequency * np.arange(count, dtype=np.int64)
+        )
     return list(_scan(schedule, start, stop))
 
 
@@ -155,25 +165,37 @@ def describe_schedule(schedule, stop=None, max_rows=12):
     Returns:
         str.
     """
-    if isinstance(max_rows, bool) or not isinstance(
-            max_rows, (int, np.integer)) or max_rows < 1:
+    if (
+        isinstance(max_rows, bool)
+        or not isinstance(max_rows, (int, np.integer))
+        or max_rows < 1
+    ):
         raise ValueError(
-            f"max_rows must be a positive integer, got {max_rows!r}.")
+            f"max_rows must be a positive integer, got {max_rows!r}."
+        )
     head, tail = (max_rows + 1) // 2, max_rows // 2
     count, first_events, last_events = event_summary(
-        schedule, stop, head=max_rows + 1, tail=max(tail, 1))
+        schedule, stop, head=max_rows + 1, tail=max(tail, 1)
+    )
     lines = [f"{schedule!r}", ""]
     if not count:
-        lines.append("No mask update before step %d." % (
-            default_horizon(schedule) if stop is None else stop))
+        lines.append(
+            "No mask update before step %d."
+            % (default_horizon(schedule) if stop is None else stop)
+        )
         return "\n".join(lines)
-    lines.append(f"{count} mask updates; sparsity = fraction of each "
-                 "pruned tensor set to zero")
+    lines.append(
+        f"{count} mask updates; sparsity = fraction of each "
+        "pruned tensor set to zero"
+    )
     lines.append(f"{'step':>10}  {'sparsity':>9}  {'kept of 1000':>12}")
     shown = first_events
     if count > max_rows:
-        shown = first_events[:head] + [None] + (
-            last_events[len(last_events) - tail:] if tail else [])
+        shown = (
+            first_events[:head]
+            + [None]
+            + (last_events[len(last_events) - tail :] if tail else [])
+        )
     from keras_prune.masks import kept_count
 
     for event in shown:
@@ -193,8 +215,9 @@ def describe_schedule(schedule, stop=None, max_rows=12):
     return "\n".join(lines)
 
 
-def plot_schedule(schedule, path=None, stop=None, ax=None, actual=None,
-                  title=None):
+def plot_schedule(
+    schedule, path=None, stop=None, ax=None, actual=None, title=None
+):
     """Draws sparsity over steps, with the mask updates marked.
 
     The line is the schedule's target; the dots are the steps at which masks
@@ -242,29 +265,54 @@ def plot_schedule(schedule, path=None, stop=None, ax=None, actual=None,
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     else:
         fig = ax.figure
-    ax.plot(steps, target, color="0.6", lw=1.2, ls="--",
-            label="schedule target (what schedule(step) returns)")
+    ax.plot(
+        steps,
+        target,
+        color="0.6",
+        lw=1.2,
+        ls="--",
+        label="schedule target (what schedule(step) returns)",
+    )
     if events:
         ev_steps = np.array([e[0] for e in events])
         ev_values = np.array([e[1] for e in events])
         # Effective sparsity: holds the last update's value until the next.
         eff_x = np.concatenate([[0], ev_steps, [stop]])
         eff_y = np.concatenate([[0.0], ev_values, [ev_values[-1]]])
-        ax.step(eff_x, eff_y, where="post", color="C0", lw=2,
-                label="masks in effect")
-        ax.plot(ev_steps, ev_values, "o", color="C3", ms=4,
-                label=f"mask update ({len(events)})")
+        ax.step(
+            eff_x,
+            eff_y,
+            where="post",
+            color="C0",
+            lw=2,
+            label="masks in effect",
+        )
+        ax.plot(
+            ev_steps,
+            ev_values,
+            "o",
+            color="C3",
+            ms=4,
+            label=f"mask update ({len(events)})",
+        )
         first_step, first_value = events[0]
         ax.annotate(
             f"first update, step {first_step}:\n"
             f"{first_value:.0%} of each tensor pruned",
             xy=(first_step, first_value),
-            xytext=(0.04, 0.78), textcoords="axes fraction",
-            arrowprops=dict(arrowstyle="->", color="0.3"), fontsize=8,
+            xytext=(0.04, 0.78),
+            textcoords="axes fraction",
+            arrowprops=dict(arrowstyle="->", color="0.3"),
+            fontsize=8,
         )
     if actual is not None:
-        ax.plot(actual[0], actual[1], color="C2", lw=1.5,
-                label="measured during training")
+        ax.plot(
+            actual[0],
+            actual[1],
+            color="C2",
+            lw=1.5,
+            label="measured during training",
+        )
     ax.set_xlabel("training step (batches completed)")
     ax.set_ylabel("sparsity (fraction of weights = 0)")
     ax.set_ylim(-0.02, 1.0)
@@ -279,8 +327,7 @@ def plot_schedule(schedule, path=None, stop=None, ax=None, actual=None,
 
 
 _BLOCK_SHAPES = sorted(
-    [(r, c) for r in (1, 2, 4, 8, 16) for c in (1, 2, 4, 8, 16)
-     if r * c > 1],
+    [(r, c) for r in (1, 2, 4, 8, 16) for c in (1, 2, 4, 8, 16) if r * c > 1],
     key=lambda b: (-b[0] * b[1], b),
 )
 
@@ -332,8 +379,10 @@ def weight_pattern(value, axis=None):
     live = channels.any(axis=0)
     if not live.all() and channels[:, live].all():
         return f"channel {int((~live).sum())}/{live.size}"
-    axes = (-2,) if axis is None else (
-        (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = (
+        (-2,)
+        if axis is None
+        else ((axis,) if isinstance(axis, (int, np.integer)) else tuple(axis))
     )
     axes = tuple(sorted({int(a) % value.ndim for a in axes}))
     rest = tuple(i for i in range(value.ndim) if i not in axes)
@@ -419,7 +468,11 @@ def sparsity_report(model, sizes=False, pattern=True):
         for v in layer._trainable_variables + layer._non_trainable_variables:
             if v.name.endswith(("_mask", "_threshold")) or v.dtype == "bool":
                 continue
-            if v.name in ("pruning_step", "nonfinite_count", "seed_generator_state"):
+            if v.name in (
+                "pruning_step",
+                "nonfinite_count",
+                "seed_generator_state",
+            ):
                 continue
             if len(v.shape) < 2 and id(v) not in masked:
                 continue
@@ -429,9 +482,12 @@ def sparsity_report(model, sizes=False, pattern=True):
                 value = np.where(keep, value, 0)
             zeros = int(value.size - np.count_nonzero(value))
             row = dict(
-                layer=layer.name, weight=v.name, shape=tuple(v.shape),
+                layer=layer.name,
+                weight=v.name,
+                shape=tuple(v.shape),
                 dtype=str(value.dtype),
-                params=int(value.size), zeros=zeros,
+                params=int(value.size),
+                zeros=zeros,
                 sparsity=zeros / value.size if value.size else 0.0,
                 pruned=id(v) in masked,
             )
@@ -441,7 +497,8 @@ def sparsity_report(model, sizes=False, pattern=True):
                 row["pattern"] = weight_pattern(
                     value,
                     axis=patterns.contracted_axes(layer, v)
-                    if value.ndim >= 2 else None,
+                    if value.ndim >= 2
+                    else None,
                 )
             if sizes:
                 row.update(_tensor_sizes(value))
@@ -453,8 +510,12 @@ def report_totals(rows):
     """Sums of `params`, `zeros` (and sizes, when present) over `rows`."""
     params = sum(r["params"] for r in rows)
     zeros = sum(r["zeros"] for r in rows)
-    total = dict(layer="total", params=params, zeros=zeros,
-                 sparsity=zeros / params if params else 0.0)
+    total = dict(
+        layer="total",
+        params=params,
+        zeros=zeros,
+        sparsity=zeros / params if params else 0.0,
+    )
     for key in ("dense_bytes", "gzip_bytes", "compressed_bytes"):
         if rows and all(key in r for r in rows):
             total[key] = sum(r[key] for r in rows)
@@ -467,12 +528,20 @@ def format_report(rows):
     Columns for `pattern` and the sizes appear when the rows have them.
     """
     has_pattern = bool(rows) and all("pattern" in r for r in rows)
-    size_keys = [k for k in ("dense_bytes", "gzip_bytes", "compressed_bytes")
-                 if rows and all(k in r for r in rows)]
-    size_titles = {"dense_bytes": "dense B", "gzip_bytes": "gzip B",
-                   "compressed_bytes": "ours B"}
-    header = f"{'layer':<28} {'weight':<18} {'shape':<16} {'params':>9} " \
-             f"{'zeros':>9} {'sparsity':>8}"
+    size_keys = [
+        k
+        for k in ("dense_bytes", "gzip_bytes", "compressed_bytes")
+        if rows and all(k in r for r in rows)
+    ]
+    size_titles = {
+        "dense_bytes": "dense B",
+        "gzip_bytes": "gzip B",
+        "compressed_bytes": "ours B",
+    }
+    header = (
+        f"{'layer':<28} {'weight':<18} {'shape':<16} {'params':>9} "
+        f"{'zeros':>9} {'sparsity':>8}"
+    )
     if has_pattern:
         header += f"  {'pattern':<14}"
     for k in size_keys:
@@ -545,7 +614,7 @@ def pruning_plan(model, skip_unsupported=True):
     for wrapper in wrappers:
         group = getattr(wrapper, "_group", None)
         if group is not None and group.allocation == "global":
-            for layer, weight, kept, floor in group.guarded():
+            for _layer, weight, kept, floor in group.guarded():
                 guarded[weight] = (kept, floor)
     rows = []
     for owner, v, would_prune, reason in registry.weight_decisions(

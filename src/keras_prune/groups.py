@@ -17,7 +17,6 @@ and its own index, and members created from configs (loading a model, or
 import weakref
 
 import numpy as np
-
 from keras import ops
 
 from keras_prune import _backend
@@ -197,8 +196,9 @@ class PruningGroup:
                 continue
             kept = int(np.count_nonzero(ops.convert_to_numpy(e[2])))
             if kept <= floor:
-                out.append((e[0].layer.name, e[1].path or e[1].name, kept,
-                            floor))
+                out.append(
+                    (e[0].layer.name, e[1].path or e[1].name, kept, floor)
+                )
         return out
 
     def warn_guarded(self):
@@ -206,7 +206,7 @@ class PruningGroup:
         import warnings
 
         seen = self.__dict__.setdefault("_warned", set())
-        for layer, weight, kept, floor in self.guarded():
+        for layer, weight, kept, _floor in self.guarded():
             if (layer, weight) in seen:
                 continue
             seen.add((layer, weight))
@@ -295,9 +295,7 @@ class PruningGroup:
                 self.warn_guarded()
             return n_bad
         entries = self._entries()
-        old = [
-            (ops.convert_to_tensor(e[2]), e[0]._read(e[3])) for e in entries
-        ]
+        old = [(ops.convert_to_tensor(e[2]), e[0]._read(e[3])) for e in entries]
 
         def recompute():
             return self.recompute(sparsity, old)
@@ -392,9 +390,7 @@ class PruningGroup:
             return total
 
         hist = [summed(i, masks.high_histogram) for i in range(len(entries))]
-        n_bad = sum(
-            _int(ops.sum(h[masks._NONFINITE_BUCKET :])) for h in hist
-        )
+        n_bad = sum(_int(ops.sum(h[masks._NONFINITE_BUCKET :])) for h in hist)
         if n_bad:
             return ops.convert_to_tensor(n_bad, "int32")
 
@@ -468,9 +464,7 @@ class PruningGroup:
             e[3].assign(
                 np.array(threshold, np.int32).view(np.float32).reshape(())
             )
-            low_cache = {
-                key: v for key, v in low_cache.items() if key[0] != i
-            }
+            low_cache = {key: v for key, v in low_cache.items() if key[0] != i}
         return ops.convert_to_tensor(0, "int32")
 
     def _update_on_host(self, entries, views, sparsity, block=None):

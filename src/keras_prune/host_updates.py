@@ -58,8 +58,16 @@ _PLAN_STEPS = 256  # schedule steps evaluated at once
 # leave the kept weights exactly as in-step updates would. Norm-based ones
 # (gradient clipping by norm, Lamb, Adafactor, Muon) keep in-step updates.
 _ELEMENTWISE_OPTIMIZERS = (
-    "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad",
-    "Adadelta", "Ftrl", "Lion",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Nadam",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Ftrl",
+    "Lion",
 )
 
 
@@ -274,7 +282,9 @@ class HostUpdates:
                 model,
                 inner,
                 _backend.host_train_step(
-                    _flagged_step(self.wrappers, inner), model, pruned,
+                    _flagged_step(self.wrappers, inner),
+                    model,
+                    pruned,
                     counters,
                 ),
             ),
@@ -345,7 +355,6 @@ class HostUpdates:
         """Runs the updates `due` returned (the model state must be synced)."""
         for owner, sparsity in due:
             owner.update(sparsity)
-
 
 
 def _fit_token(model):

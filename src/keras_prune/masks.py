@@ -116,7 +116,9 @@ def _select(chunk, k, bounds):
     counts = _sum(high_histogram(chunk(i, j)) for i, j in bounds)
     return threshold_from_histograms(
         counts,
-        lambda bucket: _sum(low_histogram(chunk(i, j), bucket) for i, j in bounds),
+        lambda bucket: _sum(
+            low_histogram(chunk(i, j), bucket) for i, j in bounds
+        ),
         k,
     )
 
@@ -435,9 +437,7 @@ def host_mask(weights, sparsity):
     raw = np.ascontiguousarray(weights).reshape(-1).view(np.int32)
     n = raw.size
     # `kept_count` in float32, as the compiled math computes it.
-    kept = np.round(
-        np.float32(n) * (np.float32(1.0) - np.float32(sparsity))
-    )
+    kept = np.round(np.float32(n) * (np.float32(1.0) - np.float32(sparsity)))
     k = int(max(kept, np.float32(1.0)))
     threshold, n_greater, n_equal, n_bad = host_select(raw, k)
     if n_bad:

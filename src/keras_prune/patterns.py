@@ -10,9 +10,7 @@ threshold, selecting with the same exact, position-tie-broken rule as
 import keras
 import numpy as np
 from keras import ops
-from keras.src.layers.convolutional.base_conv_transpose import (
-    BaseConvTranspose,
-)
+from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 
 from keras_prune import _backend
 from keras_prune import masks
@@ -219,13 +217,17 @@ def m_by_n_mask(weights, m_by_n, sparsity=None, axis=None):
             "number of zeros in every n consecutive weights, e.g. (2, 4)."
         )
     shape = tuple(weights.shape)
-    axes = _normalize_axes(input_axis(shape) if axis is None else axis,
-                           len(shape))
+    axes = _normalize_axes(
+        input_axis(shape) if axis is None else axis, len(shape)
+    )
     rest = tuple(i for i in range(len(shape)) if i not in axes)
     perm = rest + axes
     magnitude = ops.abs(ops.cast(weights, "float32"))
-    moved = ops.transpose(magnitude, perm) if perm != tuple(
-        range(len(shape))) else magnitude
+    moved = (
+        ops.transpose(magnitude, perm)
+        if perm != tuple(range(len(shape)))
+        else magnitude
+    )
     length = int(np.prod([shape[a] for a in axes]))
     moved_shape = tuple(shape[i] for i in rest) + (length,)
     moved = ops.reshape(moved, moved_shape)
@@ -400,8 +402,10 @@ def _pattern_function(key):
             # At sparsity >= m / n every group is N:M: the gradual path's
             # group selection (a radix select) is not needed, nor compiled.
             return m_by_n_mask(
-                masked_value(weight, old_mask), m_by_n,
-                sparsity if gradual else None, axis=axis,
+                masked_value(weight, old_mask),
+                m_by_n,
+                sparsity if gradual else None,
+                axis=axis,
             )
 
     else:  # "channel"
@@ -453,13 +457,20 @@ def update_masks_eagerly(wrapper, sparsity):
         owner = registry.owner_of(wrapper.layer, weight)
         transpose = isinstance(owner, BaseConvTranspose)
         if wrapper.block_size != (1, 1):
-            key = ("block", (tuple(wrapper.block_size),
-                             wrapper.block_pooling_type))
+            key = (
+                "block",
+                (tuple(wrapper.block_size), wrapper.block_pooling_type),
+            )
         elif wrapper.sparsity_m_by_n is not None:
             m, n = wrapper.sparsity_m_by_n
-            key = ("m_by_n", (tuple(wrapper.sparsity_m_by_n),
-                              contracted_axes(owner, weight),
-                              np.float32(sparsity) * np.float32(n / m) < 1))
+            key = (
+                "m_by_n",
+                (
+                    tuple(wrapper.sparsity_m_by_n),
+                    contracted_axes(owner, weight),
+                    np.float32(sparsity) * np.float32(n / m) < 1,
+                ),
+            )
         else:
             key = ("channel", (-2 if transpose else -1,))
         m, t, bad = _pattern_function(key)(

@@ -118,32 +118,49 @@ def plot_layer_sparsity(model_or_rows, path=None, ax=None, title=None):
     y = np.arange(n)
     values = np.array([r["sparsity"] for r in rows], dtype=float)
     ax.barh(y, values, color="C0", height=0.6, label="sparsity (zeros)")
-    targets = [(i, r["target_sparsity"]) for i, r in enumerate(rows)
-               if r.get("target_sparsity") is not None]
+    targets = [
+        (i, r["target_sparsity"])
+        for i, r in enumerate(rows)
+        if r.get("target_sparsity") is not None
+    ]
     if targets:
-        ax.plot([t for _, t in targets], [i for i, _ in targets], "|",
-                color="k", ms=14, mew=2, label="schedule target")
+        ax.plot(
+            [t for _, t in targets],
+            [i for i, _ in targets],
+            "|",
+            color="k",
+            ms=14,
+            mew=2,
+            label="schedule target",
+        )
     for i, r in enumerate(rows):
         text = f"{r['sparsity']:.2%}"
         if r.get("zeros") is not None and r.get("params"):
             text += f"  {r['zeros']:,}/{r['params']:,}"
         elif r.get("params"):
             text += f"  of {r['params']:,}"
-        ax.text(min(r["sparsity"], 1.0) + 0.015, i, text, va="center",
-                fontsize=7)
+        ax.text(
+            min(r["sparsity"], 1.0) + 0.015, i, text, va="center", fontsize=7
+        )
     ax.set_yticks(y)
-    ax.set_yticklabels([textwrap.shorten(r["tag"], 38, placeholder="...")
-                        for r in rows], fontsize=7)
+    ax.set_yticklabels(
+        [textwrap.shorten(r["tag"], 38, placeholder="...") for r in rows],
+        fontsize=7,
+    )
     ax.set_ylim(max(n, 3) - 0.5, -0.5)  # first weight on top
     ax.set_xlim(0, 1.32)
     ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_xlabel("sparsity (fraction of weights = 0)")
     ax.grid(axis="x", alpha=0.3)
     if n:
-        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2,
-                  fontsize=7, frameon=False)
-    ax.set_title(title or "Sparsity per pruned weight", fontsize=9,
-                 loc="left")
+        ax.legend(
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            ncol=2,
+            fontsize=7,
+            frameon=False,
+        )
+    ax.set_title(title or "Sparsity per pruned weight", fontsize=9, loc="left")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)
@@ -178,8 +195,10 @@ def _schedule_from_config(config):
     """The one schedule of a logged config, or None (several / unknown)."""
     if not config:
         return None
-    found = {json.dumps(w["schedule"], sort_keys=True): w["schedule"]
-             for w in config["weights"].values()}
+    found = {
+        json.dumps(w["schedule"], sort_keys=True): w["schedule"]
+        for w in config["weights"].values()
+    }
     if len(found) != 1:
         return None
     try:
@@ -188,8 +207,14 @@ def _schedule_from_config(config):
         return None
 
 
-def plot_training_sparsity(schedule, history_or_logdir, path=None,
-                           steps_per_epoch=None, ax=None, title=None):
+def plot_training_sparsity(
+    schedule,
+    history_or_logdir,
+    path=None,
+    steps_per_epoch=None,
+    ax=None,
+    title=None,
+):
     """The schedule, with the model sparsity measured during training on top.
 
     Args:
@@ -246,8 +271,9 @@ def plot_training_sparsity(schedule, history_or_logdir, path=None,
     if schedule is not None:
         schedule = schedules_lib.get(schedule)
         stop = max(explain.default_horizon(schedule), last)
-        explain.plot_schedule(schedule, stop=stop, ax=ax,
-                              actual=(steps, values), title=title)
+        explain.plot_schedule(
+            schedule, stop=stop, ax=ax, actual=(steps, values), title=title
+        )
         if steps.size <= 60:
             ax.plot(steps, values, "o", color="C2", ms=3)
     else:
@@ -261,10 +287,23 @@ def _plot_logged_target(ax, target, steps, values, last, title):
     if target:
         t_steps = [0] + [s for s, _ in target]
         t_values = [0.0] + [v for _, v in target]
-        ax.step(t_steps, t_values, where="post", color="C0", lw=2,
-                label="target (logged model/target_sparsity)")
-    ax.plot(steps, values, "o-", color="C2", lw=1.5, ms=3,
-            label="measured during training")
+        ax.step(
+            t_steps,
+            t_values,
+            where="post",
+            color="C0",
+            lw=2,
+            label="target (logged model/target_sparsity)",
+        )
+    ax.plot(
+        steps,
+        values,
+        "o-",
+        color="C2",
+        lw=1.5,
+        ms=3,
+        label="measured during training",
+    )
     ax.set_xlabel("training step (batches completed)")
     ax.set_ylabel("sparsity (fraction of weights = 0)")
     ax.set_ylim(-0.02, 1.0)

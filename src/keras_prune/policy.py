@@ -78,7 +78,7 @@ _END_MESSAGE = (
 
 
 def _zero_padding(producers, pad):
-    """Whether the only producer is `ZeroPadding2D(((pad, pad), (pad, pad)))`."""
+    """Whether the only producer is `ZeroPadding2D` of `((pad, pad),) * 2`."""
     return (
         len(producers) == 1
         and isinstance(producers[0], _L.ZeroPadding2D)
@@ -96,9 +96,20 @@ def _xnnpack_compatible(layer, producers):
     """
     if getattr(layer, "_is_prune_wrapper", False):
         return _xnnpack_compatible(layer.layer, producers)
-    if isinstance(layer, (_L.Add, _L.Multiply, _L.ZeroPadding2D, _L.ReLU,
-                          _L.LeakyReLU, _L.ELU, _L.Dropout, _L.Identity,
-                          _L.InputLayer)):
+    if isinstance(
+        layer,
+        (
+            _L.Add,
+            _L.Multiply,
+            _L.ZeroPadding2D,
+            _L.ReLU,
+            _L.LeakyReLU,
+            _L.ELU,
+            _L.Dropout,
+            _L.Identity,
+            _L.InputLayer,
+        ),
+    ):
         return True
     if isinstance(layer, _L.Lambda):
         return _is_identity_function(layer.function, layer.arguments)
@@ -250,9 +261,7 @@ class _Graph:
             parents = []
             for p in node.parent_nodes:
                 if id(p) in known:
-                    parents.extend(
-                        v for v in out_of[id(p)] if v not in parents
-                    )
+                    parents.extend(v for v in out_of[id(p)] if v not in parents)
             operation = node.operation
             if _is_graph_model(operation):
                 per_input = []
@@ -330,9 +339,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
         graph = _Graph(model)
 
         def is_stem(node):
-            return _is_xnnpack_stem(
-                node.operation, graph.producers[id(node)]
-            )
+            return _is_xnnpack_stem(node.operation, graph.producers[id(node)])
 
         starts = graph.lookup(graph.inputs, is_stem, lambda node: None)
         if not starts:

@@ -156,9 +156,7 @@ def prune_low_magnitude(
     )
     schedule_for = spec.schedule_for
     select = spec.selects
-    allow = (
-        pruning_policy.allow_pruning if pruning_policy is not None else None
-    )
+    allow = pruning_policy.allow_pruning if pruning_policy is not None else None
     group_id = None
     if allocation != "layer":
         if is_layer:
@@ -186,8 +184,14 @@ def prune_low_magnitude(
 
     try:
         return _prune(
-            to_prune, wrap_params, select, schedule_for, allow,
-            pruning_policy, skip_unsupported, kwargs,
+            to_prune,
+            wrap_params,
+            select,
+            schedule_for,
+            allow,
+            pruning_policy,
+            skip_unsupported,
+            kwargs,
         )
     finally:
         if group_id is not None:
@@ -195,8 +199,14 @@ def prune_low_magnitude(
 
 
 def _prune(
-    to_prune, wrap_params, select, schedule_for, allow, pruning_policy,
-    skip_unsupported, kwargs,
+    to_prune,
+    wrap_params,
+    select,
+    schedule_for,
+    allow,
+    pruning_policy,
+    skip_unsupported,
+    kwargs,
 ):
     def wants(layer):
         if isinstance(layer, PruneLowMagnitude):
@@ -221,7 +231,9 @@ def _prune(
                 "so that its weights exist."
             )
         return _wrap_in_place(
-            to_prune, _sublayer_candidates(to_prune, wants), wants,
+            to_prune,
+            _sublayer_candidates(to_prune, wants),
+            wants,
             wrap_params,
         )
     if isinstance(to_prune, (list, tuple)):
@@ -267,7 +279,9 @@ def _sublayer_candidates(model, wants):
     out, seen = [], set()
 
     def visit(parent):
-        for layer in parent._flatten_layers(include_self=False, recursive=False):
+        for layer in parent._flatten_layers(
+            include_self=False, recursive=False
+        ):
             if id(layer) in seen:
                 continue
             seen.add(id(layer))

@@ -29,15 +29,9 @@ the reason it is pruned or skipped.
 
 import keras
 from keras.src.layers.convolutional.base_conv import BaseConv
-from keras.src.layers.convolutional.base_conv_transpose import (
-    BaseConvTranspose,
-)
-from keras.src.layers.convolutional.base_depthwise_conv import (
-    BaseDepthwiseConv,
-)
-from keras.src.layers.convolutional.base_separable_conv import (
-    BaseSeparableConv,
-)
+from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
+from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
+from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
 
 _L = keras.layers
@@ -263,9 +257,7 @@ def weight_decisions(layer, skip_unsupported=True):
         `pruned` a bool, `reason` a short text.
     """
     out = []
-    _walk(
-        layer, "skip" if skip_unsupported else "raise", None, decisions=out
-    )
+    _walk(layer, "skip" if skip_unsupported else "raise", None, decisions=out)
     seen, unique = set(), []
     for row in out:
         if id(row[1]) not in seen:
@@ -316,9 +308,14 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
             chosen = {id(v) for v in layer.get_prunable_weights()}
             for v in layer.variables:
                 decisions.append(
-                    (layer, v, id(v) in chosen,
-                     "get_prunable_weights()" if id(v) in chosen
-                     else "not returned by get_prunable_weights()")
+                    (
+                        layer,
+                        v,
+                        id(v) in chosen,
+                        "get_prunable_weights()"
+                        if id(v) in chosen
+                        else "not returned by get_prunable_weights()",
+                    )
                 )
         return
     known = _known_names(layer)

@@ -23,7 +23,8 @@ import warnings
 
 import keras
 from keras.src.models.functional import Functional
-from keras.src.ops.function import Function, make_node_key
+from keras.src.ops.function import Function
+from keras.src.ops.function import make_node_key
 from keras.src.ops.node import KerasHistory
 from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils import tracking
@@ -257,7 +258,7 @@ def _swap_in_attributes(parent, swaps):
     layers = getattr(parent, "_layers", None)
     if layers is None:
         return
-    for i, item in enumerate(list(layers)):
+    for item in list(layers):
         if id(item) not in swaps:
             continue
         new = swaps[id(item)]

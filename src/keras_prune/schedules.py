@@ -335,7 +335,9 @@ class ConstantSparsity(PruningSchedule):
         self.begin_step = _as_int(begin_step, "begin_step")
         self.end_step = _as_int(end_step, "end_step")
         self.frequency = _as_int(frequency, "frequency")
-        self._validate_step(self.begin_step, self.end_step, self.frequency, True)
+        self._validate_step(
+            self.begin_step, self.end_step, self.frequency, True
+        )
         self._validate_sparsity(target_sparsity, "target_sparsity")
 
     def __call__(self, step):
@@ -406,9 +408,7 @@ class ExponentialDecay(_RampSchedule):
     def _shape(self, one_minus_p, xp, cast):
         d = cast(self.decay, "float32")
         p = cast(1.0, "float32") - one_minus_p
-        return (xp.power(d, p) - d) / _opaque(
-            xp, cast(1.0, "float32") - d, p
-        )
+        return (xp.power(d, p) - d) / _opaque(xp, cast(1.0, "float32") - d, p)
 
     def get_config(self):
         return self._config(
@@ -445,7 +445,11 @@ class CosineDecay(_RampSchedule):
     _exact_initial = True
 
     def __init__(
-        self, initial_sparsity, final_sparsity, begin_step, end_step,
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
         frequency=100,
     ):
         super().__init__(
@@ -507,7 +511,9 @@ class FunctionSchedule(PruningSchedule):
         self.begin_step = _as_int(begin_step, "begin_step")
         self.end_step = _as_int(end_step, "end_step")
         self.frequency = _as_int(frequency, "frequency")
-        self._validate_step(self.begin_step, self.end_step, self.frequency, True)
+        self._validate_step(
+            self.begin_step, self.end_step, self.frequency, True
+        )
 
     def __call__(self, step):
         should_prune = self._should_prune_in_step(
@@ -683,13 +689,15 @@ def _parse(text):
         raise ValueError(
             f"Schedule string of {len(text)} characters is too long (at most "
             f"{_MAX_SCHEDULE_TEXT}); write it as e.g. "
-            "'PolynomialDecay(0.5, 0.9, 2000, 10000)'.")
+            "'PolynomialDecay(0.5, 0.9, 2000, 10000)'."
+        )
     try:
         node = ast.parse(text, mode="eval").body
     except (SyntaxError, MemoryError, RecursionError) as e:
         raise ValueError(
             f"Cannot parse schedule {text[:80]!r}: "
-            f"{getattr(e, 'msg', None) or type(e).__name__}.") from None
+            f"{getattr(e, 'msg', None) or type(e).__name__}."
+        ) from None
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
         raise ValueError(
             f"Expected a schedule call like 'PolynomialDecay(0.5, 0.9, 2000, "
@@ -703,7 +711,8 @@ def _parse(text):
         )
     if any(k.arg is None for k in node.keywords):
         raise ValueError(
-            f"Schedule arguments must be literal numbers in {text[:80]!r}.")
+            f"Schedule arguments must be literal numbers in {text[:80]!r}."
+        )
     try:
         args = [ast.literal_eval(a) for a in node.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}

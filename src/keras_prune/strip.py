@@ -1,4 +1,4 @@
-"""`strip_pruning`: a model of stock Keras layers with exactly sparse weights."""
+"""`strip_pruning`: a model of stock Keras layers, exactly sparse weights."""
 
 import keras
 
@@ -30,12 +30,10 @@ def check_finite(model):
         model: A model holding pruning wrappers.
     """
     for wrapper in pruning_wrappers(model):
-        if wrapper.built and int(keras.ops.convert_to_numpy(
-            wrapper.nonfinite_count
-        )):
-            raise FloatingPointError(
-                nonfinite_message(wrapper)
-            )
+        if wrapper.built and int(
+            keras.ops.convert_to_numpy(wrapper.nonfinite_count)
+        ):
+            raise FloatingPointError(nonfinite_message(wrapper))
 
 
 def strip_pruning(model):

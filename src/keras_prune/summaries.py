@@ -109,9 +109,11 @@ class EventFileWriter:
         )
         self._file = tb.gfile.GFile(self.path, "wb")
         self._records = tb.RecordWriter(self._file)
-        self._write(tb.event_pb2.Event(
-            wall_time=time.time(), file_version="brain.Event:2"
-        ))
+        self._write(
+            tb.event_pb2.Event(
+                wall_time=time.time(), file_version="brain.Event:2"
+            )
+        )
         self.flush()
 
     def _write(self, event):
@@ -146,11 +148,13 @@ class EventFileWriter:
 
     def _add_summary(self, step, values, wall_time):
         tb = self._tb
-        self._write(tb.event_pb2.Event(
-            wall_time=time.time() if wall_time is None else wall_time,
-            step=int(step),
-            summary=tb.summary_pb2.Summary(value=values),
-        ))
+        self._write(
+            tb.event_pb2.Event(
+                wall_time=time.time() if wall_time is None else wall_time,
+                step=int(step),
+                summary=tb.summary_pb2.Summary(value=values),
+            )
+        )
 
     def flush(self):
         self._records.flush()
@@ -201,7 +205,8 @@ def _warn_corrupt(path, offset, reason):
     warnings.warn(
         f"{os.fspath(path)}: corrupt event record at byte offset {offset} "
         f"({reason}); skipped",
-        CorruptEventFileWarning, stacklevel=3,
+        CorruptEventFileWarning,
+        stacklevel=3,
     )
 
 
@@ -218,13 +223,14 @@ def _resync(f, path, offset, size):
     f.seek(offset)
     rest = f.read(size - offset)
     for start in range(1, len(rest) - 15):
-        header = rest[start:start + 12]
+        header = rest[start : start + 12]
         if not _header_ok(header, len(rest) - start):
             continue
         length = struct.unpack("<Q", header[:8])[0]
-        body = rest[start + 12:start + 12 + length]
-        crc = struct.unpack("<I", rest[start + 12 + length:
-                                       start + 16 + length])[0]
+        body = rest[start + 12 : start + 12 + length]
+        crc = struct.unpack(
+            "<I", rest[start + 12 + length : start + 16 + length]
+        )[0]
         if crc == _masked_crc32c(body):
             return offset + start
     return None
@@ -233,11 +239,15 @@ def _resync(f, path, offset, size):
 def _open_regular(path):
     """Opens a regular file for reading (never blocks on a FIFO), or None."""
     try:
-        fd = os.open(os.fspath(path),
-                     os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(
+            os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+        )
     except OSError as e:
-        warnings.warn(f"{os.fspath(path)}: cannot be read ({e.strerror}); "
-                      "skipped", CorruptEventFileWarning, stacklevel=3)
+        warnings.warn(
+            f"{os.fspath(path)}: cannot be read ({e.strerror}); skipped",
+            CorruptEventFileWarning,
+            stacklevel=3,
+        )
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -270,41 +280,59 @@ def read_records(path):
             f.seek(offset)
             header = f.read(12)
             if len(header) < 12:
-                _warn_corrupt(path, offset, "truncated record header at the "
-                              "end of the file")
+                _warn_corrupt(
+                    path,
+                    offset,
+                    "truncated record header at the end of the file",
+                )
                 return
             remaining = size - offset
             if not _header_ok(header, remaining):
                 length = struct.unpack("<Q", header[:8])[0]
-                reason = (f"record length {length} exceeds the "
-                          f"{remaining - 16} bytes left"
-                          if struct.unpack("<I", header[8:])[0]
-                          == _masked_crc32c(header[:8])
-                          else "header checksum mismatch")
+                reason = (
+                    f"record length {length} exceeds the "
+                    f"{remaining - 16} bytes left"
+                    if struct.unpack("<I", header[8:])[0]
+                    == _masked_crc32c(header[:8])
+                    else "header checksum mismatch"
+                )
                 nxt = _resync(f, path, offset, size)
                 if nxt is None:
-                    _warn_corrupt(path, offset, f"{reason}; no readable "
-                                  f"record in the {remaining} bytes left "
-                                  "(truncated?)")
+                    _warn_corrupt(
+                        path,
+                        offset,
+                        f"{reason}; no readable "
+                        f"record in the {remaining} bytes left "
+                        "(truncated?)",
+                    )
                     return
-                _warn_corrupt(path, offset, f"{reason}; resuming at offset "
-                              f"{nxt}")
+                _warn_corrupt(
+                    path, offset, f"{reason}; resuming at offset {nxt}"
+                )
                 offset = nxt
                 continue
             length = struct.unpack("<Q", header[:8])[0]
             data = f.read(length)
             crc = f.read(4)
             if len(data) < length or len(crc) < 4:
-                _warn_corrupt(path, offset, "truncated record at the end of "
-                              "the file")
+                _warn_corrupt(
+                    path, offset, "truncated record at the end of the file"
+                )
                 return
             if struct.unpack("<I", crc)[0] != _masked_crc32c(data):
                 # The length may be what is wrong: look for the next good
                 # record right after this header rather than past `length`.
                 nxt = _resync(f, path, offset, size)
-                _warn_corrupt(path, offset, "data checksum mismatch" + (
-                    f"; resuming at offset {nxt}" if nxt is not None else
-                    "; no readable record after it"))
+                _warn_corrupt(
+                    path,
+                    offset,
+                    "data checksum mismatch"
+                    + (
+                        f"; resuming at offset {nxt}"
+                        if nxt is not None
+                        else "; no readable record after it"
+                    ),
+                )
                 if nxt is None:
                     return
                 offset = nxt
@@ -320,15 +348,17 @@ def _read_records_remote(path):
         data = f.read()
     offset, size = 0, len(data)
     while offset + 16 <= size:
-        header = data[offset:offset + 12]
+        header = data[offset : offset + 12]
         if not _header_ok(header, size - offset):
-            _warn_corrupt(path, offset, "bad record header; rest of the "
-                          "file skipped")
+            _warn_corrupt(
+                path, offset, "bad record header; rest of the file skipped"
+            )
             return
         length = struct.unpack("<Q", header[:8])[0]
-        body = data[offset + 12:offset + 12 + length]
-        crc = struct.unpack("<I", data[offset + 12 + length:
-                                       offset + 16 + length])[0]
+        body = data[offset + 12 : offset + 12 + length]
+        crc = struct.unpack(
+            "<I", data[offset + 12 + length : offset + 16 + length]
+        )[0]
         if crc != _masked_crc32c(body):
             _warn_corrupt(path, offset, "data checksum mismatch")
         else:
@@ -371,12 +401,12 @@ def _fields(buf):
             n = 8 if wire == 1 else 4
             if pos + n > end:
                 raise _ProtoError("truncated fixed field")
-            value, pos = buf[pos:pos + n], pos + n
+            value, pos = buf[pos : pos + n], pos + n
         elif wire == 2:
             n, pos = _varint(buf, pos)
             if n > end - pos:
                 raise _ProtoError("length past the end of the message")
-            value, pos = buf[pos:pos + n], pos + n
+            value, pos = buf[pos : pos + n], pos + n
         else:
             raise _ProtoError(f"unsupported wire type {wire}")
         if number == 0:
@@ -386,9 +416,18 @@ def _fields(buf):
 
 # TensorProto dtype enum -> (NumPy dtype of tensor_content, typed field).
 _TF_DTYPES = {
-    1: ("<f4", 5), 2: ("<f8", 6), 3: ("<i4", 7), 4: ("u1", 7),
-    5: ("<i2", 7), 6: ("i1", 7), 9: ("<i8", 10), 10: ("?", 11),
-    17: ("<u2", 7), 19: ("<f2", 13), 22: ("<u4", 16), 23: ("<u8", 17),
+    1: ("<f4", 5),
+    2: ("<f8", 6),
+    3: ("<i4", 7),
+    4: ("u1", 7),
+    5: ("<i2", 7),
+    6: ("i1", 7),
+    9: ("<i8", 10),
+    10: ("?", 11),
+    17: ("<u2", 7),
+    19: ("<f2", 13),
+    22: ("<u4", 16),
+    23: ("<u8", 17),
 }
 
 
@@ -447,8 +486,7 @@ def _tensor_scalar(buf):
     elif wire != 0:
         return None
     if field == 13:  # half_val: the float16 bits in an int32
-        return float(np.array([value & 0xFFFF], np.uint16).view(
-            np.float16)[0])
+        return float(np.array([value & 0xFFFF], np.uint16).view(np.float16)[0])
     if field in (7, 10) and value >= 1 << 63:
         value -= 1 << 64  # negative int32/int64 (sign-extended varint)
     if field == 11:
@@ -530,7 +568,8 @@ def event_files(log_dir):
     log_dir = os.fspath(log_dir)
     if not log_dir:
         raise ValueError(
-            "log_dir is empty; pass the log_dir given to PruningSummaries.")
+            "log_dir is empty; pass the log_dir given to PruningSummaries."
+        )
     if "://" in log_dir:
         return _remote_event_files(log_dir)
     found = []
@@ -550,8 +589,11 @@ def event_files(log_dir):
         try:
             entries = list(os.scandir(directory))
         except OSError as e:
-            warnings.warn(f"{directory}: cannot be listed ({e.strerror}); "
-                          "skipped", CorruptEventFileWarning, stacklevel=2)
+            warnings.warn(
+                f"{directory}: cannot be listed ({e.strerror}); skipped",
+                CorruptEventFileWarning,
+                stacklevel=2,
+            )
             continue
         run = os.path.relpath(directory, log_dir)
         for entry in entries:
@@ -574,7 +616,7 @@ def _remote_event_files(log_dir):
         return found
     for directory, _, files in gfile.walk(log_dir):
         directory = os.fspath(directory)
-        run = directory[len(log_dir):].strip("/") or "."
+        run = directory[len(log_dir) :].strip("/") or "."
         for name in files:
             if "tfevents" in name:
                 found.append((run, f"{directory.rstrip('/')}/{name}"))
@@ -631,7 +673,8 @@ def read_scalars(log_dir):
             for tag, scalar, _ in values:
                 if scalar is not None:
                     out.setdefault(_key(run, tag), []).append(
-                        (int(step), scalar))
+                        (int(step), scalar)
+                    )
     for values in out.values():
         values.sort(key=lambda item: item[0])
     return out
@@ -649,8 +692,9 @@ def read_config(log_dir):
         for _, values in decoded_events(path):
             for tag, _, text in values:
                 if tag == CONFIG_TAG and text:
-                    config = _parse_config(
-                        text.decode("utf-8", "replace")) or config
+                    config = (
+                        _parse_config(text.decode("utf-8", "replace")) or config
+                    )
     return config
 
 
@@ -659,11 +703,12 @@ def _parse_config(text):
     if start < 0 or end <= start:
         return None
     try:
-        config = json.loads(text[start + len("```json\n"):end])
+        config = json.loads(text[start + len("```json\n") : end])
     except (ValueError, RecursionError):
         return None
     if not isinstance(config, dict) or not isinstance(
-            config.get("weights"), dict):
+        config.get("weights"), dict
+    ):
         return None
     return config
 
@@ -683,8 +728,11 @@ def _weight_tags(wrappers):
         prefix = getattr(layer, "path", layer.name)
         for i, weight in enumerate(wrapper.pruned_weights):
             path = weight.path
-            rel = path[len(prefix) + 1:] if path.startswith(prefix + "/") \
+            rel = (
+                path[len(prefix) + 1 :]
+                if path.startswith(prefix + "/")
                 else path
+            )
             tag = f"{layer.name}/{rel}"
             unique, n = tag, 1
             while unique in seen:
@@ -780,18 +828,22 @@ def pruned_weight_stats(model, _tracker=None):
         value = np.asarray(keras.ops.convert_to_numpy(weight))
         keep = np.asarray(keras.ops.convert_to_numpy(wrapper.masks[i]))
         zeros = int(value.size - np.count_nonzero(np.where(keep, value, 0)))
-        rows.append(dict(
-            tag=tag,
-            layer=wrapper.layer.name,
-            weight=tag[len(wrapper.layer.name) + 1:],
-            shape=tuple(weight.shape),
-            params=int(value.size),
-            zeros=zeros,
-            sparsity=zeros / value.size if value.size else 0.0,
-            threshold=float(keras.ops.convert_to_numpy(wrapper.thresholds[i])),
-            target_sparsity=target,
-            step=step,
-        ))
+        rows.append(
+            dict(
+                tag=tag,
+                layer=wrapper.layer.name,
+                weight=tag[len(wrapper.layer.name) + 1 :],
+                shape=tuple(weight.shape),
+                params=int(value.size),
+                zeros=zeros,
+                sparsity=zeros / value.size if value.size else 0.0,
+                threshold=float(
+                    keras.ops.convert_to_numpy(wrapper.thresholds[i])
+                ),
+                target_sparsity=target,
+                step=step,
+            )
+        )
     return rows
 
 
@@ -805,9 +857,9 @@ def model_scalars(rows):
     params = sum(r["params"] for r in rows)
     if params:
         scalars["model/sparsity"] = sum(r["zeros"] for r in rows) / params
-        scalars["model/target_sparsity"] = sum(
-            r["target_sparsity"] * r["params"] for r in rows
-        ) / params
+        scalars["model/target_sparsity"] = (
+            sum(r["target_sparsity"] * r["params"] for r in rows) / params
+        )
     return scalars
 
 
@@ -904,8 +956,9 @@ class PruningSummaries(keras.callbacks.Callback):
     `on_epoch_begin(epoch)` without `on_train_begin`, which logs at once).
     """
 
-    def __init__(self, log_dir, update_freq="epoch", write_metrics=True,
-                 **kwargs):
+    def __init__(
+        self, log_dir, update_freq="epoch", write_metrics=True, **kwargs
+    ):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(
             log_dir
@@ -1146,8 +1199,10 @@ def report(log_dir, plot=None):
     last = last_values(scalars)
     lines = [f"log dir: {os.fspath(log_dir)}"]
     if rows:
-        header = (f"{'weight':<40} {'params':>9} {'sparsity':>8} "
-                  f"{'target':>8} {'threshold':>11} {'step':>8}")
+        header = (
+            f"{'weight':<40} {'params':>9} {'sparsity':>8} "
+            f"{'target':>8} {'threshold':>11} {'step':>8}"
+        )
         lines += ["", header, "-" * len(header)]
         for r in rows:
             lines.append(

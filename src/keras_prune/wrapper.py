@@ -31,9 +31,7 @@ from keras.src.backend import AutocastScope
 from keras.src.backend import StatelessScope
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
-from keras.src.layers.convolutional.base_conv_transpose import (
-    BaseConvTranspose,
-)
+from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.utils import tracking
 
 from keras_prune import _backend
@@ -145,7 +143,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             _spec.layer_keywords()
             | set(inspect.signature(PruneLowMagnitude.__init__).parameters),
         )
-        kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+        kwargs["name"] = (
+            kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+        )
         kwargs.pop("activity_regularizer", None)  # the wrapped layer's
         super().__init__(layer, **kwargs)
         if (
@@ -218,7 +218,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     # The pruning arguments, as validated by `self.pruning_spec` (read-only).
     pruning_schedule = property(lambda self: self.pruning_spec.pruning_schedule)
     block_size = property(lambda self: self.pruning_spec.block_size)
-    block_pooling_type = property(lambda self: self.pruning_spec.block_pooling_type)
+    block_pooling_type = property(
+        lambda self: self.pruning_spec.block_pooling_type
+    )
     sparsity_m_by_n = property(lambda self: self.pruning_spec.sparsity_m_by_n)
     pattern = property(lambda self: self.pruning_spec.pattern)
     skip_unsupported = property(lambda self: self.pruning_spec.skip_unsupported)
@@ -247,7 +249,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "training", inspect.Parameter.KEYWORD_ONLY, default=None
             )
             var_kw = [
-                i for i, p in enumerate(params)
+                i
+                for i, p in enumerate(params)
                 if p.kind is inspect.Parameter.VAR_KEYWORD
             ]
             params.insert(var_kw[0] if var_kw else len(params), training)
@@ -270,7 +273,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # not twice (~30 us per call on torch).
             training = kwargs.pop("training", None)
             mask = kwargs.pop("mask", None)
-            return self.layer(*args, **self._layer_kwargs(kwargs, training, mask))
+            return self.layer(
+                *args, **self._layer_kwargs(kwargs, training, mask)
+            )
         if not self.built and not self.layer.built:
             self._build_layer_from_inputs(args, kwargs)
         return super().__call__(*args, **kwargs)
@@ -468,9 +473,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def _group_axis(self, weight):
         """The N:M grouping axis of `weight` (its input-channel axis)."""
         owner = registry.owner_of(self.layer, weight)
-        return _input_axis(
-            owner, weight, isinstance(owner, BaseConvTranspose)
-        )
+        return _input_axis(owner, weight, isinstance(owner, BaseConvTranspose))
 
     def _pattern_mask(self, weight, masked, sparsity):
         """`(mask, threshold, n_bad)` of one weight given `weight * mask`."""
@@ -502,7 +505,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def _recompute(self, sparsity, old):
         """New `(mask, threshold)` per weight; the old ones on NaN/Inf."""
         new, n_bad = [], ops.convert_to_tensor(0, "int32")
-        for weight, (old_mask, old_threshold) in zip(self.pruned_weights, old):
+        for weight, (old_mask, _) in zip(self.pruned_weights, old):
             masked = ops.where(old_mask, _raw_value(weight), 0.0)
             mask, threshold, bad = self._pattern_mask(weight, masked, sparsity)
             new.append((mask, threshold))

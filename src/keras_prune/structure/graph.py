@@ -211,10 +211,17 @@ _PASS_THROUGH = (
 _POOLING = tuple(
     getattr(keras.layers, name)
     for name in (
-        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-        "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-        "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "GlobalMaxPooling3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
         "GlobalAveragePooling3D",
     )
 )
@@ -411,7 +418,7 @@ class DependencyGraph:
             ids = self._pass(inputs[0], out)
             per = len(ids) // layer.groups
             for g in range(layer.groups):
-                block = ids[g * per:(g + 1) * per]
+                block = ids[g * per : (g + 1) * per]
                 for e in block[1:]:
                     self._uf.union(block[0], e)
             for name in ("gamma", "beta"):
@@ -425,9 +432,11 @@ class DependencyGraph:
                 "removing channels would change its statistics"
             )
         if isinstance(layer, _PASS_THROUGH + _POOLING):
-            if isinstance(layer, _POOLING) and not getattr(
-                layer, "keepdims", True
-            ) and len(out.shape) < 2:
+            if (
+                isinstance(layer, _POOLING)
+                and not getattr(layer, "keepdims", True)
+                and len(out.shape) < 2
+            ):
                 raise _Freeze("pooling to a scalar")
             self._pass(inputs[0], out)
             return True
@@ -506,7 +515,10 @@ class DependencyGraph:
             m = layer.depth_multiplier
             self._slice(layer, layer.depthwise_kernel, -2, in_ids, FOLLOWER)
             self._slice(
-                layer, layer.pointwise_kernel, -2, np.repeat(in_ids, m),
+                layer,
+                layer.pointwise_kernel,
+                -2,
+                np.repeat(in_ids, m),
                 CONSUMER,
             )
             self._slice(layer, layer.pointwise_kernel, -1, ids, PRODUCER)
@@ -645,13 +657,17 @@ class DependencyGraph:
             layers = sorted(set().union(*(unit_layers[u] for u in units)))
             reasons = [frozen_units[u] for u in units if u in frozen_units]
             kinds = {
-                self._kinds[p] for p in self._producers
+                self._kinds[p]
+                for p in self._producers
                 if np.isin(self.roots[self._producers[p]], units).any()
             }
             kind = kinds.pop() if len(kinds) == 1 else "channels"
             group = Group(
-                len(self.groups), units, layers,
-                reasons[0] if reasons else None, kind,
+                len(self.groups),
+                units,
+                layers,
+                reasons[0] if reasons else None,
+                kind,
             )
             for u in units.tolist():
                 self.unit_group[u] = group.index

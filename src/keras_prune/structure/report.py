@@ -23,8 +23,9 @@ def _macs(layer, input_shape, output_shape):
         return spatial * (_prod(dk) + _prod(pk))
     if isinstance(layer, L.DepthwiseConv1D | L.DepthwiseConv2D):
         return _prod(output_shape[1:-1]) * _prod(layer.kernel.shape)
-    if isinstance(layer, L.Conv1DTranspose | L.Conv2DTranspose
-                  | L.Conv3DTranspose):
+    if isinstance(
+        layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose
+    ):
         return _prod(input_shape[1:-1]) * _prod(layer.kernel.shape)
     if isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D):
         return _prod(output_shape[1:-1]) * _prod(layer.kernel.shape)
@@ -32,15 +33,21 @@ def _macs(layer, input_shape, output_shape):
         q = _prod(input_shape[1:-1])
         proj = sum(
             _prod(d.kernel.shape)
-            for d in (layer._query_dense, layer._key_dense, layer._value_dense,
-                      layer._output_dense)
+            for d in (
+                layer._query_dense,
+                layer._key_dense,
+                layer._value_dense,
+                layer._output_dense,
+            )
         )
         att = q * q * layer.num_heads * (layer._key_dim + layer._value_dim)
         return q * proj + att
     total = 0
-    for sub in (getattr(layer, "_self_attention_layer", None),
-                getattr(layer, "_feedforward_intermediate_dense", None),
-                getattr(layer, "_feedforward_output_dense", None)):
+    for sub in (
+        getattr(layer, "_self_attention_layer", None),
+        getattr(layer, "_feedforward_intermediate_dense", None),
+        getattr(layer, "_feedforward_output_dense", None),
+    ):
         if sub is not None:
             total += _macs(sub, input_shape, output_shape)
     return total
@@ -55,15 +62,17 @@ def model_flops(model):
     Returns:
         Integer FLOP count.
     """
-    from keras_prune.structure.graph import _graph_of, graph_nodes
+    from keras_prune.structure.graph import _graph_of
+    from keras_prune.structure.graph import graph_nodes
 
     total = 0
     for node in graph_nodes(_graph_of(model)):
         ins = node.input_tensors
         if not ins or not node.outputs:
             continue
-        total += _macs(node.operation, tuple(ins[0].shape),
-                       tuple(node.outputs[0].shape))
+        total += _macs(
+            node.operation, tuple(ins[0].shape), tuple(node.outputs[0].shape)
+        )
     return 2 * total
 
 
@@ -75,8 +84,13 @@ def layer_widths(model):
     """
     widths = {}
     for layer in model.layers:
-        for key in ("units", "filters", "num_heads", "intermediate_dim",
-                    "groups"):
+        for key in (
+            "units",
+            "filters",
+            "num_heads",
+            "intermediate_dim",
+            "groups",
+        ):
             value = getattr(layer, key, None)
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
@@ -125,6 +139,7 @@ class ShrinkReport:
 
     def format(self, max_layers=40):
         """The report as a text table."""
+
         def ratio(a, b):
             return f"{b / a:.3f}x" if a else "-"
 
@@ -140,7 +155,9 @@ class ShrinkReport:
         ]
         changed = [w for w in self.widths if w[2] != w[3]]
         for name, key, a, b in changed[:max_layers]:
-            lines.append(f"{name:32} {key:16} {a:>7} {b if b is not None else '-':>7}")
+            lines.append(
+                f"{name:32} {key:16} {a:>7} {b if b is not None else '-':>7}"
+            )
         if len(changed) > max_layers:
             lines.append(f"... {len(changed) - max_layers} more layers changed")
         if not changed:

@@ -11,7 +11,9 @@ import keras
 import numpy as np
 
 from keras_prune.structure import graph as graph_lib
-from keras_prune.structure.graph import CONSUMER, PRODUCER, DependencyGraph
+from keras_prune.structure.graph import CONSUMER
+from keras_prune.structure.graph import PRODUCER
+from keras_prune.structure.graph import DependencyGraph
 from keras_prune.structure.importance import select_units
 
 
@@ -29,8 +31,10 @@ def _producer_zero(graph, layer_name, ids):
     zero = np.ones(len(ids), dtype=bool)
     found = False
     for s in graph.slices.get(layer_name, []):
-        if s.role == PRODUCER and len(s.ids) == len(ids) and np.array_equal(
-            s.ids, ids
+        if (
+            s.role == PRODUCER
+            and len(s.ids) == len(ids)
+            and np.array_equal(s.ids, ids)
         ):
             zero &= _all_zero_along(_np(s.variable), s.axis)
             found = True
@@ -38,8 +42,11 @@ def _producer_zero(graph, layer_name, ids):
 
 
 def _maps_zero_to_zero(layer, width):
-    config = {k: v for k, v in layer.get_config().items()
-              if k not in ("name", "trainable", "dtype")}
+    config = {
+        k: v
+        for k, v in layer.get_config().items()
+        if k not in ("name", "trainable", "dtype")
+    }
     key = (type(layer).__name__, repr(sorted(config.items())))
     if key not in _ZERO_CACHE:
         value = _np(layer(keras.ops.zeros((1, 4), "float32")))
@@ -82,15 +89,23 @@ def zero_units(graph):
         name = layer.name
         ins = [x for x in node.input_tensors if id(x) in graph.tensor_ids]
         out = node.outputs[0] if node.outputs else None
-        if name in graph.frozen or out is None or id(out) not in (
-            graph.tensor_ids
+        if (
+            name in graph.frozen
+            or out is None
+            or id(out) not in (graph.tensor_ids)
         ):
             continue
         out_ids = graph.tensor_ids[id(out)]
         if isinstance(
             layer,
-            L.Dense | L.Conv1D | L.Conv2D | L.Conv3D | L.Conv1DTranspose
-            | L.Conv2DTranspose | L.Conv3DTranspose | L.SeparableConv1D
+            L.Dense
+            | L.Conv1D
+            | L.Conv2D
+            | L.Conv3D
+            | L.Conv1DTranspose
+            | L.Conv2DTranspose
+            | L.Conv3DTranspose
+            | L.SeparableConv1D
             | L.SeparableConv2D,
         ) and not isinstance(layer, L.DepthwiseConv1D | L.DepthwiseConv2D):
             x = ins[0]
@@ -101,8 +116,10 @@ def zero_units(graph):
                 dw_zero = np.all(
                     dw == 0, axis=tuple(range(dw.ndim - 2))
                 ).reshape(-1)
-                need(np.repeat(graph.tensor_ids[id(x)], m),
-                     np.repeat(flags, m) | dw_zero)
+                need(
+                    np.repeat(graph.tensor_ids[id(x)], m),
+                    np.repeat(flags, m) | dw_zero,
+                )
             else:
                 need(graph.tensor_ids[id(x)], flags)
             out_zero = _producer_zero(graph, name, out_ids)
@@ -125,8 +142,9 @@ def zero_units(graph):
             mean = _np(layer.moving_mean)
             var = _np(layer.moving_variance)
             shift = beta - gamma * mean / np.sqrt(var + layer.epsilon)
-            zero[id(out)] = ((np.asarray(gamma) == 0) & (np.asarray(beta) == 0)
-                             ) | (z(ins[0]) & (shift == 0))
+            zero[id(out)] = (
+                (np.asarray(gamma) == 0) & (np.asarray(beta) == 0)
+            ) | (z(ins[0]) & (shift == 0))
         elif isinstance(layer, L.GroupNormalization):
             gamma = _np(layer.gamma) if layer.gamma is not None else 1.0
             beta = _np(layer.beta) if layer.beta is not None else 0.0
@@ -134,9 +152,7 @@ def zero_units(graph):
                 (np.asarray(gamma) == 0) & (np.asarray(beta) == 0),
                 (len(out_ids),),
             ).copy()
-        elif isinstance(
-            layer, L.Activation | L.ReLU | L.ELU | L.LeakyReLU
-        ):
+        elif isinstance(layer, L.Activation | L.ReLU | L.ELU | L.LeakyReLU):
             flags = z(ins[0])
             zero[id(out)] = flags & _maps_zero_to_zero(layer, len(flags))
         elif isinstance(layer, graph_lib._PASS_THROUGH + graph_lib._POOLING):
@@ -188,8 +204,15 @@ def _new_config(graph, layer, node_outputs, removed):
     config = layer.get_config()
     name = layer.name
     if name in graph._producers and isinstance(
-        layer, L.Dense | L.Conv1D | L.Conv2D | L.Conv3D | L.Conv1DTranspose
-        | L.Conv2DTranspose | L.Conv3DTranspose | L.SeparableConv1D
+        layer,
+        L.Dense
+        | L.Conv1D
+        | L.Conv2D
+        | L.Conv3D
+        | L.Conv1DTranspose
+        | L.Conv2DTranspose
+        | L.Conv3DTranspose
+        | L.SeparableConv1D
         | L.SeparableConv2D,
     ):
         key = "units" if isinstance(layer, L.Dense) else "filters"
@@ -266,8 +289,12 @@ def build_shrunk(graph, removed):
     )
     if isinstance(model, keras.Sequential):
         new_model = keras.Sequential(
-            [keras.Input(batch_shape=functional.inputs[0].shape,
-                         dtype=functional.inputs[0].dtype)]
+            [
+                keras.Input(
+                    batch_shape=functional.inputs[0].shape,
+                    dtype=functional.inputs[0].dtype,
+                )
+            ]
             + [new_layers[id(layer)] for layer in model.layers],
             name=model.name,
         )
@@ -329,7 +356,8 @@ def shrink(model, ratio=None, importance="l2", return_report=False):
     small.save("small.keras")   # stock Keras layers only
     ```
     """
-    from keras_prune.strip import pruning_wrappers, strip_pruning
+    from keras_prune.strip import pruning_wrappers
+    from keras_prune.strip import strip_pruning
     from keras_prune.structure.report import ShrinkReport
 
     if not isinstance(model, keras.Model):

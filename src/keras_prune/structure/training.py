@@ -18,12 +18,11 @@ The model stays a model of stock Keras layers: no wrapper, nothing to strip.
 import keras
 import numpy as np
 
-from keras_prune.structure.graph import CONSUMER, DependencyGraph
-from keras_prune.structure.importance import (
-    get_importance,
-    select_units,
-    unit_scores,
-)
+from keras_prune.structure.graph import CONSUMER
+from keras_prune.structure.graph import DependencyGraph
+from keras_prune.structure.importance import get_importance
+from keras_prune.structure.importance import select_units
+from keras_prune.structure.importance import unit_scores
 
 
 class ChannelPruning(keras.callbacks.Callback):
