@@ -173,3 +173,15 @@ def test_group_host_and_ops_paths_equal_recompute(allocation, kwargs):
             np.testing.assert_array_equal(a[0], c[0])
             np.testing.assert_array_equal(b[0], c[0])
             assert a[1].tobytes() == c[1].tobytes() == b[1].tobytes()
+
+
+def test_from_host_unaligned_buffer_is_usable():
+    # TensorFlow aborted the process on an unaligned DLPack buffer (a mask
+    # handed back by the streaming global update); every backend must give
+    # a tensor that computes.
+    raw = np.zeros(1001, np.uint8)
+    unaligned = raw[1:].view(bool)  # starts one byte past an allocation
+    unaligned[::3] = True
+    got = _backend.from_host(unaligned)
+    total = keras.ops.sum(keras.ops.cast(got, "int32"))
+    assert int(keras.ops.convert_to_numpy(total)) == 334

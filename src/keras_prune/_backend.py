@@ -270,7 +270,12 @@ def from_host(array):
         if backend == "tensorflow":
             import tensorflow as tf
 
-            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+            # TensorFlow takes an unaligned buffer through DLPack without a
+            # word and aborts the process at its next use (`Check failed:
+            # IsAligned()`): share only 64-byte aligned buffers.
+            if array.ctypes.data % 64 == 0:
+                return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+            return tf.convert_to_tensor(array)
         if backend == "jax":
             import jax.numpy as jnp
 
