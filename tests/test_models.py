@@ -22,9 +22,8 @@ on it. Only NumPy results are kept, not the models. The fresh-process loads
 of all models run in ONE subprocess (`fresh_results()`), after every model
 has been saved.
 
-Tests that fail because of a bug listed in issue 17 are marked
-`xfail(strict=True)` naming the item: they turn into failures once the fix
-lands, and the mark must then go.
+No test is expected to fail: the issue 17 bugs these tests found are fixed,
+and a regression fails the tests of the stage it breaks.
 """
 
 import json
@@ -228,55 +227,18 @@ HUB = [
 APPLICATIONS = [n for n in MODELS if n not in HUB]
 LMS = [n for n in MODELS if MODELS[n][1] == "causal_lm"]
 
-# ---------------------------------------------------------- known failures
-# Issue 17 items, as they fail on main today (the same on all backends).
 
-ITEM1 = (
-    "issue 17 item 1: default pruning raises UnsupportedLayerError on "
-    "PositionEmbedding / RMSNormalization / *LayerNorm / LayerScale"
-)
-ITEM2 = "issue 17 item 2: a pruned/stripped Keras-Hub task loses its class"
-ITEM3 = "issue 17 item 3: a stripped causal LM does not reload"
-ITEM4 = (
-    "issue 17 item 4: LlamaTransformerDecoder.get_config() is broken "
-    "(rope_scaling_factor)"
-)
-ITEM6 = "issue 17 item 6: ViTPatchingAndEmbedding's config round-trip fails"
-ITEM7 = "issue 17 item 7: N:M groups attention kernels along the wrong axis"
-ITEM9 = (
-    "issue 17 item 9: strip_pruning returns a compiled model; the "
-    "stripped file is bigger than the dense one"
-)
-ITEM10 = (
-    "issue 17 item 10: allocation='global' prunes whole kernels to "
-    "100% without a guard"
-)
-
-# Models that cannot be pruned with the defaults today.
-BLOCKED = {n: ITEM1 for n in HUB}
-BLOCKED.update({n: f"{ITEM1}; {ITEM4}" for n in MODELS if "llama" in n})
-BLOCKED.update({n: f"{ITEM1}; {ITEM6}" for n in MODELS if "vit" in n})
-BLOCKED["convnext_tiny"] = ITEM1
-
-
-def _xfail(reason):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-def cases(names, extra=None):
-    """`pytest.param`s for `names`, xfail where a known bug blocks them.
+def cases(names):
+    """`pytest.param`s for `names`, skipped where not in the CI set.
 
     Args:
         names: Model names.
-        extra: Optional dict name -> reason for bugs of the test's own stage
-            (added to the reason of a blocked model).
+
+    Returns:
+        One `pytest.param` per name, with the name as its id.
     """
     out = []
     for name in names:
-        reasons = [r for r in (BLOCKED.get(name), (extra or {}).get(name)) if r]
-        # Known bugs would be marked xfail(strict=True) here; since the
-        # issue 17 fixes none is expected, so `reasons` only documents them.
-        del reasons
         marks = []
         if name not in ENABLED:
             marks = [
@@ -576,7 +538,7 @@ def test_prunes_with_defaults(name):
     assert stages.get_ok("fit") == STEPS
 
 
-@pytest.mark.parametrize("name", cases(HUB, extra={n: ITEM2 for n in HUB}))
+@pytest.mark.parametrize("name", cases(HUB))
 def test_pruned_keeps_class(name):
     stages = pipeline(name)
     assert stages.get_ok("prune") is stages.get_ok("build")
@@ -612,13 +574,13 @@ def test_strip_same_outputs_and_sparsity(name):
         assert_same_outputs(got, want)
 
 
-@pytest.mark.parametrize("name", cases(HUB, extra={n: ITEM2 for n in HUB}))
+@pytest.mark.parametrize("name", cases(HUB))
 def test_stripped_keeps_class(name):
     stages = pipeline(name)
     assert stages.get_ok("strip") is stages.get_ok("build")
 
 
-@pytest.mark.parametrize("name", cases(LMS, extra={n: ITEM2 for n in LMS}))
+@pytest.mark.parametrize("name", cases(LMS))
 def test_generate_pruned_and_stripped(name):
     stages = pipeline(name)
     got = stages.get_ok("generate_pruned")
@@ -631,9 +593,7 @@ def test_generate_pruned_and_stripped(name):
     np.testing.assert_array_equal(again, got)
 
 
-@pytest.mark.parametrize(
-    "name", cases(MODELS, extra={n: ITEM9 for n in MODELS})
-)
+@pytest.mark.parametrize("name", cases(MODELS))
 def test_stripped_file_not_bigger_than_dense(name):
     # A stripped model is for export: no optimizer state. Its zeros compress,
     # so it must not be bigger than the dense model's file (5% for config).
@@ -736,11 +696,7 @@ def fresh_results(name):
     return _FRESH
 
 
-RELOAD_BUGS = {n: ITEM2 for n in HUB}  # reloads as Functional
-RELOAD_BUGS.update({n: f"{ITEM2}; {ITEM3}" for n in LMS})
-
-
-@pytest.mark.parametrize("name", cases(MODELS, extra=RELOAD_BUGS))
+@pytest.mark.parametrize("name", cases(MODELS))
 def test_reload_in_fresh_process(name):
     stages = pipeline(name)
     stages.get_ok("save")
@@ -798,9 +754,7 @@ def effective_weights(pruned):
     return out
 
 
-@pytest.mark.parametrize(
-    "name", cases(VARIANT_MODELS, extra={"gpt2_causal_lm": ITEM2})
-)
+@pytest.mark.parametrize("name", cases(VARIANT_MODELS))
 def test_prune_once_layer(name):
     model = dense_model(name)
     pruned = kp.prune_once(model, 0.7)
@@ -824,9 +778,7 @@ def test_prune_once_global_exact_total(name):
     assert nonzeros == kp.kept_count(total, 0.8)
 
 
-@pytest.mark.parametrize(
-    "name", cases(VARIANT_MODELS, extra={"resnet50": ITEM10})
-)
+@pytest.mark.parametrize("name", cases(VARIANT_MODELS))
 def test_global_never_prunes_a_whole_tensor(name):
     # At 0.8 on freshly initialised weights one threshold across layers
     # empties whole kernels of ResNet50 unless a default guard stops it.
@@ -872,9 +824,7 @@ def assert_m_by_n_along(value, axes, m=2, n=4):
     assert (counts == n - m).all(), np.unique(counts, return_counts=True)
 
 
-@pytest.mark.parametrize(
-    "name", cases(VARIANT_MODELS, extra={"gpt2_causal_lm": ITEM7})
-)
+@pytest.mark.parametrize("name", cases(VARIANT_MODELS))
 def test_prune_once_2_by_4(name):
     model = dense_model(name)
     pruned = kp.prune_once(model, 0.5, sparsity_m_by_n=(2, 4))
@@ -914,9 +864,7 @@ def test_m_by_n_multi_head_attention():
 M_BY_N_HUB = [n for n in HUB if not n.endswith("_backbone")]
 
 
-@pytest.mark.parametrize(
-    "name", cases(M_BY_N_HUB, extra={n: ITEM7 for n in M_BY_N_HUB})
-)
+@pytest.mark.parametrize("name", cases(M_BY_N_HUB))
 def test_m_by_n_attention_kernels(name):
     # Every attention and feed-forward kernel takes 2:4 along its contracted
     # (input) axes, as sparse hardware expects.
