@@ -205,6 +205,10 @@ def test_unsupported_dtype_is_typeerror():
 def test_stripped_model_roundtrip_bit_identical():
     pruned = tiny_model(prune=True)
     model = keras_prune.strip_pruning(pruned)
+    # strip_pruning returns an uncompiled model (issue 17 item 9); the
+    # file keeps the compile settings of a model compiled for export.
+    assert not model.compiled
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     loaded, _ = roundtrip(model)
     assert [v.name for v in loaded.weights] == [v.name for v in model.weights]
     for a, b in zip(model.weights, loaded.weights):

@@ -112,8 +112,31 @@ def copy_model(model):
         )
         return _copy_layer_by_layer(model)
     new.set_weights(model.get_weights())
+    _keep_paths(model, new)
     uncompile(new)
     return new
+
+
+def _keep_paths(model, new):
+    """Gives the copy's variables the original's paths.
+
+    A variable's path depends on the name scopes open when its layer was
+    built, which differ between building a model and deserializing it
+    (`big/kernel` vs `sequential/big/kernel`). Distribution `LayoutMap`
+    keys, reports and summaries name variables by path, so the copy keeps
+    the original's. Keras has no public setter for a variable's path.
+    """
+    for old, var in zip(model.weights, new.weights):
+        if old.name == var.name and old.path != var.path:
+            var._path = old.path
+    # Layers built later (the wrappers swapped in) take their place's scope.
+    pairs = zip(
+        model._flatten_layers(include_self=False, recursive=True),
+        new._flatten_layers(include_self=False, recursive=True),
+    )
+    for old, layer in pairs:
+        if old.name == layer.name:
+            layer._parent_path = old._parent_path
 
 
 def _copy_layer_by_layer(model):

@@ -155,6 +155,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # As in tfmot, the input shape given to the wrapped layer belongs
             # to the wrapper: a Sequential starting with it is built.
             self._input_shape_arg = layer._input_shape_arg
+        if getattr(layer, "_parent_path", None) is not None:
+            # Swapped into a built model: the wrapper's variables live in
+            # the scope its layer was built in (`<model>/<wrapper>/...`).
+            self._parent_path = layer._parent_path
         # The wrapper runs `layer.call`, so its own `__call__` records the
         # layer's activity regularization loss.
         self.activity_regularizer = layer.activity_regularizer
