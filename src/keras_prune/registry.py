@@ -184,9 +184,12 @@ def _known_names(layer):
 
 
 def _chooses_own_weights(layer):
-    return getattr(
-        layer, "get_prunable_weights", None
-    ) is not None and not getattr(layer, "_is_prune_wrapper", False)
+    method = getattr(layer, "get_prunable_weights", None)
+    return (
+        method is not None
+        and not getattr(method, "added_by_keras_prune", False)
+        and not getattr(layer, "_is_prune_wrapper", False)
+    )
 
 
 def is_supported(layer):

@@ -388,8 +388,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # tfmot's wrapper gives a built-in layer this method: the
             # wrapped layer answers which of its weights are pruned.
             pruned = list(weights)
+
+            def get_prunable_weights():
+                return list(pruned)
+
+            # Marked so that `registry` still decides by the layer's kind.
+            get_prunable_weights.added_by_keras_prune = True
             object.__setattr__(
-                self.layer, "get_prunable_weights", lambda: list(pruned)
+                self.layer, "get_prunable_weights", get_prunable_weights
             )
         self.built = True
 
