@@ -34,7 +34,12 @@ def _state(wrappers):
 
 @pytest.mark.parametrize(
     "allocation, kwargs",
-    [("global", {}), ("global", {"max_sparsity": 0.9}), ("erk", {})],
+    [
+        ("global", {}),
+        ("global", {"max_sparsity": 1.0}),
+        ("global", {"max_sparsity": 0.9}),
+        ("erk", {}),
+    ],
 )
 def test_streaming_equals_in_graph(allocation, kwargs, monkeypatch):
     monkeypatch.setattr(groups, "STREAM_CHUNK", 5)  # rows of 8: 1 per chunk
@@ -66,8 +71,13 @@ def test_streaming_equals_in_graph(allocation, kwargs, monkeypatch):
             assert ts.tobytes() == tg.tobytes()
         n = sum(m.size for m, _ in _state(stream))
         kept = sum(int(m.sum()) for m, _ in _state(stream))
-        if not kwargs:
-            assert kept == int(to_np(keras_prune.kept_count(n, s)))
+        exact = int(to_np(keras_prune.kept_count(n, s)))
+        if allocation == "erk" or kwargs.get("max_sparsity") == 1.0:
+            assert kept == exact
+        elif not kwargs:
+            # Global's default guard (a floor of one weight per output
+            # channel per tensor, issue 17 item 10) may keep more.
+            assert kept >= exact
 
 
 def test_streaming_nonfinite_changes_nothing(monkeypatch):

@@ -727,12 +727,11 @@ def _weight_tags(wrappers):
         layer = wrapper.layer
         prefix = getattr(layer, "path", layer.name)
         for i, weight in enumerate(wrapper.pruned_weights):
-            path = weight.path
-            rel = (
-                path[len(prefix) + 1 :]
-                if path.startswith(prefix + "/")
-                else path
-            )
+            # The variable may sit under the model's scope as well
+            # (`sequential/d/kernel` for a layer whose path is `d`).
+            scoped = "/" + weight.path
+            at = scoped.find(f"/{prefix}/")
+            rel = scoped[at + len(prefix) + 2 :] if at >= 0 else weight.path
             tag = f"{layer.name}/{rel}"
             unique, n = tag, 1
             while unique in seen:
