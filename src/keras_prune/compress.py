@@ -783,8 +783,17 @@ def _check_against_config(table, expected, what, include_optimizer):
     model_stored = {
         k: e for k, e in stored.items() if not _is_optimizer_path(k[0])
     }
+    _match_table(expected, stored, model_stored, what)
+
+
+def _match_table(expected, stored, checked, what):
+    """Fails unless the table's `stored` entries are exactly `expected`.
+
+    `expected` maps `(path, key)` to `(shape, dtype)`; `checked` is the part
+    of `stored` that must not hold extra tensors.
+    """
     missing = [f"{p}/{k}" for (p, k) in expected if (p, k) not in stored]
-    extra = [f"{p}/{k}" for (p, k) in model_stored if (p, k) not in expected]
+    extra = [f"{p}/{k}" for (p, k) in checked if (p, k) not in expected]
     if missing or extra:
         _fail(
             what,
@@ -897,24 +906,7 @@ def _load(data, what, custom_objects, compile, max_bytes):
     model = _build_model(header["config"], what, custom_objects, compile)
     expected = _collect_state(model, include_optimizer, shapes_only=True)
     stored = {(e["path"], e["key"]): e for e in table}
-    missing = [f"{p}/{k}" for (p, k) in expected if (p, k) not in stored]
-    extra = [f"{p}/{k}" for (p, k) in stored if (p, k) not in expected]
-    if missing or extra:
-        _fail(
-            what,
-            "the tensor table does not match the model built from "
-            f"the config: missing {missing[:5]}, unexpected "
-            f"{extra[:5]}",
-        )
-    for name, (shape, dtype) in expected.items():
-        entry = stored[name]
-        if tuple(entry["shape"]) != shape or entry["dtype"] != dtype:
-            _fail(
-                what,
-                f"tensor {name[0]}/{name[1]}: file has "
-                f"{entry['dtype']}{entry['shape']}, the model "
-                f"expects {dtype}{list(shape)}",
-            )
+    _match_table(expected, stored, stored, what)
     limit = _format.expansion_limit(len(data), max_bytes)
     values = [None] * len(table)
     for i, (entry, offset) in enumerate(zip(table, offsets)):
