@@ -223,7 +223,7 @@ def check_sparsity(method, target, counts):
         out["expected_zeros"] = expected
         out["exact"] = total_z == expected
     elif method == "2:4":
-        from keras_prune import patterns
+        from keras_prune.core import patterns
 
         ok = True
         for _name, (_z, _n, k) in counts.items():

@@ -183,7 +183,9 @@ def measure(arch, dense, sparsity, data, args, tfmot):
     )
     ours_int8 = keras_prune.save_compressed(quant, io.BytesIO())
     bound = bound_bytes(final)
-    header, offsets = keras_prune.compress._parse(buf.getvalue(), "bench", None)
+    header, offsets = keras_prune.export.compress._parse(
+        buf.getvalue(), "bench", None
+    )
     tensor_bytes = sum(e["size"] for e in header["tensors"])
     row = {
         "arch": arch,

@@ -9,7 +9,7 @@ times (median after one warm-up run; see below for the number of runs):
 - eager (the public call): `keras_prune.magnitude_mask(w, 0.9)` called
   eagerly on a backend tensor, as a user calls it (on the CPU it runs the
   NumPy host select on every backend);
-- host: `keras_prune.masks.host_mask(w, 0.9)` on a NumPy array (what
+- host: `keras_prune.core.masks.host_mask(w, 0.9)` on a NumPy array (what
   `UpdatePruningStep` runs between steps);
 - group (compiled global update): one global threshold over the tensor
   split into 4 tensors (`allocation.global_counts` + `mask_for_count` per
@@ -93,8 +93,8 @@ def _functions():
         return ops.sum(ops.abs(w))
 
     def group(w, sparsity):
-        from keras_prune import allocation
-        from keras_prune import masks
+        from keras_prune.core import allocation
+        from keras_prune.core import masks
 
         flat = ops.reshape(w, (-1,))
         n = flat.shape[0]
@@ -197,7 +197,7 @@ def run_backend(
                 if full_sort or name != "full_sort"
             }
             if not skip_eager:
-                from keras_prune import masks
+                from keras_prune.core import masks
 
                 calls["eager"] = lambda: keras_prune.magnitude_mask(w, s)
                 calls["host"] = lambda: masks.host_mask(w_np, s)[0]

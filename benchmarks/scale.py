@@ -70,7 +70,7 @@ def probe(n, seed):
 
     import keras_prune
     from keras_prune import _backend
-    from keras_prune.strip import pruning_wrappers
+    from keras_prune.integration.strip import pruning_wrappers
 
     keras.utils.set_random_seed(seed)
     t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def probe(n, seed):
 
     if os.environ.get("KP_SCALE_LEGACY"):
         # Before streaming: the whole-tensor `recompute` under `cond`.
-        from keras_prune import masks as kp_masks
+        from keras_prune.core import masks as kp_masks
 
         kp_masks._is_eager = lambda x: False
     t0 = time.perf_counter()

@@ -84,7 +84,7 @@ def schedule_for(total_steps):
 
 def last_update(schedule, total_steps):
     """(step, sparsity) of the schedule's last mask update in training."""
-    from keras_prune import schedules
+    from keras_prune.core import schedules
 
     last = None
     for step in range(total_steps):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import keras_prune
-from keras_prune import allocation
-from keras_prune import masks
-from keras_prune.strip import pruning_wrappers
+from keras_prune.core import allocation
+from keras_prune.core import masks
+from keras_prune.integration.strip import pruning_wrappers
 
 SHAPES = {"a": (12, 20), "b": (20, 16), "c": (16, 3)}
 

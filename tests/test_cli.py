@@ -9,8 +9,8 @@ import pytest
 
 import keras_prune
 from keras_prune import cli
-from keras_prune import compress
-from keras_prune import explain
+from keras_prune.export import compress
+from keras_prune.monitoring import explain
 
 from conftest import to_np
 
@@ -119,7 +119,7 @@ def test_compress_keeps_wrappers_unless_strip(files, capsys):
     kept, stripped = tmp / "k.kpz", tmp / "s.kpz"
     run(["compress", pruned_path, kept], capsys)
     run(["compress", "--strip", pruned_path, stripped], capsys)
-    from keras_prune.strip import pruning_wrappers
+    from keras_prune.integration.strip import pruning_wrappers
 
     assert len(pruning_wrappers(keras_prune.load_compressed(str(kept)))) == 2
     assert not pruning_wrappers(keras_prune.load_compressed(str(stripped)))

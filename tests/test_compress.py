@@ -14,8 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import keras_prune
-from keras_prune import _format
-from keras_prune import compress
+from keras_prune.export import _format
+from keras_prune.export import compress
 
 from conftest import to_np
 
@@ -222,7 +222,7 @@ def test_stripped_model_roundtrip_bit_identical():
 def test_pruning_model_roundtrip_keeps_wrappers_and_resumes():
     model = tiny_model(prune=True)
     loaded, data = roundtrip(model)
-    wrappers = keras_prune.strip.pruning_wrappers(loaded)
+    wrappers = keras_prune.integration.strip.pruning_wrappers(loaded)
     assert len(wrappers) == 2
     for a, b in zip(model.weights, loaded.weights):
         assert same_bits(to_np(a), to_np(b)), a.path
@@ -247,7 +247,7 @@ def test_pruning_model_roundtrip_keeps_wrappers_and_resumes():
 
 def test_mask_differing_from_kernel_is_stored():
     model = tiny_model(prune=True, train=False)
-    wrapper = keras_prune.strip.pruning_wrappers(model)[0]
+    wrapper = keras_prune.integration.strip.pruning_wrappers(model)[0]
     kernel = to_np(wrapper.pruned_weights[0])
     kernel[0, 0] = 0.0  # kept by the (all-ones) mask, yet zero
     wrapper.pruned_weights[0].assign(kernel)
@@ -257,7 +257,9 @@ def test_mask_differing_from_kernel_is_stored():
         "nonzero_of" in e and e["path"].endswith("prune_low_magnitude_d1/vars")
         for e in header["tensors"]
     )
-    mask = to_np(keras_prune.strip.pruning_wrappers(loaded)[0].masks[0])
+    mask = to_np(
+        keras_prune.integration.strip.pruning_wrappers(loaded)[0].masks[0]
+    )
     assert mask.all()
     assert same_bits(model.predict(X, verbose=0), loaded.predict(X, verbose=0))
 
@@ -773,7 +775,7 @@ import keras_prune
 
 path, x_path, out = sys.argv[1:]
 model = keras_prune.load_compressed(path)
-wrappers = keras_prune.strip.pruning_wrappers(model)
+wrappers = keras_prune.integration.strip.pruning_wrappers(model)
 np.savez(
     out,
     predictions=model.predict(np.load(x_path), verbose=0),
@@ -834,7 +836,7 @@ import io, json, resource, struct, sys, zlib
 import numpy as np
 import keras
 import keras_prune
-from keras_prune import _format, compress
+from keras_prune.export import _format, compress
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -940,7 +942,7 @@ def test_save_compressed_is_atomic(tmp_path, monkeypatch):
 _FSIZE_PROBE = r"""
 import os, resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of a kill
-from keras_prune.compress import write_atomic
+from keras_prune.export.compress import write_atomic
 path = sys.argv[1]
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:

@@ -25,10 +25,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import keras_prune
-from keras_prune import _format
-from keras_prune import compress
-from keras_prune import schedules
-from keras_prune import summaries
+from keras_prune.core import schedules
+from keras_prune.export import _format
+from keras_prune.export import compress
+from keras_prune.monitoring import summaries
 
 from conftest import to_np
 

@@ -15,8 +15,8 @@ import pytest
 
 import keras_prune
 from keras_prune import _backend
-from keras_prune import masks
-from keras_prune.strip import pruning_wrappers
+from keras_prune.core import masks
+from keras_prune.integration.strip import pruning_wrappers
 
 from conftest import to_np
 

@@ -13,7 +13,7 @@ from keras import layers as L
 from keras import ops
 
 import keras_prune as kp
-from keras_prune.wrapper import PruneLowMagnitude
+from keras_prune.integration.wrapper import PruneLowMagnitude
 
 from conftest import BACKEND
 from conftest import to_np

@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 from keras import ops
 
 import keras_prune
-from keras_prune import masks
+from keras_prune.core import masks
 
 BACKEND = keras.backend.backend()
 

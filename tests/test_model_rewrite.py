@@ -15,7 +15,7 @@ import pytest
 
 import keras_prune as kp
 from keras_prune import PruneLowMagnitude
-from keras_prune.strip import pruning_wrappers
+from keras_prune.integration.strip import pruning_wrappers
 
 L = keras.layers
 RNG = np.random.default_rng(0)

@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
-from keras_prune.strip import pruning_wrappers
+from keras_prune.integration.strip import pruning_wrappers
 
 from conftest import BACKEND
 from conftest import assert_same_outputs

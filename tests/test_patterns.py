@@ -20,7 +20,7 @@ import pytest
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import patterns
+from keras_prune.core import patterns
 
 from conftest import BACKEND
 from conftest import to_np

@@ -11,7 +11,7 @@ import pytest
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune.wrapper import PruneLowMagnitude
+from keras_prune.integration.wrapper import PruneLowMagnitude
 
 from conftest import to_np
 

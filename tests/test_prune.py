@@ -10,8 +10,8 @@ import pytest
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import schedules as kp_schedules
-from keras_prune.wrapper import PruneLowMagnitude
+from keras_prune.core import schedules as kp_schedules
+from keras_prune.integration.wrapper import PruneLowMagnitude
 
 from conftest import BACKEND
 from conftest import assert_same_outputs

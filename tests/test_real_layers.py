@@ -16,9 +16,9 @@ import pytest
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import patterns
-from keras_prune import registry
-from keras_prune.strip import pruning_wrappers
+from keras_prune.core import patterns
+from keras_prune.integration import registry
+from keras_prune.integration.strip import pruning_wrappers
 
 from conftest import to_np
 

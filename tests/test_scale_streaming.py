@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import keras_prune
-from keras_prune import groups
-from keras_prune.strip import pruning_wrappers
+from keras_prune.integration import groups
+from keras_prune.integration.strip import pruning_wrappers
 
 from conftest import to_np
 

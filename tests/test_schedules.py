@@ -15,7 +15,7 @@ from keras import ops
 
 import keras_prune
 from keras_prune import _backend
-from keras_prune import schedules
+from keras_prune.core import schedules
 
 from conftest import assert_schedule_values_match
 
@@ -337,7 +337,7 @@ def test_every_step_in_graph_bit_identical_to_host(factory, last_step):
     np.testing.assert_array_equal(prune, host_prune)
     assert_schedule_values_match(value, host_value)
     # The host also evaluates a NumPy vector of steps at once (as
-    # keras_prune.explain does), with the same bits.
+    # keras_prune.monitoring.explain does), with the same bits.
     vector_prune, vector_value = schedule(steps.astype(np.int64))
     np.testing.assert_array_equal(vector_prune, host_prune)
     np.testing.assert_array_equal(

@@ -11,10 +11,10 @@ import pytest
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import patterns
-from keras_prune import schedules
-from keras_prune.spec import PruningSpec
-from keras_prune.strip import pruning_wrappers
+from keras_prune.core import patterns
+from keras_prune.core import schedules
+from keras_prune.integration.spec import PruningSpec
+from keras_prune.integration.strip import pruning_wrappers
 
 from conftest import BACKEND
 from conftest import to_np
@@ -250,7 +250,7 @@ def test_config_written_by_earlier_versions_loads():
         "dtype": "float32",
         "layer": keras.saving.serialize_keras_object(L.Dense(3, name="d")),
         "pruning_schedule": {
-            "module": "keras_prune.schedules",
+            "module": "keras_prune.core.schedules",
             "class_name": "ConstantSparsity",
             "config": {
                 "class_name": "ConstantSparsity",

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import keras_prune
-from keras_prune import plots
-from keras_prune import summaries
-from keras_prune.strip import pruning_wrappers
+from keras_prune.integration.strip import pruning_wrappers
+from keras_prune.monitoring import plots
+from keras_prune.monitoring import summaries
 
 from conftest import BACKEND
 from conftest import to_np
@@ -183,7 +183,7 @@ def test_target_is_the_last_update_that_ran(tmp_path):
     model = tiny_model(schedule)
     fit(model, tmp_path, epochs=2, update_freq="batch")
     scalars = summaries.read_scalars(tmp_path)
-    updates = dict(keras_prune.explain.schedule_events(schedule, 7))
+    updates = dict(keras_prune.monitoring.explain.schedule_events(schedule, 7))
     assert sorted(updates) == [1, 3, 5]
     steps, targets = points(scalars, f"{TAG}/target_sparsity")
     _, actual = points(scalars, f"{TAG}/sparsity")
@@ -191,7 +191,7 @@ def test_target_is_the_last_update_that_ran(tmp_path):
     for step, target, sparsity in zip(steps, targets, actual):
         ran = [s for s in updates if s <= step - 1]  # steps 0..step-1 ran
         expected = (
-            keras_prune.schedules.evaluate(schedule, max(ran))[1]
+            keras_prune.core.schedules.evaluate(schedule, max(ran))[1]
             if ran
             else np.float32(0.0)
         )
@@ -313,7 +313,7 @@ def test_last_update():
     )
     step, value = summaries.last_update(custom, 1234)
     assert step == 1200
-    assert value == keras_prune.schedules.evaluate(custom, 1200)[1]
+    assert value == keras_prune.core.schedules.evaluate(custom, 1200)[1]
 
 
 # ----------------------------------------------------- report and plots
@@ -373,7 +373,7 @@ NO_TF_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.modules["tensorflow"] = None  # `import tensorflow` raises ImportError
     import keras, numpy as np, keras_prune
-    from keras_prune import summaries
+    from keras_prune.monitoring import summaries
 
     log_dir, png = sys.argv[1], sys.argv[2]
     model = keras.Sequential([keras.Input((8,)),

@@ -20,7 +20,7 @@ import pytest
 from keras import layers as L
 
 import keras_prune as kp
-from keras_prune import host_updates
+from keras_prune.integration import host_updates
 
 from conftest import BACKEND
 from conftest import to_np

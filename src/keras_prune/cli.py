@@ -187,8 +187,8 @@ def _force_arg(parser):
 
 
 def _schedule(args):
-    from keras_prune import explain
-    from keras_prune import schedules
+    from keras_prune.core import schedules
+    from keras_prune.monitoring import explain
 
     if args.plot:
         check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
@@ -227,8 +227,8 @@ def _prune(args):
     import keras
 
     import keras_prune
-    from keras_prune import explain
-    from keras_prune import schedules
+    from keras_prune.core import schedules
+    from keras_prune.monitoring import explain
 
     check_input(args.model, "model")
     check_output(args.output, KERAS_EXTENSIONS, args.force)
@@ -309,7 +309,7 @@ def _load_any(path):
 
     import keras
 
-    from keras_prune import compress
+    from keras_prune.export import compress
 
     if not os.path.exists(path):
         raise SystemExit(f"error: no such file: {path!r}")
@@ -329,7 +329,7 @@ def _file_sizes(path, model, kind):
     import gzip
     import io
 
-    from keras_prune import compress
+    from keras_prune.export import compress
 
     with open(path, "rb") as f:
         raw = f.read()
@@ -347,7 +347,7 @@ def _file_sizes(path, model, kind):
 
 
 def _inspect(args):
-    from keras_prune import explain
+    from keras_prune.monitoring import explain
 
     model, kind = _load_any(args.model)
     rows = explain.sparsity_report(model, sizes=not args.no_sizes)
@@ -377,7 +377,7 @@ def _compress(args):
     import os
 
     import keras_prune
-    from keras_prune.strip import pruning_wrappers
+    from keras_prune.integration.strip import pruning_wrappers
 
     check_input(args.input)
     check_output(args.output, COMPRESSED_EXTENSIONS, args.force)
@@ -424,7 +424,7 @@ def _decompress(args):
 
 
 def _report(args):
-    from keras_prune import summaries
+    from keras_prune.monitoring import summaries
 
     if not args.logdir:
         raise UserError(
@@ -654,7 +654,7 @@ def run_command(fn, args):
     interrupted. `SystemExit` passes through. With KERAS_PRUNE_TRACEBACK=1
     unexpected errors are re-raised with their traceback.
     """
-    from keras_prune._format import CompressedFormatError
+    from keras_prune.export._format import CompressedFormatError
 
     try:
         return fn(args)

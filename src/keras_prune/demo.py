@@ -12,7 +12,7 @@ import time
 import keras
 
 import keras_prune
-from keras_prune import explain
+from keras_prune.monitoring import explain
 
 
 def load_digits_split():

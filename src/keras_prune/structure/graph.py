@@ -267,7 +267,7 @@ class DependencyGraph:
     """
 
     def __init__(self, model):
-        from keras_prune.wrapper import PruneLowMagnitude
+        from keras_prune.integration.wrapper import PruneLowMagnitude
 
         for layer in model._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, PruneLowMagnitude):

@@ -356,8 +356,8 @@ def shrink(model, ratio=None, importance="l2", return_report=False):
     small.save("small.keras")   # stock Keras layers only
     ```
     """
-    from keras_prune.strip import pruning_wrappers
-    from keras_prune.strip import strip_pruning
+    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.strip import strip_pruning
     from keras_prune.structure.report import ShrinkReport
 
     if not isinstance(model, keras.Model):

@@ -52,7 +52,7 @@ class ChannelPruning(keras.callbacks.Callback):
 
     def __init__(self, schedule, importance="l2"):
         super().__init__()
-        from keras_prune.schedules import PruningSchedule
+        from keras_prune.core.schedules import PruningSchedule
 
         if not isinstance(schedule, PruningSchedule):
             raise ValueError(

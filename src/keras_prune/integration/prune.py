@@ -6,12 +6,12 @@ import warnings
 
 import keras
 
-from keras_prune import groups
-from keras_prune import registry
-from keras_prune import rewrite
-from keras_prune import spec as _spec
-from keras_prune.wrapper import NotPrunableError
-from keras_prune.wrapper import PruneLowMagnitude
+from keras_prune.integration import groups
+from keras_prune.integration import registry
+from keras_prune.integration import rewrite
+from keras_prune.integration import spec as _spec
+from keras_prune.integration.wrapper import NotPrunableError
+from keras_prune.integration.wrapper import PruneLowMagnitude
 
 is_graph_model = rewrite.is_graph_model
 

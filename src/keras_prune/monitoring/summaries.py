@@ -34,8 +34,8 @@ import warnings
 import keras
 import numpy as np
 
-from keras_prune import schedules as schedules_lib
-from keras_prune import strip
+from keras_prune.core import schedules as schedules_lib
+from keras_prune.integration import strip
 
 #: Subdirectory of `log_dir` holding the pruning scalars (tfmot's name).
 PRUNING_RUN = "metrics"
@@ -663,7 +663,7 @@ def read_scalars(log_dir):
 
     Example:
 
-    >>> scalars = keras_prune.summaries.read_scalars("logs")
+    >>> scalars = keras_prune.monitoring.summaries.read_scalars("logs")
     >>> scalars["model/sparsity"][-1]
     (900, 0.9)
     """
@@ -757,7 +757,7 @@ def last_update(schedule, last_step, first_step=0):
         `schedules.evaluate(schedule, step)`; or None when no step in the
         range updates masks.
     """
-    from keras_prune.explain import sparsity_curve
+    from keras_prune.monitoring.explain import sparsity_curve
 
     hi, size = int(last_step), 256
     while hi >= first_step:
@@ -888,7 +888,7 @@ def _iterations(model):
     iterations = getattr(optimizer, "iterations", None)
     if iterations is not None:
         return int(keras.ops.convert_to_numpy(iterations))
-    from keras_prune.callbacks import pruning_step
+    from keras_prune.integration.callbacks import pruning_step
 
     return pruning_step(model) or 0
 
@@ -947,7 +947,7 @@ class PruningSummaries(keras.callbacks.Callback):
         keras_prune.PruningSummaries(log_dir="logs"),
     ])
     # tensorboard --logdir logs
-    print(keras_prune.summaries.report("logs", plot="pruning.png"))
+    print(keras_prune.monitoring.summaries.report("logs", plot="pruning.png"))
     ```
 
     In a custom training loop, call `set_model(model)` and then
@@ -1231,7 +1231,7 @@ def report(log_dir, plot=None):
             step, value = last[tag]
             lines.append(f"  {tag:<{width}}  step {step:>8}  {value:.6g}")
     if plot is not None:
-        from keras_prune import plots
+        from keras_prune.monitoring import plots
 
         plots.plot_report(log_dir, path=plot, scalars=scalars, config=config)
         lines += ["", f"wrote {os.fspath(plot)}"]

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from keras_prune import _backend
-from keras_prune import masks
+from keras_prune.core import masks
 
 
 def guard_floor(owner, weight):
@@ -58,7 +58,7 @@ def guard_floor(owner, weight):
         BaseSeparableConv,
     )
 
-    from keras_prune import patterns
+    from keras_prune.core import patterns
 
     shape = tuple(int(d) for d in weight.shape)
     size = int(np.prod(shape, dtype=np.int64))

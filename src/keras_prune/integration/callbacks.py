@@ -5,9 +5,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_prune import host_updates
-from keras_prune import schedules
-from keras_prune import strip
+from keras_prune.core import schedules
+from keras_prune.integration import host_updates
+from keras_prune.integration import strip
 
 
 def model_sparsity(model):
@@ -54,7 +54,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
       the steps where one says so, recomputes the masks (the same masks,
       bit for bit) and writes `w * mask` into the weights; the train step
       keeps pruned weights at zero after each optimizer update and carries
-      no mask update or masking (`keras_prune.host_updates`);
+      no mask update or masking (`keras_prune.integration.host_updates`);
     - it raises `FloatingPointError` when a mask update meets NaN or Inf
       weights (naming the layer), instead of training on;
     - it adds `sparsity` (fraction of zeros over all pruned weights) to the

@@ -38,10 +38,10 @@ import zlib
 
 import numpy as np
 
-from keras_prune import _format
-from keras_prune._format import CompressedFormatError
-from keras_prune._format import compress_array
-from keras_prune._format import decompress_array
+from keras_prune.export import _format
+from keras_prune.export._format import CompressedFormatError
+from keras_prune.export._format import compress_array
+from keras_prune.export._format import decompress_array
 
 __all__ = [
     "CompressedFormatError",

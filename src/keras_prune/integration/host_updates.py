@@ -42,11 +42,11 @@ from keras import ops
 from keras.src.backend import StatelessScope
 
 from keras_prune import _backend
-from keras_prune import masks
-from keras_prune import schedules
-from keras_prune import strip
-from keras_prune.wrapper import _raw_value as _read
-from keras_prune.wrapper import nonfinite_message
+from keras_prune.core import masks
+from keras_prune.core import schedules
+from keras_prune.integration import strip
+from keras_prune.integration.wrapper import _raw_value as _read
+from keras_prune.integration.wrapper import nonfinite_message
 
 _PLAN_STEPS = 256  # schedule steps evaluated at once
 

@@ -35,13 +35,13 @@ from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.utils import tracking
 
 from keras_prune import _backend
-from keras_prune import distribution
-from keras_prune import groups
-from keras_prune import masks
-from keras_prune import patterns
-from keras_prune import registry
-from keras_prune import schedules
-from keras_prune import spec as _spec
+from keras_prune.core import masks
+from keras_prune.core import patterns
+from keras_prune.core import schedules
+from keras_prune.integration import distribution
+from keras_prune.integration import groups
+from keras_prune.integration import registry
+from keras_prune.integration import spec as _spec
 
 
 def _raw_value(variable):

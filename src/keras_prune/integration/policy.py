@@ -9,7 +9,7 @@ pruning_policy=...)`.
 import keras
 from keras.src import tree
 
-from keras_prune import registry
+from keras_prune.integration import registry
 
 _L = keras.layers
 
@@ -188,7 +188,7 @@ class _Vertex:
 
 
 def _is_graph_model(layer):
-    from keras_prune.prune import is_graph_model
+    from keras_prune.integration.prune import is_graph_model
 
     return is_graph_model(layer)
 
@@ -326,7 +326,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
         return _is_1x1_conv(layer)
 
     def ensure_model_supports_pruning(self, model):
-        from keras_prune.prune import is_graph_model
+        from keras_prune.integration.prune import is_graph_model
 
         if not is_graph_model(model):
             raise ValueError(

@@ -11,9 +11,9 @@ import textwrap
 
 import numpy as np
 
-from keras_prune import explain
-from keras_prune import schedules as schedules_lib
-from keras_prune import summaries
+from keras_prune.core import schedules as schedules_lib
+from keras_prune.monitoring import explain
+from keras_prune.monitoring import summaries
 
 
 def _new_figure(path, figsize, ncols=1):
@@ -21,7 +21,7 @@ def _new_figure(path, figsize, ncols=1):
         import matplotlib  # noqa: F401
     except ImportError:
         raise ImportError(
-            "keras_prune.plots needs matplotlib: "
+            "keras_prune.monitoring.plots needs matplotlib: "
             "pip install 'keras-prune[plot]'"
         ) from None
     if path is not None:
@@ -49,7 +49,7 @@ def layer_sparsity_rows(model_or_rows):
     Args:
         model_or_rows: A pruned model (each pruned weight, measured now), a
             stripped or plain model (every weight of rank >= 2, as
-            `keras_prune.explain.sparsity_report`), a `PruningSummaries` log
+            `keras_prune.sparsity_report`), a `PruningSummaries` log
             directory (the last logged values), or a list of row dicts
             (`pruned_weight_stats`, `sparsity_report`) with at least
             `sparsity` and `tag` or `layer` + `weight`.
@@ -69,7 +69,7 @@ def layer_sparsity_rows(model_or_rows):
                 "(written by keras_prune.PruningSummaries)."
             )
     elif hasattr(model_or_rows, "_flatten_layers"):
-        from keras_prune.strip import pruning_wrappers
+        from keras_prune.integration.strip import pruning_wrappers
 
         if pruning_wrappers(model_or_rows):
             rows = summaries.pruned_weight_stats(model_or_rows)
@@ -106,7 +106,7 @@ def plot_layer_sparsity(model_or_rows, path=None, ax=None, title=None):
     Example:
 
     ```python
-    keras_prune.plots.plot_layer_sparsity(pruned_model, "layers.png")
+    keras_prune.monitoring.plots.plot_layer_sparsity(pruned_model, "layers.png")
     ```
     """
     rows = layer_sparsity_rows(model_or_rows)
@@ -219,7 +219,7 @@ def plot_training_sparsity(
 
     Args:
         schedule: A `PruningSchedule` (or a string/config for
-            `keras_prune.schedules.get`). `None` with a log directory: the
+            `keras_prune.core.schedules.get`). `None` with a log directory: the
             schedule logged by `PruningSummaries` when all weights share one,
             else the logged `model/target_sparsity`.
         history_or_logdir: The `History` returned by `fit` with
@@ -240,7 +240,8 @@ def plot_training_sparsity(
     ```python
     history = model.fit(x, y, epochs=10,
                         callbacks=[keras_prune.UpdatePruningStep()])
-    keras_prune.plots.plot_training_sparsity(schedule, history, "train.png")
+    from keras_prune.monitoring import plots
+    plots.plot_training_sparsity(schedule, history, "train.png")
     ```
     """
     target = None

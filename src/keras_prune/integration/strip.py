@@ -2,9 +2,9 @@
 
 import keras
 
-from keras_prune import rewrite
-from keras_prune.wrapper import PruneLowMagnitude
-from keras_prune.wrapper import nonfinite_message
+from keras_prune.integration import rewrite
+from keras_prune.integration.wrapper import PruneLowMagnitude
+from keras_prune.integration.wrapper import nonfinite_message
 
 
 def pruning_wrappers(model):

@@ -13,7 +13,7 @@ from keras import ops
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 
 from keras_prune import _backend
-from keras_prune import masks
+from keras_prune.core import masks
 
 
 def _select(scores, sparsity):
@@ -144,7 +144,7 @@ def always_full_m_by_n(schedule, m_by_n):
     """Whether `schedule` always asks for full N:M (`ConstantSparsity` with
     a target >= m / n): the gradual group selection is then skipped, which
     keeps it out of compiled train steps. Same masks either way."""
-    from keras_prune import schedules
+    from keras_prune.core import schedules
 
     if type(schedule) is not schedules.ConstantSparsity:
         return False
@@ -434,7 +434,7 @@ def update_masks_eagerly(wrapper, sparsity):
     Returns:
         The number of NaN/Inf weights met (masks then left unchanged).
     """
-    from keras_prune import registry
+    from keras_prune.integration import registry
 
     unstructured = (
         wrapper.block_size == (1, 1)

@@ -20,8 +20,8 @@ import numpy as np
 from keras import ops
 
 from keras_prune import _backend
-from keras_prune import allocation
-from keras_prune import masks
+from keras_prune.core import allocation
+from keras_prune.core import masks
 
 ALLOCATIONS = ("layer", "global", "erk")
 
@@ -75,7 +75,7 @@ def _kept_count(n, sparsity):
 def _guard_floors(entries):
     """Per tensor: the default guard's floor (`allocation.guard_floor`),
     or None where the layer sets `max_sparsity` (its cap is the floor)."""
-    from keras_prune import registry
+    from keras_prune.integration import registry
 
     return [
         allocation.guard_floor(registry.owner_of(e[0].layer, e[1]), e[1])

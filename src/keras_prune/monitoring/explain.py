@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 
-from keras_prune import schedules as schedules_lib
+from keras_prune.core import schedules as schedules_lib
 
 
 def default_horizon(schedule):
@@ -196,7 +196,7 @@ def describe_schedule(schedule, stop=None, max_rows=12):
             + [None]
             + (last_events[len(last_events) - tail :] if tail else [])
         )
-    from keras_prune.masks import kept_count
+    from keras_prune.core.masks import kept_count
 
     for event in shown:
         if event is None:
@@ -423,7 +423,7 @@ def weight_pattern(value, axis=None):
 def _tensor_sizes(value):
     import gzip
 
-    from keras_prune._format import compress_array
+    from keras_prune.export._format import compress_array
 
     raw = np.ascontiguousarray(value).tobytes()
     return dict(
@@ -457,7 +457,7 @@ def sparsity_report(model, sizes=False, pattern=True):
     """
     import keras
 
-    from keras_prune.strip import pruning_wrappers
+    from keras_prune.integration.strip import pruning_wrappers
 
     masked = {}
     for wrapper in pruning_wrappers(model):
@@ -492,7 +492,7 @@ def sparsity_report(model, sizes=False, pattern=True):
                 pruned=id(v) in masked,
             )
             if pattern:
-                from keras_prune import patterns
+                from keras_prune.core import patterns
 
                 row["pattern"] = weight_pattern(
                     value,
@@ -601,9 +601,9 @@ def pruning_plan(model, skip_unsupported=True):
     print(keras_prune.format_pruning_plan(keras_prune.pruning_plan(pruned)))
     ```
     """
-    from keras_prune import patterns
-    from keras_prune import registry
-    from keras_prune.strip import pruning_wrappers
+    from keras_prune.core import patterns
+    from keras_prune.integration import registry
+    from keras_prune.integration.strip import pruning_wrappers
 
     wrappers = pruning_wrappers(model)
     wrapper_of = {}

@@ -27,9 +27,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_prune import patterns
-from keras_prune import schedules
-from keras_prune.groups import ALLOCATIONS
+from keras_prune.core import patterns
+from keras_prune.core import schedules
+from keras_prune.integration.groups import ALLOCATIONS
 
 POOLING_TYPES = ("AVG", "MAX")
 PATTERNS = (None, "channel")

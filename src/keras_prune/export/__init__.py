@@ -1,0 +1,1 @@
+"""Export: the compressed array format and the `.kpz` model file."""

@@ -1,0 +1,1 @@
+"""Monitoring: event files, statistics, reports, tables and plots."""
