@@ -111,7 +111,9 @@ def fit(model):
 def wrappers(model):
     import keras_prune as kp
 
-    return {w.layer.name: w for w in kp.strip.pruning_wrappers(model)}
+    return {
+        w.layer.name: w for w in kp.integration.strip.pruning_wrappers(model)
+    }
 
 
 def state(model, prefix=""):

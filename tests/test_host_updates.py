@@ -67,7 +67,7 @@ def train(model, x, y, callback, epochs=3, **prune_kwargs):
 
 def state(model):
     out = []
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         out.append(
             (
                 [to_np(m) for m in w.masks],
@@ -102,7 +102,7 @@ def test_host_updates_give_the_masks_of_in_step_updates(make, kwargs):
         for a, b in zip(t1, t2):
             assert a.tobytes() == b.tobytes()
     # Pruned weights hold exact zeros; predictions agree with in-step.
-    for w in kp.strip.pruning_wrappers(host):
+    for w in kp.integration.strip.pruning_wrappers(host):
         for weight, mask in zip(w.pruned_weights, w.masks):
             assert np.count_nonzero(to_np(weight)[~to_np(mask)]) == 0
     np.testing.assert_allclose(
@@ -125,7 +125,7 @@ def test_pruned_weights_are_zero_after_every_step():
             # Host mode: no mask work in the step (the wrappers skip it only
             # while the step runs).
             assert host_updates.active(model) is not None
-            for w in kp.strip.pruning_wrappers(model):
+            for w in kp.integration.strip.pruning_wrappers(model):
                 assert not w._host_updates
                 weight, mask = to_np(w.pruned_weights[0]), to_np(w.masks[0])
                 seen.append(
@@ -161,7 +161,7 @@ def test_pruned_weights_are_zero_after_every_step():
 def test_fit_restores_in_step_updates_and_reuses_its_step_function():
     x, y = data()
     pruned = train(mlp(), x, y, callback=True, epochs=1)
-    wrappers = kp.strip.pruning_wrappers(pruned)
+    wrappers = kp.integration.strip.pruning_wrappers(pruned)
     assert not any(w._host_updates for w in wrappers)
     assert "train_step" not in pruned.__dict__
     in_step_function = pruned.train_function
@@ -188,7 +188,7 @@ def test_fit_restores_in_step_updates_and_reuses_its_step_function():
 def test_predict_after_fit_masks_weights_the_user_changes():
     x, y = data()
     pruned = train(mlp(), x, y, callback=True)
-    wrapper = kp.strip.pruning_wrappers(pruned)[0]
+    wrapper = kp.integration.strip.pruning_wrappers(pruned)[0]
     mask = to_np(wrapper.masks[0])
     dense = np.ones_like(to_np(wrapper.pruned_weights[0]))
     wrapper.pruned_weights[0].assign(dense)
@@ -216,7 +216,7 @@ def test_nan_at_a_host_update_raises_and_restores():
             verbose=0,
             callbacks=[kp.UpdatePruningStep()],
         )
-    wrapper = kp.strip.pruning_wrappers(pruned)[0]
+    wrapper = kp.integration.strip.pruning_wrappers(pruned)[0]
     assert int(to_np(wrapper.masks[0]).sum()) == 128  # unchanged
     assert not wrapper._host_updates
     assert "train_step" not in pruned.__dict__
@@ -332,7 +332,7 @@ def test_a_fit_interrupted_by_another_callback_is_cleaned_up_by_the_next():
         verbose=0,
         callbacks=[kp.UpdatePruningStep()],
     )
-    wrappers = kp.strip.pruning_wrappers(pruned)
+    wrappers = kp.integration.strip.pruning_wrappers(pruned)
     assert not any(w._host_updates for w in wrappers)
     assert "train_step" not in pruned.__dict__
     # 2 steps, then 5: updates at steps 0, 3 and 6 (sparsity 0.8 * 26/27).
@@ -354,9 +354,9 @@ def test_a_fit_interrupted_by_another_callback_is_cleaned_up_by_the_next():
     ids=["constant", "poly", "poly-begin-eq-end", "exp", "cos", "function"],
 )
 def test_planned_schedule_values_equal_step_by_step_values(schedule):
-    planned = kp.schedules.evaluate_range(schedule, 0, 400)
+    planned = kp.core.schedules.evaluate_range(schedule, 0, 400)
     for step, (should_prune, sparsity) in enumerate(planned):
-        expected = kp.schedules.evaluate(schedule, step)
+        expected = kp.core.schedules.evaluate(schedule, step)
         assert should_prune is expected[0]
         assert np.float32(sparsity).tobytes() == expected[1].tobytes()
     assert any(s for s, _ in planned)
@@ -369,7 +369,9 @@ def test_host_updates_under_mixed_precision(policy):
     x, y = data()
     keras.mixed_precision.set_global_policy(policy)
     host = train(mlp(), x, y, callback=True)
-    for (_, _, s), w in zip(state(host), kp.strip.pruning_wrappers(host)):
+    for (_, _, s), w in zip(
+        state(host), kp.integration.strip.pruning_wrappers(host)
+    ):
         assert s == 15
         assert w.pruned_weights[0].dtype == "float32"
         mask = to_np(w.masks[0])
@@ -379,7 +381,7 @@ def test_host_updates_under_mixed_precision(policy):
 
 def kept_weights(model):
     out = []
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         for weight, mask in zip(w.pruned_weights, w.masks):
             out.append(to_np(weight)[to_np(mask)])
     return out

@@ -202,7 +202,7 @@ def train_and_check(model, make_x, n_masks):
     y = rng.randn(8, *y_shape).astype("float32")
     model.compile(keras.optimizers.SGD(0.05), "mse")
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    wrappers = kp.strip.pruning_wrappers(model)
+    wrappers = kp.integration.strip.pruning_wrappers(model)
     masks = [
         (v, to_np(m))
         for w in wrappers
@@ -215,7 +215,7 @@ def train_and_check(model, make_x, n_masks):
         assert np.count_nonzero(m) == int(to_np(kp.kept_count(m.size, 0.5)))
     expected = model.predict(x, verbose=0)
     stripped = kp.strip_pruning(model)
-    assert not kp.strip.pruning_wrappers(stripped)
+    assert not kp.integration.strip.pruning_wrappers(stripped)
     for v, m in masks:  # the stripped model holds the same variables
         value = to_np(v)
         assert np.all(value[~m] == 0)
@@ -333,7 +333,7 @@ def test_normalization_and_dropout_not_wrapped():
         "Dropout",
         "PruneLowMagnitude",
     ]
-    wrappers = kp.strip.pruning_wrappers(pruned)
+    wrappers = kp.integration.strip.pruning_wrappers(pruned)
     assert [[v.name for v in w.pruned_weights] for w in wrappers] == [
         ["kernel"],
         ["kernel"],

@@ -635,11 +635,15 @@ def test_m_by_n_save_load_and_strip(tmp_path):
     x = rng.randn(8, 7).astype("float32")
     y = rng.randn(8, 2).astype("float32")
     fit_steps(pruned, x, y, 2)
-    before = [m for w in kp.strip.pruning_wrappers(pruned) for m in masks_of(w)]
+    before = [
+        m
+        for w in kp.integration.strip.pruning_wrappers(pruned)
+        for m in masks_of(w)
+    ]
     path = str(tmp_path / "nm.keras")
     pruned.save(path)
     loaded = keras.saving.load_model(path)
-    wrappers = kp.strip.pruning_wrappers(loaded)
+    wrappers = kp.integration.strip.pruning_wrappers(loaded)
     assert [tuple(w.get_config()["sparsity_m_by_n"]) for w in wrappers] == [
         (2, 4),
         (2, 4),

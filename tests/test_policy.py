@@ -339,9 +339,9 @@ def test_xnnpack_looks_inside_nested_models():
     policy = kp.PruneForLatencyOnXNNPack()
     assert policy.ensure_model_supports_pruning(model) is None
     pruned = kp.prune_low_magnitude(model, pruning_policy=policy)
-    assert [w.layer.name for w in kp.strip.pruning_wrappers(pruned)] == [
-        "in_pw"
-    ]
+    assert [
+        w.layer.name for w in kp.integration.strip.pruning_wrappers(pruned)
+    ] == ["in_pw"]
     # An unsupported layer inside the nested model is found and named.
     bad = keras.Sequential(
         [keras.Input((5, 5, 4)), L.MaxPooling2D(1, name="max_pooling2d")]

@@ -40,7 +40,7 @@ def mlp(name="mlp"):
 
 
 def wrappers(model):
-    return kp.strip.pruning_wrappers(model)
+    return kp.integration.strip.pruning_wrappers(model)
 
 
 def wrapper_of(model, name):

@@ -57,7 +57,7 @@ def fit(model, x, y):
 def state(model):
     """Masks, step, and every weight of a pruned model, as NumPy."""
     out = {"step": np.asarray(kp.pruning_step(model))}
-    for i, w in enumerate(kp.strip.pruning_wrappers(model)):
+    for i, w in enumerate(kp.integration.strip.pruning_wrappers(model)):
         for j, m in enumerate(w.masks):
             out[f"mask_{i}_{j}"] = to_np(m)
     for i, v in enumerate(model.weights):
@@ -91,7 +91,7 @@ import keras_prune as kp
 
 def state(model):
     out = {"step": np.asarray(kp.pruning_step(model))}
-    for i, w in enumerate(kp.strip.pruning_wrappers(model)):
+    for i, w in enumerate(kp.integration.strip.pruning_wrappers(model)):
         for j, m in enumerate(w.masks):
             out[f"mask_{i}_{j}"] = np.asarray(keras.ops.convert_to_numpy(m))
     for i, v in enumerate(model.weights):
@@ -171,7 +171,7 @@ def kernel_keys(model):
     """[(mask key, weight key of the kernel it masks)]."""
     index = {id(v): i for i, v in enumerate(model.weights)}
     out = []
-    for i, w in enumerate(kp.strip.pruning_wrappers(model)):
+    for i, w in enumerate(kp.integration.strip.pruning_wrappers(model)):
         for j, v in enumerate(w.pruned_weights):
             out.append((f"mask_{i}_{j}", f"weight_{index[id(v)]}"))
     return out
@@ -240,7 +240,7 @@ def test_saved_file_is_exactly_sparse_and_masks_are_bool(tmp_path):
     x, y = data()
     model = new_pruned_model()
     fit(model, x[: 3 * BATCH], y[: 3 * BATCH])
-    wrappers = kp.strip.pruning_wrappers(model)
+    wrappers = kp.integration.strip.pruning_wrappers(model)
     # Before saving, masked entries still hold their last trained values.
     stale = sum(
         int(np.count_nonzero(to_np(v)[~to_np(m)]))
@@ -270,7 +270,7 @@ def test_saved_file_is_exactly_sparse_and_masks_are_bool(tmp_path):
         assert np.count_nonzero(kernels[0]) == np.count_nonzero(mask)
     # And loading gives exactly sparse kernels and bool masks.
     loaded = keras.saving.load_model(path)
-    for w, mask in zip(kp.strip.pruning_wrappers(loaded), masks):
+    for w, mask in zip(kp.integration.strip.pruning_wrappers(loaded), masks):
         assert w.masks[0].dtype == "bool"
         np.testing.assert_array_equal(to_np(w.masks[0]), mask)
         assert np.all(to_np(w.pruned_weights[0])[~mask] == 0)
@@ -327,7 +327,7 @@ np.savez(
     )
     assert all(m.startswith("keras.") for m in got["classes"])
     kernel = got["kernel"]
-    _, sparsity = kp.schedules.evaluate(SCHEDULE, 5)  # the 6th batch
+    _, sparsity = kp.core.schedules.evaluate(SCHEDULE, 5)  # the 6th batch
     assert np.count_nonzero(kernel) == int(to_np(kp.kept_count(48, sparsity)))
 
 

@@ -291,7 +291,9 @@ def test_xnnpack_policy_looks_into_nested_models_and_names_class_and_layer():
     model = keras.Model(inp, x)
     policy.ensure_model_supports_pruning(model)
     pruned = kp.prune_low_magnitude(model, pruning_policy=policy)
-    assert [w.layer.name for w in kp.strip.pruning_wrappers(pruned)] == ["pw"]
+    assert [
+        w.layer.name for w in kp.integration.strip.pruning_wrappers(pruned)
+    ] == ["pw"]
     bad = keras.Sequential(
         [keras.Input((5, 5, 4)), L.MaxPooling2D(1, name="max_pooling2d")]
     )
@@ -581,7 +583,7 @@ def pruned_model():
 
 def state(model):
     out = []
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         out.append(
             (
                 int(to_np(w.pruning_step)),
@@ -630,7 +632,7 @@ def test_guide_custom_loop_gives_the_numbers_of_the_loop_without_callback(
             np.testing.assert_array_equal(a, b)
     # PolynomialDecay(0, 0.8, 0, 4) reached 0.8 exactly (tfmot's kept
     # count), and on_epoch_end left the stored weights exactly sparse.
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         for weight, mask in zip(w.pruned_weights, w.masks):
             mask, weight = to_np(mask), to_np(weight)
             assert int(mask.sum()) == int(to_np(kp.kept_count(mask.size, 0.8)))
@@ -709,7 +711,7 @@ def test_train_step_called_by_hand_after_an_interrupted_fit_is_in_step():
     assert "train_step" not in model.__dict__
     assert kp.pruning_step(model) == 4
     s3 = float(to_np(kp.PolynomialDecay(0.0, 0.8, 0, 4, frequency=1)(3)[1]))
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         mask = to_np(w.masks[0])
         assert int(mask.sum()) == int(to_np(kp.kept_count(mask.size, s3)))
 
@@ -737,6 +739,6 @@ def test_fit_without_the_callback_after_an_interrupted_fit_is_in_step():
     model.fit(x_train, y_train, epochs=2, batch_size=5, verbose=0)
     assert host_updates.active(model) is None
     assert kp.pruning_step(model) == 5
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         mask = to_np(w.masks[0])
         assert int(mask.sum()) == int(to_np(kp.kept_count(mask.size, 0.8)))

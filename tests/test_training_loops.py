@@ -135,7 +135,11 @@ def data():
 
 
 def masks(model):
-    return [to_np(m) for w in kp.strip.pruning_wrappers(model) for m in w.masks]
+    return [
+        to_np(m)
+        for w in kp.integration.strip.pruning_wrappers(model)
+        for m in w.masks
+    ]
 
 
 def test_custom_loop_matches_fit():
@@ -160,7 +164,7 @@ def test_custom_loop_matches_fit():
         batches,
     )
     assert kp.pruning_step(model) == N_BATCHES
-    for w in kp.strip.pruning_wrappers(model):
+    for w in kp.integration.strip.pruning_wrappers(model):
         assert int(to_np(w.pruning_step)) == N_BATCHES
     got, expected = masks(model), masks(reference)
     assert [int(m.sum()) for m in got] == [
