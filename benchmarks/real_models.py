@@ -439,7 +439,7 @@ def matrix_row(name, builder, workdir):
     import keras
 
     import keras_prune
-    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.state import pruning_wrappers
 
     keras.utils.set_random_seed(0)
     row = {"model": name}

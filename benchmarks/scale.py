@@ -70,7 +70,7 @@ def probe(n, seed):
 
     import keras_prune
     from keras_prune import _backend
-    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.state import pruning_wrappers
 
     keras.utils.set_random_seed(seed)
     t0 = time.perf_counter()

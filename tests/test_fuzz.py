@@ -28,6 +28,7 @@ import keras_prune
 from keras_prune.core import schedules
 from keras_prune.export import _format
 from keras_prune.export import compress
+from keras_prune.monitoring import events
 from keras_prune.monitoring import summaries
 
 from conftest import to_np
@@ -567,9 +568,9 @@ def record(payload):
     header = struct.pack("<Q", len(payload))
     return (
         header
-        + struct.pack("<I", summaries._masked_crc32c(header))
+        + struct.pack("<I", events._masked_crc32c(header))
         + payload
-        + struct.pack("<I", summaries._masked_crc32c(payload))
+        + struct.pack("<I", events._masked_crc32c(payload))
     )
 
 
@@ -593,7 +594,7 @@ def test_crc32c_matches_tensorboard():
         "tensorboard.compat.tensorflow_stub.pywrap_tensorflow"
     )
     for data in (b"", b"a", b"123456789", bytes(range(256)) * 3):
-        assert summaries._masked_crc32c(data) == tb.masked_crc32c(data)
+        assert events._masked_crc32c(data) == tb.masked_crc32c(data)
 
 
 def event_file(tmp_path, n=6):
@@ -660,7 +661,7 @@ def test_event_reader_warns_and_keeps_reading(tmp_path):
     start4 = sum(len(r) for r in records[:4])
     data[start4 + 3] ^= 0x10
     path.write_bytes(bytes(data))
-    with pytest.warns(summaries.CorruptEventFileWarning) as caught:
+    with pytest.warns(events.CorruptEventFileWarning) as caught:
         points = summaries.read_scalars(tmp_path)["model/sparsity"]
     assert [s for s, _ in points] == [0, 1, 3, 5]
     messages = [str(w.message) for w in caught]
@@ -673,7 +674,7 @@ def test_event_reader_huge_record_length_and_huge_tensor(tmp_path):
 
     # A record claiming 2**40 bytes.
     header = struct.pack("<Q", 1 << 40)
-    bad = header + struct.pack("<I", summaries._masked_crc32c(header))
+    bad = header + struct.pack("<I", events._masked_crc32c(header))
     good = record(scalar_event(7, "x", 0.5))
     (tmp_path / "events.out.tfevents.1.a").write_bytes(bad + b"\0" * 8 + good)
     # A ~50-byte summary whose tensor declares 5e8 float elements.
@@ -692,7 +693,7 @@ def test_event_reader_huge_record_length_and_huge_tensor(tmp_path):
     tracemalloc.start()
     try:
         with pytest.warns(
-            summaries.CorruptEventFileWarning, match="1099511627776"
+            events.CorruptEventFileWarning, match="1099511627776"
         ):
             scalars = summaries.read_scalars(tmp_path)
         peak = tracemalloc.get_traced_memory()[1]
@@ -725,7 +726,7 @@ def test_reader_needs_no_tensorboard(tmp_path, monkeypatch):
     def missing():
         raise ImportError("no tensorboard")
 
-    monkeypatch.setattr(summaries, "_tensorboard", missing)
+    monkeypatch.setattr(events, "_tensorboard", missing)
     assert len(summaries.read_scalars(tmp_path)["model/sparsity"]) == 6
     assert "log dir" in summaries.report(tmp_path)
 
@@ -740,7 +741,7 @@ def test_missing_tensorboard_message_says_how_to_install(monkeypatch):
     with pytest.raises(
         ImportError, match=r'pip install "keras-prune\[tensorboard\]"'
     ):
-        summaries._tensorboard.__wrapped__()
+        events._tensorboard.__wrapped__()
 
 
 def test_json_cost_bounds_real_parse():

@@ -13,6 +13,7 @@ import pytest
 
 import keras_prune
 from keras_prune.integration.strip import pruning_wrappers
+from keras_prune.monitoring import events
 from keras_prune.monitoring import plots
 from keras_prune.monitoring import summaries
 
@@ -124,16 +125,14 @@ def test_epoch_values_are_exact(tmp_path):
     assert points(scalars, "train/epoch_loss")[0] == [0, 1]
     assert points(scalars, "validation/epoch_loss")[0] == [0, 1]
     assert "train/epoch_sparsity" in scalars  # from UpdatePruningStep
-    assert len(os.listdir(tmp_path / summaries.PRUNING_RUN)) == 1
+    assert len(os.listdir(tmp_path / events.PRUNING_RUN)) == 1
 
 
 def test_files_read_by_tensorboard_itself(tmp_path):
     from tensorboard.backend.event_processing import event_accumulator
 
     fit(tiny_model(), tmp_path, epochs=1)
-    acc = event_accumulator.EventAccumulator(
-        str(tmp_path / summaries.PRUNING_RUN)
-    )
+    acc = event_accumulator.EventAccumulator(str(tmp_path / events.PRUNING_RUN))
     acc.Reload()
     ours = summaries.read_scalars(tmp_path)
     assert set(acc.Tags()["scalars"]) == {
@@ -143,7 +142,7 @@ def test_files_read_by_tensorboard_itself(tmp_path):
     }
     for tag in acc.Tags()["scalars"]:
         assert [(e.step, e.value) for e in acc.Scalars(tag)] == ours[tag]
-    assert summaries.CONFIG_TAG in acc.Tags()["tensors"]
+    assert events.CONFIG_TAG in acc.Tags()["tensors"]
 
 
 @pytest.mark.parametrize(
@@ -281,7 +280,7 @@ def test_read_scalars_tensor_format(tmp_path):
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.util import tensor_util
 
-    writer = summaries.EventFileWriter(tmp_path / "train")
+    writer = events.EventFileWriter(tmp_path / "train")
     value = summary_pb2.Summary.Value(
         tag="epoch_loss",
         tensor=tensor_util.make_tensor_proto(np.float32(0.25)),

@@ -15,8 +15,6 @@ from keras_prune.core.schedules import FunctionSchedule
 from keras_prune.core.schedules import PolynomialDecay
 from keras_prune.core.schedules import PruningSchedule
 from keras_prune.integration.callbacks import UpdatePruningStep
-from keras_prune.integration.callbacks import model_sparsity
-from keras_prune.integration.callbacks import pruning_step
 from keras_prune.integration.oneshot import prune_once
 from keras_prune.integration.policy import PruneForLatencyOnXNNPack
 from keras_prune.integration.policy import PruningPolicy
@@ -27,6 +25,8 @@ from keras_prune.integration.registry import PrunableLayer
 from keras_prune.integration.registry import UnsupportedLayerError
 from keras_prune.integration.registry import register_prunable_weights
 from keras_prune.integration.spec import PruningSpec
+from keras_prune.integration.state import model_sparsity
+from keras_prune.integration.state import pruning_step
 from keras_prune.integration.strip import strip_pruning
 from keras_prune.integration.wrapper import PruneLowMagnitude
 

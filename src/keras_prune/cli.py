@@ -377,7 +377,7 @@ def _compress(args):
     import os
 
     import keras_prune
-    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.state import pruning_wrappers
 
     check_input(args.input)
     check_output(args.output, COMPRESSED_EXTENSIONS, args.force)

@@ -536,13 +536,54 @@ class FunctionSchedule(PruningSchedule):
         )
 
 
+def evaluate_steps(schedule, steps):
+    """Evaluates `schedule` at many steps on the host.
+
+    This is the one scan of a schedule over steps: `evaluate_range`
+    (`UpdatePruningStep`'s plan), `update_steps`, `last_update`, the event
+    tables and plots all read steps through it. The built-in schedules
+    compute every step in one NumPy call (the same float32 values as step by
+    step); any other schedule is called once per step through `evaluate`,
+    which checks each value.
+
+    Args:
+        schedule: A `PruningSchedule`.
+        steps: Integer steps (any shape).
+
+    Returns:
+        `(should_prune, sparsity)`: bool and float32 NumPy arrays of the
+        shape of `steps`.
+
+    Raises:
+        ValueError: a custom schedule gave an invalid value (the first one,
+            named with its step).
+
+    Example:
+
+    ```python
+    should_prune, sparsity = evaluate_steps(schedule, np.arange(0, 1000))
+    ```
+    """
+    steps = np.asarray(steps, dtype=np.int64)
+    if type(schedule) in _VECTORIZED:
+        should_prune, sparsity = schedule(steps)
+        return (
+            np.broadcast_to(np.asarray(should_prune, bool), steps.shape),
+            np.broadcast_to(np.asarray(sparsity, np.float32), steps.shape),
+        )
+    values = [evaluate(schedule, int(s)) for s in steps.ravel()]
+    return (
+        np.array([v[0] for v in values], dtype=bool).reshape(steps.shape),
+        np.array([v[1] for v in values], dtype=np.float32).reshape(steps.shape),
+    )
+
+
 def evaluate_range(schedule, start, count):
     """`evaluate` at steps `start, ..., start + count - 1`.
 
-    The built-in schedules compute all steps in one NumPy call (the same
-    float32 values as step by step); other schedules are called per step.
     `UpdatePruningStep` plans its host-side updates with this instead of
-    paying ~50 us of NumPy per batch.
+    paying ~50 us of NumPy per batch (`evaluate_steps` computes built-in
+    schedules in one call).
 
     Args:
         schedule: A `PruningSchedule`.
@@ -559,10 +600,9 @@ def evaluate_range(schedule, start, count):
         ValueError: the value at `start` is invalid.
     """
     if type(schedule) in _VECTORIZED:
-        steps = np.arange(start, start + count, dtype=np.int64)
-        should_prune, sparsity = schedule(steps)
-        should_prune = np.broadcast_to(np.asarray(should_prune, bool), (count,))
-        sparsity = np.broadcast_to(np.asarray(sparsity, np.float32), (count,))
+        should_prune, sparsity = evaluate_steps(
+            schedule, np.arange(start, start + count, dtype=np.int64)
+        )
         return list(zip(should_prune.tolist(), sparsity))
     values = []
     for step in range(start, start + count):
@@ -573,6 +613,69 @@ def evaluate_range(schedule, start, count):
                 raise
             break  # raised when the plan reaches this step
     return values
+
+
+def update_steps(schedule, start, stop):
+    """The mask-update steps of `[start, stop)`, computed arithmetically.
+
+    Built-in schedules and `FunctionSchedule` update at `begin_step + k *
+    frequency` up to `end_step` inclusive (forever when -1).
+
+    Args:
+        schedule: A `PruningSchedule`.
+        start: First step (int).
+        stop: One past the last step (int).
+
+    Returns:
+        `(first, frequency, count)`, or None for a schedule whose update
+        rule is its own (its steps must then be scanned with
+        `evaluate_steps`).
+    """
+    if type(schedule) not in _VECTORIZED + (FunctionSchedule,):
+        return None
+    begin, end = int(schedule.begin_step), int(schedule.end_step)
+    frequency = int(schedule.frequency)
+    lo = max(int(start), begin)
+    hi = int(stop) - 1 if end < 0 else min(int(stop) - 1, end)
+    first = begin + -(-(lo - begin) // frequency) * frequency
+    if first > hi:
+        return first, frequency, 0
+    return first, frequency, (hi - first) // frequency + 1
+
+
+def last_update(schedule, last_step, first_step=0):
+    """The latest mask update of `schedule` at a step in `[first, last]`.
+
+    Searches backward in growing chunks of `evaluate_steps`, so it costs
+    about `frequency` evaluations, not `last_step`.
+
+    Args:
+        schedule: A `PruningSchedule`.
+        last_step: Last step considered (int).
+        first_step: First step considered (int).
+
+    Returns:
+        `(step, sparsity)`, with `sparsity` the float32 value of
+        `evaluate(schedule, step)`; or None when no step in the range
+        updates masks.
+
+    Example:
+
+    ```python
+    last_update(ConstantSparsity(0.5, 0, frequency=100), 250)
+    # (200, 0.5)
+    ```
+    """
+    hi, size = int(last_step), 256
+    while hi >= first_step:
+        lo = max(int(first_step), hi - size + 1)
+        steps = np.arange(lo, hi + 1, dtype=np.int64)
+        should_prune, sparsity = evaluate_steps(schedule, steps)
+        hits = np.flatnonzero(should_prune)
+        if hits.size:
+            return int(steps[hits[-1]]), np.float32(sparsity[hits[-1]])
+        hi, size = lo - 1, size * 4
+    return None
 
 
 def evaluate(schedule, step):

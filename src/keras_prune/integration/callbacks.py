@@ -3,44 +3,12 @@
 import warnings
 
 import keras
-import numpy as np
 
 from keras_prune.core import schedules
 from keras_prune.integration import host_updates
-from keras_prune.integration import strip
-
-
-def model_sparsity(model):
-    """Fraction of zeros over all pruned weights of `model` (their masks).
-
-    Args:
-        model: A model holding pruning wrappers.
-
-    Returns:
-        float, or `None` when the model has nothing pruned.
-    """
-    pruned = total = 0
-    for wrapper in strip.pruning_wrappers(model):
-        for mask in wrapper.masks:
-            m = keras.ops.convert_to_numpy(mask)
-            total += m.size
-            pruned += m.size - int(np.count_nonzero(m))
-    return pruned / total if total else None
-
-
-def pruning_step(model):
-    """The number of training batches a pruned model has completed.
-
-    Args:
-        model: A model holding pruning wrappers.
-
-    Returns:
-        int, or `None` when the model has no built pruning wrapper.
-    """
-    for wrapper in strip.pruning_wrappers(model):
-        if wrapper.built:
-            return int(keras.ops.convert_to_numpy(wrapper.pruning_step))
-    return None
+from keras_prune.integration import state
+from keras_prune.integration.state import model_sparsity
+from keras_prune.integration.state import pruning_step
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -98,13 +66,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        self._wrappers = strip.pruning_wrappers(model)
+        self._wrappers = state.pruning_wrappers(model)
         self._stop_host()
         stale = host_updates.active(model)
         if stale is not None:  # a `fit` that raised never reached stop()
             stale.stop()
         self._by_fit = host_updates.driven_by_fit(model)
-        strip.check_finite(model)
+        state.check_finite(model)
         self._step = pruning_step(model) or 0
         self._epoch_start = self._step
         self._hand_batches = 0
@@ -122,22 +90,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
         """Checks the model if masks changed at a step in `[step, done)`."""
         if self._updated_between(self._step, done):
             model = model or self.model  # syncs JAX state
-            strip.check_finite(model)
+            state.check_finite(model)
             self._sparsity = model_sparsity(model)
         self._step = done
 
     def _updated_between(self, first, last):
         """Whether any schedule updates masks at a step in `[first, last)`."""
-        seen = set()
-        for wrapper in self._wrappers:
-            schedule = wrapper.pruning_schedule
-            if id(schedule) in seen:
-                continue
-            seen.add(id(schedule))
-            for step in range(first, last):
-                if schedules.evaluate(schedule, step)[0]:
-                    return True
-        return False
+        schedules_seen = {
+            id(w.pruning_schedule): w.pruning_schedule for w in self._wrappers
+        }
+        return any(
+            schedules.last_update(s, last - 1, first) is not None
+            for s in schedules_seen.values()
+        )
 
     def _collect_schedule_errors(self, on):
         """Collects invalid schedule values met inside the train step.
@@ -198,7 +163,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if not self._by_fit:
             # By hand: make the stored weights exactly sparse, as tfmot's
             # `on_epoch_end` does; the masks and the step stay as they are.
-            strip.check_finite(model)
+            state.check_finite(model)
             step = pruning_step(model)
             if (
                 step is not None
@@ -207,7 +172,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 and self._hand_batches
             ):
                 self._warn_stale(self._hand_batches)
-            for wrapper in strip.pruning_wrappers(model):
+            for wrapper in state.pruning_wrappers(model):
                 if wrapper.built:
                     wrapper.apply_masks()
             self._step = step or 0

@@ -7,7 +7,7 @@ import keras
 from keras_prune.core import schedules
 from keras_prune.integration import spec as _spec
 from keras_prune.integration.prune import prune_low_magnitude
-from keras_prune.integration.strip import pruning_wrappers
+from keras_prune.integration.state import pruning_wrappers
 
 
 def prune_once(

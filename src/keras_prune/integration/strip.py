@@ -3,37 +3,8 @@
 import keras
 
 from keras_prune.integration import rewrite
-from keras_prune.integration.wrapper import PruneLowMagnitude
-from keras_prune.integration.wrapper import nonfinite_message
-
-
-def pruning_wrappers(model):
-    """Every `PruneLowMagnitude` in `model`, nested ones included.
-
-    Args:
-        model: A Keras model or layer.
-
-    Returns:
-        List of wrappers, each once, in traversal order.
-    """
-    found = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, PruneLowMagnitude) and layer not in found:
-            found.append(layer)
-    return found
-
-
-def check_finite(model):
-    """Raises `FloatingPointError` if a compiled mask update met NaN or Inf.
-
-    Args:
-        model: A model holding pruning wrappers.
-    """
-    for wrapper in pruning_wrappers(model):
-        if wrapper.built and int(
-            keras.ops.convert_to_numpy(wrapper.nonfinite_count)
-        ):
-            raise FloatingPointError(nonfinite_message(wrapper))
+from keras_prune.integration.state import check_finite
+from keras_prune.integration.state import pruning_wrappers
 
 
 def strip_pruning(model):

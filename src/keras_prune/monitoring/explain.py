@@ -22,58 +22,12 @@ def default_horizon(schedule):
     return begin + 10 * frequency
 
 
-def sparsity_curve(schedule, steps):
-    """Evaluates `schedule` at each step on the host.
-
-    Args:
-        schedule: A `PruningSchedule`.
-        steps: 1-D array of integer steps.
-
-    Returns:
-        `(should_prune, sparsity)`: bool and float32 NumPy arrays.
-    """
-    steps = np.asarray(steps, dtype=np.int64)
-    if schedule.in_graph:  # built-ins evaluate vectorised on NumPy arrays
-        should_prune, sparsity = schedule(steps)
-        return (
-            np.broadcast_to(np.asarray(should_prune, bool), steps.shape),
-            np.broadcast_to(np.asarray(sparsity, np.float32), steps.shape),
-        )
-    values = [schedules_lib.evaluate(schedule, int(s)) for s in steps]
-    return (
-        np.array([v[0] for v in values], dtype=bool),
-        np.array([v[1] for v in values], dtype=np.float32),
-    )
-
+# The one schedule scan lives with the schedules.
+sparsity_curve = schedules_lib.evaluate_steps
+_update_steps = schedules_lib.update_steps
 
 # Steps evaluated at once when scanning a schedule step by step.
 _CHUNK = 1 << 16
-
-
-def _update_steps(schedule, start, stop):
-    """`(first, frequency, count)` of the update steps in `[start, stop)`,
-    computed arithmetically; None for a schedule whose update rule is its
-    own (then the steps must be scanned).
-
-    Built-in schedules and `FunctionSchedule` update at `begin_step + k *
-    frequency` up to `end_step` inclusive (forever when -1).
-    """
-    if type(schedule) not in (
-        schedules_lib.PolynomialDecay,
-        schedules_lib.ConstantSparsity,
-        schedules_lib.ExponentialDecay,
-        schedules_lib.CosineDecay,
-        schedules_lib.FunctionSchedule,
-    ):
-        return None
-    begin, end = int(schedule.begin_step), int(schedule.end_step)
-    frequency = int(schedule.frequency)
-    lo = max(int(start), begin)
-    hi = int(stop) - 1 if end < 0 else min(int(stop) - 1, end)
-    first = begin + -(-(lo - begin) // frequency) * frequency
-    if first > hi:
-        return first, frequency, 0
-    return first, frequency, (hi - first) // frequency + 1
 
 
 def _events_at(schedule, steps):
@@ -457,7 +411,7 @@ def sparsity_report(model, sizes=False, pattern=True):
     """
     import keras
 
-    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.state import pruning_wrappers
 
     masked = {}
     for wrapper in pruning_wrappers(model):
@@ -603,7 +557,7 @@ def pruning_plan(model, skip_unsupported=True):
     """
     from keras_prune.core import patterns
     from keras_prune.integration import registry
-    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.state import pruning_wrappers
 
     wrappers = pruning_wrappers(model)
     wrapper_of = {}

@@ -12,8 +12,9 @@ import textwrap
 import numpy as np
 
 from keras_prune.core import schedules as schedules_lib
+from keras_prune.monitoring import events
 from keras_prune.monitoring import explain
-from keras_prune.monitoring import summaries
+from keras_prune.monitoring import stats
 
 
 def _new_figure(path, figsize, ncols=1):
@@ -59,9 +60,9 @@ def layer_sparsity_rows(model_or_rows):
         `zeros`, `target_sparsity`.
     """
     if _is_path(model_or_rows):
-        scalars = summaries.read_scalars(model_or_rows)
-        rows = summaries.weight_rows_from_logs(
-            scalars, summaries.read_config(model_or_rows)
+        scalars = events.read_scalars(model_or_rows)
+        rows = stats.weight_rows_from_logs(
+            scalars, events.read_config(model_or_rows)
         )
         if not rows:
             raise ValueError(
@@ -69,10 +70,10 @@ def layer_sparsity_rows(model_or_rows):
                 "(written by keras_prune.PruningSummaries)."
             )
     elif hasattr(model_or_rows, "_flatten_layers"):
-        from keras_prune.integration.strip import pruning_wrappers
+        from keras_prune.integration.state import pruning_wrappers
 
         if pruning_wrappers(model_or_rows):
-            rows = summaries.pruned_weight_stats(model_or_rows)
+            rows = stats.pruned_weight_stats(model_or_rows)
         else:
             rows = explain.sparsity_report(model_or_rows)
     else:
@@ -246,7 +247,7 @@ def plot_training_sparsity(
     """
     target = None
     if _is_path(history_or_logdir):
-        scalars = summaries.read_scalars(history_or_logdir)
+        scalars = events.read_scalars(history_or_logdir)
         if "model/sparsity" not in scalars:
             raise ValueError(
                 f"No 'model/sparsity' under {history_or_logdir!r} (written "
@@ -257,7 +258,7 @@ def plot_training_sparsity(
         values = np.array([v for _, v in points])
         if schedule is None:
             schedule = _schedule_from_config(
-                summaries.read_config(history_or_logdir)
+                events.read_config(history_or_logdir)
             )
             target = scalars.get("model/target_sparsity")
     else:
@@ -329,9 +330,9 @@ def plot_report(log_dir, path=None, scalars=None, config=None):
     Returns:
         The matplotlib Figure.
     """
-    scalars = summaries.read_scalars(log_dir) if scalars is None else scalars
-    config = summaries.read_config(log_dir) if config is None else config
-    rows = summaries.weight_rows_from_logs(scalars, config)
+    scalars = events.read_scalars(log_dir) if scalars is None else scalars
+    config = events.read_config(log_dir) if config is None else config
+    rows = stats.weight_rows_from_logs(scalars, config)
     fig, (left, right) = _new_figure(
         path, (13, max(4.0, 1.3 + 0.34 * len(rows))), ncols=2
     )

@@ -356,7 +356,7 @@ def shrink(model, ratio=None, importance="l2", return_report=False):
     small.save("small.keras")   # stock Keras layers only
     ```
     """
-    from keras_prune.integration.strip import pruning_wrappers
+    from keras_prune.integration.state import pruning_wrappers
     from keras_prune.integration.strip import strip_pruning
     from keras_prune.structure.report import ShrinkReport
 

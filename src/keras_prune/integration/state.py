@@ -1,0 +1,73 @@
+"""What a pruned model holds: its wrappers, their step, sparsity and health.
+
+Read-only questions about a model, shared by the callbacks, `strip_pruning`,
+the reports and the CLI.
+"""
+
+import keras
+import numpy as np
+
+from keras_prune.integration.wrapper import PruneLowMagnitude
+from keras_prune.integration.wrapper import nonfinite_message
+
+
+def pruning_wrappers(model):
+    """Every `PruneLowMagnitude` in `model`, nested ones included.
+
+    Args:
+        model: A Keras model or layer.
+
+    Returns:
+        List of wrappers, each once, in traversal order.
+    """
+    found = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, PruneLowMagnitude) and layer not in found:
+            found.append(layer)
+    return found
+
+
+def check_finite(model):
+    """Raises `FloatingPointError` if a compiled mask update met NaN or Inf.
+
+    Args:
+        model: A model holding pruning wrappers.
+    """
+    for wrapper in pruning_wrappers(model):
+        if wrapper.built and int(
+            keras.ops.convert_to_numpy(wrapper.nonfinite_count)
+        ):
+            raise FloatingPointError(nonfinite_message(wrapper))
+
+
+def model_sparsity(model):
+    """Fraction of zeros over all pruned weights of `model` (their masks).
+
+    Args:
+        model: A model holding pruning wrappers.
+
+    Returns:
+        float, or `None` when the model has nothing pruned.
+    """
+    pruned = total = 0
+    for wrapper in pruning_wrappers(model):
+        for mask in wrapper.masks:
+            m = keras.ops.convert_to_numpy(mask)
+            total += m.size
+            pruned += m.size - int(np.count_nonzero(m))
+    return pruned / total if total else None
+
+
+def pruning_step(model):
+    """The number of training batches a pruned model has completed.
+
+    Args:
+        model: A model holding pruning wrappers.
+
+    Returns:
+        int, or `None` when the model has no built pruning wrapper.
+    """
+    for wrapper in pruning_wrappers(model):
+        if wrapper.built:
+            return int(keras.ops.convert_to_numpy(wrapper.pruning_step))
+    return None
