@@ -32,7 +32,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks import _common
+from benchmarks import harness as _common
 
 _common.quiet_logs()
 
@@ -362,9 +362,7 @@ def main(argv=None):
             "epochs": args.epochs,
             "prune_epochs": args.prune_epochs,
         }
-        argv_child = ["-m", "benchmarks.shrink", "--child"]
-        for k, v in options.items():
-            argv_child += [f"--{k.replace('_', '-')}", str(v)]
+        argv_child = _common.child_argv(__spec__ or __file__, options)
         argv_child += ["--archs", *args.archs]
         argv_child += ["--sparsities", *map(str, args.sparsities)]
         if digits:
