@@ -348,9 +348,9 @@ def _copy_weights(graph, layer, new, removed, owner=None):
 
 def _expand_block(graph, layer, removed, taken):
     """An `ExpandedBlock` for a Keras-Hub block that loses heads, else None."""
-    if not (
-        graph_lib._is_transformer_block(layer) and layer.name in graph._producers
-    ):
+    if not graph_lib._is_transformer_block(layer):
+        return None
+    if layer.name not in graph._producers:
         return None
     heads = _width(graph, graph._producers[layer.name], removed)
     if heads == layer.num_heads:
