@@ -529,6 +529,9 @@ def test_keras_hub_blocks_heads_rewritten_or_kept_with_reason():
     assert small.get_layer("enc_self_attention").key_dim == 2
     assert small.get_layer("shared").num_heads == 2  # rebuilt, not rewritten
     assert rel_err(model(x), small(x)) <= 1e-5
+    unmasked = [x[0], np.ones_like(mask)]
+    assert rel_err(model(x), model(unmasked)) > 1e-3  # the mask matters
+    assert rel_err(model(unmasked), small(unmasked)) <= 1e-5
 
 
 def test_gated_attention_loses_whole_heads():
