@@ -1,5 +1,6 @@
 """Structured pruning that shrinks models: groups, ChannelPruning, shrink."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -372,10 +373,25 @@ APPS = {  # FLOPs ratio bound at 50% of the channels (~1/4)
     "EfficientNetB0": 0.28,
     "DenseNet121": 0.27,
 }
-# Building and compiling these takes minutes per backend: CI runs one CNN and
-# one transformer; KERAS_PRUNE_SLOW_TESTS=1 runs them all.
+HUB = ("BertBackbone", "GPT2Backbone")
+# Building and compiling the big CNNs takes minutes per backend: CI runs one
+# CNN and both transformers; KERAS_PRUNE_SLOW_TESTS=1 runs them all.
 SLOW = os.environ.get("KERAS_PRUNE_SLOW_TESTS") == "1"
-FAST_CASES = ("MobileNetV2", "BertBackbone")
+FAST_CASES = ("MobileNetV2",) + HUB
+HAS_HUB = importlib.util.find_spec("keras_hub") is not None
+CASES = [
+    name
+    for name in (list(APPS) + list(HUB) if SLOW else FAST_CASES)
+    if HAS_HUB or name not in HUB
+]
+HUB_CONFIG = dict(
+    vocabulary_size=50,
+    num_layers=2,
+    num_heads=4,
+    hidden_dim=16,
+    intermediate_dim=32,
+    max_sequence_length=8,
+)
 
 
 def build_case(name):
@@ -391,66 +407,143 @@ def build_case(name):
         return model, x
     import keras_hub
 
-    kwargs = dict(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
-    )
     x = {
         "token_ids": np.random.default_rng(6).integers(0, 50, (2, 8)),
-        "padding_mask": np.ones((2, 8), "int32"),
+        # The second sequence is padded: the attention mask matters.
+        "padding_mask": np.array([[1] * 8, [1] * 5 + [0] * 3], "int32"),
     }
     if name == "BertBackbone":
-        model = keras_hub.models.BertBackbone(**kwargs)
-        x["segment_ids"] = np.zeros((2, 8), "int32")
+        model = keras_hub.models.BertBackbone(**HUB_CONFIG)
+        x["segment_ids"] = np.array([[0] * 4 + [1] * 4] * 2, "int32")
     else:
-        model = keras_hub.models.GPT2Backbone(**kwargs)
+        model = keras_hub.models.GPT2Backbone(**HUB_CONFIG)
     return model, x
 
 
 @pytest.fixture(scope="module")
-def shrunk_cases(tmp_path_factory):
-    return {"dir": tmp_path_factory.mktemp("shrunk"), "paths": []}
+def real_cases(tmp_path_factory):
+    """Builds, prunes (50%), shrinks and saves each architecture once."""
+    folder = tmp_path_factory.mktemp("shrunk")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model, x = build_case(name)
+            pruning = keras_prune.ChannelPruning(
+                keras_prune.ConstantSparsity(0.5, 0)
+            )
+            pruning.attach(model)
+            pruning.prune_to(0.5)
+            small, report = keras_prune.shrink(model, return_report=True)
+            path = str(folder / name)
+            save_case(model, small, x, path)
+            cache[name] = (model, small, report, x, path)
+        return cache[name]
+
+    return get
 
 
-@pytest.mark.parametrize("name", list(APPS) + ["BertBackbone", "GPT2Backbone"])
-def test_real_architecture_shrinks_at_half(name, shrunk_cases):
-    if not SLOW and name not in FAST_CASES:
-        pytest.skip("set KERAS_PRUNE_SLOW_TESTS=1 to run every architecture")
-    if name.endswith("Backbone"):
+@pytest.mark.parametrize("name", list(APPS) + list(HUB))
+def test_real_architecture_shrinks_at_half(name, real_cases):
+    if name in HUB:
         pytest.importorskip("keras_hub")
-    model, x = build_case(name)
-    pruning = keras_prune.ChannelPruning(keras_prune.ConstantSparsity(0.5, 0))
-    pruning.attach(model)
-    pruning.prune_to(0.5)
-    small, report = keras_prune.shrink(model, return_report=True)
+    if name not in CASES:
+        pytest.skip("set KERAS_PRUNE_SLOW_TESTS=1 to run every architecture")
+    model, small, report, x, _ = real_cases(name)
     flops = report.flops_after / report.flops_before
     if name in APPS:
         assert flops <= APPS[name]  # ~1/4: both sides of each conv
         assert report.params_after / report.params_before <= 0.27
     else:
-        # hidden channels stay (LayerNorm); the FFN inner units halve,
-        # heads are kept (key_dim = hidden_dim // num_heads in keras-hub).
-        block = [
-            layer
-            for layer in small.layers
-            if hasattr(layer, "intermediate_dim")
-        ][0]
-        assert (block.intermediate_dim, block.num_heads) == (16, 2)
+        # Hidden channels stay (LayerNorm); heads and FFN units halve in
+        # every block, which is rewritten with stock Keras layers.
+        n = HUB_CONFIG["num_layers"]
+        assert sorted(w for w in report.widths if w[2] != w[3]) == sorted(
+            [(f"transformer_layer_{i}", "num_heads", 4, 2) for i in range(n)]
+            + [
+                (f"transformer_layer_{i}", "intermediate_dim", 32, 16)
+                for i in range(n)
+            ]
+        )
+        for i in range(n):
+            mha = small.get_layer(f"transformer_layer_{i}_self_attention")
+            assert type(mha) is L.MultiHeadAttention
+            assert (mha.num_heads, mha.key_dim) == (2, 4)  # key_dim kept
+            ffn = small.get_layer(
+                f"transformer_layer_{i}_feedforward_intermediate_dense"
+            )
+            assert ffn.units == 16
+        kinds = {type(layer).__name__ for layer in small.layers}
+        assert not kinds & {"TransformerEncoder", "TransformerDecoder"}
     want = keras.tree.flatten(model.predict(x, verbose=0))
     got = keras.tree.flatten(small.predict(x, verbose=0))
+    assert len(want) == len(got)
     for w, g in zip(want, got):
         assert rel_err(w, g) <= 1e-5
-    path = str(shrunk_cases["dir"] / name)
-    save_case(model, small, x, path)
-    shrunk_cases["paths"].append(path)
 
 
-def test_real_architectures_load_without_keras_prune(shrunk_cases):
-    if not shrunk_cases["paths"]:
-        pytest.skip("no architecture was shrunk in this session")
-    paths = shrunk_cases["paths"]
-    assert load_elsewhere(paths) == len(paths)
+def test_real_architectures_load_without_keras_prune(real_cases):
+    """One fresh process loads every shrunk case of `CASES`."""
+    paths = [real_cases(name)[4] for name in CASES]
+    assert load_elsewhere(paths) == len(paths) == len(CASES)
+
+
+def test_keras_hub_blocks_heads_rewritten_or_kept_with_reason():
+    """A block called with an attention_mask loses heads (rewritten with
+    stock layers); a shared block and a cross-attention block keep them."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(7)
+    x_in = keras.Input((6, 8), name="x")
+    m_in = keras.Input((6, 6), dtype="int32", name="m")
+    enc = keras_hub.layers.TransformerEncoder(
+        16, 4, activation="gelu", name="enc"
+    )
+    shared = keras_hub.layers.TransformerEncoder(16, 2, name="shared")
+    dec = keras_hub.layers.TransformerDecoder(16, 2, name="dec")
+    h = enc(x_in, attention_mask=m_in)
+    h = shared(shared(h))
+    h = dec(h, x_in)
+    model = keras.Model([x_in, m_in], h)
+    graph = keras_prune.DependencyGraph(model)
+    groups = {(g.layers[0], g.kind): g.frozen for g in graph.groups}
+    assert groups[("enc", "heads")] is None
+    assert groups[("shared", "heads")] == (
+        "shared: heads kept: the block is called 2 times (shared weights)"
+    )
+    assert graph.frozen == {
+        "dec": "cross-attention blocks are not analysed"
+    }
+    rng = np.random.default_rng(8)
+    mask = np.tril(np.ones((6, 6), "int32"))[None].repeat(2, axis=0)
+    mask[1, :, 4:] = 0
+    x = [rng.uniform(size=(2, 6, 8)).astype("f"), mask]
+    pruning = keras_prune.ChannelPruning(keras_prune.ConstantSparsity(0.5, 0))
+    pruning.attach(model)
+    pruning.prune_to(0.5)
+    small, report = keras_prune.shrink(model, return_report=True)
+    assert sorted(w for w in report.widths if w[2] != w[3]) == [
+        ("enc", "intermediate_dim", 16, 8),
+        ("enc", "num_heads", 4, 2),
+        ("shared", "intermediate_dim", 16, 8),
+    ]
+    assert small.get_layer("enc_self_attention").key_dim == 2
+    assert small.get_layer("shared").num_heads == 2  # rebuilt, not rewritten
+    assert rel_err(model(x), small(x)) <= 1e-5
+    unmasked = [x[0], np.ones_like(mask)]
+    assert rel_err(model(x), model(unmasked)) > 1e-3  # the mask matters
+    assert rel_err(model(unmasked), small(unmasked)) <= 1e-5
+
+
+def test_gated_attention_loses_whole_heads():
+    keras.utils.set_random_seed(9)
+    i = keras.Input((5, 8))
+    a = L.MultiHeadAttention(4, key_dim=2, use_gate=True, name="mha")(i, i)
+    model = keras.Model(i, L.Dense(3, name="out")(a))
+    x = np.random.default_rng(10).uniform(size=(2, 5, 8)).astype("f")
+    pruning = keras_prune.ChannelPruning(keras_prune.ConstantSparsity(0.5, 0))
+    pruning.attach(model)
+    pruning.prune_to(0.5)
+    small = keras_prune.shrink(model)
+    assert widths(small) == {"mha": 2, "out": 3}
+    assert small.get_layer("mha")._gate_dense.kernel.shape == (8, 2, 2)
+    assert rel_err(model(x), small(x)) <= 1e-5

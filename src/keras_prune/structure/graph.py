@@ -24,6 +24,8 @@ their groups are never pruned, and `DependencyGraph.frozen` says why.
 import keras
 import numpy as np
 
+from keras_prune.structure import hub_blocks
+
 PRODUCER = "producer"  # output channel of a layer: zeroed when pruned
 FOLLOWER = "follower"  # per-channel parameter (BN, depthwise): zeroed too
 CONSUMER = "consumer"  # input rows of a layer: dropped, never zeroed
@@ -589,6 +591,13 @@ class DependencyGraph:
             if dense.bias is not None:
                 self._slice(owner, dense.bias, 0, heads, PRODUCER)
         self._slice(owner, mha._output_dense.kernel, 0, heads, CONSUMER)
+        gate = getattr(mha, "_gate_dense", None)
+        if gate is not None:
+            # The gate multiplies each head's output: a zero head stays
+            # zero whatever its gate, so the gate columns are only dropped.
+            self._slice(owner, gate.kernel, 1, heads, CONSUMER)
+            if gate.bias is not None:
+                self._slice(owner, gate.bias, 0, heads, CONSUMER)
 
     def _transformer(self, layer, node, inputs, outputs):
         if getattr(layer, "_cross_attention_layer", None) is not None:
@@ -607,11 +616,12 @@ class DependencyGraph:
         heads = self._produce(layer, layer.num_heads, kind="heads")
         self._kinds[layer.name] = "heads"
         self._attention_slices(layer, layer._self_attention_layer, heads)
-        self._freeze(
-            heads,
-            f"{layer.name}: {type(layer).__name__} derives key_dim from "
-            "hidden_dim // num_heads, so fewer heads cannot keep the weights",
-        )
+        # Fewer heads: `shrink` rewrites the block with stock layers
+        # (hub_blocks.py) where that is exact; otherwise heads are kept.
+        calls = sum(1 for n in self.nodes if n.operation is layer)
+        reason = hub_blocks.head_blocker(layer, node, calls)
+        if reason is not None:
+            self._freeze(heads, f"{layer.name}: heads kept: {reason}")
         inner = self._uf.new(layer.intermediate_dim)
         self._producers[layer.name + "/ffn"] = inner
         self._kinds[layer.name + "/ffn"] = "ffn"

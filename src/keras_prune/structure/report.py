@@ -7,6 +7,8 @@ attention layers at batch size 1; elementwise layers are ignored.
 import keras
 import numpy as np
 
+from keras_prune.structure.hub_blocks import expanded_names
+
 
 def _prod(shape):
     return int(np.prod([d for d in shape if d is not None] or [1]))
@@ -119,8 +121,16 @@ class ShrinkReport:
         self.flops_before = model_flops(before)
         self.flops_after = model_flops(after)
         old, new = layer_widths(before), layer_widths(after)
+
+        def after_width(name, key):
+            if (name, key) in new:
+                return new[(name, key)]
+            # A Keras-Hub block rewritten as stock layers (hub_blocks.py).
+            renamed = expanded_names(name).get(key)
+            return new.get(renamed) if renamed else None
+
         self.widths = [
-            (name, key, value, new.get((name, key)))
+            (name, key, value, after_width(name, key))
             for (name, key), value in old.items()
         ]
         self.frozen = dict(graph.frozen)

@@ -14,6 +14,7 @@ from keras_prune.structure import graph as graph_lib
 from keras_prune.structure.graph import CONSUMER
 from keras_prune.structure.graph import PRODUCER
 from keras_prune.structure.graph import DependencyGraph
+from keras_prune.structure.hub_blocks import ExpandedBlock
 from keras_prune.structure.importance import select_units
 
 
@@ -238,10 +239,14 @@ def _new_config(graph, layer, node_outputs, removed):
     return config
 
 
-def _sliced_weights(graph, layer, removed):
-    """NumPy values of `layer.weights` with the removed entries dropped."""
+def _sliced_weights(graph, layer, removed, owner=None):
+    """NumPy values of `layer.weights` with the removed entries dropped.
+
+    `owner`: the name the slices are recorded under (the block, for a
+    sublayer of a Keras-Hub block); default `layer.name`.
+    """
     cuts = {}
-    for s in graph.slices.get(layer.name, []):
+    for s in graph.slices.get(owner or layer.name, []):
         cuts.setdefault(id(s.variable), []).append(
             (s.axis, graph.keep_of(s.ids, removed))
         )
@@ -262,7 +267,9 @@ def build_shrunk(graph, removed):
         removed: Unit ids to remove (from `select_units` or `zero_units`).
 
     Returns:
-        A new Sequential (for a Sequential) or Functional model.
+        A new Sequential (for a Sequential) or Functional model. A Keras-Hub
+        `TransformerEncoder`/`TransformerDecoder` that loses heads becomes
+        stock Keras layers (see `hub_blocks`), and the model Functional.
     """
     model, functional = graph.model, graph.functional
     removed = np.asarray(removed, dtype=np.int64)
@@ -270,6 +277,7 @@ def build_shrunk(graph, removed):
     for node in graph.nodes:
         first_outputs.setdefault(id(node.operation), node.outputs)
     new_layers = {}
+    taken = {node.operation.name for node in graph.nodes}
     for node in graph.nodes:
         layer = node.operation
         if id(layer) in new_layers:
@@ -281,13 +289,18 @@ def build_shrunk(graph, removed):
             # deserialize in safe mode) are reused as they are.
             new_layers[id(layer)] = layer
             continue
+        expanded = _expand_block(graph, layer, removed, taken)
+        if expanded is not None:
+            new_layers[id(layer)] = expanded
+            continue
         config = _new_config(graph, layer, node.outputs, removed)
         new_layers[id(layer)] = layer.__class__.from_config(config)
     inputs = keras.tree.map_structure(
         lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name),
         functional._inputs_struct,
     )
-    if isinstance(model, keras.Sequential):
+    expanded = any(isinstance(v, ExpandedBlock) for v in new_layers.values())
+    if isinstance(model, keras.Sequential) and not expanded:
         new_model = keras.Sequential(
             [
                 keras.Input(
@@ -308,21 +321,42 @@ def build_shrunk(graph, removed):
         new = new_layers.pop(id(layer), None)
         if new is None or new is layer:
             continue
-        values = _sliced_weights(graph, layer, removed)
-        if len(values) != len(new.weights):
-            raise RuntimeError(
-                f"Layer {layer.name!r}: the smaller copy has "
-                f"{len(new.weights)} weights, the original {len(values)}."
-            )
-        for var, value in zip(new.weights, values):
-            if tuple(var.shape) != value.shape:
-                raise RuntimeError(
-                    f"Layer {layer.name!r}: weight {var.path} of the smaller "
-                    f"copy has shape {tuple(var.shape)}, the kept entries "
-                    f"{value.shape}. Please report this model."
-                )
-            var.assign(value)
+        if isinstance(new, ExpandedBlock):
+            for original, sub in new.pairs:
+                _copy_weights(graph, original, sub, removed, owner=layer.name)
+        else:
+            _copy_weights(graph, layer, new, removed)
     return new_model
+
+
+def _copy_weights(graph, layer, new, removed, owner=None):
+    values = _sliced_weights(graph, layer, removed, owner)
+    if len(values) != len(new.weights):
+        raise RuntimeError(
+            f"Layer {layer.name!r}: the smaller copy has "
+            f"{len(new.weights)} weights, the original {len(values)}."
+        )
+    for var, value in zip(new.weights, values):
+        if tuple(var.shape) != value.shape:
+            raise RuntimeError(
+                f"Layer {layer.name!r}: weight {var.path} of the smaller "
+                f"copy has shape {tuple(var.shape)}, the kept entries "
+                f"{value.shape}. Please report this model."
+            )
+        var.assign(value)
+
+
+def _expand_block(graph, layer, removed, taken):
+    """An `ExpandedBlock` for a Keras-Hub block that loses heads, else None."""
+    if not graph_lib._is_transformer_block(layer):
+        return None
+    if layer.name not in graph._producers:
+        return None
+    heads = _width(graph, graph._producers[layer.name], removed)
+    if heads == layer.num_heads:
+        return None  # rebuilt from its config (smaller intermediate_dim)
+    inner = _width(graph, graph._producers[layer.name + "/ffn"], removed)
+    return ExpandedBlock(layer, heads, inner, taken)
 
 
 def shrink(model, ratio=None, importance="l2", return_report=False):
