@@ -510,9 +510,7 @@ def test_keras_hub_blocks_heads_rewritten_or_kept_with_reason():
     assert groups[("shared", "heads")] == (
         "shared: heads kept: the block is called 2 times (shared weights)"
     )
-    assert graph.frozen == {
-        "dec": "cross-attention blocks are not analysed"
-    }
+    assert graph.frozen == {"dec": "cross-attention blocks are not analysed"}
     rng = np.random.default_rng(8)
     mask = np.tril(np.ones((6, 6), "int32"))[None].repeat(2, axis=0)
     mask[1, :, 4:] = 0
