@@ -140,7 +140,7 @@ def state(model):
             int(to_np(w.pruning_step)),
             [(to_np(v), to_np(m), to_np(t)) for v, m, t in w.pruning_vars],
         )
-        for w in keras_prune.integration.strip.pruning_wrappers(model)
+        for w in keras_prune.integration.state.pruning_wrappers(model)
     ]
 
 
@@ -177,7 +177,7 @@ def train_checked(model, steps, host):
 def resume(path, expected, host, out):
     """In a new process: load, compare with `expected` (npz), train on."""
     model = keras.saving.load_model(path)
-    wrappers = keras_prune.integration.strip.pruning_wrappers(model)
+    wrappers = keras_prune.integration.state.pruning_wrappers(model)
     assert len(wrappers) == 2
     for w in wrappers:
         assert type(w.pruning_spec.mask_pattern) is TopKPerRow

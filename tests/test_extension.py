@@ -34,7 +34,7 @@ def test_user_score_and_pattern_train_save_reload_resume(kind, tmp_path):
     model = user.functional() if kind == "functional" else user.subclassed()
     host = kind == "functional"
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    wrappers = keras_prune.integration.strip.pruning_wrappers(model)
+    wrappers = keras_prune.integration.state.pruning_wrappers(model)
     assert len(wrappers) == 2
     for w in wrappers:
         assert type(w.pruning_spec.mask_pattern) is user.TopKPerRow
@@ -94,7 +94,7 @@ def test_user_score_and_pattern_train_save_reload_resume(kind, tmp_path):
 
 def test_user_pattern_prune_once_matches_reference():
     model = user.functional()
-    wrappers = keras_prune.integration.strip.pruning_wrappers(model)
+    wrappers = keras_prune.integration.state.pruning_wrappers(model)
     before = user.state(model)
     for w in wrappers:
         w.update_masks_now(0.6)
@@ -112,7 +112,7 @@ def test_user_allocation_shares_a_group_and_round_trips(tmp_path):
         return keras.Model(inputs, keras.layers.Dense(4, name="d2")(h))
 
     pruned = keras_prune.prune_once(model(), 0.7, allocation=user.Uniform())
-    wrappers = keras_prune.integration.strip.pruning_wrappers(pruned)
+    wrappers = keras_prune.integration.state.pruning_wrappers(pruned)
     assert wrappers[0]._group is wrappers[1]._group
     for w in wrappers:
         (mask,) = [user.to_np(m) for m in w.masks]
@@ -122,7 +122,7 @@ def test_user_allocation_shares_a_group_and_round_trips(tmp_path):
     path = str(tmp_path / "uniform.keras")
     pruned.save(path)
     loaded = keras.saving.load_model(path)
-    again = keras_prune.integration.strip.pruning_wrappers(loaded)
+    again = keras_prune.integration.state.pruning_wrappers(loaded)
     assert again[0]._group is again[1]._group
     assert again[0]._group.allocation == user.Uniform()
     again[0].update_masks_now(0.9)

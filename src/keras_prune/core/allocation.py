@@ -24,6 +24,8 @@ from keras import ops
 
 from keras_prune import _backend
 from keras_prune.core import masks
+from keras_prune.core.parts import Part
+from keras_prune.core.parts import resolve
 
 
 def guard_floor(owner, weight):
@@ -298,14 +300,16 @@ def count_bounds(targets):
         for t, n, g in zip(targets, sizes, guards)
     ]
     k_max = [
-        n if t.min_sparsity is None else masks.host_kept_count(n, t.min_sparsity)
+        n
+        if t.min_sparsity is None
+        else masks.host_kept_count(n, t.min_sparsity)
         for t, n in zip(targets, sizes)
     ]
     return k_min, k_max
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
-class Allocation:
+class Allocation(Part):
     """Base class: how many weights each tensor of a group keeps.
 
     An allocation turns the group's sparsity into one kept count per
@@ -353,25 +357,6 @@ class Allocation:
             "`counts(self, targets, sparsity, histograms)`."
         )
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash(type(self))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
 
 @keras.saving.register_keras_serializable(package="keras_prune")
 class PerTensor(Allocation):
@@ -400,7 +385,9 @@ class Global(Allocation):
     name = "global"
 
     def counts(self, targets, sparsity, histograms):
-        sizes = [int(np.prod(t.weight.shape, dtype=np.int64)) for t in targets]
+        sizes = [
+            int(np.prod(t.weight.shape, dtype=np.int64)) for t in targets
+        ]
         k_min, k_max = count_bounds(targets)
         counts, _ = global_counts_from_histograms(
             histograms.high(),
@@ -429,17 +416,12 @@ BUILTIN = {"layer": PerTensor, "global": Global, "erk": ERK}
 def get(identifier):
     """An `Allocation` from an instance, its config, or `'layer'`,
     `'global'`, `'erk'`."""
-    if isinstance(identifier, str) and identifier in BUILTIN:
-        return BUILTIN[identifier]()
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        identifier = keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Allocation):
-        identifier = identifier()
-    if not isinstance(identifier, Allocation):
+    allocation = resolve(identifier, Allocation, BUILTIN)
+    if allocation is None:
         raise ValueError(
             f"Unknown allocation {identifier!r}: use 'layer' (every "
             "weight to the schedule's sparsity), 'global' (one threshold "
             "across layers), 'erk' (Erdős–Rényi-Kernel budgets), or a "
             "keras_prune.Allocation instance."
         )
-    return identifier
+    return allocation

@@ -17,10 +17,12 @@ import keras
 from keras import ops
 
 from keras_prune.core import masks
+from keras_prune.core.parts import Part
+from keras_prune.core.parts import resolve
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
-class Score:
+class Score(Part):
     """Base class of a score: subclass it and implement `__call__`.
 
     A score must be a pure function of its arguments, written with
@@ -68,24 +70,10 @@ class Score:
             "`__call__(self, value, weight, layer)`."
         )
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash(type(self))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+    def bits(self, value, weight, layer):
+        """Flat int32 bit patterns of the scores (`masks.magnitude_bits`),
+        which the exact select reads. Override only to save a pass."""
+        return masks.magnitude_bits(self(value, weight, layer))
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -109,19 +97,19 @@ class Magnitude(Score):
         bits = masks.magnitude_bits(value)
         return ops.reshape(ops.view(bits, "float32"), tuple(value.shape))
 
+    def bits(self, value, weight=None, layer=None):
+        return masks.magnitude_bits(value)
+
 
 def get(identifier):
     """A `Score` from an instance, its config, `'magnitude'` or None."""
-    if identifier is None or identifier == "magnitude":
+    if identifier is None:
         return Magnitude()
-    if isinstance(identifier, dict):
-        identifier = keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Score):
-        identifier = identifier()
-    if not isinstance(identifier, Score):
+    score = resolve(identifier, Score, {"magnitude": Magnitude})
+    if score is None:
         raise TypeError(
             "`score` must be a keras_prune.Score (e.g. "
             f"keras_prune.Magnitude()), its config or None; got "
             f"{identifier!r}. Subclass keras_prune.Score for your own."
         )
-    return identifier
+    return score

@@ -137,9 +137,8 @@ class PruningGroup:
                 continue
             kept = int(np.count_nonzero(ops.convert_to_numpy(t.mask)))
             if kept <= floor:
-                out.append(
-                    (t.wrapper.layer.name, t.weight.path or t.weight.name, kept, floor)
-                )
+                name = t.weight.path or t.weight.name
+                out.append((t.wrapper.layer.name, name, kept, floor))
         return out
 
     def warn_guarded(self):

@@ -176,10 +176,6 @@ class MaskUpdate:
 
     # ---------------------------------------------------------------- math
 
-    def _scores(self, target, value, old_mask):
-        masked = ops.where(old_mask, ops.cast(value, "float32"), 0.0)
-        return self.score(masked, target.weight, target.owner)
-
     def recompute(self, sparsity, old, values=None, uses_sparsity=None):
         """New `(mask, threshold)` per target; the old ones on NaN/Inf.
 
@@ -199,28 +195,35 @@ class MaskUpdate:
         """
         if values is None:
             values = [read_raw(t.weight) for t in self.targets]
-        scores = [
-            self._scores(t, v, om)
-            for t, v, (om, _) in zip(self.targets, values, old)
+        masked = [
+            ops.where(om, ops.cast(v, "float32"), 0.0)
+            for v, (om, _) in zip(values, old)
         ]
         if self.allocation.shared:
-            new, n_bad = self._select_shared(scores, sparsity)
-        else:
-            if uses_sparsity is None:
-                uses_sparsity = self.pattern.uses_sparsity(
-                    schedule=self.schedule
-                )
-            given = sparsity if uses_sparsity else None
-            new, n_bad = [], ops.convert_to_tensor(0, "int32")
-            for s, args in zip(scores, self.weight_args):
-                mask, threshold, bad = self.pattern.mask(s, given, **args)
-                new.append((mask, threshold))
-                n_bad = n_bad + ops.cast(bad, "int32")
+            new, n_bad = self._select_shared(masked, sparsity)
+            return rollback(new, old, n_bad), n_bad
+        if uses_sparsity is None:
+            uses_sparsity = self.pattern.uses_sparsity(schedule=self.schedule)
+        given = sparsity if uses_sparsity else None
+        by_bits = getattr(self.pattern, "mask_from_bits", None)
+        new, n_bad = [], ops.convert_to_tensor(0, "int32")
+        for t, x, args in zip(self.targets, masked, self.weight_args):
+            if by_bits is not None:  # the select reads the bits only
+                bits = self.score.bits(x, t.weight, t.owner)
+                mask, threshold, bad = by_bits(bits, given, t.weight.shape)
+            else:
+                scores = self.score(x, t.weight, t.owner)
+                mask, threshold, bad = self.pattern.mask(scores, given, **args)
+            new.append((mask, threshold))
+            n_bad = n_bad + ops.cast(bad, "int32")
         return rollback(new, old, n_bad), n_bad
 
-    def _select_shared(self, scores, sparsity):
+    def _select_shared(self, masked, sparsity):
         """Each tensor's exact top-k at the allocation's counts."""
-        bits = [masks.magnitude_bits(s) for s in scores]
+        bits = [
+            self.score.bits(x, t.weight, t.owner)
+            for t, x in zip(self.targets, masked)
+        ]
         counts = self.allocation.counts(
             self.targets, sparsity, _allocation.BitsHistograms(bits)
         )

@@ -9,6 +9,9 @@ instance.
 
 import keras
 
+from keras_prune.core.parts import Part
+from keras_prune.core.parts import resolve
+
 _REGISTRY = {}  # name -> Pattern subclass (the built-in string names)
 
 
@@ -28,7 +31,7 @@ def register(name):
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
-class Pattern:
+class Pattern(Part):
     """Base class of a sparsity pattern: subclass it and implement `mask`.
 
     `mask` runs inside compiled train steps: write it with `keras.ops`, with
@@ -101,35 +104,11 @@ class Pattern:
             "`mask(self, scores, sparsity, **weight_args)`."
         )
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash(type(self))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
 
 def get(identifier):
     """A `Pattern` from an instance, its config or a registered name."""
-    if isinstance(identifier, str) and identifier in _REGISTRY:
-        return _REGISTRY[identifier]()
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        identifier = keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Pattern):
-        identifier = identifier()
-    if not isinstance(identifier, Pattern):
+    pattern = resolve(identifier, Pattern, _REGISTRY)
+    if pattern is None:
         names = ", ".join(repr(n) for n in sorted(_REGISTRY))
         raise ValueError(
             f"Unknown pattern {identifier!r}: use None (single weights), "
@@ -137,4 +116,4 @@ def get(identifier):
             "keras_prune.Block((1, 4)), keras_prune.NM(2, 4)). Blocks and "
             "N:M can also be set with `block_size` and `sparsity_m_by_n`."
         )
-    return identifier
+    return pattern

@@ -25,6 +25,10 @@ class Unstructured(Pattern):
     shares_budget = True
 
     def mask(self, scores, sparsity):
-        return masks.mask_from_bits(
-            masks.magnitude_bits(scores), sparsity, scores.shape
+        return self.mask_from_bits(
+            masks.magnitude_bits(scores), sparsity, tuple(scores.shape)
         )
+
+    def mask_from_bits(self, bits, sparsity, shape):
+        """`mask` given the scores' bits (`Score.bits`): one pass less."""
+        return masks.mask_from_bits(bits, sparsity, shape)
