@@ -5,6 +5,10 @@ backends. Change `import tensorflow_model_optimization as tfmot` /
 `tfmot.sparsity.keras.X` to `import keras_prune` / `keras_prune.X`.
 """
 
+from keras_prune.core.allocation import ERK
+from keras_prune.core.allocation import Allocation
+from keras_prune.core.allocation import Global
+from keras_prune.core.allocation import PerTensor
 from keras_prune.core.masks import kept_count
 from keras_prune.core.masks import magnitude_mask
 from keras_prune.core.patterns import is_pruned_m_by_n
@@ -14,6 +18,13 @@ from keras_prune.core.schedules import ExponentialDecay
 from keras_prune.core.schedules import FunctionSchedule
 from keras_prune.core.schedules import PolynomialDecay
 from keras_prune.core.schedules import PruningSchedule
+from keras_prune.core.scores import Magnitude
+from keras_prune.core.scores import Score
+from keras_prune.core.sparsity_patterns import NM
+from keras_prune.core.sparsity_patterns import Block
+from keras_prune.core.sparsity_patterns import Channel
+from keras_prune.core.sparsity_patterns import Pattern
+from keras_prune.core.sparsity_patterns import Unstructured
 from keras_prune.integration.callbacks import UpdatePruningStep
 from keras_prune.integration.oneshot import prune_once
 from keras_prune.integration.policy import PruneForLatencyOnXNNPack

@@ -18,11 +18,14 @@ top-k (`masks.mask_for_count`), which for `global_counts` is exactly the
 elements above the global threshold plus the tied elements assigned to it.
 """
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_prune import _backend
 from keras_prune.core import masks
+from keras_prune.core.parts import Part
+from keras_prune.core.parts import resolve
 
 
 def guard_floor(owner, weight):
@@ -110,23 +113,41 @@ def global_counts(bits_list, k_total, k_min=None, k_max=None):
         threshold's bit pattern.
     """
     sizes = [int(b.shape[0]) for b in bits_list]
-    lo_bits = masks._LO_BITS
-    highs = [ops.right_shift(b, lo_bits) for b in bits_list]
-    hist = ops.stack(
-        [_backend.histogram(h, 1 << masks._HI_BITS) for h in highs]
-    )  # (n, 65536)
+    hist = BitsHistograms(bits_list)
+    return global_counts_from_histograms(
+        hist.high(), hist.low, sizes, k_total, k_min, k_max
+    )
 
-    def low_histograms(bucket):
+
+class BitsHistograms:
+    """The per-tensor histograms an allocation reads, from whole tensors.
+
+    Streaming updates give allocations an object with the same two methods,
+    computed chunk by chunk.
+
+    Args:
+        bits_list: List of 1-D int32 tensors (`masks.magnitude_bits` of
+            each tensor's scores).
+    """
+
+    def __init__(self, bits_list):
+        self.bits_list = bits_list
+        self.highs = [ops.right_shift(b, masks._LO_BITS) for b in bits_list]
+
+    def high(self):
+        """int32 `(n, 2**16)`: per tensor, `masks.high_histogram`."""
+        return ops.stack(
+            [_backend.histogram(h, 1 << masks._HI_BITS) for h in self.highs]
+        )
+
+    def low(self, bucket):
+        """int32 `(n, 2**15)`: per tensor, `masks.low_histogram(bucket)`."""
         return ops.stack(
             [
                 masks.low_histogram(b, bucket, h)
-                for h, b in zip(highs, bits_list)
+                for h, b in zip(self.highs, self.bits_list)
             ]
         )
-
-    return global_counts_from_histograms(
-        hist, low_histograms, sizes, k_total, k_min, k_max
-    )
 
 
 def global_counts_from_histograms(
@@ -240,3 +261,167 @@ def erk_counts(shapes, sparsity):
     rank = ops.sum(ops.cast(beats, "int32"), axis=1)
     extra = ops.cast(ops.less(rank, short), "int32")
     return base + extra
+
+
+def guard_floors(targets):
+    """Per target: `guard_floor`, or None where it sets `max_sparsity`
+    (its cap is then the floor).
+
+    Args:
+        targets: Objects with `owner`, `weight` and `max_sparsity`.
+    """
+    return [
+        guard_floor(t.owner, t.weight) if t.max_sparsity is None else None
+        for t in targets
+    ]
+
+
+def count_bounds(targets):
+    """Per-tensor kept-count floors and caps from max/min sparsity.
+
+    Without `max_sparsity`, the floor is the guard's (no tensor pruned
+    whole); `max_sparsity=1.0` lifts it to 0.
+
+    Args:
+        targets: Objects with `owner`, `weight`, `max_sparsity` and
+            `min_sparsity`.
+
+    Returns:
+        `(k_min, k_max)`: lists of Python ints.
+    """
+    sizes = [int(np.prod(t.weight.shape, dtype=np.int64)) for t in targets]
+    guards = guard_floors(targets)
+    k_min = [
+        g
+        if t.max_sparsity is None
+        else 0
+        if t.max_sparsity >= 1.0
+        else masks.host_kept_count(n, t.max_sparsity)
+        for t, n, g in zip(targets, sizes, guards)
+    ]
+    k_max = [
+        n
+        if t.min_sparsity is None
+        else masks.host_kept_count(n, t.min_sparsity)
+        for t, n in zip(targets, sizes)
+    ]
+    return k_min, k_max
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Allocation(Part):
+    """Base class: how many weights each tensor of a group keeps.
+
+    An allocation turns the group's sparsity into one kept count per
+    tensor; each tensor's mask is then its exact top-k by score. Subclass
+    it and implement `counts`.
+
+    Class attributes:
+        shared: False for `PerTensor` (every weight on its own, with its
+            pattern); True for the allocations that share one budget across
+            the layers of a model (a pruning group).
+
+    Example:
+
+    ```python
+    @keras.saving.register_keras_serializable(package="my_allocations")
+    class Uniform(keras_prune.Allocation):
+        def counts(self, targets, sparsity, histograms):
+            return ops.stack([
+                keras_prune.kept_count(int(np.prod(t.weight.shape)), sparsity)
+                for t in targets
+            ])
+    ```
+    """
+
+    shared = True
+    name = None
+
+    def counts(self, targets, sparsity, histograms):
+        """Kept count per tensor.
+
+        Args:
+            targets: Per tensor, an object with `weight` (the variable),
+                `owner` (its layer), `max_sparsity` and `min_sparsity`.
+            sparsity: float32 scalar: the group's sparsity.
+            histograms: An object with `high()` (int32 `(n, 2**16)`: per
+                tensor, the histogram of the high 16 bits of its score
+                bits) and `low(bucket)` (int32 `(n, 2**15)`), computed on
+                demand (see `global_counts_from_histograms`).
+
+        Returns:
+            An int32 vector of kept counts, one per tensor.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement "
+            "`counts(self, targets, sparsity, histograms)`."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class PerTensor(Allocation):
+    """`allocation='layer'`: every weight reaches the sparsity on its own
+    (a group of one), with its pattern's own count."""
+
+    shared = False
+    name = "layer"
+
+    def counts(self, targets, sparsity, histograms=None):
+        return ops.stack(
+            [
+                masks.kept_count(int(np.prod(t.weight.shape)), sparsity)
+                for t in targets
+            ]
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Global(Allocation):
+    """`allocation='global'`: one score threshold across the group
+    (`global_counts_from_histograms`), within each layer's
+    `max_sparsity` / `min_sparsity` and the default guard (`guard_floor`).
+    """
+
+    name = "global"
+
+    def counts(self, targets, sparsity, histograms):
+        sizes = [
+            int(np.prod(t.weight.shape, dtype=np.int64)) for t in targets
+        ]
+        k_min, k_max = count_bounds(targets)
+        counts, _ = global_counts_from_histograms(
+            histograms.high(),
+            histograms.low,
+            sizes,
+            masks.kept_count(sum(sizes), sparsity),
+            ops.convert_to_tensor(k_min, "int32"),
+            ops.convert_to_tensor(k_max, "int32"),
+        )
+        return counts
+
+
+@keras.saving.register_keras_serializable(package="keras_prune")
+class ERK(Allocation):
+    """`allocation='erk'`: Erdős–Rényi-Kernel budgets (`erk_counts`)."""
+
+    name = "erk"
+
+    def counts(self, targets, sparsity, histograms=None):
+        return erk_counts([tuple(t.weight.shape) for t in targets], sparsity)
+
+
+BUILTIN = {"layer": PerTensor, "global": Global, "erk": ERK}
+
+
+def get(identifier):
+    """An `Allocation` from an instance, its config, or `'layer'`,
+    `'global'`, `'erk'`."""
+    allocation = resolve(identifier, Allocation, BUILTIN)
+    if allocation is None:
+        raise ValueError(
+            f"Unknown allocation {identifier!r}: use 'layer' (every "
+            "weight to the schedule's sparsity), 'global' (one threshold "
+            "across layers), 'erk' (Erdős–Rényi-Kernel budgets), or a "
+            "keras_prune.Allocation instance."
+        )
+    return allocation

@@ -57,6 +57,15 @@ def kept_count(n, sparsity):
     return ops.cast(ops.maximum(k, one), "int32")
 
 
+def host_kept_count(n, sparsity):
+    """`kept_count` of Python numbers, on the host (a Python int).
+
+    The same float32 arithmetic as `kept_count`, in NumPy.
+    """
+    one = np.float32(1.0)
+    return int(max(np.round(np.float32(n) * (one - np.float32(sparsity))), 1))
+
+
 def _check_sparsity(sparsity):
     """Raises if `sparsity` has a value now that is NaN or outside [0, 1].
 
@@ -435,10 +444,7 @@ def host_mask(weights, sparsity):
     """
     weights = np.asarray(weights, dtype=np.float32)
     raw = np.ascontiguousarray(weights).reshape(-1).view(np.int32)
-    n = raw.size
-    # `kept_count` in float32, as the compiled math computes it.
-    kept = np.round(np.float32(n) * (np.float32(1.0) - np.float32(sparsity)))
-    k = int(max(kept, np.float32(1.0)))
+    k = host_kept_count(raw.size, sparsity)
     threshold, n_greater, n_equal, n_bad = host_select(raw, k)
     if n_bad:
         return None, None, n_bad

@@ -37,15 +37,11 @@ import inspect
 import sys
 
 import keras
-import numpy as np
 from keras import ops
-from keras.src.backend import StatelessScope
 
 from keras_prune import _backend
-from keras_prune.core import masks
 from keras_prune.core import schedules
 from keras_prune.integration import strip
-from keras_prune.integration.wrapper import _raw_value as _read
 from keras_prune.integration.wrapper import nonfinite_message
 
 _PLAN_STEPS = 256  # schedule steps evaluated at once
@@ -158,76 +154,30 @@ class Owner:
         self.triples = [t for m in members for t in m.pruning_vars]
         self.variables = [v for t in self.triples for v in t]
 
-    def _recompute(self, sparsity):
-        old = [(ops.convert_to_tensor(m), _read(t)) for _, m, t in self.triples]
-        if self.group is None:
-            new, n_bad = self.wrapper._recompute(sparsity, old)
-        else:
-            new, n_bad = self.group.recompute(sparsity, old)
-        for (weight, mask, threshold), (m, t) in zip(self.triples, new):
-            mask.assign(m)
-            threshold.assign(t)
-            weight.assign(ops.where(m, _read(weight), 0))
-        return n_bad
-
     @property
-    def _unstructured(self):
-        w = self.wrapper
-        return (
-            self.group is None
-            and w.block_size == (1, 1)
-            and w.sparsity_m_by_n is None
-            and w.pattern is None
-        )
+    def mask_update(self):
+        """The `updater.MaskUpdate` of this owner's masks."""
+        if self.group is None:
+            return self.wrapper.mask_update()
+        return self.group.mask_update()
 
     def update(self, sparsity):
         """Recomputes the masks to `sparsity` and zeroes the pruned weights.
 
-        Single-weight masks of one layer are computed with NumPy on the host
-        (`masks.host_mask`: nothing to compile); block, N:M and channel
-        patterns and global/ERK groups with their compiled math.
+        `MaskUpdate.update_now` chooses how: single weights by magnitude of
+        one layer with NumPy on the host (`masks.host_mask`: nothing to
+        compile); block, N:M, channel and users' patterns and scores, and
+        global/ERK groups with their compiled math.
 
         Raises:
             FloatingPointError: a pruned weight is NaN or Inf (the masks are
                 then left as they were).
         """
-        if self._unstructured:
-            self._host_update(sparsity)
-            return
-        function = getattr(self.wrapper, "_host_update_function", None)
-        if function is None:
-            function = _backend.compile_function(self._stateless_update)
-            object.__setattr__(self.wrapper, "_host_update_function", function)
-        values, n_bad = function(
-            [v.value for v in self.variables],
-            ops.convert_to_tensor(sparsity, "float32"),
+        n_bad = self.mask_update.update_now(
+            sparsity, zero_weights=True, stream=False
         )
-        if int(ops.convert_to_numpy(n_bad)):
+        if n_bad:
             raise FloatingPointError(nonfinite_message(self.wrapper))
-        for variable, value in zip(self.variables, values):
-            variable.assign(value)
-
-    def _host_update(self, sparsity):
-        new = []
-        for weight, mask, _ in self.triples:
-            value = np.asarray(ops.convert_to_numpy(weight), np.float32)
-            value = masks.zero_where_not(value, ops.convert_to_numpy(mask))
-            m, t, n_bad = masks.host_mask(value, sparsity)
-            if n_bad:
-                raise FloatingPointError(nonfinite_message(self.wrapper))
-            new.append((value, m, t))
-        for (weight, mask, threshold), (value, m, t) in zip(self.triples, new):
-            mask.assign(m)
-            threshold.assign(t)
-            weight.assign(masks.zero_where_not(value, m))
-
-    def _stateless_update(self, values, sparsity):
-        with StatelessScope(
-            state_mapping=list(zip(self.variables, values))
-        ) as scope:
-            n_bad = self._recompute(sparsity)
-        new = [scope.get_current_value(v) for v in self.variables]
-        return [v if n is None else n for v, n in zip(values, new)], n_bad
 
 
 class HostUpdates:

@@ -29,6 +29,7 @@ def prune_low_magnitude(
     max_sparsity=None,
     min_sparsity=None,
     pattern=None,
+    score=None,
     **kwargs,
 ):
     """Adds magnitude pruning to a layer, a list of layers or a model.
@@ -96,7 +97,11 @@ def prune_low_magnitude(
             0.98}`; the total stays exact while the caps allow it.
         min_sparsity: With `'global'`: a floor per layer, same forms.
         pattern: `None` or `'channel'`: prune whole output channels (Dense
-            units, Conv filters) with the smallest L2 norms.
+            units, Conv filters) with the smallest L2 norms. Or a
+            `keras_prune.Pattern`: `Block((r, c))`, `NM(m, n)`, `Channel()`,
+            or your own (docs/extending.md).
+        score: A `keras_prune.Score` ranking the weights; default
+            `Magnitude()` (`|w|`). Your own: docs/extending.md.
         **kwargs: For a single layer, passed to `PruneLowMagnitude`.
 
     Returns:
@@ -153,11 +158,13 @@ def prune_low_magnitude(
         min_sparsity=min_sparsity,
         layers=layers,
         pruning_policy=pruning_policy,
+        score=score,
     )
     schedule_for = spec.schedule_for
     select = spec.selects
     allow = pruning_policy.allow_pruning if pruning_policy is not None else None
     group_id = None
+    allocation = spec.allocation  # a built-in's name, or a user's part
     if allocation != "layer":
         if is_layer:
             raise ValueError(
@@ -177,7 +184,9 @@ def prune_low_magnitude(
                     "id": group_id,
                     "size": None,
                     "index": next(counter),
-                    "allocation": allocation,
+                    "allocation": allocation
+                    if isinstance(allocation, str)
+                    else keras.saving.serialize_keras_object(allocation),
                 },
             )
         return params

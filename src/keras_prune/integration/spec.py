@@ -20,15 +20,16 @@ of the layer but not others, one warning names those weights.
 
 import difflib
 import inspect
-import math
 import re
 import warnings
 
 import keras
 import numpy as np
 
-from keras_prune.core import patterns
+from keras_prune.core import allocation as _allocation
 from keras_prune.core import schedules
+from keras_prune.core import scores as _scores
+from keras_prune.core import sparsity_patterns
 from keras_prune.integration.groups import ALLOCATIONS
 
 POOLING_TYPES = ("AVG", "MAX")
@@ -46,6 +47,7 @@ LAYER_FIELDS = (
     "allocation",
     "max_sparsity",
     "min_sparsity",
+    "score",
 )
 # The arguments that only apply to a model or a list of layers.
 MODEL_FIELDS = ("layers", "pruning_policy")
@@ -178,9 +180,13 @@ class PruningSpec:
         block_size: `(rows, cols)` of positive integers.
         block_pooling_type: `'AVG'` or `'MAX'`.
         sparsity_m_by_n: `(m, n)` with `0 < m < n`, or None.
-        pattern: None or `'channel'`.
+        pattern: None, `'channel'`, or a `keras_prune.Pattern` (the
+            built-ins `Block`, `NM`, `Channel` map onto `block_size`,
+            `sparsity_m_by_n` and `'channel'`; a user's pattern is kept).
         skip_unsupported: Leave unknown sublayers dense instead of raising.
-        allocation: `'layer'`, `'global'` or `'erk'`.
+        allocation: `'layer'`, `'global'`, `'erk'`, or a
+            `keras_prune.Allocation` (`PerTensor`, `Global`, `ERK` map onto
+            the strings).
         max_sparsity: With `'global'`/`'erk'`: a float in [0, 1], None, or
             (for a model) a `{name or regex: float}` mapping.
         min_sparsity: Same forms as `max_sparsity`; never above it.
@@ -189,6 +195,11 @@ class PruningSpec:
         pruning_policy: For a model: an object with `allow_pruning(layer)`
             and `ensure_model_supports_pruning(model)`, or None.
         layer_name: The layer a wrapper's spec is for (for messages).
+        score: A `keras_prune.Score`; None: `Magnitude()` (`|w|`).
+
+    The parts of the mask update are `mask_pattern`, `score` and
+    `allocator` (`keras_prune.Pattern`, `Score`, `Allocation` instances),
+    whichever form the arguments took.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -216,8 +227,19 @@ class PruningSpec:
         layers=None,
         pruning_policy=None,
         layer_name=None,
+        score=None,
     ):
         where = f"Layer {layer_name!r}: " if layer_name else ""
+        self.score = _scores.get(score)
+        pattern, block_size, block_pooling_type, sparsity_m_by_n = (
+            _pattern_arguments(
+                pattern, block_size, block_pooling_type, sparsity_m_by_n
+            )
+        )
+        if isinstance(allocation, (dict, _allocation.Allocation)):
+            allocation = _allocation.get(allocation)
+            if type(allocation) in _allocation.BUILTIN.values():
+                allocation = allocation.name
         self.layer_name = layer_name
         if pruning_schedule is None:
             pruning_schedule = schedules.ConstantSparsity(0.5, 0)
@@ -253,7 +275,9 @@ class PruningSpec:
                     "n consecutive weights, e.g. (2, 4)."
                 )
         self.sparsity_m_by_n = sparsity_m_by_n
-        if pattern not in PATTERNS:
+        if pattern not in PATTERNS and not isinstance(
+            pattern, sparsity_patterns.Pattern
+        ):
             raise ValueError(
                 f"Unknown pattern {pattern!r}: use None (single weights) or "
                 "'channel' (whole output channels). Blocks and N:M are set "
@@ -273,7 +297,9 @@ class PruningSpec:
             )
         self.skip_unsupported = bool(skip_unsupported)
 
-        if allocation not in ALLOCATIONS:
+        if allocation not in ALLOCATIONS and not isinstance(
+            allocation, _allocation.Allocation
+        ):
             raise ValueError(
                 f"Unknown allocation {allocation!r}: use 'layer' (every "
                 "weight to the schedule's sparsity), 'global' (one threshold "
@@ -345,10 +371,32 @@ class PruningSpec:
             for name, on in (
                 ("block_size", self.block_size != (1, 1)),
                 ("sparsity_m_by_n", self.sparsity_m_by_n is not None),
-                ("pattern", self.pattern is not None),
+                (
+                    "pattern",
+                    self.pattern is not None
+                    and not getattr(self.pattern, "shares_budget", False),
+                ),
             )
             if on
         ]
+
+    @property
+    def mask_pattern(self):
+        """The `keras_prune.Pattern` these arguments select."""
+        if self.block_size != (1, 1):
+            return sparsity_patterns.Block(
+                self.block_size, self.block_pooling_type
+            )
+        if self.sparsity_m_by_n is not None:
+            return sparsity_patterns.NM(*self.sparsity_m_by_n)
+        if self.pattern is None:
+            return sparsity_patterns.Unstructured()
+        return sparsity_patterns.get(self.pattern)
+
+    @property
+    def allocator(self):
+        """The `keras_prune.Allocation` these arguments select."""
+        return _allocation.get(self.allocation)
 
     @staticmethod
     def _bound(value, name):
@@ -439,8 +487,8 @@ class PruningSpec:
         )
         return params
 
-    def check_fits(self, layer_name, weights, axes):
-        """Refuses a block or N:M pattern that cannot prune a layer.
+    def check_fits(self, layer_name, weights, owners):
+        """Refuses a pattern that cannot prune a layer (`Pattern.misfit`).
 
         A pattern that leaves a weight a single block (or N:M groups with
         more padding than zeros) keeps it dense whatever the schedule says.
@@ -448,7 +496,7 @@ class PruningSpec:
         Args:
             layer_name: The wrapped layer's name.
             weights: Its pruned weights (objects with `.shape`, `.name`).
-            axes: For each weight, its N:M grouping axis.
+            owners: For each weight, the layer that owns it.
 
         Raises:
             ValueError: the pattern cannot prune any of the weights.
@@ -456,20 +504,15 @@ class PruningSpec:
         Warns:
             UserWarning: (once per layer) it cannot prune some of them.
         """
-        if self.block_size == (1, 1) and self.sparsity_m_by_n is None:
-            return
+        pattern = self.mask_pattern
         misfits = [
             f"{w.name} {tuple(w.shape)}"
-            for w, axis in zip(weights, axes)
-            if not self._fits(tuple(w.shape), axis)
+            for w, owner in zip(weights, owners)
+            if pattern.misfit(owner, w) is not None
         ]
         if not misfits:
             return
-        what = (
-            f"block_size={self.block_size}"
-            if self.block_size != (1, 1)
-            else f"sparsity_m_by_n={self.sparsity_m_by_n}"
-        )
+        what = pattern.describe()
         if len(misfits) == len(weights):
             raise ValueError(
                 f"Layer {layer_name!r}: {what} cannot prune any weight of "
@@ -485,17 +528,9 @@ class PruningSpec:
         )
 
     def _fits(self, shape, axis):
-        if self.block_size != (1, 1):
-            if len(shape) < 2:
-                return True  # block_mask raises its own error
-            br, bc = self.block_size
-            lead = math.prod(shape[:-2])
-            blocks = lead * -(-shape[-2] // br) * -(-shape[-1] // bc)
-            return blocks > 1
-        m, n = self.sparsity_m_by_n
-        # Groups of `n` run along `axis`; below `n` weights, one padded
-        # group holds them, and its `n - length` pads take the zeros first.
-        return patterns.group_length(shape, axis) > n - m
+        """Whether the block or N:M pattern can prune a weight of `shape`
+        (N:M groups along `axis`)."""
+        return self.mask_pattern.fits(shape, axis)
 
     # -------------------------------------------------------------- config
 
@@ -519,9 +554,9 @@ class PruningSpec:
             "block_size": self.block_size,
             "block_pooling_type": self.block_pooling_type,
             "sparsity_m_by_n": self.sparsity_m_by_n,
-            "pattern": self.pattern,
+            "pattern": _saved_part(self.pattern),
             "skip_unsupported": self.skip_unsupported,
-            "allocation": self.allocation,
+            "allocation": _saved_part(self.allocation),
             "max_sparsity": self._saved_bound(
                 self.max_sparsity, self._max_table
             ),
@@ -529,6 +564,8 @@ class PruningSpec:
                 self.min_sparsity, self._min_table
             ),
         }
+        if type(self.score) is not _scores.Magnitude:
+            config["score"] = keras.saving.serialize_keras_object(self.score)
         if self.layers is not None:
             if callable(self.layers):
                 raise ValueError(
@@ -575,6 +612,47 @@ class PruningSpec:
             for name in LAYER_FIELDS + MODEL_FIELDS
         )
         return f"PruningSpec({inner})"
+
+
+def _saved_part(value):
+    """A string or None as it is; a user's part as its Keras config."""
+    if value is None or isinstance(value, str):
+        return value
+    return keras.saving.serialize_keras_object(value)
+
+
+def _pattern_arguments(pattern, block_size, block_pooling_type, m_by_n):
+    """`pattern=` mapped onto tfmot's arguments where it is a built-in.
+
+    `Block`, `NM` and `Channel` instances become `block_size` /
+    `block_pooling_type`, `sparsity_m_by_n` and `'channel'` (so saved
+    configs keep their keys); `Unstructured` becomes None; a user's
+    `Pattern` (or its saved config) is kept as an instance.
+
+    Returns:
+        `(pattern, block_size, block_pooling_type, sparsity_m_by_n)`.
+    """
+    if isinstance(pattern, dict) and "class_name" in pattern:
+        pattern = keras.saving.deserialize_keras_object(pattern)
+    if isinstance(pattern, str) and pattern not in PATTERNS:
+        pattern = sparsity_patterns.get(pattern)  # another registered name
+    if not isinstance(pattern, sparsity_patterns.Pattern):
+        return pattern, block_size, block_pooling_type, m_by_n
+    if tuple(block_size) != (1, 1) or m_by_n is not None:
+        raise ValueError(
+            f"pattern={pattern!r} cannot be combined with `block_size` or "
+            "`sparsity_m_by_n`; choose one structured pattern."
+        )
+    kind = type(pattern)
+    if kind is sparsity_patterns.Unstructured:
+        return None, block_size, block_pooling_type, m_by_n
+    if kind is sparsity_patterns.Block:
+        return None, pattern.block_size, pattern.pooling, m_by_n
+    if kind is sparsity_patterns.NM:
+        return None, block_size, block_pooling_type, (pattern.m, pattern.n)
+    if kind is sparsity_patterns.Channel:
+        return "channel", block_size, block_pooling_type, m_by_n
+    return pattern, block_size, block_pooling_type, m_by_n
 
 
 def _deserialize(config, custom_objects):

@@ -27,33 +27,22 @@ import keras
 import numpy as np
 from keras import ops
 from keras.src import tree
-from keras.src.backend import AutocastScope
 from keras.src.backend import StatelessScope
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
-from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.utils import tracking
 
 from keras_prune import _backend
 from keras_prune.core import masks
-from keras_prune.core import patterns
 from keras_prune.core import schedules
 from keras_prune.integration import distribution
 from keras_prune.integration import groups
 from keras_prune.integration import registry
 from keras_prune.integration import spec as _spec
+from keras_prune.integration import updater
 
-
-def _raw_value(variable):
-    """The float32 value of a variable, without mixed-precision autocast."""
-    with AutocastScope(None):
-        return variable.value
-
-
-def _input_axis(owner, weight, transpose):
-    """The contracted axes of `weight`, along which N:M groups run
-    (`patterns.contracted_axes`: EinsumDense reads them from its equation)."""
-    return patterns.contracted_axes(owner, weight)
+# The value of a variable, without mixed-precision autocast.
+_raw_value = updater.read_raw
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -80,7 +69,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             (all of them once `s >= m / n`), recomputed at every update.
         pattern: `None` (weights) or `'channel'`: prune whole output
             channels (last axis; axis -2 of conv-transpose kernels) with the
-            smallest L2 norms; sparsity is a fraction of channels.
+            smallest L2 norms; sparsity is a fraction of channels. Or a
+            `keras_prune.Pattern` (`Block`, `NM`, `Channel`, or your own).
         skip_unsupported: Leave unknown sublayers dense instead of raising.
         allocation: `'layer'` (each weight reaches the schedule's sparsity),
             or `'global'` / `'erk'` with `pruning_group` (set by
@@ -91,6 +81,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             beyond this sparsity (the total stays exact).
         min_sparsity: With `'global'`: this layer's weights are pruned at
             least this much.
+        score: A `keras_prune.Score` (default `Magnitude()`, `|w|`).
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`); an
             unknown keyword raises `TypeError`.
 
@@ -129,6 +120,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         pruning_group=None,
         max_sparsity=None,
         min_sparsity=None,
+        score=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -173,6 +165,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             max_sparsity=max_sparsity,
             min_sparsity=min_sparsity,
             layer_name=layer.name,
+            score=score,
         )
         if spec.per_layer:  # a `{name or regex: value}` mapping
             params = spec.for_layer(layer)
@@ -182,7 +175,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f"{layer.name!r}."
                 )
             spec = _spec.PruningSpec(**params, layer_name=layer.name)
-        if (allocation == "layer") != (pruning_group is None):
+        if (spec.allocation == "layer") != (pruning_group is None):
             raise ValueError(
                 f"allocation={allocation!r} on a single layer: global and ERK "
                 "budgets are shared by the layers of a model, so pass the "
@@ -231,6 +224,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     allocation = property(lambda self: self.pruning_spec.allocation)
     max_sparsity = property(lambda self: self.pruning_spec.max_sparsity)
     min_sparsity = property(lambda self: self.pruning_spec.min_sparsity)
+    score = property(lambda self: self.pruning_spec.score)
 
     def _mirror_call_signature(self):
         """Makes Keras see the wrapped layer's call arguments as the wrapper's.
@@ -341,7 +335,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.pruning_spec.check_fits(
             self.layer.name,
             weights,
-            [self._group_axis(w) for w in weights],
+            [registry.owner_of(self.layer, w) for w in weights],
         )
         self.pruning_step = self.add_weight(
             name="pruning_step",
@@ -480,52 +474,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             sink.append(error)
             return False, np.float32(0.0)
 
-    def _group_axis(self, weight):
-        """The N:M grouping axis of `weight` (its input-channel axis)."""
-        owner = registry.owner_of(self.layer, weight)
-        return _input_axis(owner, weight, isinstance(owner, BaseConvTranspose))
-
-    def _pattern_mask(self, weight, masked, sparsity):
-        """`(mask, threshold, n_bad)` of one weight given `weight * mask`."""
-        if self.block_size != (1, 1):
-            return patterns.block_mask(
-                masked, sparsity, self.block_size, self.block_pooling_type
-            )
-        owner = registry.owner_of(self.layer, weight)
-        transpose = isinstance(owner, BaseConvTranspose)
-        if self.sparsity_m_by_n is not None:
-            return patterns.m_by_n_mask(
-                masked,
-                self.sparsity_m_by_n,
-                None  # every group N:M: no group selection to compile
-                if patterns.always_full_m_by_n(
-                    self.pruning_schedule, self.sparsity_m_by_n
-                )
-                else sparsity,
-                axis=_input_axis(owner, weight, transpose),
-            )
-        if self.pattern == "channel":
-            return patterns.channel_mask(
-                masked, sparsity, axis=-2 if transpose else -1
-            )
-        return masks.mask_from_bits(
-            masks.magnitude_bits(masked), sparsity, weight.shape
-        )
-
-    def _recompute(self, sparsity, old):
-        """New `(mask, threshold)` per weight; the old ones on NaN/Inf."""
-        new, n_bad = [], ops.convert_to_tensor(0, "int32")
-        for weight, (old_mask, _) in zip(self.pruned_weights, old):
-            masked = ops.where(old_mask, _raw_value(weight), 0.0)
-            mask, threshold, bad = self._pattern_mask(weight, masked, sparsity)
-            new.append((mask, threshold))
-            n_bad = n_bad + ops.cast(bad, "int32")
-        ok = ops.equal(n_bad, 0)
-        new = [
-            (ops.where(ok, m, om), ops.where(ok, t, ot))
-            for (m, t), (om, ot) in zip(new, old)
-        ]
-        return new, n_bad
+    def mask_update(self):
+        """The `updater.MaskUpdate` of this wrapper's own masks (built)."""
+        cached = self.__dict__.get("_mask_update")
+        if cached is None:
+            cached = updater.MaskUpdate.for_wrappers([self])
+            object.__setattr__(self, "_mask_update", cached)
+        return cached
 
     def _update_own_masks(self, should_prune, sparsity):
         """Recomputes this wrapper's masks when `should_prune`.
@@ -533,29 +488,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Returns:
             int32 count of NaN/Inf weights met (masks then unchanged).
         """
-        old = [
-            (ops.convert_to_tensor(m), _raw_value(t))
-            for m, t in zip(self.masks, self.thresholds)
-        ]
-
-        def recompute():
-            return self._recompute(sparsity, old)
-
-        def keep():
-            return old, ops.convert_to_tensor(0, "int32")
-
-        if masks._is_eager(should_prune):  # eager: a Python branch
-            prune = bool(ops.convert_to_numpy(should_prune))
-            new, n_bad = recompute() if prune else keep()
-        else:
-            new, n_bad = _backend.cond(should_prune, recompute, keep)
-        for mask, threshold, (m, t), (om, _) in zip(
-            self.masks, self.thresholds, new, old
-        ):
-            if m is not om:  # no writes when nothing was recomputed
-                mask.assign(m)
-                threshold.assign(t)
-        return n_bad
+        return self.mask_update().update(should_prune, sparsity)
 
     def _update_masks(self):
         step = ops.convert_to_tensor(self.pruning_step)
@@ -587,19 +520,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         sparsity = _spec.fraction(float(sparsity), "sparsity")
         if self._group is None:
-            # Compiles per (shape, pattern) class, not per layer.
-            self._raise_if_eager_nonfinite(
-                patterns.update_masks_eagerly(self, sparsity)
+            # NumPy for single weights by magnitude; otherwise compiled per
+            # (shape, pattern) class, not per layer.
+            n_bad = self.mask_update().update_now(sparsity)
+        else:
+            n_bad = self._group.update(
+                ops.convert_to_tensor(True),
+                ops.convert_to_tensor(sparsity, "float32"),
             )
-            return
-        sparsity = ops.convert_to_tensor(sparsity, "float32")
-        yes = ops.convert_to_tensor(True)
-        update = (
-            self._update_own_masks
-            if self._group is None
-            else self._group.update
-        )
-        self._raise_if_eager_nonfinite(update(yes, sparsity))
+        self._raise_if_eager_nonfinite(n_bad)
 
     def _raise_if_eager_nonfinite(self, n_bad):
         if not masks._is_eager(n_bad):

@@ -1,0 +1,73 @@
+"""`Block`: whole blocks over the last two axes (tfmot's block sparsity)."""
+
+import math
+
+import keras
+
+from keras_prune.core import patterns
+from keras_prune.core.sparsity_patterns.base import Pattern
+from keras_prune.core.sparsity_patterns.base import register
+
+POOLING_TYPES = ("AVG", "MAX")
+
+
+@register("block")
+@keras.saving.register_keras_serializable(package="keras_prune")
+class Block(Pattern):
+    """Prunes whole `block_size` blocks, scored by `pooling` of the scores.
+
+    Same masks as `block_size=` / `block_pooling_type=` (tfmot's arguments):
+    sparsity is a fraction of blocks (`patterns.block_mask`).
+
+    Args:
+        block_size: `(rows, cols)` of positive integers.
+        pooling: `'AVG'` or `'MAX'`.
+
+    Example:
+
+    ```python
+    keras_prune.prune_low_magnitude(model, pattern=keras_prune.Block((1, 4)))
+    ```
+    """
+
+    def __init__(self, block_size=(1, 1), pooling="AVG"):
+        block_size = tuple(block_size)
+        if (
+            len(block_size) != 2
+            or not all(isinstance(i, int) for i in block_size)
+            or min(block_size) < 1
+        ):
+            raise ValueError(
+                "`block_size` must be a pair of two positive integers, got "
+                f"{block_size!r}."
+            )
+        if pooling not in POOLING_TYPES:
+            raise ValueError(
+                f"Unsupported pooling type '{pooling}'. Should be 'AVG' or "
+                "'MAX'."
+            )
+        self.block_size = block_size
+        self.pooling = pooling
+
+    def mask(self, scores, sparsity):
+        return patterns.block_mask(
+            scores, sparsity, self.block_size, self.pooling
+        )
+
+    def fits(self, shape, axis=None):
+        """Whether a weight of `shape` holds more than one block."""
+        if len(shape) < 2:
+            return True  # block_mask raises its own error
+        br, bc = self.block_size
+        lead = math.prod(shape[:-2])
+        blocks = lead * -(-shape[-2] // br) * -(-shape[-1] // bc)
+        return blocks > 1
+
+    def misfit(self, layer, weight):
+        return None if self.fits(tuple(weight.shape)) else "a single block"
+
+    def describe(self):
+        return f"block_size={self.block_size}"
+
+    def get_config(self):
+        return {"block_size": list(self.block_size), "pooling": self.pooling}
