@@ -385,9 +385,7 @@ class Global(Allocation):
     name = "global"
 
     def counts(self, targets, sparsity, histograms):
-        sizes = [
-            int(np.prod(t.weight.shape, dtype=np.int64)) for t in targets
-        ]
+        sizes = [int(np.prod(t.weight.shape, dtype=np.int64)) for t in targets]
         k_min, k_max = count_bounds(targets)
         counts, _ = global_counts_from_histograms(
             histograms.high(),

@@ -48,8 +48,7 @@ class PruningGroup:
         if isinstance(allocation, dict):  # a user's Allocation, saved
             allocation = keras.saving.deserialize_keras_object(allocation)
         if allocation not in ("global", "erk") and not (
-            isinstance(allocation, _allocation.Allocation)
-            and allocation.shared
+            isinstance(allocation, _allocation.Allocation) and allocation.shared
         ):
             raise ValueError(
                 f"allocation={allocation!r}: a pruning group allocates "
@@ -238,4 +237,3 @@ class PruningGroup:
         return self.mask_update()._stream_with_ops(
             sparsity, STREAM_CHUNK if chunk is None else chunk
         )
-
