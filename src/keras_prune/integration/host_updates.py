@@ -39,7 +39,6 @@ import sys
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend import StatelessScope
 
 from keras_prune import _backend
 from keras_prune.core import masks
@@ -58,16 +57,16 @@ _PLAN_STEPS = 256  # schedule steps evaluated at once
 # leave the kept weights exactly as in-step updates would. Norm-based ones
 # (gradient clipping by norm, Lamb, Adafactor, Muon) keep in-step updates.
 _ELEMENTWISE_OPTIMIZERS = (
-    "SGD",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "Nadam",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "Ftrl",
-    "Lion",
+    keras.optimizers.SGD,
+    keras.optimizers.Adam,
+    keras.optimizers.AdamW,
+    keras.optimizers.Adamax,
+    keras.optimizers.Nadam,
+    keras.optimizers.RMSprop,
+    keras.optimizers.Adagrad,
+    keras.optimizers.Adadelta,
+    keras.optimizers.Ftrl,
+    keras.optimizers.Lion,
 )
 
 
@@ -76,21 +75,30 @@ def elementwise_optimizer(optimizer):
     of the other weights (see `_ELEMENTWISE_OPTIMIZERS`)."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = optimizer.inner_optimizer
-    known = tuple(
-        getattr(keras.optimizers, name) for name in _ELEMENTWISE_OPTIMIZERS
-    )
-    # torch swaps in backend subclasses (torch_adam.Adam); a user's subclass
-    # may change the update, so it keeps in-step updates.
-    public = [
-        c
-        for c in type(optimizer).__mro__
-        if not c.__module__.startswith("keras.src.backend.")
-    ]
-    return (
-        public[0] in known
-        and optimizer.clipnorm is None
-        and optimizer.global_clipnorm is None
-    )
+    if not isinstance(optimizer, _ELEMENTWISE_OPTIMIZERS):
+        return False
+    # A user's subclass may change the update: it keeps in-step updates.
+    # Only the public class itself qualifies, or the class Keras' backend
+    # puts in its place when it is created (torch: `torch_adam.Adam`).
+    public = next(c for c in type(optimizer).__mro__ if c in _PUBLIC)
+    if type(optimizer) is not public and type(optimizer) is not (
+        _backend_class(public)
+    ):
+        return False
+    return optimizer.clipnorm is None and optimizer.global_clipnorm is None
+
+
+_PUBLIC = frozenset(_ELEMENTWISE_OPTIMIZERS)
+_BACKEND_CLASSES = {}
+
+
+def _backend_class(cls):
+    """The class of the object `cls(...)` creates on this backend (torch's
+    `__new__` swaps in its own subclass of most optimizers)."""
+    if cls not in _BACKEND_CLASSES:
+        # `__new__` alone: no `__init__`, no variables created.
+        _BACKEND_CLASSES[cls] = type(cls.__new__(cls))
+    return _BACKEND_CLASSES[cls]
 
 
 def driven_by_fit(model):
@@ -222,7 +230,7 @@ class Owner:
             weight.assign(masks.zero_where_not(value, m))
 
     def _stateless_update(self, values, sparsity):
-        with StatelessScope(
+        with keras.StatelessScope(
             state_mapping=list(zip(self.variables, values))
         ) as scope:
             n_bad = self._recompute(sparsity)

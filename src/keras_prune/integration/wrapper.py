@@ -26,9 +26,8 @@ import weakref
 import keras
 import numpy as np
 from keras import ops
-from keras.src import tree
+from keras import tree
 from keras.src.backend import AutocastScope
-from keras.src.backend import StatelessScope
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
@@ -640,7 +639,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             (v, overrides[id(v)] if id(v) in overrides else v.value)
             for v in inner_vars
         ]
-        with StatelessScope(
+        with keras.StatelessScope(
             state_mapping=mapping, collect_losses=collect_losses
         ) as scope:
             outputs = self.layer.call(*args, **kwargs)
