@@ -21,6 +21,8 @@ measured (see docs/benchmarks.md):
   on torch.
 - `separate_train_function`: a train function whose traces are its own
   (JAX caches traces by the compiled callable).
+- `zero_pruned`: the pruned weights' constraint, in place on torch (an
+  in-place multiply is 4.6 us, an `assign` 17 us).
 - `host_array` / `from_host`: the NumPy view of an eager CPU tensor (no
   copy on any backend), for mask math run on the host, and back.
 - `compile_eager`: the compiled function an eager call on an accelerator
@@ -148,6 +150,34 @@ def count_step(counter):
             counter.value.add_(1)
         return
     counter.assign(ops.convert_to_tensor(counter) + 1)
+
+
+def zero_pruned(w, mask):
+    """`where(mask, w, 0)`: a pruned weight's constraint (`host_updates`).
+
+    Args:
+        w: The weight (a Keras variable) or a tensor (the result of the
+            weight's own constraint).
+        mask: Bool tensor of `w`'s shape.
+
+    Returns:
+        The new value. On torch a variable is updated in place (a bool
+        multiplier is 5x slower than its uint8 view, 458 vs 95 us for 1M
+        weights; `+ 0.0` turns the -0.0 of negative weights into +0.0) and
+        its own tensor is returned, so Keras' `assign` of it copies
+        nothing.
+    """
+    if keras.backend.backend() == "torch" and isinstance(w, keras.Variable):
+        import torch
+
+        with torch.no_grad():
+            value = w.value
+            mask = ops.convert_to_tensor(mask)
+            value.mul_(mask.view(torch.uint8)).add_(0.0)
+        return value
+    # `where`, not a multiply: graph optimizers drop a `+ 0.0` that would
+    # turn the -0.0 of negative weights into +0.0.
+    return ops.where(mask, ops.convert_to_tensor(w), 0)
 
 
 def separate_train_function(model):

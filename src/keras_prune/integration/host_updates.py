@@ -270,11 +270,10 @@ class ZeroPruned(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        w = ops.convert_to_tensor(w)
         mask, self.traced_mask = self.traced_mask, None
         if mask is None:
             mask = self.mask.value
-        return ops.where(mask, w, 0)
+        return _backend.zero_pruned(w, mask)
 
 
 class HostUpdates:
@@ -319,6 +318,7 @@ class HostUpdates:
         model._keras_prune_host_updates = self
         for wrapper in self.wrappers:
             wrapper.apply_masks()
+            object.__setattr__(wrapper, "_host_attached", self)
         trainable = {id(v) for v in model.trainable_variables}
         self._constraints = []
         for wrapper in self.wrappers:
@@ -377,6 +377,8 @@ class HostUpdates:
             return
         model._keras_prune_host_updates = None
         self._set_wrappers(False)
+        for wrapper in self.wrappers:
+            object.__setattr__(wrapper, "_host_attached", None)
         for weight, own, constraint in self._constraints:
             if weight.constraint is constraint:
                 weight.constraint = own

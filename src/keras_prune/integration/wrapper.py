@@ -221,6 +221,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # mask updates from the host (`UpdatePruningStep` in `fit`): the
         # weights then hold `w * mask`. None otherwise.
         self._host_updates = None
+        # The `HostUpdates` from its start to its stop (host mode on).
+        self._host_attached = None
         # A list while `UpdatePruningStep` collects invalid schedule values
         # (see `_evaluate_on_host`).
         self._schedule_errors = None
@@ -650,6 +652,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self._host_updates.forward(self, training)
             kwargs = self._layer_kwargs(kwargs, training, mask)
             return self.layer.call(inputs, *args, **kwargs)
+        if training is True and self._host_attached is not None:
+            # A training call outside host mode's train function (a train
+            # step called by hand after a `fit` that raised): back to
+            # in-step updates for good (`host_updates.HostUpdates.stop`).
+            self._host_attached.stop()
         if training is True and self._first_call_in_forward_pass():
             self._update_masks()
         overrides = {
