@@ -22,7 +22,8 @@ measured (see docs/benchmarks.md):
 - `separate_train_function`: a train function whose traces are its own
   (JAX caches traces by the compiled callable).
 - `zero_pruned`: the pruned weights' constraint, in place on torch (an
-  in-place multiply is 4.6 us, an `assign` 17 us).
+  in-place multiply is 4.6 us, an `assign` 17 us); `stateless_optimizer`:
+  whether that constraint needs the masks' traced values (JAX).
 - `host_array` / `from_host`: the NumPy view of an eager CPU tensor (no
   copy on any backend), for mask math run on the host, and back.
 - `compile_eager`: the compiled function an eager call on an accelerator
@@ -150,6 +151,13 @@ def count_step(counter):
             counter.value.add_(1)
         return
     counter.assign(ops.convert_to_tensor(counter) + 1)
+
+
+def stateless_optimizer():
+    """Whether the compiled train step applies the optimizer in a stateless
+    scope that maps only trainable and optimizer variables (JAX): there a
+    constraint must take other variables' values from the step's state."""
+    return keras.backend.backend() == "jax"
 
 
 def zero_pruned(w, mask):

@@ -360,7 +360,9 @@ class HostUpdates:
             constraint = weight.constraint
             if isinstance(constraint, ZeroPruned):
                 value = mask.value
-                if _backend.is_traced(value):
+                if _backend.stateless_optimizer() and _backend.is_traced(
+                    value
+                ):
                     constraint.traced_mask = value
 
     def _set_wrappers(self, on):
