@@ -17,9 +17,13 @@ measured (see docs/benchmarks.md):
 - `cond`: a Python branch on torch.
 - `compile_function`: `jax.jit` for mask updates run between steps (JAX
   compiles every eager operation separately; TensorFlow and torch do not).
-- `host_train_step`: a train step followed by zeroing the pruned weights
-  and counting the step, on the step's state (JAX), by assignment
-  (TensorFlow) or in place (torch).
+- `count_step`: a step counter's increment inside a train step, in place
+  on torch.
+- `separate_train_function`: a train function whose traces are its own
+  (JAX caches traces by the compiled callable).
+- `zero_pruned`: the pruned weights' constraint, in place on torch (an
+  in-place multiply is 4.6 us, an `assign` 17 us); `stateless_optimizer`:
+  whether that constraint needs the masks' traced values (JAX).
 - `host_array` / `from_host`: the NumPy view of an eager CPU tensor (no
   copy on any backend), for mask math run on the host, and back.
 - `compile_eager`: the compiled function an eager call on an accelerator
@@ -134,68 +138,94 @@ def compile_function(fn):
     return fn
 
 
-def host_train_step(train_step, model, pruned, counters):
-    """`train_step`, then `w = where(mask, w, 0)` and `counter += 1`.
+def count_step(counter):
+    """`counter += 1` for an int32 step variable, inside a train step.
 
-    Args:
-        train_step: The model's train step (bound method).
-        model: The model; on JAX its variable order locates the weights,
-            masks and counters in the step's state.
-        pruned: List of `(weight, mask)` variables; the weights are
-            trainable.
-        counters: The `pruning_step` variables (int32), one per wrapper.
-
-    Returns:
-        A train step with the same signature. On JAX the zeroing is part of
-        the compiled step's outputs (XLA fuses the `select` into the
-        optimizer's weight update); TensorFlow assigns in the graph; torch
-        updates in place (an in-place add is 4.6 us, an `assign` 17 us).
+    torch adds in place (4.6 us; an `assign` is 17 us); JAX and TensorFlow
+    assign (a scalar update of the compiled step's state).
     """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        trainable = {id(v): i for i, v in enumerate(model.trainable_variables)}
-        other = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
-        index = [(trainable[id(w)], other[id(m)]) for w, m in pruned]
-        count = [other[id(c)] for c in counters]
-
-        def jax_step(state, data):
-            logs, state = train_step(state, data)
-            weights, non_trainable = list(state[0]), list(state[1])
-            for i, j in index:
-                weights[i] = ops.where(non_trainable[j], weights[i], 0)
-            for j in count:
-                non_trainable[j] = non_trainable[j] + 1
-            return logs, (weights, non_trainable) + tuple(state[2:])
-
-        return jax_step
-    if backend == "torch":
+    if keras.backend.backend() == "torch":
         import torch
 
-        def torch_step(data):
-            logs = train_step(data)
-            with torch.no_grad():
-                for w, m in pruned:
-                    # A bool multiplier is 5x slower than its uint8 view
-                    # (458 vs 95 us for 1M weights); `+ 0.0` turns the -0.0
-                    # of negative weights into +0.0.
-                    w.value.mul_(m.value.view(torch.uint8)).add_(0.0)
-                for c in counters:
-                    c.value.add_(1)
-            return logs
+        with torch.no_grad():
+            counter.value.add_(1)
+        return
+    counter.assign(ops.convert_to_tensor(counter) + 1)
 
-        return torch_step
 
-    def tf_step(data):
-        logs = train_step(data)
-        for w, m in pruned:
-            # `where`, not a multiply: graph optimizers drop a `+ 0.0` that
-            # would turn the -0.0 of negative weights into +0.0.
-            w.assign(ops.where(m, w.value, 0))
-        for c in counters:
-            c.assign_add(1)
-        return logs
+def stateless_optimizer():
+    """Whether the compiled train step applies the optimizer in a stateless
+    scope that maps only trainable and optimizer variables (JAX): there a
+    constraint must take other variables' values from the step's state."""
+    return keras.backend.backend() == "jax"
 
-    return tf_step
+
+def zero_pruned(w, mask):
+    """`where(mask, w, 0)`: a pruned weight's constraint (`host_updates`).
+
+    Args:
+        w: The weight (a Keras variable) or a tensor (the result of the
+            weight's own constraint).
+        mask: Bool tensor of `w`'s shape.
+
+    Returns:
+        The new value. On torch a variable is updated in place (a bool
+        multiplier is 5x slower than its uint8 view, 458 vs 95 us for 1M
+        weights; `+ 0.0` turns the -0.0 of negative weights into +0.0) and
+        its own tensor is returned, so Keras' `assign` of it copies
+        nothing.
+    """
+    if keras.backend.backend() == "torch" and isinstance(w, keras.Variable):
+        import torch
+
+        with torch.no_grad():
+            value = w.value
+            mask = ops.convert_to_tensor(mask)
+            value.mul_(mask.view(torch.uint8)).add_(0.0)
+        return value
+    # `where`, not a multiply: graph optimizers drop a `+ 0.0` that would
+    # turn the -0.0 of negative weights into +0.0.
+    return ops.where(mask, ops.convert_to_tensor(w), 0)
+
+
+def separate_train_function(model):
+    """A train function for `fit` of `model`, traced apart from Keras' own.
+
+    Host mode (`host_updates`) traces Keras' train step with its wrappers in
+    host mode, and that trace must never serve in-step training, nor the
+    reverse. TensorFlow's `make_train_function` makes a new `tf.function`
+    (its own traces) and torch runs eagerly. JAX's `jit` caches traces by
+    the function it compiles, and every `make_train_function` jits the same
+    bound method, `model.train_step`: a second one would reuse the first
+    one's trace. So on JAX this jits a new callable around Keras' step, as
+    Keras does with one step per execution and no distribution (what host
+    mode requires).
+
+    Args:
+        model: A compiled model.
+
+    Returns:
+        A function `fit` calls as `model.train_function`.
+    """
+    if (
+        keras.backend.backend() == "jax"
+        and not model.run_eagerly
+        and model.jit_compile
+        and not keras.config.is_nnx_enabled()  # Keras jits a new lambda
+    ):
+        import jax
+
+        step = jax.jit(
+            lambda state, data: model.train_step(state, data),
+            donate_argnums=0,
+        )
+
+        def train_function(state, iterator):
+            return step(state, next(iterator))
+
+        return train_function
+    model.make_train_function(force=True)
+    return model.train_function
 
 
 def host_array(x):

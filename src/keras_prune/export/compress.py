@@ -727,15 +727,15 @@ def _expected_state(config, what, custom_objects, limit):
     checked against `limit` before Keras' save walk records them. Optimizer
     variables are not included (the config is built uncompiled).
     """
+    import keras
     from keras.src.backend.common import global_state
-    from keras.src.backend.common.stateless_scope import StatelessScope
 
     config = dict(config)
     config["compile_config"] = None
     previous = global_state.get_global_attribute("uninitialized_variables")
     global_state.set_global_attribute("uninitialized_variables", [])
     try:
-        with StatelessScope(initialize_variables=False):
+        with keras.StatelessScope(initialize_variables=False):
             model = _build_model(config, what, custom_objects, False)
             total = 0
             for variable in model.variables:

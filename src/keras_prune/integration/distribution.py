@@ -20,12 +20,11 @@ changes anything: variables are made by `Layer.add_weight`.
 """
 
 import keras
-from keras.src.backend.common import global_state
 
 
 def current_distribution():
     """The active `keras.distribution.Distribution`, or None."""
-    return global_state.get_global_attribute("distribution")
+    return keras.distribution.distribution()
 
 
 def keep_unwrapped_path(layer, wrapper):

@@ -10,8 +10,13 @@ its own exact top-k (`masks.mask_for_count`).
 The first member called in a training forward pass recomputes (when the
 schedule says so) the masks of every member; the others read them. Groups
 are not saved as objects: every member's config holds the group's id, size
-and its own index, and members created from configs (loading a model, or
-`clone_model`) join the most recent group with that id that is not full.
+and its own index. `prune_low_magnitude` fills the group of the wrappers it
+creates (`join` and `seal`). Members created from configs (loading a model,
+or `clone_model`) are linked from the model that holds them (`link`):
+within that model, by group id and index, whatever the order in which
+models were loaded or cloned. `link` runs when the model is called (its
+first call, e.g. the symbolic build of `fit`, or any call on TensorFlow and
+torch), by `UpdatePruningStep`, `prune_once` and the reports.
 """
 
 import weakref
@@ -26,13 +31,63 @@ from keras_prune.core import masks
 
 ALLOCATIONS = ("layer", "global", "erk")
 
-# id -> the newest group with that id that still misses members.
-_OPEN = weakref.WeakValueDictionary()
+# id -> the group a running `prune_low_magnitude` call is filling; emptied
+# by its `seal` (in a `finally`), so nothing outlives the call.
+_FILLING = {}
 
 # Elements per chunk of the eager (streaming) group update (4 MiB of
 # float32), and per block of its NumPy form (`updater.MaskUpdate.stream`).
 STREAM_CHUNK = 1 << 20
 STREAM_BLOCK = 1 << 18
+
+
+def link(model):
+    """Gives the wrappers of `model` that have no group yet their groups.
+
+    Wrappers created from configs (a loaded or cloned model) hold their
+    group's id and size and their own index. Within `model`, in its layer
+    order, each joins the first group with its id that lacks its index, so
+    two models loaded or cloned in any order keep separate groups; and a
+    model holding two copies of a pruned model gets two groups. Only
+    complete groups are linked; wrappers that already have a group keep
+    it.
+
+    Args:
+        model: A model (or layer) holding pruning wrappers.
+    """
+    from keras_prune.integration import state
+
+    filling = {}
+    for wrapper in state.pruning_wrappers(model):
+        config = getattr(wrapper, "_group_config", None)
+        if config is None or wrapper._linked_group is not None:
+            continue
+        index = int(config["index"])
+        candidates = filling.setdefault(config["id"], [])
+        group = next((g for g in candidates if index not in g._members), None)
+        if group is None:
+            group = PruningGroup(
+                config["id"], config["size"], config["allocation"]
+            )
+            candidates.append(group)
+        group._members[index] = wrapper
+    for candidates in filling.values():
+        for group in candidates:
+            # A model holding part of a group (a nested model called on its
+            # own while the outer one is built) links nothing of it.
+            if group.full:
+                for wrapper in group._members.values():
+                    wrapper._set_group(group)
+
+
+def unlinked(wrapper):
+    """The group of a wrapper that `link` has not reached: the wrapper
+    alone (not kept), so that whatever needs the group's other members
+    raises `members`' error (a layer taken out of its pruned model)."""
+    config = wrapper._group_config
+    group = PruningGroup(config["id"], config["size"], config["allocation"])
+    group._members[int(config["index"])] = wrapper
+    return group
 
 
 class PruningGroup:
@@ -64,27 +119,32 @@ class PruningGroup:
 
     @classmethod
     def join(cls, wrapper, config):
-        """Adds `wrapper` to the open group of `config['id']`, or a new one.
+        """The group `wrapper` belongs to when it is created, or None.
 
-        `config['size']` is None while `prune_low_magnitude` is still
-        wrapping layers; it then calls `seal`.
+        `config['size']` is None while `prune_low_magnitude` is wrapping
+        layers: the wrapper joins the group that call fills (it then calls
+        `seal`). A wrapper created from a saved config (loading, cloning)
+        joins nothing here: `link` gives it its group from its model.
         """
-        group = _OPEN.get(config["id"])
-        index = int(config["index"])
-        if group is None or index in group._members:
-            group = cls(config["id"], config["size"], config["allocation"])
-            _OPEN[config["id"]] = group
-        group._members[index] = wrapper
-        if group.full:
-            _OPEN.pop(config["id"], None)
+        if config["size"] is not None:
+            return None
+        group = _FILLING.get(config["id"])
+        if group is None:
+            group = _FILLING[config["id"]] = cls(
+                config["id"], None, config["allocation"]
+            )
+        group._members[int(config["index"])] = wrapper
         return group
 
     @classmethod
     def seal(cls, group_id):
-        """Closes the open group `group_id`: its size is its member count."""
-        group = _OPEN.pop(group_id, None)
+        """Closes the group `group_id` that `prune_low_magnitude` filled:
+        its size is its member count."""
+        group = _FILLING.pop(group_id, None)
         if group is not None:
             group.size = len(group._members)
+            for wrapper in group._members.values():
+                wrapper._group_config["size"] = group.size
         return group
 
     @property

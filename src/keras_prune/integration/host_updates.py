@@ -9,10 +9,11 @@ ones:
   only at the steps where one says so, runs a compiled update that
   recomputes the masks (the same `magnitude_mask` math, same bits) and
   writes `w * mask` into the weights;
-- the train step itself holds no update: the forward pass reads the weights
-  as they are, and after the optimizer's update the pruned weights are set
-  back to zero (`w = where(mask, w, 0)`, one pass over the pruned weights)
-  and the step counters advance.
+- the train step, Keras' own, holds no update: the forward pass reads the
+  weights as they are and advances the step counters, and after the
+  optimizer's update Keras applies each pruned weight's constraint,
+  `ZeroPruned` (`w = where(mask, w, 0)`, one pass over the pruned
+  weights).
 
 Pruned weights are therefore zero in every forward pass, as with in-step
 updates, and the masks are identical bit for bit. The mode only applies
@@ -26,11 +27,13 @@ The mode is entered only when Keras' own `fit` of the model calls the
 callback (`driven_by_fit`): a custom loop that calls the callback's hooks by
 hand, as tfmot's guide does, always keeps in-step updates, whatever
 `model.optimizer` holds. Within the mode, the wrappers skip their mask work
-only while the swapped train step runs (`_flagged_step`), and that step only
-runs as such when the callback announced the batch (`HostUpdates.arm`): a
-train step or train function called any other way (by hand, or by a later
-`fit` after one that raised before `on_train_end`) first switches the model
-back to in-step updates. No path can train with the masks frozen.
+only while the train function `fit` calls runs (`_guarded_train_function`,
+set as Keras' public `model.train_function`; `train_step` is never
+replaced), and it only runs as such when the callback announced the batch
+(`HostUpdates.arm`): called any other way (by a later `fit` after one that
+raised before `on_train_end`) it first switches the model back to in-step
+updates, and a train step called by hand runs in-step updates. No path can
+train with the masks frozen.
 """
 
 import inspect
@@ -41,6 +44,7 @@ from keras import ops
 
 from keras_prune import _backend
 from keras_prune.core import schedules
+from keras_prune.integration import groups
 from keras_prune.integration import strip
 from keras_prune.integration.wrapper import nonfinite_message
 
@@ -54,16 +58,16 @@ _PLAN_STEPS = 256  # schedule steps evaluated at once
 # leave the kept weights exactly as in-step updates would. Norm-based ones
 # (gradient clipping by norm, Lamb, Adafactor, Muon) keep in-step updates.
 _ELEMENTWISE_OPTIMIZERS = (
-    "SGD",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "Nadam",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "Ftrl",
-    "Lion",
+    keras.optimizers.SGD,
+    keras.optimizers.Adam,
+    keras.optimizers.AdamW,
+    keras.optimizers.Adamax,
+    keras.optimizers.Nadam,
+    keras.optimizers.RMSprop,
+    keras.optimizers.Adagrad,
+    keras.optimizers.Adadelta,
+    keras.optimizers.Ftrl,
+    keras.optimizers.Lion,
 )
 
 
@@ -72,21 +76,30 @@ def elementwise_optimizer(optimizer):
     of the other weights (see `_ELEMENTWISE_OPTIMIZERS`)."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = optimizer.inner_optimizer
-    known = tuple(
-        getattr(keras.optimizers, name) for name in _ELEMENTWISE_OPTIMIZERS
-    )
-    # torch swaps in backend subclasses (torch_adam.Adam); a user's subclass
-    # may change the update, so it keeps in-step updates.
-    public = [
-        c
-        for c in type(optimizer).__mro__
-        if not c.__module__.startswith("keras.src.backend.")
-    ]
-    return (
-        public[0] in known
-        and optimizer.clipnorm is None
-        and optimizer.global_clipnorm is None
-    )
+    if not isinstance(optimizer, _ELEMENTWISE_OPTIMIZERS):
+        return False
+    # A user's subclass may change the update: it keeps in-step updates.
+    # Only the public class itself qualifies, or the class Keras' backend
+    # puts in its place when it is created (torch: `torch_adam.Adam`).
+    public = next(c for c in type(optimizer).__mro__ if c in _PUBLIC)
+    if type(optimizer) is not public and type(optimizer) is not (
+        _backend_class(public)
+    ):
+        return False
+    return optimizer.clipnorm is None and optimizer.global_clipnorm is None
+
+
+_PUBLIC = frozenset(_ELEMENTWISE_OPTIMIZERS)
+_BACKEND_CLASSES = {}
+
+
+def _backend_class(cls):
+    """The class of the object `cls(...)` creates on this backend (torch's
+    `__new__` swaps in its own subclass of most optimizers)."""
+    if cls not in _BACKEND_CLASSES:
+        # `__new__` alone: no `__init__`, no variables created.
+        _BACKEND_CLASSES[cls] = type(cls.__new__(cls))
+    return _BACKEND_CLASSES[cls]
 
 
 def driven_by_fit(model):
@@ -180,6 +193,40 @@ class Owner:
             raise FloatingPointError(nonfinite_message(self.wrapper))
 
 
+class ZeroPruned(keras.constraints.Constraint):
+    """The constraint host mode gives each pruned weight: `where(mask, w, 0)`.
+
+    Keras applies a variable's `constraint` after every optimizer update, on
+    every backend (`BaseOptimizer.apply`, which JAX's `stateless_apply`
+    runs inside its stateless scope), so pruned weights are zero again
+    after each step without touching the train step. A constraint the
+    weight already had runs first.
+
+    On TensorFlow and torch the constraint reads the mask variable in the
+    step. JAX's `stateless_apply` maps only the trainable and optimizer
+    variables: there the mask comes from the forward pass of the same step
+    (`HostUpdates.forward` records its traced value), so that the compiled
+    step reads the mask from its state and sees every host update.
+
+    Args:
+        mask: The weight's bool mask variable.
+        inner: The weight's own constraint, or None.
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+        self.traced_mask = None
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        mask, self.traced_mask = self.traced_mask, None
+        if mask is None:
+            mask = self.mask.value
+        return _backend.zero_pruned(w, mask)
+
+
 class HostUpdates:
     """Runs a model's mask updates from the host while `fit` trains it.
 
@@ -190,6 +237,7 @@ class HostUpdates:
 
     def __init__(self, model, step):
         self.model = model
+        groups.link(model)
         self.wrappers = strip.pruning_wrappers(model)
         self.owners, seen = [], set()
         for wrapper in self.wrappers:
@@ -200,74 +248,92 @@ class HostUpdates:
             own = int(ops.convert_to_numpy(wrapper.pruning_step))
             self.owners.append(Owner(wrapper, own - step))
         self._in_step_train_function = None
-        self._own_train_step = None
+        self._constraints = []
         self._planned = (0, 0)
         self._events = {}
+        self._armed = None
 
     def start(self):
-        """Swaps in the host-mode train step and zeroes pruned weights."""
+        """Enters host mode: zeroes pruned weights, constrains them, and
+        gives `fit` a train function that runs the wrappers in host mode.
+
+        The train step itself is Keras' own: Keras applies `ZeroPruned`
+        after each optimizer update, and the wrappers, while the train
+        function runs (`_guarded_train_function`), skip masking and mask
+        updates and only count the step (`forward`).
+        """
         model = self.model
         previous = active(model)
         if previous is not None:  # a `fit` that raised never reached stop()
             previous.stop()
-        object.__setattr__(model, "_keras_prune_host_updates", self)
+        model._keras_prune_host_updates = self
         for wrapper in self.wrappers:
             wrapper.apply_masks()
+            object.__setattr__(wrapper, "_host_attached", self)
         trainable = {id(v) for v in model.trainable_variables}
-        pruned = [
-            (w, m)
-            for wrapper in self.wrappers
-            for w, m in zip(wrapper.pruned_weights, wrapper.masks)
-            if id(w) in trainable
-        ]
+        self._constraints = []
+        for wrapper in self.wrappers:
+            for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+                if id(weight) not in trainable:
+                    continue
+                own = weight.constraint
+                constraint = ZeroPruned(mask, own)
+                self._constraints.append((weight, own, constraint))
+                weight.constraint = constraint
         in_step = self._in_step_train_function = model.train_function
-        # An instance attribute the user set, if any, is restored by stop().
-        self._own_train_step = model.__dict__.get("train_step")
-        counters = [wrapper.pruning_step for wrapper in self.wrappers]
-        inner = model.train_step
-        object.__setattr__(
-            model,
-            "train_step",
-            _checked_step(
-                model,
-                inner,
-                _backend.host_train_step(
-                    _flagged_step(self.wrappers, inner),
-                    model,
-                    pruned,
-                    counters,
-                ),
-            ),
-        )
         cached = getattr(model, "_keras_prune_host_train", None)
         if cached is not None and cached[0] is in_step:
             compiled = cached[1]
         else:
-            model.make_train_function(force=True)
-            compiled = model.train_function
-            object.__setattr__(
-                model, "_keras_prune_host_train", (in_step, compiled)
-            )
+            # Keras' own train step, traced in host mode when first called
+            # (inside `_guarded_train_function`), apart from the in-step
+            # traces.
+            compiled = _backend.separate_train_function(model)
+            model._keras_prune_host_train = (in_step, compiled)
         model.train_function = _guarded_train_function(self, compiled)
         self._armed = None
-        self._in_call = False
 
     def arm(self):
         """Announces that `fit` runs one train step next (batch begin)."""
         self._armed = _fit_token(self.model)
+
+    def forward(self, wrapper, training):
+        """A host-mode forward pass of `wrapper` (from its `__call__`).
+
+        Counts the step once per training forward pass, as the in-step
+        update does, and on JAX records the masks' traced values for
+        `ZeroPruned` (see there).
+        """
+        if training is not True or not wrapper._first_call_in_forward_pass():
+            return
+        _backend.count_step(wrapper.pruning_step)
+        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+            constraint = weight.constraint
+            if isinstance(constraint, ZeroPruned):
+                value = mask.value
+                if _backend.stateless_optimizer() and _backend.is_traced(value):
+                    constraint.traced_mask = value
+
+    def _set_wrappers(self, on):
+        for wrapper in self.wrappers:
+            object.__setattr__(wrapper, "_host_updates", self if on else None)
+        if not on:
+            for _, _, constraint in self._constraints:
+                constraint.traced_mask = None
 
     def stop(self):
         """Back to in-step updates (for custom loops and other `fit`s)."""
         model = self.model
         if active(model) is not self:
             return
-        object.__setattr__(model, "_keras_prune_host_updates", None)
+        model._keras_prune_host_updates = None
+        self._set_wrappers(False)
         for wrapper in self.wrappers:
-            object.__setattr__(wrapper, "_host_updates", False)
-        if self._own_train_step is not None:
-            object.__setattr__(model, "train_step", self._own_train_step)
-        else:
-            object.__delattr__(model, "train_step")
+            object.__setattr__(wrapper, "_host_attached", None)
+        for weight, own, constraint in self._constraints:
+            if weight.constraint is constraint:
+                weight.constraint = own
+        self._constraints = []
         model.train_function = self._in_step_train_function
 
     def due(self, step):
@@ -318,56 +384,22 @@ def _fit_token(model):
     return model if history is None else history
 
 
-def _flagged_step(wrappers, train_step):
-    """The model's train step, run with its wrappers in host mode.
-
-    The wrappers skip masking and mask updates only inside this call (on
-    JAX and TensorFlow: while the step is traced), so nothing else that
-    calls the model meanwhile (validation, a callback's `predict`, another
-    model sharing a layer) sees unmasked weights.
-    """
-
-    def step(*args, **kwargs):
-        for wrapper in wrappers:
-            object.__setattr__(wrapper, "_host_updates", True)
-        try:
-            return train_step(*args, **kwargs)
-        finally:
-            for wrapper in wrappers:
-                object.__setattr__(wrapper, "_host_updates", False)
-
-    return step
-
-
-def _checked_step(model, train_step, host_step):
-    """`model.train_step` in host mode; in-step updates when called by hand.
-
-    Only a call from the guarded train function, which the callback armed
-    at the batch begin, runs the host-mode step (`host_step`). Any other
-    call (a custom loop calling `model.train_step`, or a train function
-    compiled around it) switches the model back to in-step updates first
-    and runs the model's own step (`train_step`).
-    """
-
-    def step(*args, **kwargs):
-        host = active(model)
-        if host is None or not host._in_call:
-            if host is not None:
-                host.stop()
-            return train_step(*args, **kwargs)
-        return host_step(*args, **kwargs)
-
-    return step
-
-
 def _guarded_train_function(host, compiled):
     """`model.train_function` in host mode: runs only after `arm()`.
 
     `fit` with `UpdatePruningStep` calls the callback's batch begin (which
     arms it for this `fit`, `_fit_token`) and then this function, once per
-    batch. Called without that (a later `fit` without the callback, after a
-    `fit` that raised before `on_train_end`), it switches the model back to
-    in-step updates and runs the in-step train function instead.
+    batch; the wrappers are in host mode only while it runs (on JAX and
+    TensorFlow: while Keras' step is traced), so nothing else that calls
+    the model meanwhile (validation, a callback's `predict`, a train step
+    called by hand) skips masking or mask updates. Called without the arm
+    (a later `fit` without the callback, after a `fit` that raised before
+    `on_train_end`), it switches the model back to in-step updates and runs
+    the in-step train function instead.
+
+    This is the one thing host mode replaces on the model: Keras' public
+    `train_function` attribute (which `make_train_function` sets), never
+    `train_step`.
     """
     model = host.model
 
@@ -380,10 +412,10 @@ def _guarded_train_function(host, compiled):
                 model.make_train_function(force=True)
             return model.train_function(*args, **kwargs)
         host._armed = None
-        host._in_call = True
+        host._set_wrappers(True)
         try:
             return compiled(*args, **kwargs)
         finally:
-            host._in_call = False
+            host._set_wrappers(False)
 
     return train_function

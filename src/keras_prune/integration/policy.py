@@ -7,7 +7,7 @@ pruning_policy=...)`.
 """
 
 import keras
-from keras.src import tree
+from keras import tree
 
 from keras_prune.integration import registry
 

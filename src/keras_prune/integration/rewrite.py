@@ -23,7 +23,6 @@ import warnings
 
 import keras
 from keras.src.models.functional import Functional
-from keras.src.ops.function import Function
 from keras.src.ops.function import make_node_key
 from keras.src.ops.node import KerasHistory
 from keras.src.saving.serialization_lib import SafeModeScope
@@ -192,7 +191,7 @@ def _functions_under(root):
     out, seen = [], set()
     for layer in root._flatten_layers(include_self=True, recursive=True):
         for graph in (layer, getattr(layer, "_functional", None)):
-            if isinstance(graph, Function) and id(graph) not in seen:
+            if isinstance(graph, keras.Function) and id(graph) not in seen:
                 seen.add(id(graph))
                 out.append(graph)
     return out

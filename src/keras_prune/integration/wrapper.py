@@ -26,8 +26,7 @@ import weakref
 import keras
 import numpy as np
 from keras import ops
-from keras.src import tree
-from keras.src.backend import StatelessScope
+from keras import tree
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
 from keras.src.utils import tracking
@@ -194,10 +193,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # (`jit_compile=True` falls back with a warning).
             self.supports_jit = False
         with tracking.DotNotTrackScope():
-            self._group = (
+            # The group's `{'id', 'size', 'index', 'allocation'}`; the group
+            # itself comes from `prune_low_magnitude` or, for a wrapper made
+            # from its config, from its model (`groups.link`).
+            self._group_config = (
+                None if pruning_group is None else dict(pruning_group)
+            )
+            self._linked_group = (
                 None
                 if pruning_group is None
-                else groups.PruningGroup.join(self, pruning_group)
+                else groups.PruningGroup.join(self, self._group_config)
             )
         if not self.skip_unsupported:
             registry.find_unsupported(layer)
@@ -205,9 +210,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._mirror_call_signature()
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._last_call_context = None
-        # Set by `UpdatePruningStep` while `fit` runs the mask updates from
-        # the host (see `host_updates`): the weights then hold `w * mask`.
-        self._host_updates = False
+        # The `host_updates.HostUpdates` while its train function runs the
+        # mask updates from the host (`UpdatePruningStep` in `fit`): the
+        # weights then hold `w * mask`. None otherwise.
+        self._host_updates = None
+        # The `HostUpdates` from its start to its stop (host mode on).
+        self._host_attached = None
         # A list while `UpdatePruningStep` collects invalid schedule values
         # (see `_evaluate_on_host`).
         self._schedule_errors = None
@@ -261,16 +269,45 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for arg in self._call_context_args
         }
 
+    @property
+    def _group(self):
+        """The `groups.PruningGroup` sharing this layer's budget, or None
+        (`allocation='layer'`)."""
+        if self._group_config is None:
+            return None
+        if self._linked_group is None:
+            self._link_from_call()
+            if self._linked_group is None:
+                return groups.unlinked(self)
+        return self._linked_group
+
+    def _set_group(self, group):
+        object.__setattr__(self, "_linked_group", group)
+
+    def _link_from_call(self):
+        """Links the groups of the model this call runs in (`groups.link`):
+        the outermost layer called, as Keras records it."""
+        context = global_state.get_global_attribute("current_call_ctx")
+        entry = getattr(context, "entry_layer", None)
+        if entry is not None and entry is not self:
+            groups.link(entry)
+
     # ----------------------------------------------------------------- build
 
     def __call__(self, *args, **kwargs):
         args, kwargs = self._first_argument_positional(args, kwargs)
+        if self._group_config is not None and self._linked_group is None:
+            self._link_from_call()
         if self._host_updates:
             # During `fit` with host updates the weights are exactly sparse:
             # the layer runs as it is and Keras' call handling runs once,
             # not twice (~30 us per call on torch).
             training = kwargs.pop("training", None)
+            if training is None:  # as Keras resolves it: the outer call's
+                context = global_state.get_global_attribute("current_call_ctx")
+                training = getattr(context, "training", None)
             mask = kwargs.pop("mask", None)
+            self._host_updates.forward(self, training)
             return self.layer(
                 *args, **self._layer_kwargs(kwargs, training, mask)
             )
@@ -538,10 +575,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         if self._host_updates:
-            # The weights are exactly sparse and the train step counts the
-            # steps (`host_updates`): no masking, no update here.
+            # The weights are exactly sparse and Keras zeroes pruned weights
+            # after each update (`host_updates`): no masking, no update
+            # here; the step is counted.
+            self._host_updates.forward(self, training)
             kwargs = self._layer_kwargs(kwargs, training, mask)
             return self.layer.call(inputs, *args, **kwargs)
+        if training is True and self._host_attached is not None:
+            # A training call outside host mode's train function (a train
+            # step called by hand after a `fit` that raised): back to
+            # in-step updates for good (`host_updates.HostUpdates.stop`).
+            self._host_attached.stop()
         if training is True and self._first_call_in_forward_pass():
             self._update_masks()
         overrides = {
@@ -569,7 +613,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             (v, overrides[id(v)] if id(v) in overrides else v.value)
             for v in inner_vars
         ]
-        with StatelessScope(
+        with keras.StatelessScope(
             state_mapping=mapping, collect_losses=collect_losses
         ) as scope:
             outputs = self.layer.call(*args, **kwargs)
@@ -627,7 +671,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         own = self.pruning_spec.get_config()
         own.pop("layer_name", None)
         own["pruning_group"] = (
-            None if self._group is None else self._group.config_for(self)
+            None if self._group_config is None else dict(self._group_config)
         )
         # Saved-config key order: pruning_group before max/min_sparsity.
         for key in ("max_sparsity", "min_sparsity"):

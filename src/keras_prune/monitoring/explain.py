@@ -556,9 +556,11 @@ def pruning_plan(model, skip_unsupported=True):
     ```
     """
     from keras_prune.core import patterns
+    from keras_prune.integration import groups
     from keras_prune.integration import registry
     from keras_prune.integration.state import pruning_wrappers
 
+    groups.link(model)
     wrappers = pruning_wrappers(model)
     wrapper_of = {}
     for wrapper in wrappers:
