@@ -57,6 +57,19 @@ def _maps_zero_to_zero(layer, width):
 
 _ZERO_CACHE = {}
 
+# Layers whose output units (`units` / `filters`) shrink with their group.
+_UNIT_LAYERS = (
+    keras.layers.Dense
+    | keras.layers.Conv1D
+    | keras.layers.Conv2D
+    | keras.layers.Conv3D
+    | keras.layers.Conv1DTranspose
+    | keras.layers.Conv2DTranspose
+    | keras.layers.Conv3DTranspose
+    | keras.layers.SeparableConv1D
+    | keras.layers.SeparableConv2D
+)
+
 
 def zero_units(graph):
     """Units whose removal leaves the model's function unchanged exactly.
@@ -97,18 +110,9 @@ def zero_units(graph):
         ):
             continue
         out_ids = graph.tensor_ids[id(out)]
-        if isinstance(
-            layer,
-            L.Dense
-            | L.Conv1D
-            | L.Conv2D
-            | L.Conv3D
-            | L.Conv1DTranspose
-            | L.Conv2DTranspose
-            | L.Conv3DTranspose
-            | L.SeparableConv1D
-            | L.SeparableConv2D,
-        ) and not isinstance(layer, L.DepthwiseConv1D | L.DepthwiseConv2D):
+        if isinstance(layer, _UNIT_LAYERS) and not isinstance(
+            layer, L.DepthwiseConv1D | L.DepthwiseConv2D
+        ):
             x = ins[0]
             flags = z(x)
             if isinstance(layer, L.SeparableConv1D | L.SeparableConv2D):
@@ -204,18 +208,7 @@ def _new_config(graph, layer, node_outputs, removed):
     L = keras.layers
     config = layer.get_config()
     name = layer.name
-    if name in graph._producers and isinstance(
-        layer,
-        L.Dense
-        | L.Conv1D
-        | L.Conv2D
-        | L.Conv3D
-        | L.Conv1DTranspose
-        | L.Conv2DTranspose
-        | L.Conv3DTranspose
-        | L.SeparableConv1D
-        | L.SeparableConv2D,
-    ):
+    if name in graph._producers and isinstance(layer, _UNIT_LAYERS):
         key = "units" if isinstance(layer, L.Dense) else "filters"
         config[key] = _width(graph, graph._producers[name], removed)
     elif isinstance(layer, L.MultiHeadAttention) and name in graph._producers:
