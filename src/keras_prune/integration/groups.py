@@ -57,8 +57,50 @@ def link(model):
     """
     from keras_prune.integration import state
 
+    _link(state.pruning_wrappers(model))
+
+
+def link_graph(wrapper):
+    """Links the groups of the graph `wrapper` was called in.
+
+    A model loaded or cloned from a config has not been called yet, but its
+    Functional graph exists: the wrappers connected to this one through the
+    graph's nodes are its model's. Used when a wrapper needs its group
+    before the model's first call (`update_masks_now`, reports). Where the
+    graph holds two copies of one group (a model built from two copies of
+    one pruned model), nothing is linked here: the model's own call links
+    them in its layer order (`link`).
+
+    Args:
+        wrapper: A `PruneLowMagnitude` created from a config.
+    """
+    seen = {id(wrapper): wrapper}
+    stack = [wrapper]
+    while stack:
+        operation = stack.pop()
+        nodes = list(getattr(operation, "_inbound_nodes", ()))
+        nodes += list(getattr(operation, "_outbound_nodes", ()))
+        for node in nodes:
+            neighbours = [node.operation]
+            neighbours += [p.operation for p in node.parent_nodes]
+            for other in neighbours:
+                if id(other) not in seen:
+                    seen[id(other)] = other
+                    stack.append(other)
+    config = wrapper._group_config
+    members = [
+        op
+        for op in seen.values()
+        if getattr(op, "_group_config", None) is not None
+        and op._group_config["id"] == config["id"]
+    ]
+    if len(members) == int(config["size"]):
+        _link(members)
+
+
+def _link(wrappers):
     filling = {}
-    for wrapper in state.pruning_wrappers(model):
+    for wrapper in wrappers:
         config = getattr(wrapper, "_group_config", None)
         if config is None or wrapper._linked_group is not None:
             continue

@@ -278,6 +278,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if self._linked_group is None:
             self._link_from_call()
             if self._linked_group is None:
+                groups.link_graph(self)
+            if self._linked_group is None:
                 return groups.unlinked(self)
         return self._linked_group
 
