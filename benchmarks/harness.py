@@ -378,6 +378,9 @@ def module_name(spec_or_file):
     name = getattr(spec_or_file, "name", None)
     if name:
         return name
+    text = str(spec_or_file)
+    if text.startswith("benchmarks.") and not text.endswith(".py"):
+        return text  # already a module name (`child_argv` passes one)
     stem = os.path.splitext(os.path.basename(str(spec_or_file)))[0]
     return f"benchmarks.{stem}"
 
