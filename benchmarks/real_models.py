@@ -589,7 +589,8 @@ def table(results):
 
 
 def _write(path, results, argv):
-    """Writes `results` to `path`, keeping its other backends and matrix."""
+    """Writes `results` to `path`, keeping its other backends, models and
+    matrix."""
     report = {}
     if os.path.exists(path):
         with open(path) as f:
@@ -609,7 +610,16 @@ def _write(path, results, argv):
         ),
         goals={"pruned": 1.15, "pruned_with_callback": 1.05},
     )
-    report.setdefault("results", {}).update(results)
+    stored = report.setdefault("results", {})
+    for backend, per_model in results.items():
+        for row in per_model.values():
+            if isinstance(row, dict):  # each row says which run made it
+                row.setdefault("commit", report["commit"])
+                row.setdefault("date", report["date"])
+        if "error" in per_model or "error" in stored.get(backend, {}):
+            stored[backend] = per_model
+        else:  # a run of some models keeps the others' rows
+            stored.setdefault(backend, {}).update(per_model)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
