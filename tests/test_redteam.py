@@ -138,3 +138,102 @@ def test_json_cost_bounds_the_loaders_parse():
         finally:
             tracemalloc.stop()
         assert compress._json_cost(raw) >= peak - len(raw)
+
+
+# ------------------------------------------------------------ schedules
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras_prune.ConstantSparsity(0.5, 2**31),
+        lambda: keras_prune.ConstantSparsity(0.5, 0, end_step=2**31),
+        lambda: keras_prune.ConstantSparsity(0.5, 0, frequency=2**63),
+        lambda: keras_prune.PolynomialDecay(0.0, 0.5, 0, 2**40),
+        lambda: keras_prune.FunctionSchedule(lambda s: 0.5, 0, 2**31),
+    ],
+)
+def test_steps_beyond_the_int32_counter_are_refused(make):
+    """JAX raised OverflowError inside the compiled step (TensorFlow and
+    torch accepted them): steps are counted in int32 on every backend."""
+    with pytest.raises(ValueError, match=r"at most 2147483647 \(2\*\*31 - 1"):
+        make()
+
+
+def test_largest_int32_step_is_accepted():
+    s = keras_prune.ConstantSparsity(0.5, 0, end_step=2**31 - 1, frequency=1)
+    should_prune, sparsity = s(keras.ops.convert_to_tensor(np.int32(7)))
+    assert bool(keras.ops.convert_to_numpy(should_prune))
+    assert float(keras.ops.convert_to_numpy(sparsity)) == 0.5
+
+
+@pytest.mark.parametrize("value", [True, False, "0.5", 0.5j, None, [0.5]])
+def test_sparsity_of_a_wrong_type_is_a_type_error(value):
+    """`ConstantSparsity(False, 0)` was a silent 0% schedule, and a string
+    gave Python's comparison error without naming the argument."""
+    with pytest.raises(TypeError, match="target_sparsity must be a number"):
+        keras_prune.ConstantSparsity(value, 0)
+
+
+def test_numpy_and_0d_sparsities_still_accepted():
+    for value in (np.float32(0.25), np.float64(0.25), np.array(0.25)):
+        s = keras_prune.ConstantSparsity(value, 0, frequency=1)
+        assert float(s(np.int64(0))[1]) == 0.25
+
+
+@pytest.mark.parametrize("decay", [0.9999999999, 1e-320, 1 - 1e-9])
+def test_exponential_decay_that_rounds_to_0_or_1_in_float32(decay):
+    """decay=0.9999999999 is float32 1.0: (d**p - d) / (1 - d) was 0/0, a
+    NaN sparsity from a built-in schedule (never checked in the step)."""
+    with pytest.raises(ValueError, match="decay must be in range"):
+        keras_prune.ExponentialDecay(0.0, 0.9, 0, 100, decay=decay)
+
+
+@pytest.mark.parametrize("power", [1e-300, 1e300, 10**400])
+def test_polynomial_power_outside_float32(power):
+    """power=1e-300 is float32 0: the end of the ramp gave 0 ** 0 = 1 (the
+    initial sparsity instead of the final one); 10**400 raised
+    OverflowError."""
+    with pytest.raises(ValueError, match="power must be a finite number"):
+        keras_prune.PolynomialDecay(0.0, 0.9, 0, 100, power=power)
+
+
+def test_schedule_string_with_a_repeated_keyword_is_refused():
+    """Python refuses `f(a=1, a=2)` when compiling, `ast.parse` does not:
+    the parser silently used the last value."""
+    with pytest.raises(ValueError, match="'begin_step' is given more than"):
+        keras_prune.core.schedules.get(
+            "ConstantSparsity(0.5, begin_step=0, begin_step=10)"
+        )
+
+
+class _Returns(keras_prune.PruningSchedule):
+    def __init__(self, should_prune):
+        self.should_prune = should_prune
+
+    def __call__(self, step):
+        return self.should_prune, 0.5
+
+    def get_config(self):
+        return {}
+
+
+@pytest.mark.parametrize(
+    "value", [None, float("nan"), 2, "yes", np.array([True, False])]
+)
+def test_should_prune_that_is_not_a_bool_raises(value):
+    """`(None, 0.5)` was read as "never prune", NaN and 2 as "prune"."""
+    from keras_prune.core import schedules
+
+    with pytest.raises(ValueError, match="returned should_prune .* at step 3"):
+        schedules.evaluate(_Returns(value), 3)
+
+
+@pytest.mark.parametrize("value", [True, 1, np.bool_(False), np.array(0)])
+def test_should_prune_bool_like_values_accepted(value):
+    from keras_prune.core import schedules
+
+    assert schedules.evaluate(_Returns(value), 3) == (
+        bool(value),
+        np.float32(0.5),
+    )

@@ -75,6 +75,18 @@ def non_negative_int(text):
     return value
 
 
+def step_int(text):
+    """argparse type: a training step, an int in [0, 2**31 - 1] (the
+    pruning step is an int32 counter)."""
+    value = non_negative_int(text)
+    if value > (1 << 31) - 1:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {(1 << 31) - 1} (steps are counted in int32), "
+            f"got {value}"
+        )
+    return value
+
+
 def fraction(text):
     """argparse type: a float in [0, 1)."""
     try:
@@ -500,7 +512,7 @@ def build_parser():
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument(
         "--steps",
-        type=non_negative_int,
+        type=step_int,
         default=None,
         help="last step shown (default: past the last update)",
     )
