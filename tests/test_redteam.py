@@ -237,3 +237,56 @@ def test_should_prune_bool_like_values_accepted(value):
         bool(value),
         np.float32(0.5),
     )
+
+
+# ------------------------------------------------------------ masks
+
+
+@pytest.mark.parametrize("sparsity", [True, "0.5", b"0.5", np.array([True])])
+def test_magnitude_mask_sparsity_of_a_wrong_type(sparsity):
+    """`magnitude_mask(w, "0.5")` computed a 50% mask and `True` a 100%
+    one."""
+    w = np.array([1.0, -5.0, 3.0, 2.0], "float32")
+    with pytest.raises(TypeError, match="`sparsity` must be a number"):
+        keras_prune.magnitude_mask(w, sparsity)
+    with pytest.raises(TypeError, match="`sparsity` must be a number"):
+        keras_prune.kept_count(10, sparsity)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128", "U1", "O"])
+def test_magnitude_mask_of_non_real_weights(dtype):
+    """Complex weights were cast to float32, dropping the imaginary part
+    (|1+9j| counted as 1)."""
+    w = np.array([1 + 9j, 2, 3, 4]).astype(dtype) if dtype[0] == "c" else (
+        np.array(["a", "b"], dtype=dtype)
+    )
+    with pytest.raises(TypeError, match="`weights` must hold real numbers"):
+        keras_prune.magnitude_mask(w, 0.5)
+
+
+@pytest.mark.parametrize(
+    "n, error",
+    [
+        (2**40, ValueError),  # was 2**31 - 1 (int32 saturation)
+        (2**31, ValueError),
+        (-1, ValueError),  # was 1
+        (10.5, TypeError),  # was 5
+        (True, TypeError),
+        ("10", TypeError),
+    ],
+)
+def test_kept_count_of_an_invalid_n(n, error):
+    with pytest.raises(error, match="`n` must be"):
+        keras_prune.kept_count(n, 0.5)
+
+
+def test_kept_count_valid_values_unchanged():
+    assert int(keras_prune.kept_count(2**31 - 1, 0.5)) == 2**30
+    assert int(keras_prune.kept_count(np.int64(10), np.float16(0.5))) == 5
+    ten = keras.ops.convert_to_tensor(10)
+    assert int(keras_prune.kept_count(ten, 0.5)) == 5
+    bf16 = np.array([1, -5, 3, 2], dtype=keras.ops.convert_to_numpy(
+        keras.ops.ones((1,), "bfloat16")).dtype)
+    np.testing.assert_array_equal(
+        keras_prune.magnitude_mask(bf16, 0.5), [False, True, True, False]
+    )
