@@ -290,3 +290,105 @@ def test_kept_count_valid_values_unchanged():
     np.testing.assert_array_equal(
         keras_prune.magnitude_mask(bf16, 0.5), [False, True, True, False]
     )
+
+
+# ------------------------------------------------------------ spec
+
+
+def _mlp():
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="d1"),
+            keras.layers.Dense(2, name="d2"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (
+            dict(pruning_schedule={"d1": 0.5, "dense_2": 0.3}),
+            "pruning_schedule",
+        ),
+        (
+            dict(allocation="global", max_sparsity={"d1": 0.9, "d3": 0.5}),
+            "max_sparsity",
+        ),
+    ],
+)
+def test_mapping_key_naming_no_layer_is_refused(kwargs, name):
+    """A misspelt layer name in a per-layer mapping left that layer
+    silently unpruned (or unbounded)."""
+    with pytest.raises(ValueError, match=rf"`{name}` key\(s\) \['d"):
+        keras_prune.prune_low_magnitude(_mlp(), **kwargs)
+
+
+def test_mapping_with_regex_keys_that_all_match_is_accepted():
+    model = keras_prune.prune_low_magnitude(
+        _mlp(), pruning_schedule={"d1": 0.5, "d.*": 0.3}
+    )
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "PruneLowMagnitude",
+        "PruneLowMagnitude",
+    ]
+
+
+def test_prune_once_sparsity_of_a_wrong_type_or_0d_tensor():
+    """A 0-d tensor 0.5 was refused with "must be in [0, 1], got 0.5"; a
+    string is now named as a wrong type."""
+    from keras_prune.integration import spec
+
+    assert spec.fraction(keras.ops.convert_to_tensor(0.25), "s") == 0.25
+    assert spec.fraction(np.float32(0.25), "s") == 0.25
+    with pytest.raises(ValueError, match="a number in \\[0, 1\\], got '0.5' "):
+        spec.fraction("0.5", "sparsity")
+    with pytest.raises(ValueError, match="got True of type bool"):
+        spec.fraction(True, "sparsity")
+
+
+# ------------------------------------------------------------ event reader
+
+
+def _config_event(text):
+    from keras_prune.export._format import write_varint as v
+
+    def field(number, payload):
+        return v(number << 3 | 2) + v(len(payload)) + payload
+
+    tensor = field(8, text.encode())
+    meta = field(1, field(1, b"text"))
+    value = field(1, b"keras_prune/config") + field(8, tensor)
+    value += field(9, meta)
+    return v(2 << 3) + v(1) + field(5, field(1, value))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [[1, 2], {"params": "many"}, {"params": -5}, {"params": 1.5}],
+)
+def test_report_with_a_malformed_config_entry(tmp_path, entry):
+    """A list entry crashed `report` (AttributeError), a string count
+    raised TypeError; negative or float counts were printed and summed."""
+    from keras_prune.monitoring import events
+    from keras_prune.monitoring import summaries
+
+    def record(payload):
+        header = struct.pack("<Q", len(payload))
+        return (
+            header
+            + struct.pack("<I", events._masked_crc32c(header))
+            + payload
+            + struct.pack("<I", events._masked_crc32c(payload))
+        )
+
+    text = "```json\n" + json.dumps({"weights": {"d/kernel": entry}}) + "\n```"
+    (tmp_path / "events.out.tfevents.1.t").write_bytes(
+        record(_config_event(text))
+    )
+    with pytest.warns(events.CorruptEventFileWarning, match="d/kernel"):
+        config = events.read_config(tmp_path)
+    assert "params" not in config["weights"].get("d/kernel", {})
+    with pytest.warns(events.CorruptEventFileWarning):
+        assert "log dir:" in summaries.report(tmp_path)

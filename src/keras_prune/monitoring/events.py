@@ -672,4 +672,32 @@ def _parse_config(text):
         config.get("weights"), dict
     ):
         return None
+    # Each weight's entry must be an object, and its `params` a count: a
+    # list entry or a string count crashed the report, and a negative or
+    # NaN count was printed and summed.
+    weights = {}
+    for tag, entry in config["weights"].items():
+        if not isinstance(entry, dict):
+            warnings.warn(
+                f"{CONFIG_TAG}: the entry of weight {tag!r} is not an "
+                "object; ignored",
+                CorruptEventFileWarning,
+                stacklevel=2,
+            )
+            continue
+        params = entry.get("params")
+        if params is not None and (
+            isinstance(params, bool)
+            or not isinstance(params, int)
+            or params < 0
+        ):
+            warnings.warn(
+                f"{CONFIG_TAG}: weight {tag!r} has params={params!r}, not "
+                "a count; ignored",
+                CorruptEventFileWarning,
+                stacklevel=2,
+            )
+            entry = {k: v for k, v in entry.items() if k != "params"}
+        weights[tag] = entry
+    config["weights"] = weights
     return config
