@@ -392,3 +392,72 @@ def test_report_with_a_malformed_config_entry(tmp_path, entry):
     assert "params" not in config["weights"].get("d/kernel", {})
     with pytest.warns(events.CorruptEventFileWarning):
         assert "log dir:" in summaries.report(tmp_path)
+
+
+# ------------------------------------------------------------ .kpz paths
+
+
+def test_fifo_and_device_paths_are_refused_without_blocking(tmp_path):
+    """A FIFO blocked `load_compressed` forever, and /dev/zero (size 0)
+    was read without bound."""
+    import os
+
+    fifo = tmp_path / "model.kpz"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path, "/dev/zero"):
+        with pytest.raises(
+            keras_prune.CompressedFormatError, match="not a regular file"
+        ):
+            keras_prune.load_compressed(path)
+        assert not compress.is_compressed_file(path)
+
+
+@pytest.mark.parametrize(
+    "max_bytes, error",
+    [
+        (float("nan"), TypeError),  # compared false: no limit at all
+        (True, TypeError),
+        ("10", TypeError),
+        (1e9, TypeError),
+        (-1, ValueError),
+    ],
+)
+def test_max_bytes_must_be_a_count(seq_file, max_bytes, error):
+    data, _, _ = seq_file
+    with pytest.raises(error, match="max_bytes"):
+        keras_prune.load_compressed(data, max_bytes=max_bytes)
+    with pytest.raises(error, match="max_bytes"):
+        keras_prune.decompress_array(
+            keras_prune.compress_array(np.ones(3)), max_bytes=max_bytes
+        )
+
+
+def test_path_of_a_wrong_type_and_text_file_objects(seq_file):
+    """An int path was read as a file descriptor (0 is stdin)."""
+    data, _, _ = seq_file
+    for path in (0, 3, None, 1.5):
+        with pytest.raises(TypeError, match="expected a file path"):
+            keras_prune.load_compressed(path)
+    with pytest.raises(TypeError, match="binary file object"):
+        keras_prune.load_compressed(io.StringIO("x" * 100))
+
+
+def test_file_read_stops_one_byte_past_max_bytes(tmp_path, seq_file):
+    """The size was checked, then the whole file read: a file growing in
+    between was read without bound. Now at most max_bytes + 1 bytes."""
+    data, _, _ = seq_file
+    path = tmp_path / "m.kpz"
+    path.write_bytes(data)
+    reads = []
+
+    class Growing(io.BytesIO):
+        def read(self, n=-1):
+            reads.append(n)
+            return super().read(n)
+
+    with pytest.raises(keras_prune.CompressedFormatError, match="max_bytes"):
+        keras_prune.load_compressed(
+            Growing(data + bytes(10_000)), max_bytes=len(data) + 10
+        )
+    assert reads == [len(data) + 11]
+    assert keras_prune.load_compressed(path, max_bytes=1 << 20).built

@@ -30,6 +30,7 @@ expects before any tensor is decoded, and every problem raises
 import copy
 import json
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -420,31 +421,64 @@ def write_atomic(path, data):
 
 
 def is_compressed_file(path):
-    """Whether `path` starts with the compressed-model magic bytes."""
+    """Whether `path` starts with the compressed-model magic bytes.
+
+    False for anything but a readable regular file (a FIFO or a device is
+    never read, so this never blocks).
+    """
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             return f.read(len(MAGIC)) == MAGIC
-    except OSError:
+    except (OSError, CompressedFormatError, TypeError):
         return False
 
 
+def _open_regular(path):
+    """`path` opened for binary reading; refuses what is not a regular file
+    (a directory, FIFO, socket or device) without blocking on it."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise TypeError(
+            "expected a file path (str or os.PathLike), a binary file "
+            f"object or the file's bytes, got {type(path).__name__}"
+        )
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CompressedFormatError(
+                f"{os.fspath(path)}: not a regular file (a folder, FIFO or "
+                "device); pass the path of a .kpz file"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_bytes(path, max_bytes):
-    max_bytes = _format.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    max_bytes = _format.check_max_bytes(max_bytes)
+    limit = _format.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if isinstance(path, (bytes, bytearray, memoryview)):
         return bytes(path)
     if hasattr(path, "read"):
-        data = path.read(max_bytes + 1)
-    else:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise CompressedFormatError(
-                f"{path}: file of {size} bytes exceeds max_bytes={max_bytes}"
+        data = path.read(limit + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(
+                "load_compressed needs a binary file object (open(path, "
+                f"'rb')); read() returned {type(data).__name__}"
             )
-        with open(path, "rb") as f:
-            data = f.read()
-    if len(data) > max_bytes:
-        raise CompressedFormatError(f"file exceeds max_bytes={max_bytes}")
-    return data
+    else:
+        with _open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise CompressedFormatError(
+                    f"{path}: file of {size} bytes exceeds max_bytes={limit}"
+                )
+            # At most one byte past the limit, even if the file grows
+            # while it is read.
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CompressedFormatError(f"file exceeds max_bytes={limit}")
+    return bytes(data)
 
 
 def _fail(what, message):
