@@ -461,3 +461,68 @@ def test_file_read_stops_one_byte_past_max_bytes(tmp_path, seq_file):
         )
     assert reads == [len(data) + 11]
     assert keras_prune.load_compressed(path, max_bytes=1 << 20).built
+
+
+# ------------------------------------------------------------ CLI
+
+
+def _cli_error(argv, capsys, match, rc=2):
+    from keras_prune import cli
+
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == rc, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert match in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        # OverflowError (exit 1) before: Python ints beyond int64.
+        ("PolynomialDecay(0, 0.9, 0, 1" + "0" * 30 + ")", "end_step must"),
+        ("ConstantSparsity(0.5, 9223372036854775808)", "begin_step must"),
+        ("PolynomialDecay(0, 0.9, 0, 100, power=1" + "0" * 400 + ")", "power"),
+        # Silently used the last value.
+        ("ConstantSparsity(0.5, begin_step=0, begin_step=1)", "more than"),
+        # NaN sparsities at every step.
+        ("ExponentialDecay(0, 0.9, 0, 100, decay=0.9999999999)", "decay"),
+        ("ConstantSparsity('0.5', 0)", "must be a number"),
+    ],
+)
+def test_cli_schedule_strings(text, match, capsys):
+    _cli_error(["schedule", text], capsys, match)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schedule", "ConstantSparsity(0.5, 0)", "--steps", "9" * 23],
+        ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
+         "--learning-rate", "nan"],
+        ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
+         "--learning-rate", "-1"],
+    ],
+)
+def test_cli_number_arguments_out_of_range(argv, capsys):
+    from keras_prune import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+def test_cli_prune_with_more_steps_than_the_counter(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 3)), y=np.ones((4, 2)))
+    _cli_error(
+        ["prune", tmp_path / "m.keras", "--data", tmp_path / "d.npz",
+         "--epochs", 10**12, "--loss", "mse", "-o", tmp_path / "o.keras"],
+        capsys,
+        "training steps, more than 2147483647",
+    )
+    assert not (tmp_path / "o.keras").exists()
