@@ -526,3 +526,19 @@ def test_cli_prune_with_more_steps_than_the_counter(tmp_path, capsys):
         "training steps, more than 2147483647",
     )
     assert not (tmp_path / "o.keras").exists()
+
+
+@pytest.mark.parametrize("value", ["0.5", b"0.5", True, np.array(["0.5"])])
+def test_schedule_returning_a_non_number_sparsity_raises(value):
+    """A string sparsity was read with float() and used."""
+    from keras_prune.core import schedules
+
+    class Returns(keras_prune.PruningSchedule):
+        def __call__(self, step):
+            return True, value
+
+        def get_config(self):
+            return {}
+
+    with pytest.raises(ValueError, match="returned sparsity .* at step 4"):
+        schedules.evaluate(Returns(), 4)

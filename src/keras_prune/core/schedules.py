@@ -805,7 +805,9 @@ def check_value(schedule, step, sparsity):
         ValueError: naming the schedule, the step and the value.
     """
     try:
-        value = float(sparsity)
+        # A string ("0.5") is not a number, even if float() reads it.
+        kind = np.asarray(sparsity).dtype.kind
+        value = None if kind in "USOb" else float(sparsity)
     except (TypeError, ValueError):
         value = None
     if value is None or not 0.0 <= value <= 1.0:  # NaN fails both
