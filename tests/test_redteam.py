@@ -606,3 +606,10 @@ def test_reader_resyncs_after_long_garbage_and_reads_long_records(tmp_path):
         long_payload,
         b"last",
     ]
+
+
+def test_prune_once_sparsity_1_names_its_own_argument():
+    """prune_once(model, 1.0) failed with ConstantSparsity's message about
+    `target_sparsity`, an argument the caller never passed."""
+    with pytest.raises(ValueError, match="prune_once: `sparsity` must be"):
+        keras_prune.prune_once(_mlp(), 1.0)
