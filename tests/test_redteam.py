@@ -613,3 +613,30 @@ def test_prune_once_sparsity_1_names_its_own_argument():
     `target_sparsity`, an argument the caller never passed."""
     with pytest.raises(ValueError, match="prune_once: `sparsity` must be"):
         keras_prune.prune_once(_mlp(), 1.0)
+
+
+@pytest.mark.parametrize(
+    "stop, error",
+    [
+        (10**30, ValueError),  # OverflowError before
+        (-5, ValueError),  # "No mask update before step -5."
+        ("10", TypeError),  # accepted
+        (2.5, TypeError),  # accepted
+        (True, TypeError),
+        (float("nan"), TypeError),
+    ],
+)
+def test_describe_schedule_stop_must_be_a_step(stop, error):
+    s = keras_prune.ConstantSparsity(0.5, 0)
+    with pytest.raises(error, match="stop must be"):
+        keras_prune.describe_schedule(s, stop=stop)
+    assert "1 mask updates" in keras_prune.describe_schedule(
+        s, stop=np.int64(10)
+    )
+
+
+def test_describe_blob_of_a_non_bytes_argument():
+    """describe_blob(10**12) called bytes(10**12): a terabyte of zeros."""
+    for data in (10**12, None, "abc"):
+        with pytest.raises(TypeError, match="expects bytes"):
+            _format.describe_blob(data)

@@ -915,6 +915,11 @@ def decompress_array(data, max_bytes=None, verify=True):
 
 def describe_blob(data):
     """Layout summary of an array blob (for `inspect` and tests)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        # bytes(10**12) would allocate a terabyte of zeros.
+        raise TypeError(
+            f"describe_blob expects bytes, got {type(data).__name__}"
+        )
     reader = Reader(bytes(data), "array blob", end=len(data) - 4)
     dtype, shape = read_array_header(reader)
     layout = reader.u8("layout")
