@@ -75,6 +75,34 @@ def non_negative_int(text):
     return value
 
 
+def step_int(text):
+    """argparse type: a training step, an int in [0, 2**31 - 1] (the
+    pruning step is an int32 counter)."""
+    value = non_negative_int(text)
+    if value > (1 << 31) - 1:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {(1 << 31) - 1} (steps are counted in int32), "
+            f"got {value}"
+        )
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite float > 0 (a learning rate of NaN, inf, 0
+    or -1 would train silently into garbage)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {text!r}"
+        ) from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0, got {value}"
+        )
+    return value
+
+
 def fraction(text):
     """argparse type: a float in [0, 1)."""
     try:
@@ -239,6 +267,12 @@ def _prune(args):
         raise UserError(f"cannot load model {args.model!r}: {e}") from None
     batches = -(-len(x) // args.batch_size)
     total = batches * args.epochs
+    if total > (1 << 31) - 1:
+        raise UserError(
+            f"--epochs {args.epochs} x {batches} batches = {total} training "
+            f"steps, more than {(1 << 31) - 1} (the pruning step is an int32 "
+            "counter); lower --epochs or raise --batch-size."
+        )
     if args.schedule:
         schedule = schedules.get(args.schedule)
     else:
@@ -500,7 +534,7 @@ def build_parser():
     p.add_argument("--plot", metavar="FILE.png")
     p.add_argument(
         "--steps",
-        type=non_negative_int,
+        type=step_int,
         default=None,
         help="last step shown (default: past the last update)",
     )
@@ -528,7 +562,7 @@ def build_parser():
     )
     p.add_argument("--loss", default=None)
     p.add_argument("--optimizer", default="adam")
-    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--learning-rate", type=positive_float, default=None)
     p.add_argument("--metrics", nargs="*", default=None)
     p.add_argument(
         "--keep-wrappers",

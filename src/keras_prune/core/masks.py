@@ -51,6 +51,7 @@ def kept_count(n, sparsity):
             and is NaN or outside `[0, 1]`.
     """
     _check_sparsity(sparsity)
+    _check_count(n)
     n = ops.cast(n, "float32")
     one = ops.cast(1.0, "float32")
     k = ops.round(n * (one - ops.cast(sparsity, "float32")))
@@ -72,6 +73,14 @@ def _check_sparsity(sparsity):
     Python and NumPy numbers and eager tensors are checked; symbolic ones
     (inside a compiled function) come from a checked schedule.
     """
+    if isinstance(sparsity, (bool, np.bool_, str, bytes)) or (
+        isinstance(sparsity, np.ndarray) and sparsity.dtype.kind not in "iuf"
+    ):
+        # float("0.5") or True would otherwise pass as a number.
+        raise TypeError(
+            f"`sparsity` must be a number in [0, 1], got {sparsity!r} of "
+            f"type {type(sparsity).__name__}."
+        )
     if isinstance(sparsity, (float, int, np.floating, np.integer, np.ndarray)):
         value = np.asarray(sparsity, np.float64)
     else:
@@ -82,6 +91,22 @@ def _check_sparsity(sparsity):
     if not np.all((value >= 0.0) & (value <= 1.0)):  # NaN fails both
         shown = value.item() if value.ndim == 0 else value
         raise ValueError(f"`sparsity` must be in [0, 1], got {shown!r}.")
+
+
+def _check_count(n):
+    """Raises if `n` is known now and is not an int in [0, 2**31 - 1] (the
+    count is int32: 2**40 became 2**31 - 1)."""
+    if isinstance(n, (bool, np.bool_)) or (
+        not isinstance(n, (int, np.integer)) and not hasattr(n, "shape")
+    ):
+        raise TypeError(
+            f"`n` must be a non-negative integer (number of weights), got "
+            f"{n!r} of type {type(n).__name__}."
+        )
+    if isinstance(n, (int, np.integer)) and not 0 <= n <= (1 << 31) - 1:
+        raise ValueError(
+            f"`n` must be in [0, 2**31 - 1] (counts are int32), got {n}."
+        )
 
 
 def _find_bucket(counts, k):
@@ -356,6 +381,13 @@ def magnitude_mask(weights, sparsity):
     _check_sparsity(sparsity)
     is_numpy = isinstance(weights, (np.ndarray, np.generic, list, tuple))
     if is_numpy:
+        kind = np.asarray(weights).dtype.kind
+        if kind in "cOUSMmV" and np.asarray(weights).dtype.name != "bfloat16":
+            # Casting complex to float32 dropped the imaginary part.
+            raise TypeError(
+                "`weights` must hold real numbers, got dtype "
+                f"{np.asarray(weights).dtype.name}."
+            )
         # Cast on the host: TensorFlow's cast flushes float32 subnormals.
         weights = np.asarray(weights, dtype=np.float32)
     shape = ops.shape(weights)

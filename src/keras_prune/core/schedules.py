@@ -128,6 +128,21 @@ class PruningSchedule:
 
     @staticmethod
     def _validate_step(begin_step, end_step, frequency, allow_negative_1):
+        for name, value in (
+            ("begin_step", begin_step),
+            ("end_step", end_step),
+            ("frequency", frequency),
+        ):
+            if value > MAX_STEP:
+                hint = (
+                    " Use end_step=-1 for 'until training ends'."
+                    if name == "end_step"
+                    else ""
+                )
+                raise ValueError(
+                    f"{name} must be at most {MAX_STEP} (2**31 - 1: the "
+                    f"pruning step is an int32 counter), got {value}.{hint}"
+                )
         if begin_step < 0:
             raise ValueError("begin_step should be >= 0")
         if not allow_negative_1 and end_step == -1:
@@ -144,6 +159,11 @@ class PruningSchedule:
 
     @staticmethod
     def _validate_sparsity(sparsity, variable_name):
+        if not _is_real_scalar(sparsity):
+            raise TypeError(
+                f"{variable_name} must be a number in [0, 1), got "
+                f"{sparsity!r} of type {type(sparsity).__name__}."
+            )
         if not 0.0 <= sparsity < 1.0:
             raise ValueError("{} must be in range [0,1)".format(variable_name))
 
@@ -157,6 +177,41 @@ class PruningSchedule:
             return f"{type(self).__name__}()"
         inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
         return f"{type(self).__name__}({inner})"
+
+
+# Largest step a schedule may name: the pruning step is an int32 counter
+# (and JAX refuses larger Python ints next to it in the compiled step).
+MAX_STEP = (1 << 31) - 1
+
+
+def _is_real_scalar(value):
+    """A real number (Python, NumPy, or a 0-d array/tensor), not a bool."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    dtype = getattr(value, "dtype", None)
+    if getattr(value, "shape", None) != () or dtype is None:
+        return False
+    try:
+        return keras.backend.standardize_dtype(dtype).startswith(
+            ("float", "int", "uint", "bfloat")
+        )
+    except Exception:  # noqa: BLE001 - an unknown dtype object
+        return False
+
+
+def _float32_in(value, lo, hi, lo_open=True):
+    """Whether `value` is finite and in `(lo, hi)` (or `[lo, hi)`) once
+    rounded to float32, as the schedule computes with it."""
+    with np.errstate(over="ignore"):
+        try:
+            v = np.float32(float(value))
+        except (OverflowError, TypeError, ValueError):
+            return False
+    if not np.isfinite(v):
+        return False
+    return (lo < v if lo_open else lo <= v) and v < hi
 
 
 def _as_int(value, name):
@@ -278,10 +333,13 @@ class PolynomialDecay(_RampSchedule):
         if (
             isinstance(power, bool)
             or not isinstance(power, (int, float, np.integer, np.floating))
-            or not 0.0 < float(power) < math.inf
+            or not _float32_in(power, 0.0, math.inf)
         ):
+            # The schedule computes in float32: a power that rounds to 0 or
+            # overflows to inf would give 1 ** 0 = 1 or 0 ** 0 at the end.
             raise ValueError(
-                f"power must be a finite number > 0, got {power!r}: the "
+                f"power must be a finite number > 0 (also once rounded to "
+                f"float32), got {power!r}: the "
                 "sparsity follows (1 - progress) ** power; 3 is cubic "
                 "(tfmot's default), 1 linear."
             )
@@ -398,10 +456,18 @@ class ExponentialDecay(_RampSchedule):
         super().__init__(
             initial_sparsity, final_sparsity, begin_step, end_step, frequency
         )
-        if not 0.0 < decay < 1.0:
+        if (
+            isinstance(decay, (bool, np.bool_))
+            or not _is_real_scalar(decay)
+            or not 0.0 < decay < 1.0
+            or not _float32_in(decay, 0.0, 1.0)
+        ):
+            # Checked in float32 too: a decay that rounds to 1.0 divides 0
+            # by 0 (NaN sparsity), one that rounds to 0 is a step function.
             raise ValueError(
-                f"decay must be in range (0,1), got {decay!r}. Smaller values "
-                "prune earlier; try 0.05."
+                f"decay must be in range (0,1) (also once rounded to "
+                f"float32), got {decay!r}. Smaller values prune earlier; try "
+                "0.05."
             )
         self.decay = decay
 
@@ -699,10 +765,26 @@ def evaluate(schedule, step):
             f"{type(schedule).__name__}.__call__ must return a pair "
             f"(should_prune, sparsity); got {result!r}."
         ) from None
-    should_prune = bool(to_host(should_prune))
+    should_prune = _check_should_prune(schedule, step, should_prune)
     value = to_host(sparsity)
     check_value(schedule, step, value)
     return should_prune, np.float32(value)
+
+
+def _check_should_prune(schedule, step, should_prune):
+    """`should_prune` as a Python bool; raises unless it is a bool (or an
+    integer 0 or 1) scalar: `None`, NaN or an array would otherwise be
+    read as a silent True or False."""
+    value = to_host(should_prune)
+    if value.dtype.kind in "iu" and value.size == 1 and value.item() in (0, 1):
+        return bool(value.item())
+    if value.dtype == np.bool_ and value.size == 1:
+        return bool(value.item())
+    raise ValueError(
+        f"Pruning schedule {schedule!r} returned should_prune "
+        f"{should_prune!r} at step {int(step)}; it must be a bool (or a bool "
+        "scalar tensor). Fix the schedule's `__call__`."
+    )
 
 
 def check_value(schedule, step, sparsity):
@@ -723,7 +805,9 @@ def check_value(schedule, step, sparsity):
         ValueError: naming the schedule, the step and the value.
     """
     try:
-        value = float(sparsity)
+        # A string ("0.5") is not a number, even if float() reads it.
+        kind = np.asarray(sparsity).dtype.kind
+        value = None if kind in "USOb" else float(sparsity)
     except (TypeError, ValueError):
         value = None
     if value is None or not 0.0 <= value <= 1.0:  # NaN fails both
@@ -815,6 +899,13 @@ def _parse(text):
     if any(k.arg is None for k in node.keywords):
         raise ValueError(
             f"Schedule arguments must be literal numbers in {text[:80]!r}."
+        )
+    names = [k.arg for k in node.keywords]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"Schedule argument {repeated[0]!r} is given more than once in "
+            f"{text[:80]!r}."
         )
     try:
         args = [ast.literal_eval(a) for a in node.args]

@@ -764,9 +764,27 @@ def check_size(what, dtype, shape, max_bytes):
     return n, nbytes
 
 
+def check_max_bytes(max_bytes):
+    """`max_bytes` if it is None or an int >= 0; raises otherwise (NaN
+    compared false with every size: it meant no limit at all)."""
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, (bool, np.bool_)) or not isinstance(
+        max_bytes, (int, np.integer)
+    ):
+        raise TypeError(
+            "max_bytes must be None or an integer number of bytes, got "
+            f"{max_bytes!r} of type {type(max_bytes).__name__}"
+        )
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    return int(max_bytes)
+
+
 def expansion_limit(input_len, max_bytes):
     """The decode limit: `max_bytes` when given, else the default cap and
     at most `MAX_EXPANSION` times the input (+1 MiB)."""
+    max_bytes = check_max_bytes(max_bytes)
     if max_bytes is not None:
         return max_bytes
     return min(DEFAULT_MAX_BYTES, _EXPANSION_FLOOR + MAX_EXPANSION * input_len)
@@ -897,6 +915,11 @@ def decompress_array(data, max_bytes=None, verify=True):
 
 def describe_blob(data):
     """Layout summary of an array blob (for `inspect` and tests)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        # bytes(10**12) would allocate a terabyte of zeros.
+        raise TypeError(
+            f"describe_blob expects bytes, got {type(data).__name__}"
+        )
     reader = Reader(bytes(data), "array blob", end=len(data) - 4)
     dtype, shape = read_array_header(reader)
     layout = reader.u8("layout")

@@ -30,6 +30,7 @@ expects before any tensor is decoded, and every problem raises
 import copy
 import json
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -420,31 +421,64 @@ def write_atomic(path, data):
 
 
 def is_compressed_file(path):
-    """Whether `path` starts with the compressed-model magic bytes."""
+    """Whether `path` starts with the compressed-model magic bytes.
+
+    False for anything but a readable regular file (a FIFO or a device is
+    never read, so this never blocks).
+    """
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             return f.read(len(MAGIC)) == MAGIC
-    except OSError:
+    except (OSError, CompressedFormatError, TypeError):
         return False
 
 
+def _open_regular(path):
+    """`path` opened for binary reading; refuses what is not a regular file
+    (a directory, FIFO, socket or device) without blocking on it."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise TypeError(
+            "expected a file path (str or os.PathLike), a binary file "
+            f"object or the file's bytes, got {type(path).__name__}"
+        )
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CompressedFormatError(
+                f"{os.fspath(path)}: not a regular file (a folder, FIFO or "
+                "device); pass the path of a .kpz file"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_bytes(path, max_bytes):
-    max_bytes = _format.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    max_bytes = _format.check_max_bytes(max_bytes)
+    limit = _format.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if isinstance(path, (bytes, bytearray, memoryview)):
         return bytes(path)
     if hasattr(path, "read"):
-        data = path.read(max_bytes + 1)
-    else:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise CompressedFormatError(
-                f"{path}: file of {size} bytes exceeds max_bytes={max_bytes}"
+        data = path.read(limit + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(
+                "load_compressed needs a binary file object (open(path, "
+                f"'rb')); read() returned {type(data).__name__}"
             )
-        with open(path, "rb") as f:
-            data = f.read()
-    if len(data) > max_bytes:
-        raise CompressedFormatError(f"file exceeds max_bytes={max_bytes}")
-    return data
+    else:
+        with _open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise CompressedFormatError(
+                    f"{path}: file of {size} bytes exceeds max_bytes={limit}"
+                )
+            # At most one byte past the limit, even if the file grows
+            # while it is read.
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CompressedFormatError(f"file exceeds max_bytes={limit}")
+    return bytes(data)
 
 
 def _fail(what, message):
@@ -614,18 +648,34 @@ def _json_cost(raw):
     """An upper bound on the memory `json.loads(raw)` takes (bytes).
 
     Measured with tracemalloc: each container costs at most ~110 bytes, each
-    value after a comma ~40, each (distinct) key ~100, and strings at most
-    twice their UTF-8 length. Counting brackets and separators also inside
+    value after a comma ~40, each key ~170 (the duplicate-key check holds
+    the pairs of an object in a list first), and strings at most twice
+    their UTF-8 length. Counting brackets and separators also inside
     strings only overestimates.
     """
     containers = raw.count(b"{") + raw.count(b"[")
     return (
         160 * containers
         + 48 * raw.count(b",")
-        + 112 * raw.count(b":")
+        + 184 * raw.count(b":")
         + 2 * len(raw)
         + 1024
     )
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_dups(pairs):
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
 
 
 def _parse_json(raw, what, limit):
@@ -639,7 +689,13 @@ def _parse_json(raw, what, limit):
             f"of {limit} (pass a larger max_bytes to load it)",
         )
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_dups)
+    except _DuplicateKey as e:
+        _fail(
+            what,
+            f"header JSON repeats the key {str(e)[:100]!r} in one object "
+            "(parsers disagree on which value counts)",
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         _fail(
             what,
@@ -812,6 +868,84 @@ def _match_table(expected, stored, checked, what):
             )
 
 
+_SEQUENTIAL_KEY = "keras_prune>_LinearTimeSequential"
+
+
+def _linear_sequential(config, custom_objects):
+    """Points every Keras `Sequential` in `config` (in place) at
+    `_sequential_class()`, which builds it in time linear in its layers.
+
+    Keras' own `Sequential.from_config` adds the layers one by one, and
+    each `add` rebuilds the whole stack: a 2 KB file listing 800 layers
+    took two minutes (quadratic). Returns the custom objects to pass.
+    """
+    stack, found = [config], False
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+            continue
+        if not isinstance(node, dict):
+            continue
+        module = node.get("module")
+        if (
+            node.get("class_name") == "Sequential"
+            and isinstance(module, str)
+            and module.split(".")[0] == "keras"
+            and node.get("registered_name", "Sequential")
+            in (None, "Sequential")
+            and isinstance(node.get("config"), dict)
+        ):
+            node["registered_name"] = _SEQUENTIAL_KEY
+            found = True
+        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    if not found:
+        return custom_objects
+    return {**(custom_objects or {}), _SEQUENTIAL_KEY: _sequential_class()}
+
+
+_SEQUENTIAL_CLASS = []
+
+
+def _sequential_class():
+    """A `keras.Sequential` subclass whose `from_config` returns a plain
+    `keras.Sequential`, built once after all its layers are added (as the
+    `Sequential(layers)` constructor does) instead of after each one."""
+    if _SEQUENTIAL_CLASS:
+        return _SEQUENTIAL_CLASS[0]
+    import keras
+    from keras.src.saving import serialization_lib
+
+    class _LinearTimeSequential(keras.Sequential):
+        @classmethod
+        def from_config(cls, config, custom_objects=None):
+            if "name" not in config or "layers" not in config:
+                raise ValueError(
+                    "A Sequential model configuration must be a dictionary "
+                    "containing the 'name' and 'layers' keys."
+                )
+            if not isinstance(config["layers"], list):
+                raise ValueError("Sequential 'layers' must be a list")
+            layers = [
+                serialization_lib.deserialize_keras_object(
+                    layer_config, custom_objects=custom_objects
+                )
+                for layer_config in config["layers"]
+            ]
+            model = keras.Sequential(layers or None, name=config["name"])
+            shape = config.get("build_input_shape")
+            if (
+                not model._functional
+                and shape
+                and isinstance(shape, (tuple, list))
+            ):
+                model.build(shape)
+            return model
+
+    _SEQUENTIAL_CLASS.append(_LinearTimeSequential)
+    return _LinearTimeSequential
+
+
 def _build_model(config, what, custom_objects, compile):
     import keras
     from keras.src.saving.serialization_lib import ObjectSharingScope
@@ -823,6 +957,7 @@ def _build_model(config, what, custom_objects, compile):
     config = copy.deepcopy(config)
     if not compile:
         config["compile_config"] = None
+    custom_objects = _linear_sequential(config, custom_objects)
     try:
         with ObjectSharingScope(), warnings.catch_warnings():
             warnings.filterwarnings(

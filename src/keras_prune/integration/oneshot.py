@@ -33,7 +33,7 @@ def prune_once(
 
     Args:
         model: A built `keras.Model` (or a layer or list of layers).
-        sparsity: Fraction to prune, in `[0, 1]`: of each weight tensor with
+        sparsity: Fraction to prune, in `[0, 1)`: of each weight tensor with
             `allocation='layer'`, of all pruned weights together with
             `'global'` or `'erk'`.
         allocation: `'layer'`, `'global'` or `'erk'`, as in
@@ -48,7 +48,7 @@ def prune_once(
 
     Raises:
         TypeError: an unknown keyword (naming the closest valid one).
-        ValueError: `sparsity` is NaN or outside `[0, 1]`, or another
+        ValueError: `sparsity` is NaN or outside `[0, 1)`, or another
             argument is invalid (see `prune_low_magnitude`).
 
     Example:
@@ -73,6 +73,12 @@ def prune_once(
         raise ValueError("`sparsity` must be in [0, 1], got None.")
     sparsity = _spec.fraction(sparsity, "sparsity")
     if pruning_schedule is None:
+        if sparsity >= 1.0:  # was "target_sparsity must be in range [0,1)"
+            raise ValueError(
+                "prune_once: `sparsity` must be below 1 (the schedule that "
+                f"keeps the masks fixed needs a sparsity in [0, 1)), got "
+                f"{sparsity}; try 0.99."
+            )
         pruning_schedule = schedules.ConstantSparsity(
             sparsity, begin_step=0, end_step=0
         )

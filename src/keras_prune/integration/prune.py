@@ -160,6 +160,7 @@ def prune_low_magnitude(
         pruning_policy=pruning_policy,
         score=score,
     )
+    spec.check_keys_used(to_prune)
     schedule_for = spec.schedule_for
     select = spec.selects
     allow = pruning_policy.allow_pruning if pruning_policy is not None else None

@@ -114,13 +114,15 @@ def fraction(value, name):
     """`value` as a float in [0, 1] (NaN refused), or None."""
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not 0.0 <= float(value) <= 1.0
-    ):
+    if not schedules._is_real_scalar(value):
+        raise ValueError(
+            f"`{name}` must be None or a number in [0, 1], got {value!r} of "
+            f"type {type(value).__name__}."
+        )
+    value = float(np.asarray(keras.ops.convert_to_numpy(value)))
+    if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be None or in [0, 1], got {value!r}.")
-    return float(value)
+    return value
 
 
 def is_mapping(value):
@@ -451,6 +453,53 @@ class PruningSpec:
         if self._schedule_table is None:
             return self.pruning_schedule
         return _lookup(self._schedule_table, layer.name)
+
+    def check_keys_used(self, to_prune):
+        """Raises if a key of a per-layer mapping names no layer of
+        `to_prune` (a model, a layer or a list of layers): a misspelt
+        layer name would otherwise leave that layer silently unpruned.
+
+        Args:
+            to_prune: What `prune_low_magnitude` was given.
+
+        Raises:
+            ValueError: naming the argument, the unused keys and some of
+                the layer names.
+        """
+        tables = [
+            (name, table)
+            for name, table in (
+                ("pruning_schedule", self._schedule_table),
+                ("max_sparsity", self._max_table),
+                ("min_sparsity", self._min_table),
+            )
+            if table is not None
+        ]
+        if not tables:
+            return
+        if isinstance(to_prune, keras.Model):
+            layers = list(to_prune._flatten_layers(include_self=False))
+        elif isinstance(to_prune, (list, tuple)):
+            layers = list(to_prune)
+        else:
+            layers = [to_prune]
+        names = [getattr(layer, "name", "") for layer in layers]
+        names += [
+            getattr(getattr(layer, "layer", None), "name", "")
+            for layer in layers
+        ]
+        for name, table in tables:
+            unused = [
+                p.pattern
+                for p, _ in table
+                if not any(p.fullmatch(n) for n in names if n)
+            ]
+            if unused:
+                raise ValueError(
+                    f"`{name}` key(s) {unused} match no layer name (keys "
+                    "are layer names or regexes, full match); layers: "
+                    f"{[n for n in names if n][:12]}. Fix the key."
+                )
 
     def _bound_for(self, layer, scalar, table):
         return scalar if table is None else _lookup(table, layer.name)

@@ -157,10 +157,68 @@ _CRC32C_TABLE = _crc32c_table()
 def _masked_crc32c(data):
     """TFRecord's checksum: CRC-32C, rotated and offset ("masked")."""
     crc, table = 0xFFFFFFFF, _CRC32C_TABLE
+    if len(data) >= _CRC_BLOCK * 64:
+        # Long data (a corrupt file can make the reader check many long
+        # candidate records): NumPy, many blocks at once.
+        crc = _crc32c_blocks(data)
+        data = data[len(data) - len(data) % _CRC_BLOCK :]
     for byte in data:
         crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     crc ^= 0xFFFFFFFF
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# Block length of the vectorised CRC-32C.
+_CRC_BLOCK = 4096
+
+
+@functools.lru_cache(maxsize=None)
+def _crc_shift_tables():
+    """Byte tables of the linear map "feed _CRC_BLOCK zero bytes" on the
+    CRC register: shift(r) = T0[r & 255] ^ T1[r >> 8 & 255] ^ ..."""
+    table = np.asarray(_CRC32C_TABLE, dtype=np.uint32)
+    reg = np.uint32(1) << np.arange(32, dtype=np.uint32)
+    for _ in range(_CRC_BLOCK):
+        reg = table[reg & np.uint32(0xFF)] ^ (reg >> np.uint32(8))
+    bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (256, 8)
+    tables = []
+    for k in range(4):
+        images = reg[8 * k : 8 * k + 8]
+        t = np.zeros(256, dtype=np.uint32)
+        for b in range(8):
+            t ^= np.where(bits[:, b] == 1, images[b], np.uint32(0))
+        tables.append([int(v) for v in t])
+    return tables
+
+
+def _crc32c_blocks(data):
+    """The CRC-32C register (initial 0xFFFFFFFF, not inverted) after the
+    whole `_CRC_BLOCK`-byte blocks of `data`.
+
+    The register update is linear: the blocks are run in parallel from a
+    zero register, then chained with the shift map of one block.
+    """
+    table = np.asarray(_CRC32C_TABLE, dtype=np.uint32)
+    n = len(data) // _CRC_BLOCK
+    blocks = np.frombuffer(data, np.uint8, count=n * _CRC_BLOCK).reshape(
+        n, _CRC_BLOCK
+    )
+    reg = np.zeros(n, dtype=np.uint32)
+    for k in range(_CRC_BLOCK):
+        reg = table[(reg ^ blocks[:, k]) & np.uint32(0xFF)] ^ (
+            reg >> np.uint32(8)
+        )
+    t0, t1, t2, t3 = _crc_shift_tables()
+    crc = 0xFFFFFFFF
+    for raw in reg.tolist():
+        crc = (
+            t0[crc & 0xFF]
+            ^ t1[(crc >> 8) & 0xFF]
+            ^ t2[(crc >> 16) & 0xFF]
+            ^ t3[crc >> 24]
+            ^ raw
+        )
+    return crc
 
 
 def _warn_corrupt(path, offset, reason):
@@ -177,24 +235,57 @@ def _header_ok(header, remaining):
     return crc == _masked_crc32c(header[:8]) and length + 4 <= remaining - 12
 
 
+# Candidate record starts are checked this many at a time when resyncing.
+_RESYNC_CHUNK = 1 << 20
+
+
+def _header_crcs(window):
+    """Masked CRC-32C of the 8 bytes at every start of `window` (vectorised:
+    8 table look-ups over all starts at once, not a Python loop per byte),
+    and the u32 stored right after them."""
+    b = np.frombuffer(window, np.uint8)
+    n = len(b) - 11
+    table = np.asarray(_CRC32C_TABLE, dtype=np.uint32)
+    crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
+    for k in range(8):
+        crc = table[(crc ^ b[k : k + n]) & 0xFF] ^ (crc >> np.uint32(8))
+    crc ^= np.uint32(0xFFFFFFFF)
+    masked = ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(
+        0xA282EAD8
+    )
+    stored = np.zeros(n, dtype=np.uint32)
+    for k in range(4):
+        stored |= b[8 + k : 8 + k + n].astype(np.uint32) << np.uint32(8 * k)
+    return masked, stored
+
+
 def _resync(f, path, offset, size):
     """Offset of the next record whose header and data check out, or None.
 
-    Reads at most the rest of the file (bounded by its size).
+    Reads at most the rest of the file (bounded by its size). Header
+    checksums are computed for all candidate starts at once, a chunk at a
+    time: a megabyte of garbage costs milliseconds, not seconds.
     """
     f.seek(offset)
     rest = f.read(size - offset)
-    for start in range(1, len(rest) - 15):
-        header = rest[start : start + 12]
-        if not _header_ok(header, len(rest) - start):
-            continue
-        length = struct.unpack("<Q", header[:8])[0]
-        body = rest[start + 12 : start + 12 + length]
-        crc = struct.unpack(
-            "<I", rest[start + 12 + length : start + 16 + length]
-        )[0]
-        if crc == _masked_crc32c(body):
-            return offset + start
+    last = len(rest) - 16  # the last start with room for a header + crc
+    lo = 1
+    while lo <= last:
+        hi = min(lo + _RESYNC_CHUNK, last + 1)
+        masked, stored = _header_crcs(rest[lo : hi + 11])
+        for i in np.flatnonzero(masked == stored):
+            start = lo + int(i)
+            header = rest[start : start + 12]
+            if not _header_ok(header, len(rest) - start):
+                continue
+            length = struct.unpack("<Q", header[:8])[0]
+            body = rest[start + 12 : start + 12 + length]
+            crc = struct.unpack(
+                "<I", rest[start + 12 + length : start + 16 + length]
+            )[0]
+            if crc == _masked_crc32c(body):
+                return offset + start
+        lo = hi
     return None
 
 
@@ -672,4 +763,32 @@ def _parse_config(text):
         config.get("weights"), dict
     ):
         return None
+    # Each weight's entry must be an object, and its `params` a count: a
+    # list entry or a string count crashed the report, and a negative or
+    # NaN count was printed and summed.
+    weights = {}
+    for tag, entry in config["weights"].items():
+        if not isinstance(entry, dict):
+            warnings.warn(
+                f"{CONFIG_TAG}: the entry of weight {tag!r} is not an "
+                "object; ignored",
+                CorruptEventFileWarning,
+                stacklevel=2,
+            )
+            continue
+        params = entry.get("params")
+        if params is not None and (
+            isinstance(params, bool)
+            or not isinstance(params, int)
+            or params < 0
+        ):
+            warnings.warn(
+                f"{CONFIG_TAG}: weight {tag!r} has params={params!r}, not "
+                "a count; ignored",
+                CorruptEventFileWarning,
+                stacklevel=2,
+            )
+            entry = {k: v for k, v in entry.items() if k != "params"}
+        weights[tag] = entry
+    config["weights"] = weights
     return config

@@ -12,6 +12,23 @@ import numpy as np
 from keras_prune.core import schedules as schedules_lib
 
 
+def _check_stop(stop):
+    """`stop` as an int in [0, 2**62] (far past any int32 step, and no
+    int64 overflow in the step arithmetic), or None."""
+    if stop is None:
+        return None
+    if isinstance(stop, (bool, np.bool_)) or not isinstance(
+        stop, (int, np.integer)
+    ):
+        raise TypeError(
+            f"stop must be None or an integer step, got {stop!r} of type "
+            f"{type(stop).__name__}."
+        )
+    if not 0 <= stop <= 1 << 62:
+        raise ValueError(f"stop must be in [0, 2**62], got {stop}.")
+    return int(stop)
+
+
 def default_horizon(schedule):
     """A step range that shows the whole schedule: past its last update."""
     begin = getattr(schedule, "begin_step", 0)
@@ -127,6 +144,7 @@ def describe_schedule(schedule, stop=None, max_rows=12):
         raise ValueError(
             f"max_rows must be a positive integer, got {max_rows!r}."
         )
+    stop = _check_stop(stop)
     head, tail = (max_rows + 1) // 2, max_rows // 2
     count, first_events, last_events = event_summary(
         schedule, stop, head=max_rows + 1, tail=max(tail, 1)
@@ -204,6 +222,7 @@ def plot_schedule(
         raise ImportError(
             "plot_schedule needs matplotlib: pip install 'keras-prune[plot]'"
         ) from None
+    stop = _check_stop(stop)
     stop = default_horizon(schedule) if stop is None else stop
     steps = np.linspace(0, stop, num=min(stop + 1, 2000)).astype(np.int64)
     _, target = sparsity_curve(schedule, steps)
