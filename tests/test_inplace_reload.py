@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 
+import _inplace_models as user
 import keras
 import numpy as np
 import pytest
@@ -28,7 +29,6 @@ from keras_prune.core import schedules
 from keras_prune.integration import inplace
 from keras_prune.integration.state import pruning_wrappers
 
-import _inplace_models as user
 from conftest import BACKEND
 from conftest import assert_same_outputs
 from conftest import to_np
