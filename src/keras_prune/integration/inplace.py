@@ -45,11 +45,9 @@ the stripped model saves as the dense class and loads without keras-prune.
 
 import collections
 import collections.abc
-import io
 import types
 
 import keras
-from keras.src.models.functional import Functional
 
 from keras_prune.integration import groups
 from keras_prune.integration import rewrite
@@ -183,21 +181,15 @@ class PrunedInPlace:
         return model
 
     def __reduce__(self):
-        # `pickle` (and Keras' `KerasSaveable.__reduce__`) would name this
-        # class, which no module holds: go through `.keras` bytes instead.
-        from keras.src.saving import saving_lib
-
-        buffer = io.BytesIO()
-        saving_lib._save_model_to_fileobj(self, buffer, "h5")
-        return (_unpickle, (buffer,))
+        # Keras pickles a model as its `.keras` bytes, with its class's
+        # `_unpickle_model` to load them; this class has no importable name,
+        # so the function that loads them is this module's.
+        _, args = super().__reduce__()
+        return (_unpickle, args)
 
 
 def _unpickle(buffer):
-    from keras.src.saving import saving_lib
-
-    return saving_lib._load_model_from_fileobj(
-        buffer, custom_objects=None, compile=True, safe_mode=False
-    )
+    return keras.Model._unpickle_model(buffer)
 
 
 def _register(cls):
@@ -251,7 +243,7 @@ def needs_pruned_class(model):
     included) in their config; any other class (a subclassed model, a
     Keras-Hub task or backbone) describes itself its own way.
     """
-    return type(model) not in (Functional, keras.Sequential)
+    return type(model) not in (rewrite.Functional, keras.Sequential)
 
 
 def mark(model):
