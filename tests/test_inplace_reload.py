@@ -318,6 +318,53 @@ def test_gpt2_pruned_keeps_class(gpt2):
     assert inplace.base_class(gpt2["cls"]) is gpt2["base"]
 
 
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    tmp = tmp_path_factory.mktemp("bert")
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=SEQ,
+    )
+    task = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=3, preprocessor=None
+    )
+    pruned = kp.prune_low_magnitude(task)
+    pruned.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, _ = gpt2_data(4)
+    x["segment_ids"] = np.zeros((4, SEQ), "int32")
+    y = np.arange(4) % 3
+    pruned.fit(
+        x,
+        y,
+        batch_size=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[kp.UpdatePruningStep()],
+    )
+    path = str(tmp / "bert_pruned.keras")
+    pruned.save(path)
+    inputs = {k: v[:2] for k, v in x.items()}
+    np.savez(str(tmp / "bert_inputs.npz"), **inputs)
+    return dict(
+        cls=type(pruned),
+        base=keras_hub.models.BertTextClassifier,
+        path=path,
+        inputs=str(tmp / "bert_inputs.npz"),
+        saved=state(pruned),
+        outputs=to_np(pruned(inputs, training=False)),
+    )
+
+
 # --------------------------------------------------------- fresh process
 
 _FRESH_CODE = textwrap.dedent(
@@ -389,6 +436,20 @@ _FRESH_CODE = textwrap.dedent(
         np.savez(hub["loaded"], outputs=outputs, generated=generated,
                  stripped_outputs=arr(stripped(inputs, training=False)),
                  **loaded_state)
+    bert = P.get("bert")
+    if bert:
+        import keras_hub
+        model = keras.saving.load_model(bert["pruned"])
+        out["bert_class"] = type(model).__name__
+        out["bert_isinstance"] = isinstance(
+            model, keras_hub.models.BertTextClassifier)
+        inputs = dict(np.load(bert["inputs"]))
+        outputs = arr(model(inputs, training=False))
+        loaded_state = state(model)
+        stripped = kp.strip_pruning(model)
+        out["bert_stripped_exact"] = (
+            type(stripped) is keras_hub.models.BertTextClassifier)
+        np.savez(bert["loaded"], outputs=outputs, **loaded_state)
     print("REPORT" + json.dumps(out))
     """
 )
@@ -412,11 +473,18 @@ def fresh(net, request, tmp_path_factory):
             resumed=str(tmp / "net_resumed.npz"),
         ),
     )
-    hub = None
+    hub = bert = None
     try:
         hub = request.getfixturevalue("gpt2")
+        bert = request.getfixturevalue("bert")
     except pytest.skip.Exception:
         pass
+    if bert is not None:
+        params["bert"] = dict(
+            pruned=bert["path"],
+            inputs=bert["inputs"],
+            loaded=str(tmp / "bert_loaded.npz"),
+        )
     if hub is not None:
         np.savez(str(tmp / "prompt.npz"), **prompt())
         params["gpt2"] = dict(
@@ -493,4 +561,15 @@ def test_gpt2_fresh_process(gpt2, fresh):
         generated[:, :3], prompt()["token_ids"][:, :3]
     )
     assert_same_state(got, gpt2["saved"])
+    assert int(got["step"]) == 2
+
+
+def test_bert_classifier_fresh_process(bert, fresh):
+    assert bert["cls"].__name__ == "BertTextClassifier"
+    assert issubclass(bert["cls"], bert["base"])
+    assert fresh["bert_class"] == "BertTextClassifier"
+    assert fresh["bert_isinstance"] and fresh["bert_stripped_exact"]
+    got = _load_npz(fresh["params"]["bert"]["loaded"])
+    assert_same_outputs(got.pop("outputs"), bert["outputs"])
+    assert_same_state(got, bert["saved"])
     assert int(got["step"]) == 2
