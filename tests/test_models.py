@@ -541,7 +541,10 @@ def test_prunes_with_defaults(name):
 @pytest.mark.parametrize("name", cases(HUB))
 def test_pruned_keeps_class(name):
     stages = pipeline(name)
-    assert stages.get_ok("prune") is stages.get_ok("build")
+    # A pruned Keras-Hub model is an instance of its class, of the same name
+    # (a subclass that saves its wrappers: integration/inplace.py).
+    pruned, dense = stages.get_ok("prune"), stages.get_ok("build")
+    assert issubclass(pruned, dense) and pruned.__name__ == dense.__name__
 
 
 @pytest.mark.parametrize("name", cases(MODELS))
@@ -758,7 +761,8 @@ def effective_weights(pruned):
 def test_prune_once_layer(name):
     model = dense_model(name)
     pruned = kp.prune_once(model, 0.7)
-    assert type(pruned) is type(model)
+    assert isinstance(pruned, type(model))
+    assert type(pruned).__name__ == type(model).__name__
     weights = effective_weights(pruned)
     assert weights
     for layer, wname, value in weights:

@@ -7,6 +7,7 @@ import warnings
 import keras
 
 from keras_prune.integration import groups
+from keras_prune.integration import inplace
 from keras_prune.integration import registry
 from keras_prune.integration import rewrite
 from keras_prune.integration import spec as _spec
@@ -53,8 +54,14 @@ def prune_low_magnitude(
       `optimizer` is None (as in tfmot): compile it before training.
     - A **subclassed** model is pruned **in place**: its sublayers held in
       attributes, lists and dicts (also inside custom layers) are replaced
-      by wrappers, and the same model is returned. Save it with
-      `save_weights` / `load_weights` after pruning a fresh instance.
+      by wrappers, and the same model is returned.
+    - A pruned model that is not a plain Sequential or Functional (a
+      subclassed model, a Keras-Hub task or backbone) gets a subclass of its
+      own class (same name, same methods: `isinstance` holds) whose config
+      also records the wrappers, so that `model.save` then
+      `keras.saving.load_model` gives it back pruned, with its masks and
+      steps (`keras_prune` must be imported where it is loaded).
+      `strip_pruning` gives it its own class back.
     - A model that is already pruned (every prunable layer wrapped) raises
       `ValueError`: strip it first to prune it again with new settings. In a
       model mixing wrapped and plain layers (tfmot's idiom), the wrapped
@@ -324,7 +331,9 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
     if already:
         _check_not_pruned_twice(model, already, swaps, wants)
     rewrite.swap_layers(model, swaps)
-    return model
+    # A class whose own config cannot describe the wrappers (a subclassed
+    # or Keras-Hub model) gets one that can: it saves and reloads pruned.
+    return inplace.mark(model)
 
 
 def _check_not_pruned_twice(model, already, swaps, wants):

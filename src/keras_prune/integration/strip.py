@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_prune.integration import inplace
 from keras_prune.integration import rewrite
 from keras_prune.integration.state import check_finite
 from keras_prune.integration.state import pruning_wrappers
@@ -52,4 +53,6 @@ def strip_pruning(model):
             wrapper.apply_masks()
     stripped = rewrite.swap_layers(model, {id(w): w.layer for w in wrappers})
     rewrite.uncompile(stripped)
-    return stripped
+    # A model pruned in place had a keras-prune class (`inplace`): the
+    # stripped one is of its own class again, loadable without keras-prune.
+    return inplace.restore_class(stripped)
