@@ -63,6 +63,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._by_fit = False
         self._hand_batches = 0
         self._warned_stale = False
+        self._fit_start = None
+        self._start_steps = []
 
     def on_train_begin(self, logs=None):
         model = self.model
@@ -82,6 +84,39 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._host = host_updates.HostUpdates(model, self._step)
             self._host.start()
         self._sparsity = model_sparsity(model)
+        # After the first train step of `fit`, check that it reached the
+        # wrappers (`_check_training_reached`).
+        self._fit_start = self._step if self._by_fit else None
+        self._start_steps = [
+            int(keras.ops.convert_to_numpy(w.pruning_step))
+            for w in self._wrappers
+            if w.built
+        ]
+
+    def _check_training_reached(self):
+        """Raises if the first train step left every wrapper's step as it
+        was: the model's call never tells its layers that they train (a
+        silent no-op otherwise). Warns for some wrappers left behind."""
+        self._fit_start = None
+        model = self.model  # syncs JAX state
+        built = [w for w in self._wrappers if w.built]
+        stuck = [
+            w
+            for w, before in zip(built, self._start_steps)
+            if int(keras.ops.convert_to_numpy(w.pruning_step)) == before
+        ]
+        if stuck and len(stuck) == len(built):
+            raise ValueError(state.training_message(model, stuck))
+        if stuck:
+            names = [w.layer.name for w in stuck]
+            warnings.warn(
+                f"The pruned layers {names} of model {model.name!r} were not "
+                "called with training=True in the first train step (not "
+                "used in the forward pass, or `training` not passed on to "
+                "them): they do not prune while the others do.",
+                state.TrainingNotPassedWarning,
+                stacklevel=2,
+            )
 
     def on_epoch_begin(self, epoch=None, logs=None):
         self._epoch_start = self._step
@@ -134,6 +169,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         try:
             self._raise_schedule_errors()
             step = self._epoch_start + batch
+            if self._fit_start is not None and step > self._fit_start:
+                self._check_training_reached()
             if (
                 self._host is not None
                 and host_updates.active(self._model) is not self._host

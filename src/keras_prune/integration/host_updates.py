@@ -45,6 +45,7 @@ from keras import ops
 from keras_prune import _backend
 from keras_prune.core import schedules
 from keras_prune.integration import groups
+from keras_prune.integration import state
 from keras_prune.integration import strip
 from keras_prune.integration.wrapper import nonfinite_message
 
@@ -217,12 +218,18 @@ class ZeroPruned(keras.constraints.Constraint):
         self.mask = mask
         self.inner = inner
         self.traced_mask = None
+        self.untrained_message = "A pruned weight was not used in training."
 
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
         mask, self.traced_mask = self.traced_mask, None
         if mask is None:
+            if _backend.stateless_optimizer():
+                # No training forward pass of this wrapper ran in the step
+                # (`HostUpdates.forward` records the mask), so the mask is
+                # not in the step's state.
+                raise ValueError(self.untrained_message)
             mask = self.mask.value
         return _backend.zero_pruned(w, mask)
 
@@ -278,6 +285,9 @@ class HostUpdates:
                     continue
                 own = weight.constraint
                 constraint = ZeroPruned(mask, own)
+                constraint.untrained_message = state.training_message(
+                    model, [wrapper]
+                )
                 self._constraints.append((weight, own, constraint))
                 weight.constraint = constraint
         in_step = self._in_step_train_function = model.train_function

@@ -1,11 +1,13 @@
 """`prune_once`: prune a trained model now, without training."""
 
 import inspect
+import warnings
 
 import keras
 
 from keras_prune.core import schedules
 from keras_prune.integration import spec as _spec
+from keras_prune.integration import state
 from keras_prune.integration.prune import prune_low_magnitude
 from keras_prune.integration.state import pruning_wrappers
 
@@ -82,12 +84,15 @@ def prune_once(
         pruning_schedule = schedules.ConstantSparsity(
             sparsity, begin_step=0, end_step=0
         )
-    pruned = prune_low_magnitude(
-        model,
-        pruning_schedule=pruning_schedule,
-        allocation=allocation,
-        **kwargs,
-    )
+    with warnings.catch_warnings():
+        # prune_once does not train: how `fit` would call the model is moot.
+        warnings.simplefilter("ignore", state.TrainingNotPassedWarning)
+        pruned = prune_low_magnitude(
+            model,
+            pruning_schedule=pruning_schedule,
+            allocation=allocation,
+            **kwargs,
+        )
     wrappers = (
         [pruned]
         if not isinstance(pruned, list) and hasattr(pruned, "masks")

@@ -11,6 +11,7 @@ from keras_prune.integration import inplace
 from keras_prune.integration import registry
 from keras_prune.integration import rewrite
 from keras_prune.integration import spec as _spec
+from keras_prune.integration import state
 from keras_prune.integration.wrapper import NotPrunableError
 from keras_prune.integration.wrapper import PruneLowMagnitude
 
@@ -247,12 +248,21 @@ def _prune(
                 "once on data (or `model.build(input_shape)`) before pruning, "
                 "so that its weights exist."
             )
-        return _wrap_in_place(
+        pruned = _wrap_in_place(
             to_prune,
             _sublayer_candidates(to_prune, wants),
             wants,
             wrap_params,
         )
+        if not state.takes_training(pruned) and state.pruning_wrappers(pruned):
+            # `fit` then never trains its layers: say so now (UpdatePruningStep
+            # raises after the first batch, host mode on JAX at the first).
+            warnings.warn(
+                state.training_message(pruned),
+                state.TrainingNotPassedWarning,
+                stacklevel=4,
+            )
+        return pruned
     if isinstance(to_prune, (list, tuple)):
         return [
             PruneLowMagnitude(layer, **wrap_params(layer))

@@ -4,6 +4,8 @@ Read-only questions about a model, shared by the callbacks, `strip_pruning`,
 the reports and the CLI.
 """
 
+import inspect
+
 import keras
 import numpy as np
 
@@ -71,3 +73,44 @@ def pruning_step(model):
         if wrapper.built:
             return int(keras.ops.convert_to_numpy(wrapper.pruning_step))
     return None
+
+
+class TrainingNotPassedWarning(UserWarning):
+    """A pruned model's layers are not told when they train."""
+
+
+def takes_training(model):
+    """Whether `model.call` takes a `training` argument.
+
+    Keras passes `training=True` to a model in `fit` only when its `call`
+    takes `training`; otherwise its layers never learn that they train, and
+    the pruning wrappers inside never update their masks or step.
+    """
+    return "training" in inspect.signature(model.call).parameters
+
+
+def training_message(model, wrappers=None):
+    """The error for pruned layers that `fit` never calls in training mode.
+
+    Args:
+        model: The model `fit` trains.
+        wrappers: The wrappers concerned (all of the model's if None).
+
+    Returns:
+        str naming the model, the layers and the fix.
+    """
+    cls = type(model).__name__
+    names = [w.layer.name for w in (wrappers or pruning_wrappers(model))]
+    shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+    if not takes_training(model):
+        cause = f"{cls}.call() takes no `training` argument"
+    else:
+        cause = f"{cls}.call() does not pass `training` on to those layers"
+    return (
+        f"The pruned layers {shown} of model {model.name!r} are never called "
+        f"with training=True, so they would never prune: {cause}. Keras "
+        "tells layers that they train only through `training` (on JAX, `fit` "
+        "runs call() directly, so nothing is inherited). Give call() a "
+        "`training=None` argument and pass it to each layer, e.g. "
+        "`self.dense(x, training=training)`."
+    )
