@@ -95,6 +95,22 @@ def link_from_call(wrapper):
         link(entry)
 
 
+def attach(wrapper, pruning_group):
+    """Gives a new wrapper its `pruning_group` argument and, while
+    `prune_low_magnitude` fills the group, the group (`PruningGroup.join`).
+
+    Args:
+        wrapper: A `PruneLowMagnitude`, in its `__init__`.
+        pruning_group: `{'id', 'size', 'index', 'allocation'}`, or None
+            (`allocation='layer'`). A wrapper made from its config gets
+            its group from its model later (`of`).
+    """
+    config = None if pruning_group is None else dict(pruning_group)
+    # Outside Keras' attribute tracking (not a tracked dict).
+    object.__setattr__(wrapper, "_group_config", config)
+    set_group(wrapper, PruningGroup.join(wrapper, config))
+
+
 def set_group(wrapper, group):
     """Gives `wrapper` its group (outside Keras' attribute tracking)."""
     object.__setattr__(wrapper, "_linked_group", group)

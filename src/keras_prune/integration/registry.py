@@ -238,6 +238,22 @@ def prunable_weights(layer, skip_unsupported=False):
     return unique
 
 
+def weights_to_wrap(layer, skip_unsupported=False):
+    """`prunable_weights` of a layer being wrapped: at least one.
+
+    Raises:
+        ValueError: the layer has no weights to prune.
+    """
+    weights = prunable_weights(layer, skip_unsupported)
+    if not weights:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no weights "
+            "to prune. Leave it unwrapped (prune_low_magnitude on a whole "
+            "model does this for you)."
+        )
+    return weights
+
+
 def has_prunable_weights(layer, skip_unsupported=False):
     """Whether `layer` would get at least one mask (builds nothing)."""
     found = []

@@ -87,13 +87,18 @@ class NotPrunableError(ValueError, TypeError):
     """
 
 
-def check_wrapper_arguments(layer, kwargs, signature):
+def wrapper_keywords(layer, kwargs, signature):
     """Checks what `PruneLowMagnitude(layer, ..., **kwargs)` is given.
 
     Args:
         layer: The layer to wrap.
         kwargs: The wrapper's `**kwargs` (Keras layer keywords).
         signature: `inspect.signature` of the wrapper's `__init__`.
+
+    Returns:
+        The keywords for `keras.layers.Wrapper`: `name` defaults to
+        `prune_low_magnitude_<layer name>`, and `activity_regularizer` (the
+        wrapped layer's, in its config) is dropped.
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
@@ -110,6 +115,10 @@ def check_wrapper_arguments(layer, kwargs, signature):
         kwargs,
         layer_keywords() | set(signature.parameters),
     )
+    kwargs = dict(kwargs)
+    kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+    kwargs.pop("activity_regularizer", None)
+    return kwargs
 
 
 def layer_keywords():

@@ -7,8 +7,8 @@ the reports and the CLI.
 import keras
 import numpy as np
 
+from keras_prune.integration.controller import nonfinite_message
 from keras_prune.integration.wrapper import PruneLowMagnitude
-from keras_prune.integration.wrapper import nonfinite_message
 
 
 def pruning_wrappers(model):

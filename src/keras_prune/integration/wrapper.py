@@ -110,13 +110,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         score=None,
         **kwargs,
     ):
-        _spec.check_wrapper_arguments(
+        kwargs = _spec.wrapper_keywords(
             layer, kwargs, inspect.signature(PruneLowMagnitude.__init__)
         )
-        kwargs["name"] = (
-            kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
-        )
-        kwargs.pop("activity_regularizer", None)  # the wrapped layer's
         super().__init__(layer, **kwargs)
         layer_call.stand_in(self, layer)
         spec = _spec.for_wrapper(
@@ -135,15 +131,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         with tracking.DotNotTrackScope():
             self.pruning_spec = spec
-            # The group's `{'id', 'size', 'index', 'allocation'}`; the group
-            # itself comes from `prune_low_magnitude` or, for a wrapper made
-            # from its config, from its model (`groups.of`).
-            self._group_config = (
-                None if pruning_group is None else dict(pruning_group)
-            )
-            self._linked_group = groups.PruningGroup.join(
-                self, self._group_config
-            )
+        groups.attach(self, pruning_group)
         if not controller.compiles_with_xla(self.pruning_schedule):
             self.supports_jit = False  # `jit_compile=True` falls back
         if not self.skip_unsupported:
@@ -187,13 +175,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # LayoutMap written for the unpruned model still applies.
             distribution.keep_unwrapped_path(self.layer, self)
             self.layer.build(input_shape)
-        weights = registry.prunable_weights(self.layer, self.skip_unsupported)
-        if not weights:
-            raise ValueError(
-                f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has "
-                "no weights to prune. Leave it unwrapped (prune_low_magnitude "
-                "on a whole model does this for you)."
-            )
+        weights = registry.weights_to_wrap(self.layer, self.skip_unsupported)
         self.pruning_spec.check_fits(
             self.layer.name,
             weights,
