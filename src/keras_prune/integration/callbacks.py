@@ -145,7 +145,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         On JAX and TensorFlow a `ValueError` raised by a host schedule
         inside the compiled step would surface as the backend's runtime
         error; while this callback runs under `fit`, the wrappers record it
-        instead and skip that update (`PruneLowMagnitude._evaluate_on_host`),
+        instead and skip that update (`controller.evaluate_on_host`),
         and `_raise_schedule_errors` raises it here. Torch raises in the
         step.
         """

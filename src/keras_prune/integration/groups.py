@@ -28,6 +28,7 @@ from keras import ops
 from keras_prune.core import allocation
 from keras_prune.core import allocation as _allocation
 from keras_prune.core import masks
+from keras_prune.integration import layer_call
 
 ALLOCATIONS = ("layer", "global", "erk")
 
@@ -58,6 +59,61 @@ def link(model):
     from keras_prune.integration import state
 
     _link(state.pruning_wrappers(model))
+
+
+def of(wrapper):
+    """The `PruningGroup` sharing `wrapper`'s budget, or None
+    (`allocation='layer'`).
+
+    A wrapper made from a config links its group on first need: from the
+    model its call runs in (`link_from_call`), else from its graph
+    (`link_graph`); a wrapper out of reach of its group gets `unlinked`.
+
+    Args:
+        wrapper: A `PruneLowMagnitude`.
+    """
+    if wrapper._group_config is None:
+        return None
+    if wrapper._linked_group is None:
+        link_from_call(wrapper)
+        if wrapper._linked_group is None:
+            link_graph(wrapper)
+        if wrapper._linked_group is None:
+            return unlinked(wrapper)
+    return wrapper._linked_group
+
+
+def link_from_call(wrapper):
+    """Links the groups of the model `wrapper`'s call runs in (`link`): the
+    outermost layer called, as Keras records it.
+
+    Args:
+        wrapper: A `PruneLowMagnitude`.
+    """
+    entry = getattr(layer_call.call_context(), "entry_layer", None)
+    if entry is not None and entry is not wrapper:
+        link(entry)
+
+
+def attach(wrapper, pruning_group):
+    """Gives a new wrapper its `pruning_group` argument and, while
+    `prune_low_magnitude` fills the group, the group (`PruningGroup.join`).
+
+    Args:
+        wrapper: A `PruneLowMagnitude`, in its `__init__`.
+        pruning_group: `{'id', 'size', 'index', 'allocation'}`, or None
+            (`allocation='layer'`). A wrapper made from its config gets
+            its group from its model later (`of`).
+    """
+    config = None if pruning_group is None else dict(pruning_group)
+    # Outside Keras' attribute tracking (not a tracked dict).
+    object.__setattr__(wrapper, "_group_config", config)
+    set_group(wrapper, PruningGroup.join(wrapper, config))
+
+
+def set_group(wrapper, group):
+    """Gives `wrapper` its group (outside Keras' attribute tracking)."""
+    object.__setattr__(wrapper, "_linked_group", group)
 
 
 def link_graph(wrapper):
@@ -119,7 +175,7 @@ def _link(wrappers):
             # own while the outer one is built) links nothing of it.
             if group.full:
                 for wrapper in group._members.values():
-                    wrapper._set_group(group)
+                    set_group(wrapper, group)
 
 
 def unlinked(wrapper):
@@ -166,9 +222,10 @@ class PruningGroup:
         `config['size']` is None while `prune_low_magnitude` is wrapping
         layers: the wrapper joins the group that call fills (it then calls
         `seal`). A wrapper created from a saved config (loading, cloning)
-        joins nothing here: `link` gives it its group from its model.
+        joins nothing here: `link` gives it its group from its model. A
+        `config` of None (`allocation='layer'`) joins nothing.
         """
-        if config["size"] is not None:
+        if config is None or config["size"] is not None:
             return None
         group = _FILLING.get(config["id"])
         if group is None:

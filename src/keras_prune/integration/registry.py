@@ -238,6 +238,22 @@ def prunable_weights(layer, skip_unsupported=False):
     return unique
 
 
+def weights_to_wrap(layer, skip_unsupported=False):
+    """`prunable_weights` of a layer being wrapped: at least one.
+
+    Raises:
+        ValueError: the layer has no weights to prune.
+    """
+    weights = prunable_weights(layer, skip_unsupported)
+    if not weights:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no weights "
+            "to prune. Leave it unwrapped (prune_low_magnitude on a whole "
+            "model does this for you)."
+        )
+    return weights
+
+
 def has_prunable_weights(layer, skip_unsupported=False):
     """Whether `layer` would get at least one mask (builds nothing)."""
     found = []
@@ -395,3 +411,26 @@ def owner_of(layer, weight):
         if any(v is weight for v in _own_variables(sub)):
             return sub
     return layer
+
+
+def answer_prunable_weights(layer, weights):
+    """Gives a wrapped layer without one a `get_prunable_weights()`.
+
+    As tfmot's wrapper does for a built-in layer: the wrapped layer then
+    answers which of its weights are pruned. The method is marked
+    (`added_by_keras_prune`) so that `prunable_weights` still decides by
+    the layer's kind.
+
+    Args:
+        layer: The wrapped layer.
+        weights: Its pruned variables.
+    """
+    if getattr(layer, "get_prunable_weights", None) is not None:
+        return
+    pruned = list(weights)
+
+    def get_prunable_weights():
+        return list(pruned)
+
+    get_prunable_weights.added_by_keras_prune = True
+    object.__setattr__(layer, "get_prunable_weights", get_prunable_weights)

@@ -79,6 +79,48 @@ def check_keywords(function, given, valid):
         )
 
 
+class NotPrunableError(ValueError, TypeError):
+    """Raised when what is given to prune is not a layer or a model.
+
+    A `ValueError`, as in tfmot, and a `TypeError` (keras-prune's earlier
+    type), so that either `except` clause catches it.
+    """
+
+
+def wrapper_keywords(layer, kwargs, signature):
+    """Checks what `PruneLowMagnitude(layer, ..., **kwargs)` is given.
+
+    Args:
+        layer: The layer to wrap.
+        kwargs: The wrapper's `**kwargs` (Keras layer keywords).
+        signature: `inspect.signature` of the wrapper's `__init__`.
+
+    Returns:
+        The keywords for `keras.layers.Wrapper`: `name` defaults to
+        `prune_low_magnitude_<layer name>`, and `activity_regularizer` (the
+        wrapped layer's, in its config) is dropped.
+
+    Raises:
+        NotPrunableError: `layer` is not a Keras layer.
+        TypeError: an unknown keyword (naming the closest valid one).
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        raise NotPrunableError(
+            "PruneLowMagnitude wraps a keras.layers.Layer, got "
+            f"{layer!r} of type {type(layer).__name__}. Pass a layer or "
+            "a model to keras_prune.prune_low_magnitude."
+        )
+    check_keywords(
+        "PruneLowMagnitude",
+        kwargs,
+        layer_keywords() | set(signature.parameters),
+    )
+    kwargs = dict(kwargs)
+    kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+    kwargs.pop("activity_regularizer", None)
+    return kwargs
+
+
 def layer_keywords():
     """The keyword arguments of `keras.layers.Layer` (name, dtype, ...)."""
     params = inspect.signature(keras.layers.Layer.__init__).parameters
@@ -708,3 +750,59 @@ def _deserialize(config, custom_objects):
     return keras.saving.deserialize_keras_object(
         config, custom_objects=custom_objects
     )
+
+
+def for_wrapper(layer, pruning_group=None, **arguments):
+    """The spec a `PruneLowMagnitude` of `layer` holds.
+
+    Args:
+        layer: The wrapped layer.
+        pruning_group: The wrapper's `pruning_group` argument.
+        **arguments: The wrapper's pruning arguments (`LAYER_FIELDS`);
+            `pruning_schedule` may be a `{name or regex: schedule}` mapping.
+
+    Returns:
+        A `PruningSpec` for this one layer (mappings resolved).
+
+    Raises:
+        ValueError: no schedule of a mapping names the layer, or a shared
+            allocation on a single layer (or a group with `'layer'`).
+    """
+    spec = PruningSpec(**arguments, layer_name=layer.name)
+    if spec.per_layer:  # a `{name or regex: value}` mapping
+        params = spec.for_layer(layer)
+        if params is None:
+            raise ValueError(
+                "No schedule in `pruning_schedule` matches layer "
+                f"{layer.name!r}."
+            )
+        spec = PruningSpec(**params, layer_name=layer.name)
+    if (spec.allocation == "layer") != (pruning_group is None):
+        allocation = arguments.get("allocation")
+        raise ValueError(
+            f"allocation={allocation!r} on a single layer: global and ERK "
+            "budgets are shared by the layers of a model, so pass the "
+            "model to keras_prune.prune_low_magnitude(model, "
+            f"allocation={allocation!r})."
+        )
+    return spec
+
+
+def wrapper_config(spec, group_config):
+    """The pruning part of a `PruneLowMagnitude`'s config.
+
+    Args:
+        spec: The wrapper's `PruningSpec`.
+        group_config: Its `pruning_group` (`{'id', 'size', 'index',
+            'allocation'}`), or None.
+
+    Returns:
+        A dict of the wrapper's constructor arguments, in the saved order.
+    """
+    own = spec.get_config()
+    own.pop("layer_name", None)
+    own["pruning_group"] = None if group_config is None else dict(group_config)
+    # Saved-config key order: pruning_group before max/min_sparsity.
+    for key in ("max_sparsity", "min_sparsity"):
+        own[key] = own.pop(key)
+    return own

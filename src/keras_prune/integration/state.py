@@ -9,8 +9,8 @@ import inspect
 import keras
 import numpy as np
 
+from keras_prune.integration.controller import nonfinite_message
 from keras_prune.integration.wrapper import PruneLowMagnitude
-from keras_prune.integration.wrapper import nonfinite_message
 
 
 def pruning_wrappers(model):

@@ -72,6 +72,27 @@ def read_raw(variable):
         return variable.value
 
 
+def apply_masks(pairs):
+    """Eagerly sets each weight to `weight * mask` (exact zeros).
+
+    Args:
+        pairs: `(weight, mask)` variables.
+
+    Returns:
+        Number of weights set to zero by this call (NaN counts as nonzero
+        on both sides).
+    """
+    n_changed = 0
+    for weight, mask in pairs:
+        value = np.asarray(ops.convert_to_numpy(weight))
+        masked = masks.zero_where_not(value, ops.convert_to_numpy(mask))
+        n_changed += int(np.count_nonzero(value)) - int(
+            np.count_nonzero(masked)
+        )
+        weight.assign(masked)
+    return n_changed
+
+
 def targets_of(wrappers):
     """The `Target`s of the pruned weights of `wrappers`, in order."""
     from keras_prune.integration import registry
