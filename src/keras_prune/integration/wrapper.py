@@ -380,7 +380,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             name="pruning_step",
             shape=(),
             dtype="int32",
-            initializer="zeros",
+            initializer=distribution.state_initializer(0),
             trainable=False,
         )
         masks_, thresholds = [], []
@@ -392,7 +392,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     name=f"{w.name}_mask",
                     shape=w.shape,
                     dtype="bool",
-                    initializer="ones",
+                    initializer=distribution.state_initializer(True),
                     trainable=False,
                 )
             )
@@ -402,7 +402,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     name=f"{w.name}_threshold",
                     shape=(),
                     dtype="float32",
-                    initializer="zeros",
+                    initializer=distribution.state_initializer(0.0),
                     trainable=False,
                 )
             )
@@ -410,7 +410,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             name="nonfinite_count",
             shape=(),
             dtype="int32",
-            initializer="zeros",
+            initializer=distribution.state_initializer(0),
             trainable=False,
         )
         with tracking.DotNotTrackScope():
