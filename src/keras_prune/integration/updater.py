@@ -41,6 +41,7 @@ from keras.src.backend import AutocastScope
 from keras_prune import _backend
 from keras_prune.core import allocation as _allocation
 from keras_prune.core import masks
+from keras_prune.core import patterns
 from keras_prune.core import scores as _scores
 from keras_prune.core import sparsity_patterns
 
@@ -368,15 +369,26 @@ class MaskUpdate:
             self._assign(new, zero_weights=zero_weights)
             return 0
         new, host_values = [], []
+        full_nm = self._host_full_m_by_n(sparsity)
+        on_host = self.fast or full_nm
         for i, t in enumerate(self.targets):
-            if self.fast:
+            if on_host:
                 value = masks.zero_where_not(
                     np.asarray(
                         ops.convert_to_numpy(read_raw(t.weight)), np.float32
                     ),
                     np.asarray(ops.convert_to_numpy(t.mask), bool),
                 )
-                m, thr, bad = masks.host_mask(value, sparsity)
+                if full_nm:
+                    m, thr, bad = patterns.host_m_by_n_mask(
+                        value,
+                        (self.pattern.m, self.pattern.n),
+                        **self.weight_args[i],
+                    )
+                    if bad:
+                        m = thr = None
+                else:
+                    m, thr, bad = masks.host_mask(value, sparsity)
                 host_values.append(value)
             else:
                 m, thr, bad = self._class_function(i, sparsity)(
@@ -389,13 +401,30 @@ class MaskUpdate:
             if bad:
                 return bad
             new.append((m, thr))
-        if zero_weights and self.fast:
-            self._assign(new)
-            for t, value, (m, _) in zip(self.targets, host_values, new):
-                t.weight.assign(masks.zero_where_not(value, m))
+        if on_host:  # NumPy results: no compile to take them (JAX)
+            self._assign(
+                [
+                    (_backend.to_device(m), _backend.to_device(thr))
+                    for m, thr in new
+                ]
+            )
+            if zero_weights:
+                for t, value, (m, _) in zip(self.targets, host_values, new):
+                    t.weight.assign(
+                        _backend.to_device(masks.zero_where_not(value, m))
+                    )
         else:
             self._assign(new, zero_weights=zero_weights)
         return 0
+
+    def _host_full_m_by_n(self, sparsity):
+        """Whether an eager update is plain N:M by magnitude with every
+        group N:M (`patterns.host_m_by_n_mask` then gives its masks)."""
+        return (
+            type(self.score) is _scores.Magnitude
+            and type(self.pattern) is sparsity_patterns.NM
+            and not self.pattern.uses_sparsity(sparsity=sparsity)
+        )
 
     def _group_function(self, values, old, sparsity):
         return self.recompute(sparsity, old, values)
