@@ -518,7 +518,12 @@ def test_m_by_n_conv_kernels_not_base_conv(kind, monkeypatch):
             keras.ops.convert_to_tensor(0, "int32"),
         )
 
+    def record_host(weights, m_by_n, axis=None):  # the eager NumPy twin
+        seen.append(axis % len(weights.shape))
+        return np.ones(weights.shape, bool), np.zeros((), np.float32), 0
+
     monkeypatch.setattr(patterns, "m_by_n_mask", record)
+    monkeypatch.setattr(patterns, "host_m_by_n_mask", record_host)
     wrapper.update_masks_now(0.5)
     ranks = [len(v.shape) for v in wrapper.pruned_weights]
     assert seen == [a % r for a, r in zip(axes, ranks)]

@@ -15,6 +15,9 @@ measured (see docs/benchmarks.md):
   step: `jax.pure_callback` on JAX, `tf.numpy_function` on TensorFlow, a
   direct call on torch (eager).
 - `cond`: a Python branch on torch.
+- `host_callback_in_step` / `pure_host_call`: single-weight magnitude
+  masks recomputed on the host from inside a compiled JAX step
+  (`jax.pure_callback`), so that the step compiles no mask selection.
 - `compile_function`: `jax.jit` for mask updates run between steps (JAX
   compiles every eager operation separately; TensorFlow and torch do not).
 - `count_step`: a step counter's increment inside a train step, in place
@@ -26,6 +29,11 @@ measured (see docs/benchmarks.md):
   whether that constraint needs the masks' traced values (JAX).
 - `host_array` / `from_host`: the NumPy view of an eager CPU tensor (no
   copy on any backend), for mask math run on the host, and back.
+- `to_device` / `copy_value`: a NumPy array as a backend array, and a
+  copy of a backend array, without compiling: JAX (0.10) compiles
+  `jnp.asarray(numpy_array)` once per shape and dtype (`jit(stage)`), so a
+  ResNet50's masks and copied weights compiled ~50 programs; `device_put`
+  compiles none.
 - `compile_eager`: the compiled function an eager call on an accelerator
   runs: `jax.jit`, `tf.function(jit_compile=True)`, eager torch; one per
   function and input shape and dtype, created once.
@@ -100,6 +108,44 @@ def host_call(fn, step):
         return pred, value
     pred, value = wrapped(ops.convert_to_numpy(step))
     return ops.convert_to_tensor(pred), ops.convert_to_tensor(value)
+
+
+def host_callback_in_step():
+    """Whether a compiled step may run mask math on the host (JAX only).
+
+    `jax.pure_callback` compiles to one custom call: a pruned `fit` without
+    `UpdatePruningStep` otherwise compiles every weight's mask selection
+    into the train step (XLA compile 2.6x the dense step's on ResNet50).
+    TensorFlow's `tf.numpy_function` would keep Keras from compiling the
+    step with XLA, and torch runs eagerly: both keep the in-graph math.
+    Not under a `keras.distribution` (the callback would gather every
+    sharded weight onto one host).
+    """
+    return (
+        keras.backend.backend() == "jax"
+        and keras.distribution.distribution() is None
+    )
+
+
+def pure_host_call(fn, args, results):
+    """`fn(*numpy_args)` run on the host from a compiled JAX step.
+
+    Args:
+        fn: NumPy function returning a tuple of arrays matching `results`.
+        args: Backend tensors (gradients are stopped).
+        results: List of `(shape, dtype)` of `fn`'s outputs.
+
+    Returns:
+        Tuple of backend tensors.
+    """
+    import jax
+
+    specs = tuple(
+        jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+        for shape, dtype in results
+    )
+    args = [jax.lax.stop_gradient(a) for a in args]
+    return jax.pure_callback(fn, specs, *args)
 
 
 def fuses_elementwise():
@@ -315,12 +361,54 @@ def from_host(array):
     return ops.convert_to_tensor(array)
 
 
+def to_device(array):
+    """The NumPy `array` as a value Keras takes without compiling anything.
+
+    JAX: `jax.device_put` onto the default device (on CPU it keeps the
+    array's buffer; do not write to `array` afterwards). TensorFlow and
+    torch: `array` itself (Keras converts it without compiling).
+
+    Args:
+        array: A NumPy array.
+
+    Returns:
+        A JAX array (JAX) or `array`.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.device_put(array)
+    return array
+
+
+def copy_value(x):
+    """A copy of the eager backend array (or variable) `x`, to assign.
+
+    JAX: a new buffer (`device_put(..., may_alias=False)`: no compile; a
+    shared buffer would be freed by a train step that donates it).
+    TensorFlow and torch: the value itself, which `Variable.assign` copies.
+
+    Args:
+        x: A Keras variable or an eager backend array.
+
+    Returns:
+        A backend array to pass to `Variable.assign`.
+    """
+    if isinstance(x, keras.Variable):
+        x = x.value
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.device_put(x, may_alias=False)
+    return x
+
+
 def assign_from_host(variable, array):
     """`variable.assign(array)` for a NumPy `array`, without a second copy.
 
     The mask of a 300M-weight tensor is 300 MB: torch copies it into the
     variable's buffer in place; TensorFlow and JAX take the array's buffer
-    (DLPack; JAX's `assign` keeps NumPy arrays without copying).
+    (DLPack; JAX's `device_put` keeps a NumPy array's buffer on CPU).
 
     Args:
         variable: A Keras variable on the CPU.
@@ -337,7 +425,7 @@ def assign_from_host(variable, array):
     if backend == "tensorflow":
         variable.assign(from_host(array))
         return
-    variable.assign(array)
+    variable.assign(to_device(array))  # JAX: keeps the buffer, compiles none
 
 
 @functools.lru_cache(maxsize=None)

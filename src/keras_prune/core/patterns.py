@@ -268,6 +268,64 @@ def m_by_n_mask(weights, m_by_n, sparsity=None, axis=None):
     return keep, threshold, n_bad
 
 
+def host_m_by_n_mask(weights, m_by_n, axis=None):
+    """NumPy twin of `m_by_n_mask` at full N:M (`sparsity=None`).
+
+    For eager updates on the host (`prune_once(..., sparsity_m_by_n=...)`):
+    the compiled version is compiled by JAX once per weight shape. The
+    magnitudes are compared as their int32 bit patterns, which order
+    non-negative floats exactly as the float compare does; a subnormal
+    magnitude is kept as itself, where XLA on CPU (JAX, TensorFlow) may
+    treat it as zero.
+
+    Args:
+        weights: float32 NumPy array.
+        m_by_n: `(m, n)` with `0 < m < n`.
+        axis: As in `m_by_n_mask`.
+
+    Returns:
+        `(mask, threshold, n_nonfinite)`: bool NumPy mask of the shape of
+        `weights`, the float32 smallest kept magnitude, and the count of
+        NaN/Inf values.
+    """
+    m, n = m_by_n
+    weights = np.ascontiguousarray(weights, np.float32)
+    shape = weights.shape
+    axes = _normalize_axes(
+        input_axis(shape) if axis is None else axis, len(shape)
+    )
+    rest = tuple(i for i in range(len(shape)) if i not in axes)
+    perm = rest + axes
+    bits = weights.view(np.int32) & np.int32(0x7FFFFFFF)
+    n_bad = int(np.count_nonzero(bits >= np.int32(0x7F800000)))
+    moved = np.transpose(bits, perm)
+    length = int(np.prod([shape[a] for a in axes]))
+    moved_shape = tuple(shape[i] for i in rest) + (length,)
+    moved = moved.reshape(moved_shape)
+    groups = -(-length // n)
+    padded = np.full(moved_shape[:-1] + (groups * n,), -1, np.int32)
+    padded[..., :length] = moved  # pads rank below every magnitude
+    grouped = padded.reshape(moved_shape[:-1] + (groups, n))
+    # Rank inside the group: larger first, then lower position first.
+    rank = np.zeros(grouped.shape, np.int8)
+    index = np.arange(n)
+    for j in range(n):
+        other = grouped[..., j : j + 1]
+        beats = other > grouped
+        beats |= (other == grouped) & (j < index)
+        rank += beats
+    keep = (rank < n - m).reshape(moved_shape[:-1] + (groups * n,))
+    keep = keep[..., :length].reshape(tuple(shape[i] for i in perm))
+    keep = np.ascontiguousarray(np.transpose(keep, np.argsort(perm)))
+    kept = np.where(keep, bits, np.int32(0x7F800000))
+    threshold = (
+        np.asarray(kept.min() if kept.size else 0x7F800000, np.int32)
+        .view(np.float32)
+        .reshape(())
+    )
+    return keep, threshold, n_bad
+
+
 def channel_mask(weights, sparsity, axis=-1):
     """Prunes whole output channels with the smallest L2 norms.
 

@@ -28,6 +28,8 @@ from keras.src.ops.node import KerasHistory
 from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils import tracking
 
+from keras_prune import _backend
+
 
 def is_graph_model(model):
     """Whether `model` is Sequential or Functional (not subclassed)."""
@@ -110,10 +112,28 @@ def copy_model(model):
             stacklevel=3,
         )
         return _copy_layer_by_layer(model)
-    new.set_weights(model.get_weights())
+    _copy_weights(model, new)
     _keep_paths(model, new)
     uncompile(new)
     return new
+
+
+def _copy_weights(model, new):
+    """`new.set_weights(model.get_weights())` without the NumPy round trip.
+
+    Each variable takes a copy of the original's backend value
+    (`_backend.copy_value`): on JAX, assigning NumPy arrays compiled one
+    program per weight shape.
+    """
+    for old, var in zip(model.weights, new.weights):
+        if tuple(old.shape) != tuple(var.shape):
+            raise ValueError(
+                f"Copying model {model.name!r}: weight {var.path!r} of the "
+                f"copy has shape {tuple(var.shape)}, the original's "
+                f"{old.path!r} has {tuple(old.shape)}. Check the model's "
+                "get_config() / from_config()."
+            )
+        var.assign(_backend.copy_value(old))
 
 
 def _keep_paths(model, new):

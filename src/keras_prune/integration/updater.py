@@ -41,6 +41,7 @@ from keras.src.backend import AutocastScope
 from keras_prune import _backend
 from keras_prune.core import allocation as _allocation
 from keras_prune.core import masks
+from keras_prune.core import patterns
 from keras_prune.core import scores as _scores
 from keras_prune.core import sparsity_patterns
 
@@ -299,10 +300,59 @@ class MaskUpdate:
             if self.allocation.shared and self.fast:
                 return self.stream(sparsity)
             new, n_bad = recompute()
+        elif (
+            self.fast
+            and not self.allocation.shared
+            and _backend.host_callback_in_step()
+        ):
+            # JAX: the NumPy select from the step (the same masks, bit for
+            # bit), so the step compiles one custom call, not a radix
+            # select per weight.
+            def on_host():
+                return self._recompute_on_host(sparsity, old)
+
+            new, n_bad = _backend.cond(should_prune, on_host, keep)
         else:
             new, n_bad = _backend.cond(should_prune, recompute, keep)
         self._assign(new, old)
         return n_bad
+
+    def _recompute_on_host(self, sparsity, old):
+        """`recompute` of single weights by magnitude, by `masks.host_mask`
+        run on the host from a compiled step (`_backend.pure_host_call`).
+        """
+        n = len(self.targets)
+        shapes = [tuple(int(d) for d in t.weight.shape) for t in self.targets]
+
+        def host(sparsity, *arrays):
+            values, old_masks = arrays[:n], arrays[n : 2 * n]
+            old_thresholds = arrays[2 * n :]
+            new, n_bad = [], 0
+            for v, om in zip(values, old_masks):
+                value = masks.zero_where_not(
+                    np.asarray(v, np.float32), np.asarray(om, bool)
+                )
+                m, thr, bad = masks.host_mask(value, float(sparsity))
+                n_bad += int(bad)
+                new.append((m, thr))
+            if n_bad:  # rollback: nothing changes
+                new = list(zip(old_masks, old_thresholds))
+            out = [np.asarray(m, bool) for m, _ in new]
+            out += [np.asarray(t, np.float32).reshape(()) for _, t in new]
+            return (*out, np.asarray(n_bad, np.int32))
+
+        results = [(shp, bool) for shp in shapes]
+        results += [((), np.float32)] * n + [((), np.int32)]
+        out = _backend.pure_host_call(
+            host,
+            [ops.cast(sparsity, "float32")]
+            + [ops.cast(read_raw(t.weight), "float32") for t in self.targets]
+            + [m for m, _ in old]
+            + [ops.cast(thr, "float32") for _, thr in old],
+            results,
+        )
+        new = list(zip(out[:n], out[n : 2 * n]))
+        return new, out[2 * n]
 
     # -------------------------------------------------------------- eager
 
@@ -340,15 +390,26 @@ class MaskUpdate:
             self._assign(new, zero_weights=zero_weights)
             return 0
         new, host_values = [], []
+        full_nm = self._host_full_m_by_n(sparsity)
+        on_host = self.fast or full_nm
         for i, t in enumerate(self.targets):
-            if self.fast:
+            if on_host:
                 value = masks.zero_where_not(
                     np.asarray(
                         ops.convert_to_numpy(read_raw(t.weight)), np.float32
                     ),
                     np.asarray(ops.convert_to_numpy(t.mask), bool),
                 )
-                m, thr, bad = masks.host_mask(value, sparsity)
+                if full_nm:
+                    m, thr, bad = patterns.host_m_by_n_mask(
+                        value,
+                        (self.pattern.m, self.pattern.n),
+                        **self.weight_args[i],
+                    )
+                    if bad:
+                        m = thr = None
+                else:
+                    m, thr, bad = masks.host_mask(value, sparsity)
                 host_values.append(value)
             else:
                 m, thr, bad = self._class_function(i, sparsity)(
@@ -361,13 +422,30 @@ class MaskUpdate:
             if bad:
                 return bad
             new.append((m, thr))
-        if zero_weights and self.fast:
-            self._assign(new)
-            for t, value, (m, _) in zip(self.targets, host_values, new):
-                t.weight.assign(masks.zero_where_not(value, m))
+        if on_host:  # NumPy results: no compile to take them (JAX)
+            self._assign(
+                [
+                    (_backend.to_device(m), _backend.to_device(thr))
+                    for m, thr in new
+                ]
+            )
+            if zero_weights:
+                for t, value, (m, _) in zip(self.targets, host_values, new):
+                    t.weight.assign(
+                        _backend.to_device(masks.zero_where_not(value, m))
+                    )
         else:
             self._assign(new, zero_weights=zero_weights)
         return 0
+
+    def _host_full_m_by_n(self, sparsity):
+        """Whether an eager update is plain N:M by magnitude with every
+        group N:M (`patterns.host_m_by_n_mask` then gives its masks)."""
+        return (
+            type(self.score) is _scores.Magnitude
+            and type(self.pattern) is sparsity_patterns.NM
+            and not self.pattern.uses_sparsity(sparsity=sparsity)
+        )
 
     def _group_function(self, values, old, sparsity):
         return self.recompute(sparsity, old, values)
@@ -539,16 +617,19 @@ class MaskUpdate:
             t.mask.assign(new)
             del new
             t.threshold.assign(
-                np.array(threshold, np.int32).view(np.float32).reshape(())
+                _backend.to_device(
+                    np.array(threshold, np.int32).view(np.float32).reshape(())
+                )
             )
             low_cache = {key: v for key, v in low_cache.items() if key[0] != i}
         return ops.convert_to_tensor(0, "int32")
 
-    def _counts(self, sparsity, high, low):
+    def _counts(self, sparsity, high, low, host=None):
         """The allocation's kept counts, as Python ints, from histograms
-        computed on demand (`high()`, `low(bucket)`)."""
+        computed on demand (`high()`, `low(bucket)`; `host`: the same as
+        NumPy arrays, for the built-in allocations' host arithmetic)."""
         counts = self.allocation.counts(
-            self.targets, sparsity, _Histograms(high, low)
+            self.targets, sparsity, _Histograms(high, low, host)
         )
         return [int(c) for c in ops.convert_to_numpy(counts)]
 
@@ -631,6 +712,12 @@ class MaskUpdate:
                     ]
                 ).astype(np.int32)
             ),
+            host=(
+                lambda: np.stack(hist),
+                lambda bucket: np.stack(
+                    [low_histogram(i, bucket) for i in range(len(targets))]
+                ),
+            ),
         )
 
         for i, t in enumerate(targets):
@@ -658,7 +745,9 @@ class MaskUpdate:
             _backend.assign_from_host(t.mask, new.reshape(shapes[i]))
             del new
             t.threshold.assign(
-                np.array(threshold, np.int32).view(np.float32).reshape(())
+                _backend.to_device(
+                    np.array(threshold, np.int32).view(np.float32).reshape(())
+                )
             )
             low_cache = {key: v for key, v in low_cache.items() if key[0] != i}
         return ops.convert_to_tensor(0, "int32")
@@ -667,9 +756,11 @@ class MaskUpdate:
 class _Histograms:
     """`high()` / `low(bucket)` for `Allocation.counts`, from functions."""
 
-    def __init__(self, high, low):
+    def __init__(self, high, low, host=None):
         self.high = high
         self.low = low
+        # `(high, low)` returning NumPy arrays, where they are on the host.
+        self.host = host
 
 
 def _row_chunks(shape, chunk):

@@ -185,7 +185,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             name="pruning_step",
             shape=(),
             dtype="int32",
-            initializer="zeros",
+            initializer=distribution.state_initializer(0),
             trainable=False,
         )
         masks_, thresholds = [], []
@@ -197,7 +197,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     name=f"{w.name}_mask",
                     shape=w.shape,
                     dtype="bool",
-                    initializer="ones",
+                    initializer=distribution.state_initializer(True),
                     trainable=False,
                 )
             )
@@ -207,7 +207,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     name=f"{w.name}_threshold",
                     shape=(),
                     dtype="float32",
-                    initializer="zeros",
+                    initializer=distribution.state_initializer(0.0),
                     trainable=False,
                 )
             )
@@ -215,7 +215,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             name="nonfinite_count",
             shape=(),
             dtype="int32",
-            initializer="zeros",
+            initializer=distribution.state_initializer(0),
             trainable=False,
         )
         with tracking.DotNotTrackScope():
