@@ -257,8 +257,10 @@ def test_magnitude_mask_sparsity_of_a_wrong_type(sparsity):
 def test_magnitude_mask_of_non_real_weights(dtype):
     """Complex weights were cast to float32, dropping the imaginary part
     (|1+9j| counted as 1)."""
-    w = np.array([1 + 9j, 2, 3, 4]).astype(dtype) if dtype[0] == "c" else (
-        np.array(["a", "b"], dtype=dtype)
+    w = (
+        np.array([1 + 9j, 2, 3, 4]).astype(dtype)
+        if dtype[0] == "c"
+        else (np.array(["a", "b"], dtype=dtype))
     )
     with pytest.raises(TypeError, match="`weights` must hold real numbers"):
         keras_prune.magnitude_mask(w, 0.5)
@@ -285,8 +287,12 @@ def test_kept_count_valid_values_unchanged():
     assert int(keras_prune.kept_count(np.int64(10), np.float16(0.5))) == 5
     ten = keras.ops.convert_to_tensor(10)
     assert int(keras_prune.kept_count(ten, 0.5)) == 5
-    bf16 = np.array([1, -5, 3, 2], dtype=keras.ops.convert_to_numpy(
-        keras.ops.ones((1,), "bfloat16")).dtype)
+    bf16 = np.array(
+        [1, -5, 3, 2],
+        dtype=keras.ops.convert_to_numpy(
+            keras.ops.ones((1,), "bfloat16")
+        ).dtype,
+    )
     np.testing.assert_array_equal(
         keras_prune.magnitude_mask(bf16, 0.5), [False, True, True, False]
     )
@@ -499,10 +505,26 @@ def test_cli_schedule_strings(text, match, capsys):
     "argv",
     [
         ["schedule", "ConstantSparsity(0.5, 0)", "--steps", "9" * 23],
-        ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
-         "--learning-rate", "nan"],
-        ["prune", "m.keras", "--data", "d.npz", "-o", "o.keras",
-         "--learning-rate", "-1"],
+        [
+            "prune",
+            "m.keras",
+            "--data",
+            "d.npz",
+            "-o",
+            "o.keras",
+            "--learning-rate",
+            "nan",
+        ],
+        [
+            "prune",
+            "m.keras",
+            "--data",
+            "d.npz",
+            "-o",
+            "o.keras",
+            "--learning-rate",
+            "-1",
+        ],
     ],
 )
 def test_cli_number_arguments_out_of_range(argv, capsys):
@@ -520,8 +542,18 @@ def test_cli_prune_with_more_steps_than_the_counter(tmp_path, capsys):
     model.save(tmp_path / "m.keras")
     np.savez(tmp_path / "d.npz", x=np.ones((4, 3)), y=np.ones((4, 2)))
     _cli_error(
-        ["prune", tmp_path / "m.keras", "--data", tmp_path / "d.npz",
-         "--epochs", 10**12, "--loss", "mse", "-o", tmp_path / "o.keras"],
+        [
+            "prune",
+            tmp_path / "m.keras",
+            "--data",
+            tmp_path / "d.npz",
+            "--epochs",
+            10**12,
+            "--loss",
+            "mse",
+            "-o",
+            tmp_path / "o.keras",
+        ],
         capsys,
         "training steps, more than 2147483647",
     )

@@ -227,9 +227,9 @@ def host_global_counts(hist, low_histograms, sizes, k_total, k_min, k_max):
     k_total = int(np.clip(k_total, k_min.sum(), k_max.sum()))
 
     def clipped_total(ge):
-        return np.minimum(
-            np.maximum(ge, k_min[:, None]), k_max[:, None]
-        ).sum(axis=0)
+        return np.minimum(np.maximum(ge, k_min[:, None]), k_max[:, None]).sum(
+            axis=0
+        )
 
     def last_index_at_least(totals):
         return int(np.count_nonzero(totals >= k_total)) - 1
