@@ -723,18 +723,27 @@ def _parse_json(raw, what, limit):
     return header
 
 
-def _check_modules(config, what):
-    """Refuses configs naming modules Keras would import that a model file
-    has no business naming (see `_MODEL_MODULES`). A backend's own
-    optimizer module is mapped to `keras.optimizers` (in place)."""
+def _config_dicts(config):
+    """Every dict nested in a JSON config (lists and dicts walked, without
+    recursion: a deeply nested file cannot overflow the stack). Dicts met
+    are expanded after they are yielded, so a caller may edit them."""
     stack = [config]
     while stack:
         node = stack.pop()
         if isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (dict, list)))
-            continue
-        if not isinstance(node, dict):
-            continue
+        elif isinstance(node, dict):
+            yield node
+            stack.extend(
+                v for v in node.values() if isinstance(v, (dict, list))
+            )
+
+
+def _check_modules(config, what):
+    """Refuses configs naming modules Keras would import that a model file
+    has no business naming (see `_MODEL_MODULES`). A backend's own
+    optimizer module is mapped to `keras.optimizers` (in place)."""
+    for node in _config_dicts(config):
         module = node.get("module")
         if (
             isinstance(module, str)
@@ -763,7 +772,6 @@ def _check_modules(config, what):
                 "not a module of layers, models, optimizers, losses "
                 "or metrics; refusing to import it",
             )
-        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
 
 
 def _public_optimizer(class_name):
@@ -879,14 +887,8 @@ def _linear_sequential(config, custom_objects):
     each `add` rebuilds the whole stack: a 2 KB file listing 800 layers
     took two minutes (quadratic). Returns the custom objects to pass.
     """
-    stack, found = [config], False
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, (dict, list)))
-            continue
-        if not isinstance(node, dict):
-            continue
+    found = False
+    for node in _config_dicts(config):
         module = node.get("module")
         if (
             node.get("class_name") == "Sequential"
@@ -898,7 +900,6 @@ def _linear_sequential(config, custom_objects):
         ):
             node["registered_name"] = _SEQUENTIAL_KEY
             found = True
-        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
     if not found:
         return custom_objects
     return {**(custom_objects or {}), _SEQUENTIAL_KEY: _sequential_class()}
