@@ -88,7 +88,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         # wrappers (`_check_training_reached`).
         self._fit_start = self._step if self._by_fit else None
         self._start_steps = [
-            int(keras.ops.convert_to_numpy(w.pruning_step))
+            (w, int(keras.ops.convert_to_numpy(w.pruning_step)))
             for w in self._wrappers
             if w.built
         ]
@@ -99,13 +99,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
         silent no-op otherwise). Warns for some wrappers left behind."""
         self._fit_start = None
         model = self.model  # syncs JAX state
-        built = [w for w in self._wrappers if w.built]
         stuck = [
             w
-            for w, before in zip(built, self._start_steps)
+            for w, before in self._start_steps
             if int(keras.ops.convert_to_numpy(w.pruning_step)) == before
         ]
-        if stuck and len(stuck) == len(built):
+        if stuck and len(stuck) == len(self._start_steps):
             raise ValueError(state.training_message(model, stuck))
         if stuck:
             names = [w.layer.name for w in stuck]

@@ -36,6 +36,7 @@ updates, and a train step called by hand runs in-step updates. No path can
 train with the masks frozen.
 """
 
+import functools
 import inspect
 import sys
 
@@ -220,7 +221,8 @@ class ZeroPruned(keras.constraints.Constraint):
         self.mask = mask
         self.inner = inner
         self.traced_mask = None
-        self.untrained_message = "A pruned weight was not used in training."
+        # Says why no training forward pass ran (set by `HostUpdates`).
+        self.explain_untrained = lambda: "A pruned weight was not trained."
 
     def __call__(self, w):
         if self.inner is not None:
@@ -231,7 +233,7 @@ class ZeroPruned(keras.constraints.Constraint):
                 # No training forward pass of this wrapper ran in the step
                 # (`HostUpdates.forward` records the mask), so the mask is
                 # not in the step's state.
-                raise ValueError(self.untrained_message)
+                raise ValueError(self.explain_untrained())
             mask = self.mask.value
         return _backend.zero_pruned(w, mask)
 
@@ -287,8 +289,8 @@ class HostUpdates:
                     continue
                 own = weight.constraint
                 constraint = ZeroPruned(mask, own)
-                constraint.untrained_message = state.training_message(
-                    model, [wrapper]
+                constraint.explain_untrained = functools.partial(
+                    state.training_message, model, [wrapper]
                 )
                 self._constraints.append((weight, own, constraint))
                 weight.constraint = constraint
