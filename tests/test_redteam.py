@@ -380,18 +380,9 @@ def test_report_with_a_malformed_config_entry(tmp_path, entry):
     from keras_prune.monitoring import events
     from keras_prune.monitoring import summaries
 
-    def record(payload):
-        header = struct.pack("<Q", len(payload))
-        return (
-            header
-            + struct.pack("<I", events._masked_crc32c(header))
-            + payload
-            + struct.pack("<I", events._masked_crc32c(payload))
-        )
-
     text = "```json\n" + json.dumps({"weights": {"d/kernel": entry}}) + "\n```"
     (tmp_path / "events.out.tfevents.1.t").write_bytes(
-        record(_config_event(text))
+        _record(_config_event(text))
     )
     with pytest.warns(events.CorruptEventFileWarning, match="d/kernel"):
         config = events.read_config(tmp_path)
@@ -470,6 +461,19 @@ def test_file_read_stops_one_byte_past_max_bytes(tmp_path, seq_file):
 
 
 # ------------------------------------------------------------ CLI
+
+
+def _record(payload):
+    """`payload` framed as one TFRecord (length, checksums)."""
+    from keras_prune.monitoring import events
+
+    header = struct.pack("<Q", len(payload))
+    return (
+        header
+        + struct.pack("<I", events._masked_crc32c(header))
+        + payload
+        + struct.pack("<I", events._masked_crc32c(payload))
+    )
 
 
 def _cli_error(argv, capsys, match, rc=2):
@@ -607,19 +611,10 @@ def test_block_parallel_crc32c_equals_the_byte_loop():
 def test_reader_resyncs_after_long_garbage_and_reads_long_records(tmp_path):
     from keras_prune.monitoring import events
 
-    def record(payload):
-        header = struct.pack("<Q", len(payload))
-        return (
-            header
-            + struct.pack("<I", events._masked_crc32c(header))
-            + payload
-            + struct.pack("<I", events._masked_crc32c(payload))
-        )
-
     rng = np.random.RandomState(1)
     garbage = rng.randint(0, 256, 300_000).astype(np.uint8).tobytes()
     long_payload = rng.randint(0, 256, 270_000).astype(np.uint8).tobytes()
-    good = [record(b"first"), record(long_payload), record(b"last")]
+    good = [_record(b"first"), _record(long_payload), _record(b"last")]
     path = tmp_path / "events.out.tfevents.1.t"
     path.write_bytes(good[0] + garbage + good[1] + good[2])
     with pytest.warns(
@@ -672,3 +667,28 @@ def test_describe_blob_of_a_non_bytes_argument():
     for data in (10**12, None, "abc"):
         with pytest.raises(TypeError, match="expects bytes"):
             _format.describe_blob(data)
+
+
+def test_remote_reader_matches_local_reader(tmp_path, monkeypatch):
+    """The reader of remote files (tensorboard's gfile) keeps the good
+    records around a record whose data checksum fails, as the local one
+    does, and warns once."""
+    from keras_prune.monitoring import events
+
+    bad = bytearray(_record(b"middle"))
+    bad[-5] ^= 0xFF  # a data byte: the data checksum fails
+    path = tmp_path / "events.out.tfevents.1.t"
+    path.write_bytes(_record(b"first") + bytes(bad) + _record(b"last"))
+
+    class GFile(io.FileIO):
+        def __init__(self, name, mode):
+            super().__init__(name, mode)
+
+    fake = type("TB", (), {"gfile": type("G", (), {"GFile": GFile})})
+    monkeypatch.setattr(events, "_tensorboard", lambda: fake)
+    with pytest.warns(events.CorruptEventFileWarning, match="checksum"):
+        remote = list(events._read_records_remote(path))
+    with pytest.warns(events.CorruptEventFileWarning):
+        local = list(events.read_records(path))
+    assert [body for _, body in remote] == [b"first", b"last"]
+    assert remote == local

@@ -259,6 +259,15 @@ def _header_crcs(window):
     return masked, stored
 
 
+def _checked_body(buf, start):
+    """The data of the record at `start` of `buf` (its header checked by
+    `_header_ok`), or None when the data's checksum does not match."""
+    length = struct.unpack("<Q", buf[start : start + 8])[0]
+    body = buf[start + 12 : start + 12 + length]
+    crc = struct.unpack("<I", buf[start + 12 + length : start + 16 + length])
+    return body if crc[0] == _masked_crc32c(body) else None
+
+
 def _resync(f, path, offset, size):
     """Offset of the next record whose header and data check out, or None.
 
@@ -278,12 +287,7 @@ def _resync(f, path, offset, size):
             header = rest[start : start + 12]
             if not _header_ok(header, len(rest) - start):
                 continue
-            length = struct.unpack("<Q", header[:8])[0]
-            body = rest[start + 12 : start + 12 + length]
-            crc = struct.unpack(
-                "<I", rest[start + 12 + length : start + 16 + length]
-            )[0]
-            if crc == _masked_crc32c(body):
+            if _checked_body(rest, start) is not None:
                 return offset + start
         lo = hi
     return None
@@ -407,16 +411,12 @@ def _read_records_remote(path):
                 path, offset, "bad record header; rest of the file skipped"
             )
             return
-        length = struct.unpack("<Q", header[:8])[0]
-        body = data[offset + 12 : offset + 12 + length]
-        crc = struct.unpack(
-            "<I", data[offset + 12 + length : offset + 16 + length]
-        )[0]
-        if crc != _masked_crc32c(body):
+        body = _checked_body(data, offset)
+        if body is None:
             _warn_corrupt(path, offset, "data checksum mismatch")
         else:
             yield offset, body
-        offset += 16 + length
+        offset += 16 + struct.unpack("<Q", header[:8])[0]
     if offset < size:
         _warn_corrupt(path, offset, "truncated record at the end of the file")
 
