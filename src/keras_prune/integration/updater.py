@@ -616,11 +616,7 @@ class MaskUpdate:
                 new = ops.zeros(shapes[i], "bool")
             t.mask.assign(new)
             del new
-            t.threshold.assign(
-                _backend.to_device(
-                    np.array(threshold, np.int32).view(np.float32).reshape(())
-                )
-            )
+            _assign_threshold_bits(t.threshold, threshold)
             low_cache = {key: v for key, v in low_cache.items() if key[0] != i}
         return ops.convert_to_tensor(0, "int32")
 
@@ -744,13 +740,17 @@ class MaskUpdate:
             flat[i] = views[i] = None
             _backend.assign_from_host(t.mask, new.reshape(shapes[i]))
             del new
-            t.threshold.assign(
-                _backend.to_device(
-                    np.array(threshold, np.int32).view(np.float32).reshape(())
-                )
-            )
+            _assign_threshold_bits(t.threshold, threshold)
             low_cache = {key: v for key, v in low_cache.items() if key[0] != i}
         return ops.convert_to_tensor(0, "int32")
+
+
+def _assign_threshold_bits(variable, bits):
+    """Sets a float32 threshold variable from its int32 bit pattern (a
+    streamed update's threshold), without compiling (`_backend.to_device`).
+    """
+    value = np.array(bits, np.int32).view(np.float32).reshape(())
+    variable.assign(_backend.to_device(value))
 
 
 class _Histograms:
