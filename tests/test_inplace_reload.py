@@ -262,6 +262,25 @@ def prompt():
     return {"token_ids": ids.astype("int32"), "padding_mask": mask}
 
 
+def _fit_and_save(pruned, x, y, path):
+    """Trains a pruned Keras-Hub task 2 steps with `UpdatePruningStep` and
+    saves it to `path`; returns the path as a string."""
+    pruned.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    pruned.fit(
+        x,
+        y,
+        batch_size=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[kp.UpdatePruningStep()],
+    )
+    pruned.save(str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory):
     keras_hub = pytest.importorskip("keras_hub")
@@ -278,21 +297,8 @@ def gpt2(tmp_path_factory):
     )
     task = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
     pruned = kp.prune_low_magnitude(task)
-    pruned.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
     x, y = gpt2_data(4)
-    pruned.fit(
-        x,
-        y,
-        batch_size=2,
-        shuffle=False,
-        verbose=0,
-        callbacks=[kp.UpdatePruningStep()],
-    )
-    path = str(tmp / "gpt2_pruned.keras")
-    pruned.save(path)
+    path = _fit_and_save(pruned, x, y, tmp / "gpt2_pruned.keras")
     inputs, _ = gpt2_data(2)
     np.savez(str(tmp / "gpt2_inputs.npz"), **inputs)
     saved = state(pruned)
@@ -336,23 +342,10 @@ def bert(tmp_path_factory):
         backbone, num_classes=3, preprocessor=None
     )
     pruned = kp.prune_low_magnitude(task)
-    pruned.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
     x, _ = gpt2_data(4)
     x["segment_ids"] = np.zeros((4, SEQ), "int32")
     y = np.arange(4) % 3
-    pruned.fit(
-        x,
-        y,
-        batch_size=2,
-        shuffle=False,
-        verbose=0,
-        callbacks=[kp.UpdatePruningStep()],
-    )
-    path = str(tmp / "bert_pruned.keras")
-    pruned.save(path)
+    path = _fit_and_save(pruned, x, y, tmp / "bert_pruned.keras")
     inputs = {k: v[:2] for k, v in x.items()}
     np.savez(str(tmp / "bert_inputs.npz"), **inputs)
     return dict(
