@@ -347,13 +347,13 @@ def _children(parent, bookkeeping):
             return
         if depth >= _MAX_CONTAINER_DEPTH or id(value) in seen:
             return
-        if isinstance(value, (list, tuple, collections.abc.Sequence)) and (
-            not isinstance(value, (str, bytes))
+        if isinstance(value, collections.abc.Sequence) and not isinstance(
+            value, (str, bytes)
         ):
             seen = seen | {id(value)}
             for i, item in enumerate(list(value)):
                 visit(item, steps + (("item", i),), depth + 1, seen)
-        elif isinstance(value, (dict, collections.abc.Mapping)):
+        elif isinstance(value, collections.abc.Mapping):
             seen = seen | {id(value)}
             for key, item in list(value.items()):
                 if isinstance(key, (str, int)) and not isinstance(key, bool):
