@@ -640,6 +640,10 @@ def test_prune_once_sparsity_1_names_its_own_argument():
     `target_sparsity`, an argument the caller never passed."""
     with pytest.raises(ValueError, match="prune_once: `sparsity` must be"):
         keras_prune.prune_once(_mlp(), 1.0)
+    # Below 1, but 1.0 in float32: the same message, not one that keeps a
+    # single weight per tensor.
+    with pytest.raises(ValueError, match="prune_once: `sparsity` must be"):
+        keras_prune.prune_once(_mlp(), 0.99999999999)
 
 
 @pytest.mark.parametrize(

@@ -409,6 +409,23 @@ def test_validation_messages(make, message):
         make()
 
 
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda v: CS(v, 0), "target_sparsity"),
+        (lambda v: PD(v, 0.5, 0, 10), "initial_sparsity"),
+        (lambda v: PD(0.1, v, 0, 10), "final_sparsity"),
+    ],
+)
+def test_sparsity_that_rounds_to_one_in_float32_is_refused(make, name):
+    # 0.99999999999 < 1 but is 1.0 in float32, where schedules compute:
+    # tfmot accepts it and then prunes every weight but one.
+    with pytest.raises(ValueError, match=f"^{name} must be in range.*float32"):
+        make(0.99999999999)
+    largest = float(np.nextafter(np.float32(1), np.float32(0)))
+    make(largest)  # the largest float32 below 1 is accepted
+
+
 def test_begin_equal_end_is_accepted_for_both_builtins():
     assert CS(0.5, 0, 0).end_step == 0
     schedule = PD(0.2, 0.8, 0, 0, 3, 1)

@@ -166,6 +166,15 @@ class PruningSchedule:
             )
         if not 0.0 <= sparsity < 1.0:
             raise ValueError("{} must be in range [0,1)".format(variable_name))
+        if not np.float32(float(sparsity)) < 1.0:
+            # The schedules compute in float32, as tfmot's do: a value this
+            # close to 1 would become 1.0 and prune every weight but one.
+            raise ValueError(
+                f"{variable_name} must be in range [0,1) also once rounded "
+                f"to float32, the precision schedules compute in: "
+                f"{sparsity!r} rounds to 1.0. The largest sparsity below 1 "
+                f"is {float(np.nextafter(np.float32(1), np.float32(0)))!r}."
+            )
 
     def _config(self, **config):
         return {"class_name": type(self).__name__, "config": config}

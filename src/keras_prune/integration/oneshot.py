@@ -4,6 +4,7 @@ import inspect
 import warnings
 
 import keras
+import numpy as np
 
 from keras_prune.core import schedules
 from keras_prune.integration import spec as _spec
@@ -75,11 +76,11 @@ def prune_once(
         raise ValueError("`sparsity` must be in [0, 1], got None.")
     sparsity = _spec.fraction(sparsity, "sparsity")
     if pruning_schedule is None:
-        if sparsity >= 1.0:  # was "target_sparsity must be in range [0,1)"
+        if not np.float32(sparsity) < 1.0:  # also once rounded to float32
             raise ValueError(
                 "prune_once: `sparsity` must be below 1 (the schedule that "
-                f"keeps the masks fixed needs a sparsity in [0, 1)), got "
-                f"{sparsity}; try 0.99."
+                f"keeps the masks fixed needs a sparsity in [0, 1), also "
+                f"once rounded to float32), got {sparsity}; try 0.99."
             )
         pruning_schedule = schedules.ConstantSparsity(
             sparsity, begin_step=0, end_step=0
