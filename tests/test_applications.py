@@ -211,3 +211,29 @@ def test_fit_strip_save_load(name):
     loaded = keras.saving.load_model(path)
     assert type(loaded) is type(model)
     np.testing.assert_array_equal(to_np(loaded(x, training=False)), got)
+
+
+def test_plan_reports_depthwise_kernels_under_2_by_4():
+    # MobileNets and EfficientNets are mostly depthwise kernels. N:M groups
+    # them along their channels (tfmot's layout); they stay pruned 2:4 but
+    # the plan says sparse matrix hardware cannot use it.
+    x = keras.Input((6, 6, 8))
+    y = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    y = keras.layers.SeparableConv2D(8, 3, name="sep")(y)
+    m = keras.Model(x, y)
+    pruned = kp.prune_once(m, 0.5, sparsity_m_by_n=(2, 4))
+    rows = {
+        (r["layer"], r["weight"]): r["reason"]
+        for r in kp.pruning_plan(pruned)
+        if r["pruned"]
+    }
+    flagged = {k for k, reason in rows.items() if "cannot use" in reason}
+    assert set(rows) == {
+        ("dw", "kernel"),
+        ("sep", "depthwise_kernel"),
+        ("sep", "pointwise_kernel"),
+    }
+    assert flagged == {("dw", "kernel"), ("sep", "depthwise_kernel")}
+    for _, v, value in effective_weights(pruned):
+        counts, rest = groups_along(value, [-2])
+        assert (counts == 2).all() and not rest.size, v.path
