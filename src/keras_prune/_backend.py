@@ -37,6 +37,11 @@ measured (see docs/benchmarks.md):
 - `compile_eager`: the compiled function an eager call on an accelerator
   runs: `jax.jit`, `tf.function(jit_compile=True)`, eager torch; one per
   function and input shape and dtype, created once.
+- `items_replaced`: on TensorFlow, a list attribute of a layer is a
+  `ListWrapper` that refuses to be saved as a SavedModel (so TFLite
+  conversion and `model.export` fail) once an element was replaced or
+  deleted; swapping layers in place (wrapping, `strip_pruning`) does
+  exactly that, so the swap acknowledges its own change.
 """
 
 import functools
@@ -466,3 +471,25 @@ def is_traced(x):
     import torch
 
     return torch.compiler.is_compiling()
+
+
+def items_replaced(items):
+    """Acknowledges an in-place replacement or deletion in a layer's list.
+
+    TensorFlow wraps list attributes of layers in a `ListWrapper` that
+    marks itself unsaveable after any `__setitem__`/`__delitem__` (it
+    could not be restored on creation from a checkpoint). A layer swap
+    (`rewrite.swap_layers`) replaces elements on purpose and the list then
+    holds exactly what is to be saved, so the mark is cleared: without
+    this, `model.export(...)` and `tf.lite.TFLiteConverter.from_keras_model`
+    fail on pruned and stripped models. No-op on other backends and lists.
+
+    Args:
+        items: The list (or `ListWrapper`) just changed in place.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    if not hasattr(items, "_non_append_mutation_value"):
+        return
+    items._non_append_mutation = False
+    items._update_snapshot()

@@ -236,6 +236,7 @@ def _swap_items(items, swaps):
         for i, item in enumerate(list(items)):
             if id(item) in swaps:
                 items[i] = swaps[id(item)]
+                _backend.items_replaced(items)
 
 
 def _swap_in_function(graph, swaps):
@@ -310,6 +311,7 @@ def _swap_in_attributes(parent, swaps):
                 del layers[index]  # a shared layer, tracked already
             else:
                 layers[index] = new
+            _backend.items_replaced(layers)
         if tracker is not None and "layers" in tracker.stored_ids:
             ids = tracker.stored_ids["layers"]
             ids.discard(id(item))

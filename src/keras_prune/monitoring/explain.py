@@ -618,6 +618,12 @@ def pruning_plan(model, skip_unsupported=True):
                     f"; {wrapper.sparsity_m_by_n[0]}:"
                     f"{wrapper.sparsity_m_by_n[1]} along axes {axis}"
                 )
+                if _is_depthwise_kernel(owner, v):
+                    reason += (
+                        " (the channels, as tfmot; a depthwise kernel "
+                        "sums only over its window, so N:M sparse matrix "
+                        "hardware cannot use this pattern)"
+                    )
         path = v.path or v.name
         if path in guarded:
             kept, floor = guarded[path]
@@ -635,6 +641,20 @@ def pruning_plan(model, skip_unsupported=True):
             )
         )
     return rows
+
+
+def _is_depthwise_kernel(layer, weight):
+    """Whether `weight` is a depthwise kernel `(..., channels, multiplier)`:
+    its product sums over the window only, never across channels."""
+    import keras
+
+    name = weight.name
+    if name == "depthwise_kernel":
+        return True
+    return name == "kernel" and isinstance(
+        layer,
+        (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D),
+    )
 
 
 def format_pruning_plan(rows):
