@@ -265,6 +265,37 @@ def test_guide_comprehensive_define_models(comprehensive):
     assert model_for_pruning.layers[0].block_size == (1, 16)
 
 
+def test_guide_comprehensive_checkpoint_of_uncompiled_pruned_model(
+    comprehensive,
+):
+    """The guide's "Checkpoint and deserialize" cell saves the pruned model
+    before compiling it, with `include_optimizer=True`."""
+    x_train, _, pretrained_weights = comprehensive
+    base_model = setup_model()
+    base_model.load_weights(pretrained_weights)
+    model_for_pruning = tfmot.sparsity.keras.prune_low_magnitude(base_model)
+
+    _, keras_model_file = tempfile.mkstemp(".h5")
+    # Checkpoint: saving the optimizer is necessary (include_optimizer=True
+    # is the default).
+    model_for_pruning.save(keras_model_file, include_optimizer=True)
+
+    # Deserialize model.
+    with tfmot.sparsity.keras.prune_scope():
+        loaded_model = keras.models.load_model(keras_model_file)
+    assert isinstance(loaded_model.layers[0], keras_prune.PruneLowMagnitude)
+    np.testing.assert_array_equal(
+        to_np(loaded_model(x_train)), to_np(model_for_pruning(x_train))
+    )
+    # The stripped model saves to .h5 with Keras' defaults too.
+    _, stripped_file = tempfile.mkstemp(".h5")
+    tfmot.sparsity.keras.strip_pruning(loaded_model).save(stripped_file)
+    np.testing.assert_array_equal(
+        to_np(keras.models.load_model(stripped_file)(x_train)),
+        to_np(base_model(x_train)),
+    )
+
+
 class MyDenseLayer(keras.layers.Dense, tfmot.sparsity.keras.PrunableLayer):
     def get_prunable_weights(self):
         # Prune bias also, though that usually harms model accuracy too much.
@@ -320,8 +351,7 @@ def test_guide_comprehensive_fit_checkpoint_and_export(comprehensive):
     assert nonzeros(kernel) == 200
 
     # Checkpoint as the guide does: a legacy .h5 file with the optimizer,
-    # loaded back inside prune_scope(). Keras 3 can only write the optimizer
-    # of a compiled model (docs/migrating-from-tfmot.md); this one is.
+    # loaded back inside prune_scope().
     _, keras_model_file = tempfile.mkstemp(".h5")
     model_for_pruning.save(keras_model_file, include_optimizer=True)
     with tfmot.sparsity.keras.prune_scope():

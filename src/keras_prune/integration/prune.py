@@ -51,8 +51,9 @@ def prune_low_magnitude(
       attributes that held the layer hold the wrapper, and the model keeps
       its class and methods (a `GPT2CausalLM` still has `generate()` and its
       `compile()` defaults). Other layers are never rebuilt or changed. The
-      model you pass is not changed; the copy is **not compiled** and its
-      `optimizer` is None (as in tfmot): compile it before training.
+      model you pass is not changed; the copy is **not compiled** (it has
+      no `optimizer`, as a Keras 3 model never compiled): compile it before
+      training.
     - A **subclassed** model is pruned **in place**: its sublayers held in
       attributes, lists and dicts (also inside custom layers) are replaced
       by wrappers, and the same model is returned.

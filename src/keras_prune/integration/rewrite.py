@@ -181,24 +181,33 @@ def _copy_layer_by_layer(model):
 def uncompile(model):
     """Removes a model's compile state and optimizer, in place.
 
+    The model is left as Keras leaves one never compiled: it has no
+    `optimizer` attribute (Keras' `.h5` writer saves `model.optimizer`
+    whenever the attribute exists, so a None there made `save("x.h5")`
+    fail), and its compile attributes are None.
+
     Args:
         model: A `keras.Model`.
     """
     with tracking.DotNotTrackScope():
         for name in (
             "optimizer",
+            "_compile_config",
+            "_compiled_trainable_state",
+        ):
+            if name in vars(model):  # absent on a model never compiled
+                delattr(model, name)
+        for name in (
             "loss",
             "_compile_loss",
             "_compile_metrics",
             "_loss_tracker",
-            "_compile_config",
             "train_function",
             "test_function",
             "predict_function",
-            "_compiled_trainable_state",
             "generate_function",  # Keras-Hub's CausalLM
         ):
-            setattr(model, name, None)  # `optimizer` None, as in tfmot
+            setattr(model, name, None)
         model.compiled = False
         model.steps_per_execution = 1
         model._run_eagerly = False
