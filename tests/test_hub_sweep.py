@@ -66,6 +66,10 @@ class _Tables(keras.layers.Layer):
         self.relative_position_bias_table = self.add_weight(
             shape=(9, 2), name="relative_position_bias_table"
         )
+        self.pos_embed = self.add_weight(shape=(1, 2, 2, 4), name="pos_embed")
+        self.segment_encoding = self.add_weight(
+            shape=(2, 2, 4), name="segment_encoding"
+        )
 
     def call(self, x):
         return x + keras.ops.sum(self.position_embedding) * 0.0
@@ -112,6 +116,9 @@ def test_unknown_layer_learned_tables_left_dense_with_reason():
     )
     assert "learned tokens" in plan["register_tokens"]["reason"]
     assert "bias" in plan["relative_position_bias_table"]["reason"]
+    for name in ("pos_embed", "segment_encoding"):
+        assert not plan[name]["pruned"]
+        assert "position or relative embedding" in plan[name]["reason"]
     # Declared prunable, the table is pruned like any weight.
     kp.register_prunable_weights("_Tables", ["position_embedding"])
     try:
@@ -185,13 +192,13 @@ def _encoder(**kw):
     )
 
 
-def _task(task, backbone, **backbone_kw):
+def _task(task, backbone, task_kw=None, **backbone_kw):
     def build():
         bb = getattr(_kh(), backbone)(**backbone_kw)
         if task is None:
             return bb
         cls = getattr(_kh(), task)
-        extra = {}
+        extra = dict(task_kw or {})
         if "Classifier" in task:
             extra["num_classes"] = CLASSES
         return cls(backbone=bb, preprocessor=None, **extra)
@@ -452,11 +459,12 @@ MODELS = {
         _task(
             "VGGImageClassifier",
             "VGGBackbone",
+            task_kw=dict(pooling_hidden_dim=16),
             stackwise_num_repeats=[1, 1],
             stackwise_num_filters=[8, 16],
-            image_shape=IMAGE,
+            image_shape=(32, 32, 3),
         ),
-        _images,
+        lambda n=BATCH: _images(n, (32, 32, 3)),
         "classifier",
     ),
     "swin_backbone": (

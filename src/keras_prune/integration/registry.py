@@ -90,9 +90,10 @@ DENSE_BY_DEFAULT = {
 
 # Weights of layers keras-prune does not know, left dense by default by their
 # name (lower-cased), with the reason: learned tables that every token or
-# position reads, as keras-hub's `PositionEmbedding` (DINOv2's and DeiT's
-# position embeddings, DeBERTa's relative embedding, BLIP-2's query tokens,
-# DINOv2/v3's register tokens, Swin's relative position bias table).
+# position reads, as keras-hub's `PositionEmbedding` (DINOv2's, DeiT's and
+# ViTDet's position embeddings, DeBERTa's and T5's relative embeddings,
+# XLNet's segment encoding, BLIP-2's query tokens, DINOv2/v3's register
+# tokens, Swin's relative position bias table).
 # `register_prunable_weights` overrides these. A weight matching none of
 # them, of rank >= 2, still blocks (`UnsupportedLayerError`).
 DENSE_BY_NAME = (
@@ -107,7 +108,9 @@ DENSE_BY_NAME = (
         "<layer class>, [<weight name>])",
     ),
     (
-        lambda name: "position" in name or "embedding" in name,
+        lambda name: any(
+            part in name for part in ("position", "embed", "encoding")
+        ),
         "position or relative embedding table: left dense by default (as "
         "keras-hub's PositionEmbedding); prune it with "
         "keras_prune.register_prunable_weights(<layer class>, [<weight "
