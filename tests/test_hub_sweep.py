@@ -482,6 +482,29 @@ MODELS = {
     ),
 }
 
+
+def test_sublayer_called_directly_gets_one_mask():
+    # OPT's TokenAndPositionEmbedding holds the ReversibleEmbedding that
+    # OPTCausalLM also calls for its output projection: both were wrapped,
+    # two masks on one weight, and allocation='global' counted it twice
+    # (kept 566 of 2,848 weights at 0.8 instead of kept_count = 570).
+    model, x, _ = dense("opt_causal_lm")
+    pruned = kp.prune_once(model, 0.8, allocation="global")
+    pairs = [
+        (w, v, m)
+        for w in pruning_wrappers(pruned)
+        for v, m in zip(w.pruned_weights, w.masks)
+    ]
+    assert len({id(v) for _, v, _ in pairs}) == len(pairs)
+    assert "embeddings" not in [w.layer.name for w, _, _ in pairs]
+    total = sum(int(np.prod(v.shape)) for _, v, _ in pairs)
+    assert total == 2848
+    kept = sum(int(to_np(m).sum()) for _, _, m in pairs)
+    assert kept == kp.kept_count(total, 0.8)
+    for a, b in zip(outputs(kp.strip_pruning(pruned), x), outputs(pruned, x)):
+        assert_same_outputs(a, b)
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.
@@ -656,10 +679,19 @@ def test_stripped_saves_and_reloads(name, tmp_path):
 def test_wrapped_trains_with_update_pruning_step(name):
     model, x, kind = dense(name)
     pruned = kp.prune_low_magnitude(model)
-    y = keras.tree.map_structure(
-        lambda t: np.zeros(t.shape, "float32"), pruned(x, training=False)
-    )
-    pruned.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    rng = np.random.default_rng(1)
+    if kind == "backbone":
+        y = keras.tree.map_structure(
+            lambda t: np.zeros(t.shape, "float32"), pruned(x, training=False)
+        )
+        pruned.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    else:  # the task's own loss (sparse categorical cross-entropy)
+        n = BATCH
+        if kind == "classifier":
+            y = rng.integers(0, CLASSES, (n,)).astype("int32")
+        else:
+            y = rng.integers(1, VOCAB, (n, SEQ)).astype("int32")
+        pruned.compile(optimizer=keras.optimizers.Adam(1e-3))
     pruned.fit(
         x,
         y,
