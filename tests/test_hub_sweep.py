@@ -70,6 +70,7 @@ class _Tables(keras.layers.Layer):
         self.segment_encoding = self.add_weight(
             shape=(2, 2, 4), name="segment_encoding"
         )
+        self.rel_pos_h = self.add_weight(shape=(3, 2), name="rel_pos_h")
 
     def call(self, x):
         return x + keras.ops.sum(self.position_embedding) * 0.0
@@ -116,7 +117,7 @@ def test_unknown_layer_learned_tables_left_dense_with_reason():
     )
     assert "learned tokens" in plan["register_tokens"]["reason"]
     assert "bias" in plan["relative_position_bias_table"]["reason"]
-    for name in ("pos_embed", "segment_encoding"):
+    for name in ("pos_embed", "segment_encoding", "rel_pos_h"):
         assert not plan[name]["pruned"]
         assert "position or relative embedding" in plan[name]["reason"]
     # Declared prunable, the table is pruned like any weight.

@@ -109,7 +109,8 @@ DENSE_BY_NAME = (
     ),
     (
         lambda name: any(
-            part in name for part in ("position", "embed", "encoding")
+            part in name
+            for part in ("position", "embed", "encoding", "rel_pos")
         ),
         "position or relative embedding table: left dense by default (as "
         "keras-hub's PositionEmbedding); prune it with "
@@ -467,6 +468,12 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
                     reason = _skip_reason(v)
                 elif _dense_by_name(v) is not None:
                     reason = _dense_by_name(v)
+                elif not v.trainable:
+                    reason = (
+                        "non-trainable state of a layer keras-prune does "
+                        "not know (e.g. a codebook updated by moving "
+                        "averages): never pruned"
+                    )
                 else:
                     reason = (
                         "unknown layer, left dense (skip_unsupported); "
