@@ -331,9 +331,14 @@ def _sublayer_candidates(model, wants):
 def _wrap_in_place(model, candidates, wants, wrap_params):
     """Wraps, in place, every candidate layer `wants` accepts."""
     already = [l for l in candidates if isinstance(l, PruneLowMagnitude)]
+    chosen = [
+        l
+        for l in candidates
+        if not isinstance(l, PruneLowMagnitude) and wants(l)
+    ]
     swaps = {}
-    for layer in candidates:
-        if isinstance(layer, PruneLowMagnitude) or not wants(layer):
+    for layer in chosen:
+        if _covered_by_sublayers(layer, chosen):
             continue
         wrapper = PruneLowMagnitude(layer, **wrap_params(layer))
         if layer.built:
@@ -345,6 +350,31 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
     # A class whose own config cannot describe the wrappers (a subclassed
     # or Keras-Hub model) gets one that can: it saves and reloads pruned.
     return inplace.mark(model)
+
+
+def _covered_by_sublayers(layer, chosen):
+    """Whether every weight `layer` would prune belongs to a sublayer that is
+    wrapped on its own.
+
+    A layer that is both inside a wrapped container and called directly
+    (Keras-Hub's OPT: `TokenAndPositionEmbedding` holds the
+    `ReversibleEmbedding` the task also calls for its output projection)
+    must get one mask, not two: two masks on one weight counted it twice
+    in an `allocation='global'` budget. The sublayer is wrapped (the
+    container then calls its wrapper); the container is not.
+    """
+    inner = [
+        sub
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+        if any(sub is other for other in chosen)
+    ]
+    if not inner:
+        return False
+    covered = {
+        id(v) for sub in inner for v in registry.prunable_weights(sub, True)
+    }
+    own = {id(v) for v in registry.prunable_weights(layer, True)}
+    return own <= covered
 
 
 def _check_not_pruned_twice(model, already, swaps, wants):

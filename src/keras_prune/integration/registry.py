@@ -14,7 +14,14 @@ Defaults for layers keras-prune does not know (keras-hub's, applications'):
   `*Normalization`, `*LayerNorm`, `*Norm`);
 - keras-hub's `PositionEmbedding` is left dense (`DENSE_BY_DEFAULT`);
   `register_prunable_weights("PositionEmbedding", ["embeddings"])` prunes
-  it;
+  it; so are, in other layers keras-prune does not know, weights named as
+  learned tokens, position or relative embeddings, or biases
+  (`DENSE_BY_NAME`: DINOv2's position embeddings and register tokens,
+  BLIP-2's query tokens, DeBERTa's relative embedding, Swin's relative
+  position bias table);
+- mixture-of-experts banks (classes named `*Experts`, keras-hub's Mixtral,
+  Qwen-MoE, Qwen3-MoE, GPT-OSS experts): their `(experts, in, out)`
+  kernels are pruned;
 - token embeddings are pruned like every `Embedding` (tfmot's default),
   keras-hub's `ReversibleEmbedding` included: tied to the output, one mask
   serves both uses; untied, its `reverse_embeddings` (the LM head) is
@@ -80,6 +87,45 @@ DENSE_BY_DEFAULT = {
         "'PositionEmbedding', ['embeddings'])"
     ),
 }
+
+# Weights of layers keras-prune does not know, left dense by default by their
+# name (lower-cased), with the reason: learned tables that every token or
+# position reads, as keras-hub's `PositionEmbedding` (DINOv2's, DeiT's and
+# ViTDet's position embeddings, DeBERTa's and T5's relative embeddings,
+# XLNet's segment encoding, BLIP-2's query tokens, DINOv2/v3's register
+# tokens, Swin's relative position bias table).
+# `register_prunable_weights` overrides these. A weight matching none of
+# them, of rank >= 2, still blocks (`UnsupportedLayerError`).
+DENSE_BY_NAME = (
+    (
+        lambda name: name.endswith("bias") or "bias_table" in name,
+        "bias (or a relative position bias table): never pruned",
+    ),
+    (
+        lambda name: "token" in name,
+        "learned tokens (class, register, query or mask tokens): left dense "
+        "by default; prune them with keras_prune.register_prunable_weights("
+        "<layer class>, [<weight name>])",
+    ),
+    (
+        lambda name: any(
+            part in name
+            for part in ("position", "embed", "encoding", "rel_pos")
+        ),
+        "position or relative embedding table: left dense by default (as "
+        "keras-hub's PositionEmbedding); prune it with "
+        "keras_prune.register_prunable_weights(<layer class>, [<weight "
+        "name>])",
+    ),
+)
+
+# Layers (matched by class name) that hold a mixture-of-experts bank of
+# kernels, each weight `(experts, in, out)` used as one batched matmul over
+# its `in` axis (keras-hub's `MixtralMoeExperts`, `QwenMoeExperts`,
+# `Qwen3MoeExperts`, `Qwen3_5MoeExperts`, `GptOssExperts`): their rank-3
+# weights are pruned (one mask per weight, over all experts; N:M along
+# `in`), their per-expert biases `(experts, out)` are not.
+EXPERT_CLASS_SUFFIXES = ("Experts",)
 
 # Extra prunable weights registered by users: class or class name -> names.
 _REGISTERED = {}
@@ -173,6 +219,10 @@ def _own_variables(layer):
     )
 
 
+def _is_expert_bank(layer):
+    return any(n.endswith(EXPERT_CLASS_SUFFIXES) for n in _class_names(layer))
+
+
 def _known_names(layer):
     registered = _registered_names(layer)
     if registered is not None:
@@ -180,6 +230,21 @@ def _known_names(layer):
     for classes, names in PRUNED_WEIGHTS:
         if isinstance(layer, classes):
             return names
+    if _is_expert_bank(layer):
+        return tuple(
+            v.name
+            for v in getattr(layer, "_trainable_variables", ())
+            if len(v.shape) == 3
+        )
+    return None
+
+
+def _dense_by_name(variable):
+    """Why a weight of an unknown layer is left dense by its name, or None."""
+    name = variable.name.lower()
+    for matches, reason in DENSE_BY_NAME:
+        if matches(name):
+            return reason
     return None
 
 
@@ -297,6 +362,11 @@ def _prune_reason(layer, variable):
         return "embedding table"
     if _registered_names(layer) is not None:
         return "registered with register_prunable_weights"
+    if _is_expert_bank(layer):
+        return (
+            "mixture-of-experts kernels (experts, in, out): one mask over "
+            "all experts"
+        )
     return "kernel"
 
 
@@ -304,6 +374,8 @@ def _skip_reason(variable):
     name = variable.name
     if name in ("bias", "beta", "gamma", "scale", "offset"):
         return f"{name}: never pruned"
+    if name.endswith("bias"):
+        return "bias: never pruned"
     if _effective_rank(variable) < 2:
         return (
             "rank < 2 (fewer than two axes longer than 1: a vector, scale "
@@ -362,7 +434,7 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
         blocking = [
             v
             for v in getattr(layer, "_trainable_variables", ())
-            if _effective_rank(v) >= 2
+            if _effective_rank(v) >= 2 and _dense_by_name(v) is None
         ]
         normalization = isinstance(layer, NEVER_PRUNED) or any(
             n.endswith(("Normalization", "LayerNorm", "Norm"))
@@ -394,6 +466,14 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
                     reason = "normalization weight, never pruned"
                 elif _effective_rank(v) < 2:
                     reason = _skip_reason(v)
+                elif _dense_by_name(v) is not None:
+                    reason = _dense_by_name(v)
+                elif not v.trainable:
+                    reason = (
+                        "non-trainable state of a layer keras-prune does "
+                        "not know (e.g. a codebook updated by moving "
+                        "averages): never pruned"
+                    )
                 else:
                     reason = (
                         "unknown layer, left dense (skip_unsupported); "
