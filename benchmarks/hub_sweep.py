@@ -10,7 +10,7 @@ has one (`preprocessor=None`), and checked: default
 along contracted axes, `allocation="global"` at 0.8, strip (class, weight
 count, outputs) and save/load. One JSON line per model.
 
-    KERAS_BACKEND=jax python benchmarks/hub_sweep.py \
+    KERAS_BACKEND=jax python -m benchmarks.hub_sweep \
         --keras-hub-src /tmp/keras-hub --out /tmp/hub_sweep.jsonl [--only A,B]
 
 A throwaway harness: it runs keras-hub's test `setUp`s (with `grain`
