@@ -26,6 +26,7 @@ table and the time it takes.
 """
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -705,3 +706,60 @@ def test_wrapped_trains_with_update_pruning_step(name):
     for r in kp.sparsity_report(pruned, pattern=False):
         if r["pruned"]:
             assert r["params"] - r["zeros"] == kp.kept_count(r["params"], 0.5)
+
+
+@pytest.mark.parametrize(
+    "build, layer_class, dense_weights",
+    [
+        (
+            lambda: keras_hub.models.Qwen3_5Backbone(
+                vocabulary_size=50,
+                num_layers=1,  # one linear-attention (gated delta-net) layer
+                num_query_heads=2,
+                num_key_value_heads=1,
+                head_dim=8,
+                hidden_dim=16,
+                intermediate_dim=32,
+                linear_num_key_heads=2,
+                linear_num_value_heads=2,
+                linear_key_head_dim=8,
+                linear_value_head_dim=8,
+            ),
+            "Qwen3_5GatedDeltaNet",
+            {"conv1d_kernel"},
+        ),
+        (
+            lambda: keras_hub.models.RWKV7Backbone(
+                hidden_size=16,
+                head_size=8,
+                num_layers=1,
+                vocabulary_size=50,
+                intermediate_dim=32,
+                gate_lora=4,
+                mv_lora=4,
+                aaa_lora=4,
+                decay_lora=4,
+            ),
+            "RWKV7TimeMix",
+            {"w1", "w2", "a1", "a2", "g1", "g2", "r_k"},
+        ),
+    ],
+    ids=["qwen3_5", "rwkv7"],
+)
+def test_recurrent_mixers_prune_their_projections(
+    build, layer_class, dense_weights
+):
+    """The mixers' own small weights are left dense with a reason (they
+    blocked default pruning); their Dense projections are pruned."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RWKV7: no rwkv_ops kernels
+        model = build()
+    plan = kp.pruning_plan(model)
+    reason = registry.DENSE_BY_DEFAULT[layer_class]
+    mixer = [r for r in plan if r["reason"] == reason]
+    assert {r["weight"] for r in mixer if len(r["shape"]) >= 2} == (
+        dense_weights
+    )
+    assert not any(r["pruned"] for r in mixer)
+    assert sum(r["pruned"] for r in plan) >= 4  # the projections
+    kp.prune_low_magnitude(model)  # does not raise

@@ -86,6 +86,22 @@ DENSE_BY_DEFAULT = {
         "token reads); prune it with keras_prune.register_prunable_weights("
         "'PositionEmbedding', ['embeddings'])"
     ),
+    # Recurrent mixers whose projections are `Dense` sublayers (pruned as
+    # such); their own weights are small per-channel parameters.
+    "Qwen3_5GatedDeltaNet": (
+        "gated delta-net mixer's own weights (its causal depthwise "
+        "convolution kernel and decay parameters): left dense by default; "
+        "its projections are Dense layers and are pruned; prune them with "
+        "keras_prune.register_prunable_weights('Qwen3_5GatedDeltaNet', "
+        "['conv1d_kernel'])"
+    ),
+    "RWKV7TimeMix": (
+        "RWKV-7 time-mix's own weights (low-rank decay, gate and value "
+        "adapters, per-head bonus): left dense by default; its receptance, "
+        "key, value and output projections are Dense layers and are pruned; "
+        "prune them with keras_prune.register_prunable_weights("
+        "'RWKV7TimeMix', [<weight name>])"
+    ),
 }
 
 # Weights of layers keras-prune does not know, left dense by default by their
