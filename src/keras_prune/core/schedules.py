@@ -214,6 +214,18 @@ def _float32_in(value, lo, hi, lo_open=True):
     return (lo < v if lo_open else lo <= v) and v < hi
 
 
+def _plain_number(value):
+    """A validated real scalar (NumPy scalar, 0-d array or tensor) as a
+    Python int or float: the same float32 value in the schedule, and a
+    config that `json` can write (`np.float32(0.5)` is not JSON)."""
+    if type(value) in (int, float):
+        return value
+    if not isinstance(value, (np.generic, np.ndarray)):
+        value = keras.ops.convert_to_numpy(value)
+    value = np.asarray(value)
+    return int(value) if value.dtype.kind in "iu" else float(value)
+
+
 def _as_int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(
@@ -249,6 +261,8 @@ class _RampSchedule(PruningSchedule):
         )
         self._validate_sparsity(initial_sparsity, "initial_sparsity")
         self._validate_sparsity(final_sparsity, "final_sparsity")
+        self.initial_sparsity = _plain_number(initial_sparsity)
+        self.final_sparsity = _plain_number(final_sparsity)
 
     def _progress(self, step):
         xp, cast = _math(step)
@@ -343,7 +357,7 @@ class PolynomialDecay(_RampSchedule):
                 "sparsity follows (1 - progress) ** power; 3 is cubic "
                 "(tfmot's default), 1 linear."
             )
-        self.power = power
+        self.power = _plain_number(power)
 
     def _shape(self, one_minus_p, xp, cast):
         if isinstance(self.power, (int, np.integer)) and 0 <= self.power <= 8:
@@ -397,6 +411,7 @@ class ConstantSparsity(PruningSchedule):
             self.begin_step, self.end_step, self.frequency, True
         )
         self._validate_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = _plain_number(target_sparsity)
 
     def __call__(self, step):
         _, cast = _math(step)
@@ -469,7 +484,7 @@ class ExponentialDecay(_RampSchedule):
                 f"float32), got {decay!r}. Smaller values prune earlier; try "
                 "0.05."
             )
-        self.decay = decay
+        self.decay = _plain_number(decay)
 
     def _shape(self, one_minus_p, xp, cast):
         d = cast(self.decay, "float32")

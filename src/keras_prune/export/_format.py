@@ -257,6 +257,21 @@ def _lzma_filters(raw_len, props):
     ]
 
 
+CODECS = ("lzma", "zlib", "stored")
+
+
+def check_codec(codec):
+    """Raises `ValueError` unless `codec` is one of `CODECS`.
+
+    Checked up front: an array too small to compress would otherwise never
+    reach the codec, and a misspelt name would pass unnoticed.
+    """
+    if not isinstance(codec, str) or codec not in CODECS:
+        raise ValueError(
+            f"codec must be 'lzma', 'zlib' or 'stored', got {codec!r}."
+        )
+
+
 def encode_stream(raw, codec="lzma", kind="values"):
     """One stream: the smallest of stored and `codec` (lzma or zlib)."""
     raw = bytes(raw)
@@ -705,6 +720,7 @@ def compress_array(array, codec="lzma"):
             array = keras.ops.convert_to_numpy(array)
         except Exception:  # noqa: BLE001 - not a tensor: let NumPy decide
             pass
+    check_codec(codec)
     array = np.asarray(array)
     code = dtype_code(array.dtype)
     if array.ndim > MAX_NDIM:

@@ -297,6 +297,7 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
         raise ValueError(
             f"save_compressed expects a keras.Model, got {model!r}."
         )
+    _format.check_codec(codec)
     if not model.built:
         raise ValueError(
             "save_compressed needs a built model: call it on data or build "

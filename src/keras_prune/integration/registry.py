@@ -413,6 +413,67 @@ def owner_of(layer, weight):
     return layer
 
 
+def check_masks_apply(layer_name, weights, owners):
+    """Refuses weights that a mask cannot keep sparse.
+
+    Checked when a wrapper is built, at each of its calls (a Python check;
+    traced once in a compiled step) and before `strip_pruning`, since a
+    layer can be quantized or given LoRA after it was wrapped.
+
+    - A zero-size weight has nothing to prune (and no k-th magnitude).
+    - A quantized layer (`model.quantize(...)`: int8, int4 packs two
+      weights per byte, float8) computes with quantized variables and
+      scales: a mask on them is not a mask on the weights, and quantizing
+      a wrapped layer replaces the variables its masks apply to.
+    - With LoRA enabled, the layer's kernel is `kernel + a @ b`: masking
+      `kernel` leaves the product dense.
+
+    Args:
+        layer_name: The wrapped layer's name.
+        weights: Its pruned variables.
+        owners: For each weight, the layer that owns it.
+
+    Raises:
+        ValueError: naming the layer, the weight and the fix.
+    """
+    for w, owner in zip(weights, owners):
+        where = f"Layer {layer_name!r}"
+        if owner is not None and getattr(owner, "name", layer_name) != (
+            layer_name
+        ):
+            where += f" (sublayer {owner.name!r})"
+        mode = getattr(owner, "quantization_mode", None)
+        if mode is not None:
+            raise ValueError(
+                f"{where} is quantized (quantization_mode={mode!r}): masks "
+                f"cannot prune its quantized weights (a layer quantized "
+                "after it was wrapped no longer uses the variables its "
+                "masks apply to). Prune the float model, then "
+                "`keras_prune.strip_pruning(model)` and "
+                f"`model.quantize({mode!r})`; restore the float weights "
+                "from a checkpoint if the pruned model was quantized."
+            )
+        if getattr(owner, "lora_enabled", False):
+            raise ValueError(
+                f"{where} has LoRA enabled (rank "
+                f"{getattr(owner, 'lora_rank', '?')}): its kernel is "
+                f"{w.name} + lora_kernel_a @ lora_kernel_b, which a mask on "
+                f"{w.name} cannot keep sparse. Prune (and strip_pruning) "
+                "the model first and enable LoRA afterwards, or merge the "
+                "LoRA weights into the kernel of a layer without LoRA "
+                "before pruning."
+            )
+        shape = tuple(w.shape)
+        if 0 in shape:
+            raise ValueError(
+                f"{where}: weight {w.name!r} has shape {shape}, no "
+                "elements, so there is nothing to prune. Leave the layer "
+                "out (e.g. prune_low_magnitude(model, layers=lambda l: "
+                f"l.name != {layer_name!r}, ...)) or give it a non-empty "
+                "input."
+            )
+
+
 def answer_prunable_weights(layer, weights):
     """Gives a wrapped layer without one a `get_prunable_weights()`.
 
