@@ -6,6 +6,7 @@ loader's paths, the CLI and the event reader. Models are tiny (a few
 units) and a test builds at most a couple of them.
 """
 
+import io
 import json
 import warnings
 
@@ -157,3 +158,118 @@ def test_numpy_and_tensor_hyperparameters_give_a_json_config():
         "config"
     ]["target_sparsity"] == float(np.float32(0.3))
     assert type(_numpy_valued_schedules()[2].power) is int
+
+
+# ------------------------------------------------- .kpz paths and targets
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    return model
+
+
+def test_save_compressed_refuses_bad_targets_before_writing(
+    small_model, tmp_path
+):
+    """Before: a folder gave 'Device or resource busy' naming a temporary
+    file, a missing folder named the temporary file, a bytes path 'Can't
+    mix bytes and non-bytes', a text file object 'string argument
+    expected', and `model.keras` received `.kpz` bytes."""
+    save = keras_prune.save_compressed
+    with pytest.raises(IsADirectoryError, match="is a folder; give a file"):
+        save(small_model, tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist; create it"):
+        save(small_model, tmp_path / "missing" / "m.kpz")
+    with pytest.raises(TypeError, match="got bytes"):
+        save(small_model, bytes(tmp_path / "m.kpz"))
+    with pytest.raises(TypeError, match="got a text file object"):
+        save(small_model, io.StringIO())
+    with pytest.raises(ValueError, match="`path` is empty"):
+        save(small_model, "")
+    (tmp_path / "victim.keras").write_bytes(b"keep")
+    for name in ("victim.keras", "w.H5", "m.json"):
+        with pytest.raises(ValueError, match="another format's extension"):
+            save(small_model, tmp_path / name)
+    assert (tmp_path / "victim.keras").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.keras"]
+
+
+def test_save_compressed_writes_through_a_symlink(small_model, tmp_path):
+    """Before: the atomic rename replaced the link itself by a file, and
+    its target kept the old model."""
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "model.kpz"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.kpz"
+    link.symlink_to(target)
+    n = keras_prune.save_compressed(small_model, link)
+    assert link.is_symlink()
+    assert target.stat().st_size == n
+    loaded = keras_prune.load_compressed(str(link))
+    np.testing.assert_array_equal(
+        to_np(loaded.weights[0]), to_np(small_model.weights[0])
+    )
+
+
+def test_bytes_naming_a_file_are_not_read_as_its_contents(
+    small_model, tmp_path, monkeypatch
+):
+    """Before: `load_compressed(b'm.kpz')` said the file was truncated
+    (5 bytes) although m.kpz was a good file."""
+    monkeypatch.chdir(tmp_path)
+    keras_prune.save_compressed(small_model, "m.kpz")
+    with pytest.raises(TypeError, match="pass it as a str or pathlib.Path"):
+        keras_prune.load_compressed(b"m.kpz")
+    with pytest.raises(keras_prune.CompressedFormatError, match="truncated"):
+        keras_prune.load_compressed(b"no-such-file.kpz")
+    data = (tmp_path / "m.kpz").read_bytes()
+    assert len(keras_prune.load_compressed(data).weights) == 2
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def _cli_error(argv, capsys, match):
+    from keras_prune import cli
+
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert match in lines[0], lines[0]
+
+
+def test_cli_prune_refuses_options_it_would_ignore(tmp_path, capsys):
+    """Before: with a compiled model and no --loss, `--optimizer nosuch`
+    and `--metrics` were silently ignored (exit 0); a 0-sample --data
+    ended in 'StopIteration:'."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 4), "f4"), y=np.ones((4, 3)))
+    np.savez(
+        tmp_path / "e.npz", x=np.ones((0, 4), "f4"), y=np.ones((0, 3), "f4")
+    )
+    base = ["prune", tmp_path / "m.keras", "-o", tmp_path / "o.keras"]
+    data = ["--data", tmp_path / "d.npz"]
+    _cli_error(base + data + ["--optimizer", "nosuch"], capsys, "--optimizer")
+    _cli_error(base + data + ["--metrics", "acc"], capsys, "--metrics would")
+    _cli_error(base + ["--data", tmp_path / "e.npz"], capsys, "no samples")
+    assert not (tmp_path / "o.keras").exists()
+
+
+def test_cli_strip_reads_a_compressed_file(tmp_path, capsys):
+    """Before: `strip model.kpz out.keras` failed in keras.saving.load_model
+    although `inspect`, `compress` and `shrink` read `.kpz` files."""
+    from keras_prune import cli
+
+    pruned = keras_prune.prune_once(_seq(), 0.5)
+    keras_prune.save_compressed(pruned, tmp_path / "p.kpz")
+    argv = ["strip", tmp_path / "p.kpz", tmp_path / "s.keras"]
+    assert cli.main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    stripped = keras.saving.load_model(tmp_path / "s.keras")
+    assert [type(x).__name__ for x in stripped.layers] == ["Dense", "Dense"]
+    assert int((to_np(stripped.get_layer("d1").kernel) == 0).sum()) == 15
