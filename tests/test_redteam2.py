@@ -273,3 +273,49 @@ def test_cli_strip_reads_a_compressed_file(tmp_path, capsys):
     stripped = keras.saving.load_model(tmp_path / "s.keras")
     assert [type(x).__name__ for x in stripped.layers] == ["Dense", "Dense"]
     assert int((to_np(stripped.get_layer("d1").kernel) == 0).sum()) == 15
+
+
+# ------------------------------------------------------------ eager API
+
+
+def test_update_masks_now_checks_its_sparsity_and_build():
+    """Before: `update_masks_now(True)` pruned at 100%, `'0.5'` at 50%
+    (float() read both), None raised float()'s TypeError, and an unbuilt
+    wrapper did nothing, silently."""
+    pruned = keras_prune.prune_once(_seq(), 0.5)
+    wrapper = pruned.get_layer("prune_low_magnitude_d1")
+    before = to_np(wrapper.masks[0]).copy()
+    for value in (True, "0.5", np.array([0.5]), None):
+        with pytest.raises(ValueError, match="sparsity"):
+            wrapper.update_masks_now(value)
+    np.testing.assert_array_equal(to_np(wrapper.masks[0]), before)
+    wrapper.update_masks_now(np.float32(0.2))
+    assert int((~to_np(wrapper.masks[0])).sum()) == 6
+    unbuilt = keras_prune.PruneLowMagnitude(keras.layers.Dense(3, name="u"))
+    with pytest.raises(ValueError, match="'u': the pruning wrapper is not"):
+        unbuilt.update_masks_now(0.5)
+
+
+@pytest.mark.parametrize(
+    "m_by_n", [(2, 0), (2.0, 4), "2:4", (2, 4, 1), (True, 4)]
+)
+def test_is_pruned_m_by_n_refuses_odd_pairs(m_by_n):
+    """Before: '2:4' and (2, 4, 1) raised 'too many values to unpack',
+    (2, 0) 'more than number elements', (True, 4) counted True as 1."""
+    with pytest.raises(ValueError, match="`m_by_n` must be a pair"):
+        keras_prune.is_pruned_m_by_n(np.zeros((4, 8)), m_by_n)
+    assert keras_prune.is_pruned_m_by_n(np.zeros((4, 8)), (np.int64(2), 4))
+
+
+def test_monitoring_entry_points_take_strings_and_name_bad_models():
+    """Before: describe_schedule('ConstantSparsity(0.5, 0)') raised "'str'
+    object is not callable"; sparsity_report('x') an AttributeError."""
+    text = "PolynomialDecay(0.1, 0.5, 0, 10, frequency=5)"
+    schedule = keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, frequency=5)
+    assert keras_prune.describe_schedule(text) == keras_prune.describe_schedule(
+        schedule
+    )
+    with pytest.raises(TypeError, match="sparsity_report expects a keras"):
+        keras_prune.sparsity_report("x")
+    with pytest.raises(TypeError, match="pruning_plan expects a keras"):
+        keras_prune.pruning_plan(None)
