@@ -319,3 +319,44 @@ def test_monitoring_entry_points_take_strings_and_name_bad_models():
         keras_prune.sparsity_report("x")
     with pytest.raises(TypeError, match="pruning_plan expects a keras"):
         keras_prune.pruning_plan(None)
+
+
+# --------------------------------------------------------- report, plots
+
+
+@pytest.fixture
+def one_run(tmp_path):
+    from keras_prune.monitoring import events
+
+    writer = events.EventFileWriter(str(tmp_path / "logs" / "train"))
+    writer.add_scalars(3, {"model/sparsity": 0.25, "loss": 1.5})
+    writer.close()
+    return tmp_path / "logs"
+
+
+def test_report_paths_and_plot_targets(one_run, tmp_path, monkeypatch):
+    """Before: `report(log_dir, plot='.')` wrote a hidden `..png` and said
+    'wrote .'; a bytes log_dir raised 'a bytes-like object is required';
+    an event file's own path gave 'No TensorBoard event files'; a plot
+    in a missing folder was drawn before failing."""
+    from keras_prune.monitoring import events
+    from keras_prune.monitoring.report import report
+
+    monkeypatch.chdir(tmp_path)
+    text = report(one_run)
+    assert "loss" in text and "1.5" in text
+    assert report(bytes(one_run)) == text
+    ((run, path),) = events.event_files(one_run)
+    assert run == "train"
+    assert "1.5" in report(path)
+    with pytest.raises(TypeError, match="log_dir must be a folder path"):
+        report(None)
+    with pytest.raises(ValueError, match="is a folder"):
+        report(one_run, plot=".")
+    with pytest.raises(FileNotFoundError, match="does not exist; create"):
+        report(one_run, plot="missing/p.png")
+    with pytest.raises(ValueError, match="cannot write 'txt' files"):
+        report(one_run, plot="p.txt")
+    with pytest.raises(ValueError, match="is a folder"):
+        keras_prune.plot_schedule("ConstantSparsity(0.5, 0)", path=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]

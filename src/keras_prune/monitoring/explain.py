@@ -225,6 +225,10 @@ def plot_schedule(
         raise ImportError(
             "plot_schedule needs matplotlib: pip install 'keras-prune[plot]'"
         ) from None
+    if path is not None:
+        from keras_prune.monitoring import plots
+
+        plots.check_plot_path(path)
     stop = _check_stop(stop)
     stop = default_horizon(schedule) if stop is None else stop
     steps = np.linspace(0, stop, num=min(stop + 1, 2000)).astype(np.int64)
