@@ -360,3 +360,55 @@ def test_report_paths_and_plot_targets(one_run, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is a folder"):
         keras_prune.plot_schedule("ConstantSparsity(0.5, 0)", path=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+
+
+@pytest.mark.parametrize("value", [True, "0.5", np.array([0.25]), None])
+def test_function_schedule_refuses_non_numbers(value):
+    """Before: fn returning True pruned at 100% (float(True)), '0.5' at
+    50%; 'x' raised float()'s 'could not convert string', and the message
+    of a bad value serialised the whole lambda (base64 bytecode)."""
+    from keras_prune.core import schedules
+
+    def fn(step):
+        return value
+
+    schedule = keras_prune.FunctionSchedule(fn, 0, -1, 1)
+    with pytest.raises(ValueError, match=r"fn=.*fn\): fn\(7\) returned"):
+        schedules.evaluate(schedule, 7)
+    ok = keras_prune.FunctionSchedule(lambda s: np.float16(0.25), 0, -1, 1)
+    assert schedules.evaluate(ok, 7)[1] == np.float32(0.25)
+
+
+# ------------------------------------------------ mixed precision, ties
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_float16"])
+def test_low_precision_layers_with_many_ties_keep_an_exact_count(dtype):
+    """Masks of float16/bfloat16 kernels whose magnitudes are mostly ties
+    (a quarter-step grid): the compiled step and UpdatePruningStep both
+    keep exactly kept_count weights, as prune_once does."""
+    kernel = np.round(np.random.RandomState(0).randn(6, 40) * 2) / 4
+    counts = []
+    for callbacks in ([], [keras_prune.UpdatePruningStep()], None):
+        inp = keras.Input((6,))
+        dense = keras.layers.Dense(40, dtype=dtype, name="t")
+        model = keras.Model(inp, dense(inp))
+        dense.kernel.assign(kernel.astype("float32"))
+        if callbacks is None:
+            pruned = keras_prune.prune_once(model, 0.5)
+        else:
+            pruned = keras_prune.prune_low_magnitude(
+                model,
+                pruning_schedule=keras_prune.ConstantSparsity(0.5, 0, -1, 1),
+            )
+            pruned.compile("sgd", "mse")
+            pruned.fit(
+                X,
+                np.zeros((4, 40), "float32"),
+                batch_size=4,
+                verbose=0,
+                callbacks=callbacks,
+            )
+        wrapper = pruned.get_layer("prune_low_magnitude_t")
+        counts.append(int(to_np(wrapper.masks[0]).sum()))
+    assert counts == [120, 120, 120]

@@ -600,11 +600,20 @@ class FunctionSchedule(PruningSchedule):
         should_prune = self._should_prune_in_step(
             step, self.begin_step, self.end_step, self.frequency
         )
-        sparsity = float(self.fn(int(step)))
-        if not 0.0 <= sparsity < 1.0:
+        value = self.fn(int(step))
+        # Not float() alone: float(True) and float("0.5") are numbers. The
+        # message names `fn`, not `self!r` (which serialises the function).
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        sparsity = None
+        if _is_real_scalar(value):
+            if not isinstance(value, (int, float, np.generic)):
+                value = np.asarray(keras.ops.convert_to_numpy(value))
+            sparsity = float(value)
+        if sparsity is None or not 0.0 <= sparsity < 1.0:
             raise ValueError(
-                f"{self!r}: fn({int(step)}) returned {sparsity!r} at step "
-                f"{int(step)}; it must be in range [0,1)."
+                f"FunctionSchedule(fn={name}): fn({int(step)}) returned "
+                f"{value!r:.80} at step {int(step)}; it must return a "
+                "number in [0, 1)."
             )
         return should_prune, np.float32(sparsity)
 
