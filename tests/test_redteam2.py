@@ -412,3 +412,13 @@ def test_low_precision_layers_with_many_ties_keep_an_exact_count(dtype):
         wrapper = pruned.get_layer("prune_low_magnitude_t")
         counts.append(int(to_np(wrapper.masks[0]).sum()))
     assert counts == [120, 120, 120]
+
+
+@pytest.mark.parametrize("layers", ["zzz", ["d1", "d3"], []])
+def test_layers_naming_no_layer_is_refused(layers):
+    """Before: `layers='zzz'` (or a list with a misspelt name, or [])
+    returned a model with those layers silently unpruned."""
+    with pytest.raises(ValueError, match="`layers` (entries|is an empty)"):
+        keras_prune.prune_low_magnitude(_seq(), layers=layers)
+    pruned = keras_prune.prune_low_magnitude(_seq(), layers=["d1", "d.*"])
+    assert len(keras_prune.integration.state.pruning_wrappers(pruned)) == 2
