@@ -422,3 +422,20 @@ def test_layers_naming_no_layer_is_refused(layers):
         keras_prune.prune_low_magnitude(_seq(), layers=layers)
     pruned = keras_prune.prune_low_magnitude(_seq(), layers=["d1", "d.*"])
     assert len(keras_prune.integration.state.pruning_wrappers(pruned)) == 2
+
+
+def test_cli_output_through_a_symlink_replaces_its_target(tmp_path, capsys):
+    """Before: `--force` onto a symlinked output replaced the link by a
+    file and left the file it pointed to unchanged."""
+    from keras_prune import cli
+
+    _seq().save(tmp_path / "in.keras")
+    target = tmp_path / "target.keras"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.keras"
+    link.symlink_to(target)
+    argv = ["strip", "--force", tmp_path / "in.keras", link]
+    assert cli.main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    assert link.is_symlink() and target.read_bytes()[:2] == b"PK"
+    assert len(keras.saving.load_model(link).weights) == 4

@@ -179,9 +179,12 @@ def atomic_output(path):
     the block succeeds, removes it when it fails.
 
     The temporary name keeps the extension (Keras and matplotlib choose the
-    format by it). The file is fsync'ed before the rename.
+    format by it). The file is fsync'ed before the rename. A symbolic
+    link is written through (its target is replaced), not replaced.
     """
     path = os.fspath(path)
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     base, ext = os.path.splitext(os.path.basename(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=ext)
