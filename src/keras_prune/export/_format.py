@@ -703,7 +703,10 @@ def compress_array(array, codec="lzma"):
             `'stored'`.
 
     Returns:
-        bytes, readable by `decompress_array`.
+        bytes, readable by `decompress_array`, which returns the same
+        values bit for bit (NaN payloads and -0.0 included), shape and
+        dtype, in native byte order (a big-endian `>f4` array comes back
+        as `float32` holding the same values).
 
     Example:
 
