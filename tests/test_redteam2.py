@@ -35,20 +35,20 @@ def _seq():
 # --------------------------------------------- masks that cannot apply
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4", "float8"])
-def test_pruning_a_quantized_model_is_refused(mode):
+def test_pruning_a_quantized_model_is_refused():
     """Before: int8 kernels were masked as if they were the weights (the
     stripped model predicted 1e5 away from the pruned one), int4 masked
     packed bytes (two weights each), float8 failed in the model copy with
     an unrelated message."""
-    model = _seq()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # InputLayer has no quantize()
-        model.quantize(mode)
-    with pytest.raises(ValueError, match=rf"'d1' is quantized .*'{mode}'"):
-        keras_prune.prune_once(model, 0.5)
-    with pytest.raises(ValueError, match="strip_pruning"):
-        keras_prune.prune_low_magnitude(model)
+    for mode in ["int8", "int4", "float8"]:
+        model = _seq()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # InputLayer has no quantize()
+            model.quantize(mode)
+        with pytest.raises(ValueError, match=rf"'d1' is quantized .*'{mode}'"):
+            keras_prune.prune_once(model, 0.5)
+        with pytest.raises(ValueError, match="strip_pruning"):
+            keras_prune.prune_low_magnitude(model)
 
 
 def test_quantizing_a_pruned_model_is_refused_at_the_next_call():
@@ -382,14 +382,18 @@ def test_function_schedule_refuses_non_numbers():
 # ------------------------------------------------ mixed precision, ties
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_float16"])
-def test_low_precision_layers_with_many_ties_keep_an_exact_count(dtype):
-    """Masks of float16/bfloat16 kernels whose magnitudes are mostly ties
-    (a quarter-step grid): the compiled step and UpdatePruningStep both
-    keep exactly kept_count weights, as prune_once does."""
+def test_low_precision_layers_with_many_ties_keep_an_exact_count():
+    """Masks of bfloat16/float16 kernels whose magnitudes are mostly ties
+    (a quarter-step grid): the compiled step and UpdatePruningStep
+    (bfloat16 layer) and prune_once (mixed_float16 policy) all keep exactly
+    kept_count weights."""
     kernel = np.round(np.random.RandomState(0).randn(6, 40) * 2) / 4
     counts = []
-    for callbacks in ([], [keras_prune.UpdatePruningStep()], None):
+    for dtype, callbacks in [
+        ("bfloat16", []),
+        ("bfloat16", [keras_prune.UpdatePruningStep()]),
+        ("mixed_float16", None),
+    ]:
         inp = keras.Input((6,))
         dense = keras.layers.Dense(40, dtype=dtype, name="t")
         model = keras.Model(inp, dense(inp))

@@ -221,7 +221,10 @@ def _plain_number(value):
     if type(value) in (int, float):
         return value
     if not isinstance(value, (np.generic, np.ndarray)):
-        value = keras.ops.convert_to_numpy(value)
+        try:
+            value = keras.ops.convert_to_numpy(value)
+        except ValueError:  # TensorFlow's bfloat16 tensors: exact in f32
+            value = keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
     value = np.asarray(value)
     return int(value) if value.dtype.kind in "iu" else float(value)
 
@@ -606,9 +609,7 @@ class FunctionSchedule(PruningSchedule):
         name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
         sparsity = None
         if _is_real_scalar(value):
-            if not isinstance(value, (int, float, np.generic)):
-                value = np.asarray(keras.ops.convert_to_numpy(value))
-            sparsity = float(value)
+            sparsity = float(_plain_number(value))
         if sparsity is None or not 0.0 <= sparsity < 1.0:
             raise ValueError(
                 f"FunctionSchedule(fn={name}): fn({int(step)}) returned "

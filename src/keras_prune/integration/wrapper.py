@@ -242,6 +242,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         if self._group_config is not None and self._linked_group is None:
             groups.link_from_call(self)
+        self.check_masks_apply()  # quantized or LoRA since it was wrapped
         if self._host_updates:
             return self._host_updates.run_layer(self, args, kwargs)
         if not self.built and not self.layer.built:
@@ -252,7 +253,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         kwargs = layer_call.layer_kwargs(
             self._call_params, kwargs, training, mask
         )
-        self.check_masks_apply()
         if self._host_updates:
             return self._host_updates.call_layer(
                 self, (inputs,) + args, kwargs, training
