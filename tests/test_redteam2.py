@@ -40,15 +40,20 @@ def test_pruning_a_quantized_model_is_refused():
     stripped model predicted 1e5 away from the pruned one), int4 masked
     packed bytes (two weights each), float8 failed in the model copy with
     an unrelated message."""
-    for mode in ["int8", "int4", "float8"]:
+    # int4 takes the path of int8 (`quantization_mode`); float8's refusal
+    # comes before the model copy, which cannot rebuild its scales.
+    for mode, prune in [
+        ("int8", lambda m: keras_prune.prune_once(m, 0.5)),
+        ("float8", keras_prune.prune_low_magnitude),
+    ]:
         model = _seq()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # InputLayer has no quantize()
             model.quantize(mode)
-        with pytest.raises(ValueError, match=rf"'d1' is quantized .*'{mode}'"):
-            keras_prune.prune_once(model, 0.5)
-        with pytest.raises(ValueError, match="strip_pruning"):
-            keras_prune.prune_low_magnitude(model)
+        with pytest.raises(
+            ValueError, match=rf"'d1' is quantized .*'{mode}'.*strip_pruning"
+        ):
+            prune(model)
 
 
 def test_quantizing_a_pruned_model_is_refused_at_the_next_call():
@@ -462,3 +467,27 @@ def test_big_endian_arrays_come_back_native_with_the_same_bits():
             b.dtype == native.dtype and b.dtype.isnative and b.shape == a.shape
         )
         assert b.tobytes() == native.tobytes()
+
+
+def test_get_prunable_weights_must_return_the_layers_variables():
+    """Before: names ('kernel') raised "'str' object has no attribute
+    'shape'", a lone variable was iterated, and a variable of no layer got
+    a mask that pruned nothing the layer computes with, silently."""
+
+    def model_of(returns):
+        class Custom(keras.layers.Dense, keras_prune.PrunableLayer):
+            def get_prunable_weights(self):
+                return returns(self)
+
+        return keras.Sequential([keras.Input((3,)), Custom(4, name="c")])
+
+    stray = keras.Variable(np.zeros((3, 4), "float32"))
+    for returns, error, match in [
+        (lambda layer: ["kernel"], ValueError, "returned 'kernel', which"),
+        (lambda layer: [stray], ValueError, "not one of the layer's"),
+        (lambda layer: layer.kernel, TypeError, "must return a list"),
+    ]:
+        with pytest.raises(error, match=f"Layer 'c': .*{match}"):
+            keras_prune.prune_low_magnitude(model_of(returns))
+    pruned = keras_prune.prune_once(model_of(lambda layer: [layer.kernel]), 0.5)
+    assert int((~to_np(pruned.layers[0].masks[0])).sum()) == 6

@@ -312,6 +312,34 @@ def _skip_reason(variable):
     return "not a prunable weight of this layer"
 
 
+def _chosen_weights(layer):
+    """`layer.get_prunable_weights()`, checked: a list of the layer's own
+    variables (a string, a lone variable or a variable of another layer
+    would be masked without pruning anything the layer computes with)."""
+    chosen = layer.get_prunable_weights()
+    if not isinstance(chosen, (list, tuple)):
+        raise TypeError(
+            f"Layer {layer.name!r}: get_prunable_weights() must return a "
+            f"list of the layer's variables (e.g. [self.kernel]), got "
+            f"{type(chosen).__name__}."
+        )
+    mine = {id(v) for v in layer.variables}
+    for v in chosen:
+        if not isinstance(v, keras.Variable) or (mine and id(v) not in mine):
+            shown = (
+                f"variable {v.path!r}"
+                if isinstance(v, keras.Variable)
+                else f"{v!r:.80}"
+            )
+            raise ValueError(
+                f"Layer {layer.name!r}: get_prunable_weights() returned "
+                f"{shown}, which is not one of the layer's variables "
+                f"({[w.name for w in layer.variables][:12]}). Return the "
+                "variables themselves, e.g. [self.kernel]."
+            )
+    return list(chosen)
+
+
 def _walk(layer, on_unknown, out, names=False, decisions=None):
     own = _own_variables(layer)
     if getattr(layer, "_is_prune_wrapper", False):
@@ -322,7 +350,7 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
         # `get_prunable_weights()` is only called to collect weights: the
         # layer may not be built when its support is checked.
         if out is not None:
-            out.extend([layer] if names else layer.get_prunable_weights())
+            out.extend([layer] if names else _chosen_weights(layer))
         if decisions is not None:
             chosen = {id(v) for v in layer.get_prunable_weights()}
             for v in layer.variables:
