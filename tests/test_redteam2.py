@@ -491,3 +491,19 @@ def test_get_prunable_weights_must_return_the_layers_variables():
             keras_prune.prune_low_magnitude(model_of(returns))
     pruned = keras_prune.prune_once(model_of(lambda layer: [layer.kernel]), 0.5)
     assert int((~to_np(pruned.layers[0].masks[0])).sum()) == 6
+
+
+def test_flags_must_be_bools(small_model, tmp_path):
+    """Before: include_optimizer="no", compile="no" and verify="false" were
+    truthy strings and did the opposite of what they say."""
+    blob = keras_prune.compress_array(np.ones(3, "float32"))
+    with pytest.raises(TypeError, match="`verify` must be True or False"):
+        keras_prune.decompress_array(blob, verify="false")
+    with pytest.raises(TypeError, match="`include_optimizer` must be"):
+        keras_prune.save_compressed(
+            small_model, tmp_path / "m.kpz", include_optimizer="no"
+        )
+    keras_prune.save_compressed(small_model, tmp_path / "m.kpz")
+    with pytest.raises(TypeError, match="`compile` must be True or False"):
+        keras_prune.load_compressed(tmp_path / "m.kpz", compile="no")
+    assert keras_prune.decompress_array(blob, verify=np.bool_(True)).sum() == 3

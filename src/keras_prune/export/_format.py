@@ -260,6 +260,17 @@ def _lzma_filters(raw_len, props):
 CODECS = ("lzma", "zlib", "stored")
 
 
+def check_flag(value, name):
+    """Raises `TypeError` unless `value` is a bool: `include_optimizer=
+    "no"` or `verify="false"` are true, and would silently do the
+    opposite of what was written."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False, got {value!r:.80} of type "
+            f"{type(value).__name__}."
+        )
+
+
 def check_codec(codec):
     """Raises `ValueError` unless `codec` is one of `CODECS`.
 
@@ -916,6 +927,7 @@ def decompress_array(data, max_bytes=None, verify=True):
             f"{what}: truncated: {len(data)} bytes is shorter than the "
             "smallest blob"
         )
+    check_flag(verify, "verify")
     if verify:
         if data[:4] != ARRAY_MAGIC:
             raise CompressedFormatError(

@@ -299,6 +299,7 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
             f"save_compressed expects a keras.Model, got {model!r}."
         )
     _format.check_codec(codec)
+    _format.check_flag(include_optimizer, "include_optimizer")
     path = _save_target(path)
     if not model.built:
         raise ValueError(
@@ -1086,6 +1087,7 @@ def load_compressed(path, custom_objects=None, compile=True, max_bytes=None):
     """
     what = path if isinstance(path, (str, os.PathLike)) else "compressed model"
     what = str(what)
+    _format.check_flag(compile, "compile")
     _check_bytes_are_a_file(path)
     data = _read_bytes(path, max_bytes)
     try:
