@@ -179,9 +179,12 @@ def atomic_output(path):
     the block succeeds, removes it when it fails.
 
     The temporary name keeps the extension (Keras and matplotlib choose the
-    format by it). The file is fsync'ed before the rename.
+    format by it). The file is fsync'ed before the rename. A symbolic
+    link is written through (its target is replaced), not replaced.
     """
     path = os.fspath(path)
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     base, ext = os.path.splitext(os.path.basename(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=ext)
@@ -248,7 +251,13 @@ def _load_npz(path):
     val = None
     if "x_val" in data.files and "y_val" in data.files:
         val = (data["x_val"], data["y_val"])
-    return data["x"], data["y"], val
+    x = data["x"]
+    if x.ndim == 0 or len(x) == 0:
+        raise UserError(
+            f"--data {path!r}: 'x' holds no samples (shape {x.shape}); "
+            "pruning needs at least one training batch."
+        )
+    return x, data["y"], val
 
 
 def _prune(args):
@@ -262,7 +271,7 @@ def _prune(args):
     check_output(args.output, KERAS_EXTENSIONS, args.force)
     x, y, val = _load_npz(args.data)
     try:
-        model = keras.saving.load_model(args.model)
+        model, _ = _load_any(args.model)  # .keras or compressed
     except Exception as e:  # noqa: BLE001 - report any loader failure
         raise UserError(f"cannot load model {args.model!r}: {e}") from None
     batches = -(-len(x) // args.batch_size)
@@ -286,6 +295,22 @@ def _prune(args):
         )
     print(f"schedule: {schedule!r} over {total} steps")
     compile_config = model.get_compile_config() if model.compiled else None
+    if compile_config and not args.loss:
+        ignored = [
+            flag
+            for flag, value in (
+                ("--optimizer", args.optimizer),
+                ("--metrics", args.metrics),
+            )
+            if value
+        ]
+        if ignored:
+            raise UserError(
+                f"{' and '.join(ignored)} would be ignored: the model keeps "
+                "its own compile config unless --loss is given. Pass --loss "
+                "too (e.g. --loss mse) to compile it anew, or drop "
+                f"{' and '.join(ignored)}."
+            )
     pruned = keras_prune.prune_low_magnitude(model, pruning_schedule=schedule)
     if compile_config and not args.loss:
         pruned.compile_from_config(compile_config)
@@ -298,7 +323,7 @@ def _prune(args):
                 "sparse_categorical_crossentropy) and optionally --optimizer "
                 "and --metrics."
             )
-        optimizer = keras.optimizers.get(args.optimizer)
+        optimizer = keras.optimizers.get(args.optimizer or "adam")
         if args.learning_rate is not None:
             optimizer.learning_rate = args.learning_rate
         pruned.compile(
@@ -325,13 +350,11 @@ def _prune(args):
 
 
 def _strip(args):
-    import keras
-
     import keras_prune
 
     check_input(args.input)
     check_output(args.output, KERAS_EXTENSIONS, args.force)
-    model = keras.saving.load_model(args.input)
+    model, _ = _load_any(args.input)  # .keras or compressed
     save_model_output(keras_prune.strip_pruning(model), args.output)
     print(f"stripped {args.input} -> {args.output}")
     return 0
@@ -561,7 +584,11 @@ def build_parser():
         help='overrides --sparsity, e.g. "ConstantSparsity(0.8, 0)"',
     )
     p.add_argument("--loss", default=None)
-    p.add_argument("--optimizer", default="adam")
+    p.add_argument(
+        "--optimizer",
+        default=None,
+        help="with --loss (default adam); a compiled model keeps its own",
+    )
     p.add_argument("--learning-rate", type=positive_float, default=None)
     p.add_argument("--metrics", nargs="*", default=None)
     p.add_argument(

@@ -395,7 +395,23 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
     >>> keras_prune.is_pruned_m_by_n(np.array([[1, 2, 3, 4]]).T, (2, 4))
     False
     """
-    num_zeros, num_elem = m_by_n
+    if (
+        not isinstance(m_by_n, (tuple, list))
+        or len(m_by_n) != 2
+        or any(
+            isinstance(v, (bool, np.bool_))
+            or not isinstance(v, (int, np.integer))
+            for v in m_by_n
+        )
+        or m_by_n[1] < 1
+        or m_by_n[0] < 0
+    ):
+        raise ValueError(
+            "`m_by_n` must be a pair of integers (m, n) with 0 <= m <= n "
+            f"and n >= 1 (m zeros in every n values, e.g. (2, 4)), got "
+            f"{m_by_n!r}."
+        )
+    num_zeros, num_elem = int(m_by_n[0]), int(m_by_n[1])
     if num_zeros > num_elem:
         raise ValueError(
             "number of zeros can't be more than number elements. "

@@ -223,6 +223,21 @@ def _float32_in(value, lo, hi, lo_open=True):
     return (lo < v if lo_open else lo <= v) and v < hi
 
 
+def _plain_number(value):
+    """A validated real scalar (NumPy scalar, 0-d array or tensor) as a
+    Python int or float: the same float32 value in the schedule, and a
+    config that `json` can write (`np.float32(0.5)` is not JSON)."""
+    if type(value) in (int, float):
+        return value
+    if not isinstance(value, (np.generic, np.ndarray)):
+        try:
+            value = keras.ops.convert_to_numpy(value)
+        except ValueError:  # TensorFlow's bfloat16 tensors: exact in f32
+            value = keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
+    value = np.asarray(value)
+    return int(value) if value.dtype.kind in "iu" else float(value)
+
+
 def _as_int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(
@@ -258,6 +273,8 @@ class _RampSchedule(PruningSchedule):
         )
         self._validate_sparsity(initial_sparsity, "initial_sparsity")
         self._validate_sparsity(final_sparsity, "final_sparsity")
+        self.initial_sparsity = _plain_number(initial_sparsity)
+        self.final_sparsity = _plain_number(final_sparsity)
 
     def _progress(self, step):
         xp, cast = _math(step)
@@ -352,7 +369,7 @@ class PolynomialDecay(_RampSchedule):
                 "sparsity follows (1 - progress) ** power; 3 is cubic "
                 "(tfmot's default), 1 linear."
             )
-        self.power = power
+        self.power = _plain_number(power)
 
     def _shape(self, one_minus_p, xp, cast):
         if isinstance(self.power, (int, np.integer)) and 0 <= self.power <= 8:
@@ -406,6 +423,7 @@ class ConstantSparsity(PruningSchedule):
             self.begin_step, self.end_step, self.frequency, True
         )
         self._validate_sparsity(target_sparsity, "target_sparsity")
+        self.target_sparsity = _plain_number(target_sparsity)
 
     def __call__(self, step):
         _, cast = _math(step)
@@ -478,7 +496,7 @@ class ExponentialDecay(_RampSchedule):
                 f"float32), got {decay!r}. Smaller values prune earlier; try "
                 "0.05."
             )
-        self.decay = decay
+        self.decay = _plain_number(decay)
 
     def _shape(self, one_minus_p, xp, cast):
         d = cast(self.decay, "float32")
@@ -594,11 +612,18 @@ class FunctionSchedule(PruningSchedule):
         should_prune = self._should_prune_in_step(
             step, self.begin_step, self.end_step, self.frequency
         )
-        sparsity = float(self.fn(int(step)))
-        if not 0.0 <= sparsity < 1.0:
+        value = self.fn(int(step))
+        # Not float() alone: float(True) and float("0.5") are numbers. The
+        # message names `fn`, not `self!r` (which serialises the function).
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        sparsity = None
+        if _is_real_scalar(value):
+            sparsity = float(_plain_number(value))
+        if sparsity is None or not 0.0 <= sparsity < 1.0:
             raise ValueError(
-                f"{self!r}: fn({int(step)}) returned {sparsity!r} at step "
-                f"{int(step)}; it must be in range [0,1)."
+                f"FunctionSchedule(fn={name}): fn({int(step)}) returned "
+                f"{value!r:.80} at step {int(step)}; it must return a "
+                "number in [0, 1)."
             )
         return should_prune, np.float32(sparsity)
 

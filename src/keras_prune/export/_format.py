@@ -257,6 +257,32 @@ def _lzma_filters(raw_len, props):
     ]
 
 
+CODECS = ("lzma", "zlib", "stored")
+
+
+def check_flag(value, name):
+    """Raises `TypeError` unless `value` is a bool: `include_optimizer=
+    "no"` or `verify="false"` are true, and would silently do the
+    opposite of what was written."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False, got {value!r:.80} of type "
+            f"{type(value).__name__}."
+        )
+
+
+def check_codec(codec):
+    """Raises `ValueError` unless `codec` is one of `CODECS`.
+
+    Checked up front: an array too small to compress would otherwise never
+    reach the codec, and a misspelt name would pass unnoticed.
+    """
+    if not isinstance(codec, str) or codec not in CODECS:
+        raise ValueError(
+            f"codec must be 'lzma', 'zlib' or 'stored', got {codec!r}."
+        )
+
+
 def encode_stream(raw, codec="lzma", kind="values"):
     """One stream: the smallest of stored and `codec` (lzma or zlib)."""
     raw = bytes(raw)
@@ -688,7 +714,10 @@ def compress_array(array, codec="lzma"):
             `'stored'`.
 
     Returns:
-        bytes, readable by `decompress_array`.
+        bytes, readable by `decompress_array`, which returns the same
+        values bit for bit (NaN payloads and -0.0 included), shape and
+        dtype, in native byte order (a big-endian `>f4` array comes back
+        as `float32` holding the same values).
 
     Example:
 
@@ -705,6 +734,7 @@ def compress_array(array, codec="lzma"):
             array = keras.ops.convert_to_numpy(array)
         except Exception:  # noqa: BLE001 - not a tensor: let NumPy decide
             pass
+    check_codec(codec)
     array = np.asarray(array)
     code = dtype_code(array.dtype)
     if array.ndim > MAX_NDIM:
@@ -897,6 +927,7 @@ def decompress_array(data, max_bytes=None, verify=True):
             f"{what}: truncated: {len(data)} bytes is shorter than the "
             "smallest blob"
         )
+    check_flag(verify, "verify")
     if verify:
         if data[:4] != ARRAY_MAGIC:
             raise CompressedFormatError(

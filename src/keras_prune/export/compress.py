@@ -28,6 +28,7 @@ expects before any tensor is decoded, and every problem raises
 """
 
 import copy
+import io
 import json
 import os
 import stat
@@ -297,6 +298,9 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
         raise ValueError(
             f"save_compressed expects a keras.Model, got {model!r}."
         )
+    _format.check_codec(codec)
+    _format.check_flag(include_optimizer, "include_optimizer")
+    path = _save_target(path)
     if not model.built:
         raise ValueError(
             "save_compressed needs a built model: call it on data or build "
@@ -362,6 +366,59 @@ def save_compressed(model, path, include_optimizer=False, codec="lzma"):
     else:
         write_atomic(path, data)
     return len(data)
+
+
+# Extensions of other formats: a `.kpz` written there would be read as
+# (and replace) a file of that format.
+_FOREIGN_EXTENSIONS = (".keras", ".h5", ".hdf5", ".zip", ".json", ".npz")
+
+
+def _save_target(path):
+    """The checked destination of `save_compressed`, before any work.
+
+    A binary file object is returned as is; a path must be a str or
+    os.PathLike naming a file (not a folder) in an existing folder, with
+    an extension that is not another format's. A symbolic link is
+    written through (its target is replaced, as `open(path, 'wb')`
+    would), not replaced by a file.
+    """
+    if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase):
+            raise TypeError(
+                "save_compressed needs a path or a binary file object "
+                "(open(path, 'wb')), got a text file object."
+            )
+        return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "`path` must be a file path (str or os.PathLike) or a binary "
+            f"file object, got {type(path).__name__}: {path!r:.80}."
+        )
+    path = os.fsdecode(os.fspath(path))
+    if not path:
+        raise ValueError(
+            "`path` is empty: give a file name such as 'model.kpz'."
+        )
+    lowered = path.lower()
+    for ext in _FOREIGN_EXTENSIONS:
+        if lowered.endswith(ext):
+            raise ValueError(
+                f"`path` {path!r} ends with {ext!r}, another format's "
+                "extension; save_compressed writes keras-prune's compressed "
+                "format: use a name ending with '.kpz' (keras_prune."
+                "load_compressed reads it back)."
+            )
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            21, f"`path` is a folder; give a file name inside it, e.g. "
+            f"{os.path.join(path, 'model.kpz')!r}", path
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            2, f"the folder {folder!r} does not exist; create it first", path
+        )
+    return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def write_atomic(path, data):
@@ -452,6 +509,23 @@ def _open_regular(path):
     except BaseException:
         os.close(fd)
         raise
+
+
+def _check_bytes_are_a_file(data):
+    """Bytes are a file's contents: bytes without the magic that name an
+    existing file were meant as its path (`b"model.kpz"`)."""
+    if not isinstance(data, bytes) or data.startswith(MAGIC):
+        return
+    try:
+        is_path = len(data) < 4096 and os.path.exists(data)
+    except (ValueError, OSError):  # a NUL byte, a name too long
+        is_path = False
+    if is_path:
+        raise TypeError(
+            f"bytes are read as the contents of a compressed file, and "
+            f"{data!r:.80} is the name of a file: pass it as a str or "
+            f"pathlib.Path ({os.fsdecode(data)!r:.80})."
+        )
 
 
 def _read_bytes(path, max_bytes):
@@ -1013,6 +1087,8 @@ def load_compressed(path, custom_objects=None, compile=True, max_bytes=None):
     """
     what = path if isinstance(path, (str, os.PathLike)) else "compressed model"
     what = str(what)
+    _format.check_flag(compile, "compile")
+    _check_bytes_are_a_file(path)
     data = _read_bytes(path, max_bytes)
     try:
         return _load(data, what, custom_objects, compile, max_bytes)

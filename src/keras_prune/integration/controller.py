@@ -191,7 +191,19 @@ def update_masks_now(wrapper, sparsity):
         FloatingPointError: a pruned weight is NaN or Inf (the masks are
             then left as they were).
     """
-    sparsity = _spec.fraction(float(sparsity), "sparsity")
+    if not wrapper.built:
+        raise ValueError(
+            f"Layer {wrapper.layer.name!r}: the pruning wrapper is not "
+            "built, so it has no masks to update. Build it first (call the "
+            "model on data, or `model.build(input_shape)`)."
+        )
+    if sparsity is None:
+        raise ValueError(
+            f"Layer {wrapper.layer.name!r}: update_masks_now needs a "
+            "`sparsity` in [0, 1], got None."
+        )
+    # Not float() first: float(True) and float("0.5") are numbers.
+    sparsity = _spec.fraction(sparsity, "sparsity")
     group = wrapper._group
     if group is None:
         # NumPy for single weights by magnitude; otherwise compiled per

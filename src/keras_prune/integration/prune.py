@@ -291,6 +291,19 @@ def _prune(
 
 
 def _prune_graph_model(model, wants, wrap_params):
+    # A quantized layer is refused before the copy (which cannot rebuild
+    # some quantized layers, float8's scales) with the error of `build`.
+    for layer in rewrite.graph_layers(model):
+        if any(
+            getattr(sub, "quantization_mode", None) is not None
+            for sub in layer._flatten_layers()
+        ) and wants(layer):
+            weights = registry.prunable_weights(layer, skip_unsupported=True)
+            registry.check_masks_apply(
+                layer.name,
+                weights,
+                [registry.owner_of(layer, w) for w in weights],
+            )
     pruned = rewrite.copy_model(model)
     return _wrap_in_place(
         pruned, rewrite.graph_layers(pruned), wants, wrap_params

@@ -400,6 +400,34 @@ def _skip_reason(variable):
     return "not a prunable weight of this layer"
 
 
+def _chosen_weights(layer):
+    """`layer.get_prunable_weights()`, checked: a list of the layer's own
+    variables (a string, a lone variable or a variable of another layer
+    would be masked without pruning anything the layer computes with)."""
+    chosen = layer.get_prunable_weights()
+    if not isinstance(chosen, (list, tuple)):
+        raise TypeError(
+            f"Layer {layer.name!r}: get_prunable_weights() must return a "
+            f"list of the layer's variables (e.g. [self.kernel]), got "
+            f"{type(chosen).__name__}."
+        )
+    mine = {id(v) for v in layer.variables}
+    for v in chosen:
+        if not isinstance(v, keras.Variable) or (mine and id(v) not in mine):
+            shown = (
+                f"variable {v.path!r}"
+                if isinstance(v, keras.Variable)
+                else f"{v!r:.80}"
+            )
+            raise ValueError(
+                f"Layer {layer.name!r}: get_prunable_weights() returned "
+                f"{shown}, which is not one of the layer's variables "
+                f"({[w.name for w in layer.variables][:12]}). Return the "
+                "variables themselves, e.g. [self.kernel]."
+            )
+    return list(chosen)
+
+
 def _walk(layer, on_unknown, out, names=False, decisions=None):
     own = _own_variables(layer)
     if getattr(layer, "_is_prune_wrapper", False):
@@ -410,7 +438,7 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
         # `get_prunable_weights()` is only called to collect weights: the
         # layer may not be built when its support is checked.
         if out is not None:
-            out.extend([layer] if names else layer.get_prunable_weights())
+            out.extend([layer] if names else _chosen_weights(layer))
         if decisions is not None:
             chosen = {id(v) for v in layer.get_prunable_weights()}
             for v in layer.variables:
@@ -507,6 +535,67 @@ def owner_of(layer, weight):
         if any(v is weight for v in _own_variables(sub)):
             return sub
     return layer
+
+
+def check_masks_apply(layer_name, weights, owners):
+    """Refuses weights that a mask cannot keep sparse.
+
+    Checked when a wrapper is built, at each of its calls (a Python check;
+    traced once in a compiled step) and before `strip_pruning`, since a
+    layer can be quantized or given LoRA after it was wrapped.
+
+    - A zero-size weight has nothing to prune (and no k-th magnitude).
+    - A quantized layer (`model.quantize(...)`: int8, int4 packs two
+      weights per byte, float8) computes with quantized variables and
+      scales: a mask on them is not a mask on the weights, and quantizing
+      a wrapped layer replaces the variables its masks apply to.
+    - With LoRA enabled, the layer's kernel is `kernel + a @ b`: masking
+      `kernel` leaves the product dense.
+
+    Args:
+        layer_name: The wrapped layer's name.
+        weights: Its pruned variables.
+        owners: For each weight, the layer that owns it.
+
+    Raises:
+        ValueError: naming the layer, the weight and the fix.
+    """
+    for w, owner in zip(weights, owners):
+        where = f"Layer {layer_name!r}"
+        if owner is not None and getattr(owner, "name", layer_name) != (
+            layer_name
+        ):
+            where += f" (sublayer {owner.name!r})"
+        mode = getattr(owner, "quantization_mode", None)
+        if mode is not None:
+            raise ValueError(
+                f"{where} is quantized (quantization_mode={mode!r}): masks "
+                f"cannot prune its quantized weights (a layer quantized "
+                "after it was wrapped no longer uses the variables its "
+                "masks apply to). Prune the float model, then "
+                "`keras_prune.strip_pruning(model)` and "
+                f"`model.quantize({mode!r})`; restore the float weights "
+                "from a checkpoint if the pruned model was quantized."
+            )
+        if getattr(owner, "lora_enabled", False):
+            raise ValueError(
+                f"{where} has LoRA enabled (rank "
+                f"{getattr(owner, 'lora_rank', '?')}): its kernel is "
+                f"{w.name} + lora_kernel_a @ lora_kernel_b, which a mask on "
+                f"{w.name} cannot keep sparse. Prune (and strip_pruning) "
+                "the model first and enable LoRA afterwards, or merge the "
+                "LoRA weights into the kernel of a layer without LoRA "
+                "before pruning."
+            )
+        shape = tuple(w.shape)
+        if 0 in shape:
+            raise ValueError(
+                f"{where}: weight {w.name!r} has shape {shape}, no "
+                "elements, so there is nothing to prune. Leave the layer "
+                "out (e.g. prune_low_magnitude(model, layers=lambda l: "
+                f"l.name != {layer_name!r}, ...)) or give it a non-empty "
+                "input."
+            )
 
 
 def answer_prunable_weights(layer, weights):

@@ -517,6 +517,20 @@ class PruningSpec:
             )
             if table is not None
         ]
+        if self.layers is not None and not callable(self.layers):
+            # A misspelt name in `layers=` left that layer unpruned too.
+            names = (
+                [self.layers] if isinstance(self.layers, str) else self.layers
+            )
+            if not names:
+                raise ValueError(
+                    "`layers` is an empty list, so no layer would be "
+                    "pruned. Name the layers to prune, or pass layers=None "
+                    "for all prunable layers."
+                )
+            tables.append(
+                ("layers", [(re.compile(n), None) for n in names])
+            )
         if not tables:
             return
         if isinstance(to_prune, keras.Model):
@@ -537,8 +551,9 @@ class PruningSpec:
                 if not any(p.fullmatch(n) for n in names if n)
             ]
             if unused:
+                what = "entries" if name == "layers" else "key(s)"
                 raise ValueError(
-                    f"`{name}` key(s) {unused} match no layer name (keys "
+                    f"`{name}` {what} {unused} match no layer name (they "
                     "are layer names or regexes, full match); layers: "
                     f"{[n for n in names if n][:12]}. Fix the key."
                 )

@@ -46,8 +46,10 @@ def strip_pruning(model):
             f"{model!r}. To strip one wrapper, use `wrapper.layer` after "
             "`wrapper.apply_masks()`."
         )
-    check_finite(model)
     wrappers = pruning_wrappers(model)
+    for wrapper in wrappers:
+        wrapper.check_masks_apply()  # before any weight is changed
+    check_finite(model)
     for wrapper in wrappers:
         if wrapper.built:
             wrapper.apply_masks()

@@ -176,11 +176,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             distribution.keep_unwrapped_path(self.layer, self)
             self.layer.build(input_shape)
         weights = registry.weights_to_wrap(self.layer, self.skip_unsupported)
-        self.pruning_spec.check_fits(
-            self.layer.name,
-            weights,
-            [registry.owner_of(self.layer, w) for w in weights],
-        )
+        owners = [registry.owner_of(self.layer, w) for w in weights]
+        registry.check_masks_apply(self.layer.name, weights, owners)
+        self.pruning_spec.check_fits(self.layer.name, weights, owners)
         self.pruning_step = self.add_weight(
             name="pruning_step",
             shape=(),
@@ -220,6 +218,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         with tracking.DotNotTrackScope():
             self.pruned_weights = weights
+            self._weight_owners = owners
             self.masks = masks_
             self.thresholds = thresholds
         registry.answer_prunable_weights(self.layer, weights)
@@ -243,6 +242,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         if self._group_config is not None and self._linked_group is None:
             groups.link_from_call(self)
+        self.check_masks_apply()  # quantized or LoRA since it was wrapped
         if self._host_updates:
             return self._host_updates.run_layer(self, args, kwargs)
         if not self.built and not self.layer.built:
@@ -283,6 +283,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return self.layer.compute_mask(inputs, mask)
 
     _read = staticmethod(_raw_value)
+
+    def check_masks_apply(self):
+        """Raises `ValueError` if the wrapped layer was quantized or given
+        LoRA after it was wrapped (`registry.check_masks_apply`)."""
+        if self.built:
+            registry.check_masks_apply(
+                self.layer.name, self.pruned_weights, self._weight_owners
+            )
 
     # ------------------------------------------------------------- updates
 

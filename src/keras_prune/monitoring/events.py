@@ -618,7 +618,12 @@ def event_files(log_dir):
     Raises:
         ValueError: `log_dir` is empty.
     """
-    log_dir = os.fspath(log_dir)
+    if not isinstance(log_dir, (str, bytes, os.PathLike)):
+        raise TypeError(
+            "log_dir must be a folder path (str or os.PathLike), got "
+            f"{type(log_dir).__name__}: {log_dir!r:.80}."
+        )
+    log_dir = os.fsdecode(os.fspath(log_dir))
     if not log_dir:
         raise ValueError(
             "log_dir is empty; pass the log_dir given to PruningSummaries."
@@ -626,6 +631,8 @@ def event_files(log_dir):
     if "://" in log_dir:
         return _remote_event_files(log_dir)
     found = []
+    if "tfevents" in os.path.basename(log_dir) and os.path.isfile(log_dir):
+        return [(".", log_dir)]  # one event file
     if not os.path.isdir(log_dir):
         return found
     seen = set()

@@ -114,6 +114,7 @@ def schedule_events(schedule, stop=None, start=0):
     >>> keras_prune.schedule_events(keras_prune.ConstantSparsity(0.5, 0, 200))
     [(0, 0.5), (100, 0.5), (200, 0.5)]
     """
+    schedule = schedules_lib.get(schedule)  # a string or config too
     stop = default_horizon(schedule) if stop is None else stop
     rule = _update_steps(schedule, start, stop)
     if rule is not None:  # memory in the number of updates, not of steps
@@ -136,6 +137,7 @@ def describe_schedule(schedule, stop=None, max_rows=12):
     Returns:
         str.
     """
+    schedule = schedules_lib.get(schedule)  # a string or config too
     if (
         isinstance(max_rows, bool)
         or not isinstance(max_rows, (int, np.integer))
@@ -212,6 +214,7 @@ def plot_schedule(
         ImportError: matplotlib is not installed (`pip install
             keras-prune[plot]`).
     """
+    schedule = schedules_lib.get(schedule)  # a string or config too
     try:
         import matplotlib
 
@@ -222,6 +225,10 @@ def plot_schedule(
         raise ImportError(
             "plot_schedule needs matplotlib: pip install 'keras-prune[plot]'"
         ) from None
+    if path is not None:
+        from keras_prune.monitoring import plots
+
+        plots.check_plot_path(path)
     stop = _check_stop(stop)
     stop = default_horizon(schedule) if stop is None else stop
     steps = np.linspace(0, stop, num=min(stop + 1, 2000)).astype(np.int64)
@@ -406,6 +413,16 @@ def _tensor_sizes(value):
     )
 
 
+def _check_model(model, name):
+    import keras
+
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"{name} expects a keras.Model (or layer), got {model!r:.80} of "
+            f"type {type(model).__name__}."
+        )
+
+
 def sparsity_report(model, sizes=False, pattern=True):
     """Per-weight sparsity of a model: pruned or stripped, any backend.
 
@@ -428,6 +445,7 @@ def sparsity_report(model, sizes=False, pattern=True):
         weight), then `pattern` and the size keys when asked for. The rows
         work with `pandas.DataFrame(rows)`.
     """
+    _check_model(model, "sparsity_report")
     import keras
 
     from keras_prune.integration.state import pruning_wrappers
@@ -574,6 +592,7 @@ def pruning_plan(model, skip_unsupported=True):
     print(keras_prune.format_pruning_plan(keras_prune.pruning_plan(pruned)))
     ```
     """
+    _check_model(model, "pruning_plan")
     from keras_prune.core import patterns
     from keras_prune.integration import groups
     from keras_prune.integration import registry

@@ -17,6 +17,46 @@ from keras_prune.monitoring import explain
 from keras_prune.monitoring import stats
 
 
+def check_plot_path(path):
+    """Refuses a plot destination matplotlib would misuse, before drawing.
+
+    A folder (`savefig('.')` wrote a hidden `..png` next to it), a file in
+    a missing folder, a path that is neither str nor os.PathLike, or an
+    extension matplotlib cannot write. A name without extension gets
+    matplotlib's default (`.png`).
+
+    Raises:
+        TypeError, ValueError, FileNotFoundError: naming `path` and the fix.
+    """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise TypeError(
+            "a plot path must be a str or os.PathLike, got "
+            f"{type(path).__name__}: {path!r:.80}."
+        )
+    text = os.fsdecode(os.fspath(path))
+    if not text or os.path.isdir(text):
+        raise ValueError(
+            f"plot path {text!r} is a folder (or empty); give a file name "
+            f"such as {os.path.join(text, 'plot.png')!r}."
+        )
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            2, f"the folder {folder!r} of the plot does not exist; create "
+            "it first", text
+        )
+    ext = os.path.splitext(text)[1].lower().lstrip(".")
+    if ext:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if ext not in formats:
+            raise ValueError(
+                f"plot path {text!r}: matplotlib cannot write {ext!r} "
+                f"files; use one of {sorted(formats)} (e.g. .png)."
+            )
+
+
 def _new_figure(path, figsize, ncols=1):
     try:
         import matplotlib  # noqa: F401
@@ -26,6 +66,7 @@ def _new_figure(path, figsize, ncols=1):
             "pip install 'keras-prune[plot]'"
         ) from None
     if path is not None:
+        check_plot_path(path)
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=figsize, dpi=110)

@@ -29,6 +29,11 @@ def report(log_dir, plot=None):
         raise FileNotFoundError(
             f"No TensorBoard event files under {os.fspath(log_dir)!r}."
         )
+    log_dir = os.fsdecode(os.fspath(log_dir))  # bytes paths are printed
+    if plot is not None:
+        from keras_prune.monitoring import plots
+
+        plots.check_plot_path(plot)  # before reading the logs
     scalars = read_scalars(log_dir)
     config = read_config(log_dir)
     rows = weight_rows_from_logs(scalars, config)
