@@ -410,8 +410,10 @@ def _save_target(path):
             )
     if os.path.isdir(path):
         raise IsADirectoryError(
-            21, f"`path` is a folder; give a file name inside it, e.g. "
-            f"{os.path.join(path, 'model.kpz')!r}", path
+            21,
+            f"`path` is a folder; give a file name inside it, e.g. "
+            f"{os.path.join(path, 'model.kpz')!r}",
+            path,
         )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):

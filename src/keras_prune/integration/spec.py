@@ -528,9 +528,7 @@ class PruningSpec:
                     "pruned. Name the layers to prune, or pass layers=None "
                     "for all prunable layers."
                 )
-            tables.append(
-                ("layers", [(re.compile(n), None) for n in names])
-            )
+            tables.append(("layers", [(re.compile(n), None) for n in names]))
         if not tables:
             return
         if isinstance(to_prune, keras.Model):

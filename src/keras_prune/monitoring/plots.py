@@ -42,8 +42,10 @@ def check_plot_path(path):
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
         raise FileNotFoundError(
-            2, f"the folder {folder!r} of the plot does not exist; create "
-            "it first", text
+            2,
+            f"the folder {folder!r} of the plot does not exist; create "
+            "it first",
+            text,
         )
     ext = os.path.splitext(text)[1].lower().lstrip(".")
     if ext:
