@@ -507,3 +507,38 @@ def test_flags_must_be_bools(small_model, tmp_path):
     with pytest.raises(TypeError, match="`compile` must be True or False"):
         keras_prune.load_compressed(tmp_path / "m.kpz", compile="no")
     assert keras_prune.decompress_array(blob, verify=np.bool_(True)).sum() == 3
+
+
+class _Scaled(keras.layers.Layer):
+    """A layer keras-prune does not know: one kernel, one scale vector."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], 3), name="kernel")
+        self.scale = self.add_weight(shape=(3,), name="scale")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel) * self.scale
+
+
+def test_register_prunable_weights_misspelt_name_is_refused():
+    """`register_prunable_weights(cls, ["kernal"])` left the layer silently
+    unpruned; a name that matches for some weights only warns."""
+    from keras_prune.integration import registry
+
+    x = keras.Input((4,))
+    model = keras.Model(x, _Scaled(name="scaled")(x))
+    try:
+        keras_prune.register_prunable_weights("_Scaled", ["kernal"])
+        with pytest.raises(ValueError, match=r"\['kernal'\] names no weight"):
+            keras_prune.prune_low_magnitude(model)
+        keras_prune.register_prunable_weights("_Scaled", ["kernel", "bias"])
+        with pytest.warns(UserWarning, match=r"\['bias'\] names no weight"):
+            pruned = keras_prune.prune_once(model, 0.5)
+        (row,) = [
+            r
+            for r in keras_prune.sparsity_report(pruned, pattern=False)
+            if r["pruned"]
+        ]
+        assert row["weight"] == "kernel" and row["zeros"] == 6
+    finally:
+        registry._REGISTERED.pop("_Scaled", None)

@@ -34,6 +34,8 @@ Defaults for layers keras-prune does not know (keras-hub's, applications'):
 the reason it is pruned or skipped.
 """
 
+import warnings
+
 import keras
 from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
@@ -194,6 +196,30 @@ def _registered_names(layer):
         ):
             return weights
     return None
+
+
+def _check_registered_names(layer, names, own):
+    """A name given to `register_prunable_weights` must name a weight.
+
+    None of them naming a weight of a built layer (a misspelling) raises:
+    the layer would be left silently unpruned. Some of them naming none
+    (a layer built without its bias, say) warns.
+    """
+    have = [v.name for v in own]
+    missing = [n for n in names if n not in have]
+    if not missing:
+        return
+    message = (
+        f"register_prunable_weights({type(layer).__name__!r}, "
+        f"{list(names)!r}): {missing!r} names no weight of layer "
+        f"{layer.name!r}, whose weights are {have!r}"
+    )
+    if len(missing) == len(names):
+        raise ValueError(
+            f"{message}: nothing of it would be pruned. Register the "
+            f"names of the weights to prune (`variable.name`)."
+        )
+    warnings.warn(f"{message}; the others are pruned.", stacklevel=4)
 
 
 def _effective_rank(variable):
@@ -454,6 +480,8 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
                 )
         return
     known = _known_names(layer)
+    if known and own and known is _registered_names(layer):
+        _check_registered_names(layer, known, own)
     if known is not None:
         if out is not None:
             if names:
