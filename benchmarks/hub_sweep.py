@@ -32,7 +32,6 @@ import types
 import warnings
 
 import keras
-import keras_hub
 import numpy as np
 
 import keras_prune as kp
@@ -177,6 +176,8 @@ def masked_values(p):
 
 
 def find_task(bb_cls):
+    import keras_hub  # here: `--help` (the import test) needs none of it
+
     cands = {}
     for n in dir(keras_hub.models):
         c = getattr(keras_hub.models, n)
