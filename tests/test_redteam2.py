@@ -542,3 +542,11 @@ def test_register_prunable_weights_misspelt_name_is_refused():
         assert row["weight"] == "kernel" and row["zeros"] == 6
     finally:
         registry._REGISTERED.pop("_Scaled", None)
+
+
+def test_cli_unloadable_model_is_a_user_error(tmp_path, capsys):
+    """`inspect d.npz` exited with 1 (the code of an I/O error); a file that
+    is no model is the user's error: 2, one line."""
+    bad = tmp_path / "d.npz"
+    np.savez(bad, a=np.ones(3))
+    _cli_error(["inspect", bad], capsys, "cannot load model")

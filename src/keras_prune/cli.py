@@ -241,11 +241,11 @@ def _load_npz(path):
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: cannot read --data {path!r}: {e}") from None
+        raise UserError(f"cannot read --data {path!r}: {e}") from None
     missing = [k for k in ("x", "y") if k not in data.files]
     if missing:
-        raise SystemExit(
-            f"error: --data {path!r} must hold arrays 'x' and 'y' (optional "
+        raise UserError(
+            f"--data {path!r} must hold arrays 'x' and 'y' (optional "
             f"'x_val', 'y_val'); missing {missing}, found {data.files}."
         )
     val = None
@@ -318,8 +318,8 @@ def _prune(args):
             pruned.optimizer.learning_rate = args.learning_rate
     else:
         if not args.loss:
-            raise SystemExit(
-                "error: the model has no compile config; pass --loss (e.g. "
+            raise UserError(
+                "the model has no compile config; pass --loss (e.g. "
                 "sparse_categorical_crossentropy) and optionally --optimizer "
                 "and --metrics."
             )
@@ -376,8 +376,8 @@ def _load_any(path):
     try:
         return keras.saving.load_model(path), "keras"
     except Exception as e:  # noqa: BLE001 - report any loader failure
-        raise SystemExit(
-            f"error: cannot load model {path!r} (neither a keras-prune "
+        raise UserError(
+            f"cannot load model {path!r} (neither a keras-prune "
             f"compressed file nor a loadable .keras file): {e}"
         ) from None
 
