@@ -27,11 +27,11 @@ with `save_model_output`); `main` turns their exceptions into messages.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import tempfile
+
+from keras_prune._files import atomic_output
 
 #: Output kinds: allowed extensions (lower case).
 KERAS_EXTENSIONS = (".keras",)
@@ -171,38 +171,6 @@ def check_output(path, extensions, force=False, what="output"):
         if not os.path.isfile(path):
             raise UserError(f"{what} {path!r} is not a regular file")
     return path
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yields a temporary path next to `path`; renames it over `path` when
-    the block succeeds, removes it when it fails.
-
-    The temporary name keeps the extension (Keras and matplotlib choose the
-    format by it). The file is fsync'ed before the rename. A symbolic
-    link is written through (its target is replaced), not replaced.
-    """
-    path = os.fspath(path)
-    if os.path.islink(path):
-        path = os.path.realpath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=ext)
-    os.close(fd)
-    try:
-        yield tmp
-        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
-            raise OSError(f"nothing was written to {path!r}")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def save_model_output(model, path):

@@ -34,12 +34,12 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 import warnings
 import zlib
 
 import numpy as np
 
+from keras_prune import _files
 from keras_prune.export import _format
 from keras_prune.export._format import CompressedFormatError
 from keras_prune.export._format import compress_array
@@ -426,7 +426,7 @@ def _save_target(path):
 def write_atomic(path, data):
     """Writes `data` to `path` atomically: all of it, or nothing changes.
 
-    The bytes go to a temporary file in the same folder, which is flushed,
+    Through `_files.atomic_output`: a temporary file in the same folder,
     fsync'ed and then renamed over `path`; on any failure (disk full, file
     size limit, interrupt) the temporary file is removed and `path` keeps
     its previous content.
@@ -439,41 +439,12 @@ def write_atomic(path, data):
         OSError: the folder does not exist or cannot be written (as
             `open` raises it).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with _files.atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
             if callable(data):
                 data(f)
             else:
                 f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file with mode 0600; give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        try:
-            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
 
 
 # ---------------------------------------------------------------- loading

@@ -302,7 +302,9 @@ def plot_schedule(
     ax.set_title(textwrap.fill(title or repr(schedule), 80), fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        from keras_prune.monitoring import plots
+
+        plots.save_figure(fig, path)
     return fig
 
 

@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 
+from keras_prune import _files
 from keras_prune.core import schedules as schedules_lib
 from keras_prune.monitoring import events
 from keras_prune.monitoring import explain
@@ -57,6 +58,25 @@ def check_plot_path(path):
                 f"plot path {text!r}: matplotlib cannot write {ext!r} "
                 f"files; use one of {sorted(formats)} (e.g. .png)."
             )
+
+
+def save_figure(fig, path):
+    """`fig.savefig(path)`, atomically (`_files.atomic_output`).
+
+    A name without extension gets matplotlib's default format and its
+    extension, as `savefig` gives it (`"plot"` writes `plot.png`).
+
+    Args:
+        fig: A matplotlib `Figure`.
+        path: A destination checked by `check_plot_path`.
+    """
+    path = os.fsdecode(os.fspath(path))
+    if not os.path.splitext(path)[1]:
+        import matplotlib
+
+        path += "." + matplotlib.rcParams["savefig.format"]
+    with _files.atomic_output(path) as tmp:
+        fig.savefig(tmp)
 
 
 def _new_figure(path, figsize, ncols=1):
@@ -207,7 +227,7 @@ def plot_layer_sparsity(model_or_rows, path=None, ax=None, title=None):
     ax.set_title(title or "Sparsity per pruned weight", fontsize=9, loc="left")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
 
 
@@ -324,7 +344,7 @@ def plot_training_sparsity(
     else:
         _plot_logged_target(ax, target, steps, values, last, title)
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
 
 
@@ -392,5 +412,5 @@ def plot_report(log_dir, path=None, scalars=None, config=None):
     fig.suptitle(f"keras-prune: {os.fspath(log_dir)}", fontsize=9)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
