@@ -71,3 +71,20 @@ def assert_schedule_values_match(got, want):
         np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
     else:
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def cli_error(argv, capsys, rc=2):
+    """Runs `keras-prune argv`; asserts it ends with exit code `rc` and one
+    line `error: ...` on stderr, no traceback.
+
+    Returns:
+        That line, for the caller to check what it says.
+    """
+    from keras_prune import cli
+
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == rc, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

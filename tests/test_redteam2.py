@@ -16,6 +16,7 @@ import pytest
 
 import keras_prune
 
+from conftest import cli_error
 from conftest import to_np
 
 X = np.random.RandomState(0).randn(4, 6).astype("float32")
@@ -236,17 +237,6 @@ def test_bytes_naming_a_file_are_not_read_as_its_contents(
 # ----------------------------------------------------------------- CLI
 
 
-def _cli_error(argv, capsys, match):
-    from keras_prune import cli
-
-    code = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert match in lines[0], lines[0]
-
-
 def test_cli_prune_refuses_options_it_would_ignore(tmp_path, capsys):
     """Before: with a compiled model and no --loss, `--optimizer nosuch`
     and `--metrics` were silently ignored (exit 0); a 0-sample --data
@@ -260,9 +250,15 @@ def test_cli_prune_refuses_options_it_would_ignore(tmp_path, capsys):
     )
     base = ["prune", tmp_path / "m.keras", "-o", tmp_path / "o.keras"]
     data = ["--data", tmp_path / "d.npz"]
-    _cli_error(base + data + ["--optimizer", "nosuch"], capsys, "--optimizer")
-    _cli_error(base + data + ["--metrics", "acc"], capsys, "--metrics would")
-    _cli_error(base + ["--data", tmp_path / "e.npz"], capsys, "no samples")
+    assert "--optimizer" in cli_error(
+        base + data + ["--optimizer", "nosuch"], capsys
+    )
+    assert "--metrics would" in cli_error(
+        base + data + ["--metrics", "acc"], capsys
+    )
+    assert "no samples" in cli_error(
+        base + ["--data", tmp_path / "e.npz"], capsys
+    )
     assert not (tmp_path / "o.keras").exists()
 
 
@@ -549,4 +545,4 @@ def test_cli_unloadable_model_is_a_user_error(tmp_path, capsys):
     is no model is the user's error: 2, one line."""
     bad = tmp_path / "d.npz"
     np.savez(bad, a=np.ones(3))
-    _cli_error(["inspect", bad], capsys, "cannot load model")
+    assert "cannot load model" in cli_error(["inspect", bad], capsys)

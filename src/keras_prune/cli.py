@@ -161,8 +161,6 @@ def check_output(path, extensions, force=False, what="output"):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"{what} {path!r}: folder {folder!r} does not exist")
-    if os.path.isdir(path):
-        raise UserError(f"{what} {path!r} is a folder")
     if os.path.lexists(path):
         if not force:
             raise UserError(

@@ -349,9 +349,10 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
         for l in candidates
         if not isinstance(l, PruneLowMagnitude) and wants(l)
     ]
+    chosen_ids = {id(l) for l in chosen}
     swaps = {}
     for layer in chosen:
-        if _covered_by_sublayers(layer, chosen):
+        if _covered_by_sublayers(layer, chosen_ids):
             continue
         wrapper = PruneLowMagnitude(layer, **wrap_params(layer))
         if layer.built:
@@ -365,7 +366,7 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
     return inplace.mark(model)
 
 
-def _covered_by_sublayers(layer, chosen):
+def _covered_by_sublayers(layer, chosen_ids):
     """Whether every weight `layer` would prune belongs to a sublayer that is
     wrapped on its own.
 
@@ -379,7 +380,7 @@ def _covered_by_sublayers(layer, chosen):
     inner = [
         sub
         for sub in layer._flatten_layers(include_self=False, recursive=True)
-        if any(sub is other for other in chosen)
+        if id(sub) in chosen_ids
     ]
     if not inner:
         return False

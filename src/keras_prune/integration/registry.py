@@ -479,9 +479,10 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
                     )
                 )
         return
+    registered = _registered_names(layer)
+    if registered and own:
+        _check_registered_names(layer, registered, own)
     known = _known_names(layer)
-    if known and own and known is _registered_names(layer):
-        _check_registered_names(layer, known, own)
     if known is not None:
         if out is not None:
             if names:
@@ -538,8 +539,8 @@ def _walk(layer, on_unknown, out, names=False, decisions=None):
                     reason = "normalization weight, never pruned"
                 elif _effective_rank(v) < 2:
                     reason = _skip_reason(v)
-                elif _dense_by_name(v) is not None:
-                    reason = _dense_by_name(v)
+                elif (by_name := _dense_by_name(v)) is not None:
+                    reason = by_name
                 elif not v.trainable:
                     reason = (
                         "non-trainable state of a layer keras-prune does "
@@ -588,26 +589,29 @@ def check_masks_apply(layer_name, weights, owners):
     Raises:
         ValueError: naming the layer, the weight and the fix.
     """
+
+    # Runs at every wrapper call (eager on torch): the messages are built
+    # only when one is raised.
+    def where(owner):
+        name = getattr(owner, "name", layer_name)
+        sub = f" (sublayer {name!r})" if name != layer_name else ""
+        return f"Layer {layer_name!r}{sub}"
+
     for w, owner in zip(weights, owners):
-        where = f"Layer {layer_name!r}"
-        if owner is not None and getattr(owner, "name", layer_name) != (
-            layer_name
-        ):
-            where += f" (sublayer {owner.name!r})"
         mode = getattr(owner, "quantization_mode", None)
         if mode is not None:
             raise ValueError(
-                f"{where} is quantized (quantization_mode={mode!r}): masks "
-                f"cannot prune its quantized weights (a layer quantized "
-                "after it was wrapped no longer uses the variables its "
-                "masks apply to). Prune the float model, then "
-                "`keras_prune.strip_pruning(model)` and "
+                f"{where(owner)} is quantized (quantization_mode="
+                f"{mode!r}): masks cannot prune its quantized weights (a "
+                "layer quantized after it was wrapped no longer uses the "
+                "variables its masks apply to). Prune the float model, "
+                "then `keras_prune.strip_pruning(model)` and "
                 f"`model.quantize({mode!r})`; restore the float weights "
                 "from a checkpoint if the pruned model was quantized."
             )
         if getattr(owner, "lora_enabled", False):
             raise ValueError(
-                f"{where} has LoRA enabled (rank "
+                f"{where(owner)} has LoRA enabled (rank "
                 f"{getattr(owner, 'lora_rank', '?')}): its kernel is "
                 f"{w.name} + lora_kernel_a @ lora_kernel_b, which a mask on "
                 f"{w.name} cannot keep sparse. Prune (and strip_pruning) "
@@ -618,7 +622,7 @@ def check_masks_apply(layer_name, weights, owners):
         shape = tuple(w.shape)
         if 0 in shape:
             raise ValueError(
-                f"{where}: weight {w.name!r} has shape {shape}, no "
+                f"{where(owner)}: weight {w.name!r} has shape {shape}, no "
                 "elements, so there is nothing to prune. Leave the layer "
                 "out (e.g. prune_low_magnitude(model, layers=lambda l: "
                 f"l.name != {layer_name!r}, ...)) or give it a non-empty "
