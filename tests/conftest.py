@@ -88,3 +88,20 @@ def cli_error(argv, capsys, rc=2):
     assert code == rc, (code, err)
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
+
+
+def tf_record(payload):
+    """`payload` framed as one TFRecord: length, masked CRC-32C of the
+    length, payload, masked CRC-32C of the payload (an event file's
+    record)."""
+    import struct
+
+    from keras_prune.monitoring import events
+
+    header = struct.pack("<Q", len(payload))
+    return (
+        header
+        + struct.pack("<I", events._masked_crc32c(header))
+        + payload
+        + struct.pack("<I", events._masked_crc32c(payload))
+    )

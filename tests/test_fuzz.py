@@ -31,6 +31,7 @@ from keras_prune.export import compress
 from keras_prune.monitoring import events
 from keras_prune.monitoring import summaries
 
+from conftest import tf_record
 from conftest import to_np
 
 FAST = settings(
@@ -564,16 +565,6 @@ def test_schedule_parser_hostile_strings(text):
 # ------------------------------------------------------ TensorBoard reader
 
 
-def record(payload):
-    header = struct.pack("<Q", len(payload))
-    return (
-        header
-        + struct.pack("<I", events._masked_crc32c(header))
-        + payload
-        + struct.pack("<I", events._masked_crc32c(payload))
-    )
-
-
 def _varint(n):
     return _format.write_varint(n)
 
@@ -600,7 +591,7 @@ def test_crc32c_matches_tensorboard():
 def event_file(tmp_path, n=6):
     path = tmp_path / "events.out.tfevents.1.test"
     records = [
-        record(scalar_event(i, "model/sparsity", i / 10)) for i in range(n)
+        tf_record(scalar_event(i, "model/sparsity", i / 10)) for i in range(n)
     ]
     path.write_bytes(b"".join(records))
     return path, records
@@ -675,7 +666,7 @@ def test_event_reader_huge_record_length_and_huge_tensor(tmp_path):
     # A record claiming 2**40 bytes.
     header = struct.pack("<Q", 1 << 40)
     bad = header + struct.pack("<I", events._masked_crc32c(header))
-    good = record(scalar_event(7, "x", 0.5))
+    good = tf_record(scalar_event(7, "x", 0.5))
     (tmp_path / "events.out.tfevents.1.a").write_bytes(bad + b"\0" * 8 + good)
     # A ~50-byte summary whose tensor declares 5e8 float elements.
     shape = _field(2, _field(2, _varint(1 << 3) + _varint(500_000_000)))
@@ -689,7 +680,7 @@ def test_event_reader_huge_record_length_and_huge_tensor(tmp_path):
     value = _field(1, b"big") + _field(8, tensor)
     event = _varint(2 << 3) + _varint(3) + _field(5, _field(1, value))
     assert len(event) < 60
-    (tmp_path / "events.out.tfevents.2.b").write_bytes(record(event))
+    (tmp_path / "events.out.tfevents.2.b").write_bytes(tf_record(event))
     tracemalloc.start()
     try:
         with pytest.warns(

@@ -19,6 +19,7 @@ from keras_prune.export import _format
 from keras_prune.export import compress
 
 from conftest import cli_error
+from conftest import tf_record
 
 
 def _with_crc(body):
@@ -384,7 +385,7 @@ def test_report_with_a_malformed_config_entry(tmp_path, entry):
 
     text = "```json\n" + json.dumps({"weights": {"d/kernel": entry}}) + "\n```"
     (tmp_path / "events.out.tfevents.1.t").write_bytes(
-        _record(_config_event(text))
+        tf_record(_config_event(text))
     )
     with pytest.warns(events.CorruptEventFileWarning, match="d/kernel"):
         config = events.read_config(tmp_path)
@@ -463,19 +464,6 @@ def test_file_read_stops_one_byte_past_max_bytes(tmp_path, seq_file):
 
 
 # ------------------------------------------------------------ CLI
-
-
-def _record(payload):
-    """`payload` framed as one TFRecord (length, checksums)."""
-    from keras_prune.monitoring import events
-
-    header = struct.pack("<Q", len(payload))
-    return (
-        header
-        + struct.pack("<I", events._masked_crc32c(header))
-        + payload
-        + struct.pack("<I", events._masked_crc32c(payload))
-    )
 
 
 @pytest.mark.parametrize(
@@ -605,7 +593,7 @@ def test_reader_resyncs_after_long_garbage_and_reads_long_records(tmp_path):
     rng = np.random.RandomState(1)
     garbage = rng.randint(0, 256, 300_000).astype(np.uint8).tobytes()
     long_payload = rng.randint(0, 256, 270_000).astype(np.uint8).tobytes()
-    good = [_record(b"first"), _record(long_payload), _record(b"last")]
+    good = [tf_record(b"first"), tf_record(long_payload), tf_record(b"last")]
     path = tmp_path / "events.out.tfevents.1.t"
     path.write_bytes(good[0] + garbage + good[1] + good[2])
     with pytest.warns(
@@ -670,10 +658,10 @@ def test_remote_reader_matches_local_reader(tmp_path, monkeypatch):
     does, and warns once."""
     from keras_prune.monitoring import events
 
-    bad = bytearray(_record(b"middle"))
+    bad = bytearray(tf_record(b"middle"))
     bad[-5] ^= 0xFF  # a data byte: the data checksum fails
     path = tmp_path / "events.out.tfevents.1.t"
-    path.write_bytes(_record(b"first") + bytes(bad) + _record(b"last"))
+    path.write_bytes(tf_record(b"first") + bytes(bad) + tf_record(b"last"))
 
     class GFile(io.FileIO):
         def __init__(self, name, mode):
