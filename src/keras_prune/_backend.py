@@ -16,8 +16,11 @@ measured (see docs/benchmarks.md):
   direct call on torch (eager).
 - `cond`: a Python branch on torch.
 - `host_callback_in_step` / `pure_host_call`: single-weight magnitude
-  masks recomputed on the host from inside a compiled JAX step
-  (`jax.pure_callback`), so that the step compiles no mask selection.
+  masks recomputed on the host from inside a compiled step
+  (`jax.pure_callback`; `tf.numpy_function` in a step TensorFlow traces
+  without XLA), so that the step compiles no mask selection.
+- `shared_step_function`: a function every wrapper calls from a
+  TensorFlow step, traced once (`tf.function`) instead of once per caller.
 - `compile_function`: `jax.jit` for mask updates run between steps (JAX
   compiles every eager operation separately; TensorFlow and torch do not).
 - `count_step`: a step counter's increment inside a train step, in place
@@ -116,24 +119,38 @@ def host_call(fn, step):
 
 
 def host_callback_in_step():
-    """Whether a compiled step may run mask math on the host (JAX only).
+    """Whether a compiled step may run mask math on the host.
 
-    `jax.pure_callback` compiles to one custom call: a pruned `fit` without
+    A host call compiles to one operation: a pruned `fit` without
     `UpdatePruningStep` otherwise compiles every weight's mask selection
-    into the train step (XLA compile 2.6x the dense step's on ResNet50).
-    TensorFlow's `tf.numpy_function` would keep Keras from compiling the
-    step with XLA, and torch runs eagerly: both keep the in-graph math.
-    Not under a `keras.distribution` (the callback would gather every
-    sharded weight onto one host).
+    into the train step (XLA compile 2.6x the dense step's on ResNet50 on
+    JAX; TensorFlow's first step 3.3x the dense one's).
+
+    - JAX: `jax.pure_callback`, except under a `keras.distribution` (the
+      callback would gather every sharded weight onto one host).
+    - TensorFlow: `tf.numpy_function`, only in a step traced without XLA
+      (Keras' default on CPU-only machines; XLA cannot compile it, so a
+      step compiled with XLA, e.g. `jit_compile=True` or Keras' default on
+      GPUs, keeps the in-graph math) and outside a `tf.distribute`
+      strategy. Read while the step is traced.
+    - torch runs eagerly: never.
     """
-    return (
-        keras.backend.backend() == "jax"
-        and keras.distribution.distribution() is None
-    )
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return keras.distribution.distribution() is None
+    if backend == "tensorflow":
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+
+        if tf.executing_eagerly() or tf.distribute.has_strategy():
+            return False
+        graph = tf.compat.v1.get_default_graph()
+        return not control_flow_util.GraphOrParentsInXlaContext(graph)
+    return False
 
 
 def pure_host_call(fn, args, results):
-    """`fn(*numpy_args)` run on the host from a compiled JAX step.
+    """`fn(*numpy_args)` run on the host from a compiled step.
 
     Args:
         fn: NumPy function returning a tuple of arrays matching `results`.
@@ -143,6 +160,18 @@ def pure_host_call(fn, args, results):
     Returns:
         Tuple of backend tensors.
     """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        out = tf.numpy_function(
+            fn,
+            [tf.stop_gradient(a) for a in args],
+            [tf.as_dtype(np.dtype(dtype)) for _, dtype in results],
+            stateful=False,
+        )
+        for tensor, (shape, _) in zip(out, results):
+            tensor.set_shape(tuple(shape))
+        return tuple(out)
     import jax
 
     specs = tuple(
@@ -151,6 +180,42 @@ def pure_host_call(fn, args, results):
     )
     args = [jax.lax.stop_gradient(a) for a in args]
     return jax.pure_callback(fn, specs, *args)
+
+
+# key -> the `tf.function` of `shared_step_function` (TensorFlow).
+_SHARED_STEP_FUNCTIONS = {}
+
+
+def shared_step_function(key, fn, specs):
+    """`fn` as called from compiled steps: traced once per `key`.
+
+    TensorFlow traces each Python function called from a train step into
+    that step's graph: a `cond` per wrapper costs ~10 ms of tracing
+    (ResNet50, 54 wrappers: 1 s of a first step). On TensorFlow this
+    returns one `tf.function` per `key`, traced once for `specs` (shapes
+    with `None` for any length), which every caller's graph calls. JAX
+    traces a whole step as one program and torch runs eagerly: `fn`
+    itself.
+
+    Args:
+        key: Hashable name of what `fn` computes (the same `key` must mean
+            the same `fn` and `specs`).
+        fn: Function of tensors, free of any caller's state.
+        specs: `(shape, dtype)` of each argument.
+
+    Returns:
+        A callable with `fn`'s arguments and results.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    function = _SHARED_STEP_FUNCTIONS.get(key)
+    if function is None:
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec(shape, dtype) for shape, dtype in specs]
+        function = tf.function(fn, input_signature=signature, autograph=False)
+        _SHARED_STEP_FUNCTIONS[key] = function
+    return function
 
 
 def fuses_elementwise():

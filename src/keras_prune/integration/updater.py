@@ -305,53 +305,45 @@ class MaskUpdate:
             and not self.allocation.shared
             and _backend.host_callback_in_step()
         ):
-            # JAX: the NumPy select from the step (the same masks, bit for
-            # bit), so the step compiles one custom call, not a radix
-            # select per weight.
-            def on_host():
-                return self._recompute_on_host(sparsity, old)
-
-            new, n_bad = _backend.cond(should_prune, on_host, keep)
+            new, n_bad = self._update_on_host(should_prune, sparsity, old)
         else:
             new, n_bad = _backend.cond(should_prune, recompute, keep)
         self._assign(new, old)
         return n_bad
 
-    def _recompute_on_host(self, sparsity, old):
-        """`recompute` of single weights by magnitude, by `masks.host_mask`
-        run on the host from a compiled step (`_backend.pure_host_call`).
+    def _update_on_host(self, should_prune, sparsity, old):
+        """`update` of single weights by magnitude, selected on the host.
+
+        JAX, and TensorFlow without XLA: `masks.host_mask` runs from the
+        compiled step (`_backend.pure_host_call`; the same masks, bit for
+        bit), so the step compiles one host call per weight, not a radix
+        select. The `cond` and the host call see flat tensors, so that
+        TensorFlow traces them once per number of weights and every wrapper
+        calls that function (`_backend.shared_step_function`; ResNet50:
+        one trace instead of 54 conds).
+
+        Returns:
+            `(new, n_bad)` as from `recompute` under the `cond`.
         """
         n = len(self.targets)
-        shapes = [tuple(int(d) for d in t.weight.shape) for t in self.targets]
-
-        def host(sparsity, *arrays):
-            values, old_masks = arrays[:n], arrays[n : 2 * n]
-            old_thresholds = arrays[2 * n :]
-            new, n_bad = [], 0
-            for v, om in zip(values, old_masks):
-                value = masks.zero_where_not(
-                    np.asarray(v, np.float32), np.asarray(om, bool)
-                )
-                m, thr, bad = masks.host_mask(value, float(sparsity))
-                n_bad += int(bad)
-                new.append((m, thr))
-            if n_bad:  # rollback: nothing changes
-                new = list(zip(old_masks, old_thresholds))
-            out = [np.asarray(m, bool) for m, _ in new]
-            out += [np.asarray(t, np.float32).reshape(()) for _, t in new]
-            return (*out, np.asarray(n_bad, np.int32))
-
-        results = [(shp, bool) for shp in shapes]
-        results += [((), np.float32)] * n + [((), np.int32)]
-        out = _backend.pure_host_call(
-            host,
-            [ops.cast(sparsity, "float32")]
-            + [ops.cast(read_raw(t.weight), "float32") for t in self.targets]
-            + [m for m, _ in old]
-            + [ops.cast(thr, "float32") for _, thr in old],
-            results,
+        args = [ops.cast(should_prune, "bool"), ops.cast(sparsity, "float32")]
+        args += [
+            ops.reshape(ops.cast(read_raw(t.weight), "float32"), (-1,))
+            for t in self.targets
+        ]
+        args += [ops.reshape(m, (-1,)) for m, _ in old]
+        args += [ops.cast(thr, "float32") for _, thr in old]
+        specs = [((), "bool"), ((), "float32")]
+        specs += [((None,), "float32")] * n + [((None,), "bool")] * n
+        specs += [((), "float32")] * n
+        fn = _backend.shared_step_function(
+            ("host_masks", n), _cond_host_masks, specs
         )
-        new = list(zip(out[:n], out[n : 2 * n]))
+        out = fn(*args)
+        new = [
+            (ops.reshape(m, t.weight.shape), thr)
+            for t, m, thr in zip(self.targets, out[:n], out[n : 2 * n])
+        ]
         return new, out[2 * n]
 
     # -------------------------------------------------------------- eager
@@ -743,6 +735,40 @@ class MaskUpdate:
             _assign_threshold_bits(t.threshold, threshold)
             low_cache = {key: v for key, v in low_cache.items() if key[0] != i}
         return ops.convert_to_tensor(0, "int32")
+
+
+def _cond_host_masks(should_prune, sparsity, *arrays):
+    """`(masks, thresholds, n_bad)` of flat weights: recomputed on the host
+    by magnitude when `should_prune`, else the old ones (NaN/Inf: the old
+    ones, with the count)."""
+    n = len(arrays) // 3
+    old_masks, old_thresholds = arrays[n : 2 * n], arrays[2 * n :]
+
+    def host(sparsity, *arrays):
+        values, old_masks = arrays[:n], arrays[n : 2 * n]
+        new, n_bad = [], 0
+        for v, om in zip(values, old_masks):
+            value = masks.zero_where_not(
+                np.asarray(v, np.float32), np.asarray(om, bool)
+            )
+            m, thr, bad = masks.host_mask(value, float(sparsity))
+            n_bad += int(bad)
+            new.append((m, thr))
+        if n_bad:  # rollback: nothing changes
+            new = list(zip(old_masks, arrays[2 * n :]))
+        out = [np.asarray(m, bool) for m, _ in new]
+        out += [np.asarray(t, np.float32).reshape(()) for _, t in new]
+        return (*out, np.asarray(n_bad, np.int32))
+
+    def on_host():
+        results = [(tuple(v.shape), bool) for v in arrays[:n]]
+        results += [((), np.float32)] * n + [((), np.int32)]
+        return _backend.pure_host_call(host, (sparsity, *arrays), results)
+
+    def keep():
+        return (*old_masks, *old_thresholds, ops.convert_to_tensor(0, "int32"))
+
+    return _backend.cond(should_prune, on_host, keep)
 
 
 def _assign_threshold_bits(variable, bits):
