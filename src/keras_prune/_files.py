@@ -55,9 +55,13 @@ def atomic_output(path):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno:
+            # A failed write (disk full, file size limit) names no file:
+            # name the one the user asked for.
+            raise type(e)(e.errno, e.strerror, path) from e
         raise
     _sync_folder(folder)
 

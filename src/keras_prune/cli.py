@@ -328,14 +328,10 @@ def _strip(args):
 
 def _load_any(path):
     """A model from a `.keras` file or a keras-prune compressed file."""
-    import os
-
     import keras
 
     from keras_prune.export import compress
 
-    if not os.path.exists(path):
-        raise SystemExit(f"error: no such file: {path!r}")
     check_input(path)
     if compress.is_compressed_file(path):
         return compress.load_compressed(path), "compressed"

@@ -38,6 +38,8 @@ import zlib
 
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
+
 ARRAY_MAGIC = b"KPRA"
 ARRAY_VERSION = 1
 
@@ -766,6 +768,7 @@ def _check_fits_in_memory(array):
         raise ValueError(_too_large_message(array, memory))
 
 
+@keywords_checked
 def compress_array(array, codec="lzma"):
     """Losslessly compresses one NumPy array (or Keras/backend tensor).
 
@@ -980,6 +983,7 @@ def verify_crc(data, what):
         )
 
 
+@keywords_checked
 def decompress_array(data, max_bytes=None, verify=True):
     """Inverse of `compress_array`: the exact array, bit for bit.
 
