@@ -1038,6 +1038,11 @@ def describe_blob(data):
         raise TypeError(
             f"describe_blob expects bytes, got {type(data).__name__}"
         )
+    if len(data) < 4 + 3 + 1 + 4:
+        raise CompressedFormatError(
+            f"array blob: truncated: {len(data)} bytes is shorter than the "
+            "smallest blob"
+        )
     reader = Reader(bytes(data), "array blob", end=len(data) - 4)
     dtype, shape = read_array_header(reader)
     layout = reader.u8("layout")

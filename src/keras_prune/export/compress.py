@@ -509,6 +509,12 @@ def _read_bytes(path, max_bytes):
     if isinstance(path, (bytes, bytearray, memoryview)):
         return bytes(path)
     if hasattr(path, "read"):
+        if isinstance(path, io.TextIOBase):
+            # read() would decode the bytes (UnicodeDecodeError).
+            raise TypeError(
+                "load_compressed needs a binary file object (open(path, "
+                "'rb')), got a text file object"
+            )
         data = path.read(limit + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(
@@ -607,9 +613,16 @@ def _parse(data, what, max_bytes, verify=True):
         if data[:2] == b"PK":
             _fail(
                 what,
-                "wrong magic: this is a zip (.keras) file, not a "
-                "keras-prune compressed model; use "
-                "keras.saving.load_model",
+                "wrong magic: this is a zip file (a .keras model, or an "
+                ".npz archive), not a keras-prune compressed model; use "
+                "keras.saving.load_model for a .keras file",
+            )
+        if data[:4] == _format.ARRAY_MAGIC:
+            _fail(
+                what,
+                "wrong magic: this is one array compressed by "
+                "keras_prune.compress_array, not a model; read it with "
+                "keras_prune.decompress_array",
             )
         _fail(
             what,
