@@ -423,3 +423,57 @@ def test_config_may_not_import_keras_test_modules():
     compress._check_modules(
         {"module": "keras.layers", "class_name": "Dense"}, "t"
     )
+
+
+# ------------------------------------------------- registry
+
+
+def test_unknown_kernels_are_not_left_dense_by_their_name():
+    """Before: an unknown layer's `token_mixing_kernel` (an MLP-Mixer
+    token-mixing projection) or `position_wise_kernel` matched the names
+    of learned tables (`token`, `position`) and stayed dense, silently."""
+    import keras
+
+    from keras_prune.integration import registry
+
+    class TokenMix(keras.layers.Layer):
+        def build(self, shape):
+            self.add_weight(name="token_mixing_kernel", shape=(4, 4))
+            self.add_weight(name="register_tokens", shape=(2, 4))
+            self.add_weight(name="position_embedding", shape=(4, 4))
+
+        def call(self, x):
+            return x
+
+    layer = TokenMix(name="mix")
+    layer.build((None, 4, 4))
+    with pytest.raises(
+        keras_prune.UnsupportedLayerError, match=r"\['token_mixing_kernel"
+    ):
+        registry.find_unsupported(layer)
+    # The learned tables themselves are still dense by name.
+    reasons = {
+        v.name: reason
+        for _, v, pruned, reason in registry.weight_decisions(layer)
+        if not pruned
+    }
+    assert "learned tokens" in reasons["register_tokens"]
+    assert "position" in reasons["position_embedding"]
+
+
+def test_register_prunable_weights_takes_any_iterable_once():
+    """Before: a generator was used up by the type check, and () was
+    registered: the layer declared dense, silently."""
+    from keras_prune.integration import registry
+
+    try:
+        keras_prune.register_prunable_weights(
+            "RedTeam3Layer", (n for n in ["kernel"])
+        )
+        assert registry._REGISTERED["RedTeam3Layer"] == ("kernel",)
+        for bad in (None, 3, "kernel", [1]):
+            with pytest.raises(TypeError, match="list of variable names"):
+                keras_prune.register_prunable_weights("RedTeam3Layer", bad)
+        assert registry._REGISTERED["RedTeam3Layer"] == ("kernel",)
+    finally:
+        registry._REGISTERED.pop("RedTeam3Layer", None)
