@@ -635,6 +635,7 @@ def event_files(log_dir):
         return [(".", log_dir)]  # one event file
     if not os.path.isdir(log_dir):
         return found
+    root = os.path.realpath(log_dir)
     seen = set()
     stack = [log_dir]
     while stack:
@@ -659,6 +660,16 @@ def event_files(log_dir):
         for entry in entries:
             try:
                 if entry.is_dir():  # follows symlinks; loops stopped above
+                    if entry.is_symlink() and _contains(entry.path, root):
+                        # A link to `/` or `..` would walk everything
+                        # above the log folder (all of /proc, say).
+                        warnings.warn(
+                            f"{entry.path}: a link to a folder holding the "
+                            "log folder itself; not followed",
+                            CorruptEventFileWarning,
+                            stacklevel=2,
+                        )
+                        continue
                     stack.append(entry.path)
                 elif "tfevents" in entry.name and entry.is_file():
                     found.append((run, entry.path))
@@ -666,6 +677,12 @@ def event_files(log_dir):
                 continue
     # Names start with events.out.tfevents.<time>: sorting is chronological.
     return sorted(found, key=lambda item: (item[0], os.path.basename(item[1])))
+
+
+def _contains(link, root):
+    """Whether the folder `link` points to is `root` or one above it."""
+    target = os.path.realpath(link)
+    return root == target or root.startswith(target.rstrip(os.sep) + os.sep)
 
 
 def _remote_event_files(log_dir):
