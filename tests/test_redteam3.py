@@ -509,3 +509,18 @@ def test_event_files_do_not_follow_links_above_the_log_folder(tmp_path):
     ]
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 2 and all("not followed" in m for m in messages)
+
+
+def test_report_reads_each_event_file_once(tmp_path):
+    """Before: `report` read every file twice (scalars, then config): a
+    corrupt record was reported twice and a large file cost two passes."""
+    from keras_prune.monitoring import events
+    from keras_prune.monitoring import summaries
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "events.out.tfevents.1").write_bytes(b"\0" * 4096)
+    with pytest.warns(events.CorruptEventFileWarning) as caught:
+        text = summaries.report(logs)
+    assert "No keras-prune pruning scalars" in text
+    assert len(caught) == 1 and "byte offset 0" in str(caught[0].message)

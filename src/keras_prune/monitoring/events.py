@@ -744,17 +744,28 @@ def read_scalars(log_dir):
     >>> scalars["model/sparsity"][-1]
     (900, 0.9)
     """
-    out = {}
+    return read_logs(log_dir)[0]
+
+
+def read_logs(log_dir):
+    """`(read_scalars(log_dir), read_config(log_dir))`, reading each event
+    file once (a large or corrupt file costs one pass, and each corrupt
+    record is reported once)."""
+    out, config = {}, None
     for run, path in event_files(log_dir):
         for step, values in decoded_events(path):
-            for tag, scalar, _ in values:
+            for tag, scalar, text in values:
                 if scalar is not None:
                     out.setdefault(_key(run, tag), []).append(
                         (int(step), scalar)
                     )
+                if tag == CONFIG_TAG and text:
+                    config = (
+                        _parse_config(text.decode("utf-8", "replace")) or config
+                    )
     for values in out.values():
         values.sort(key=lambda item: item[0])
-    return out
+    return out, config
 
 
 def read_config(log_dir):
@@ -764,15 +775,7 @@ def read_config(log_dir):
         dict with key `weights`: `{tag: {"params", "shape", "schedule"}}`,
         `schedule` being the Keras serialization of the weight's schedule.
     """
-    config = None
-    for _, path in event_files(log_dir):
-        for _, values in decoded_events(path):
-            for tag, _, text in values:
-                if tag == CONFIG_TAG and text:
-                    config = (
-                        _parse_config(text.decode("utf-8", "replace")) or config
-                    )
-    return config
+    return read_logs(log_dir)[1]
 
 
 def _parse_config(text):
