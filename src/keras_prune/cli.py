@@ -39,6 +39,15 @@ COMPRESSED_EXTENSIONS = (".kpz",)
 PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
 
 
+class _Parser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose errors are one line, like every
+    other user error: `error: argument --rows: ... (see keras-prune
+    schedule --help)`, exit code 2 (argparse prints the usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 class UserError(Exception):
     """A problem with the command line or the files it names: printed as a
     one-line message, exit code 2."""
@@ -187,13 +196,13 @@ def _schedule(args):
     from keras_prune.core import schedules
     from keras_prune.monitoring import explain
 
-    if args.plot:
+    if args.plot is not None:
         check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
     schedule = schedules.get(args.schedule)
     print(
         explain.describe_schedule(schedule, stop=args.steps, max_rows=args.rows)
     )
-    if args.plot:
+    if args.plot is not None:
         with atomic_output(args.plot) as tmp:
             explain.plot_schedule(schedule, path=tmp, stop=args.steps)
         print(f"\nPlot written to {args.plot}")
@@ -238,6 +247,8 @@ def _prune(args):
     x, y, val = _load_npz(args.data)
     try:
         model, _ = _load_any(args.model)  # .keras or compressed
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - report any loader failure
         raise UserError(f"cannot load model {args.model!r}: {e}") from None
     batches = -(-len(x) // args.batch_size)
@@ -328,14 +339,10 @@ def _strip(args):
 
 def _load_any(path):
     """A model from a `.keras` file or a keras-prune compressed file."""
-    import os
-
     import keras
 
     from keras_prune.export import compress
 
-    if not os.path.exists(path):
-        raise SystemExit(f"error: no such file: {path!r}")
     check_input(path)
     if compress.is_compressed_file(path):
         return compress.load_compressed(path), "compressed"
@@ -454,10 +461,10 @@ def _report(args):
             "report: empty log directory; pass the log_dir "
             "given to keras_prune.PruningSummaries"
         )
-    if args.plot:
+    if args.plot is not None:
         check_output(args.plot, PLOT_EXTENSIONS, args.force, "--plot")
     try:
-        if args.plot:
+        if args.plot is not None:
             with atomic_output(args.plot) as tmp:
                 text = summaries.report(args.logdir, plot=tmp)
             text = text.replace(tmp, args.plot)
@@ -468,7 +475,7 @@ def _report(args):
             f"{e} Pass the log_dir given to keras_prune.PruningSummaries."
         ) from None
     print(text)
-    if args.plot:
+    if args.plot is not None:
         print(f"plot: {args.plot}")
     return 0
 
@@ -503,11 +510,19 @@ def _shrink(args):
 def _demo(args):
     from keras_prune import demo
 
-    return demo.main(["--out", args.out])
+    out = args.out
+    if not out:
+        raise UserError("--out: empty path")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out!r} exists and is not a folder")
+    for name in demo.OUTPUTS:
+        ext = os.path.splitext(name)[1]
+        check_output(os.path.join(out, name), (ext,), args.force, "--out")
+    return demo.main(["--out", out])
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-prune",
         description="Magnitude-based weight pruning for Keras 3.",
     )
@@ -562,7 +577,7 @@ def build_parser():
         action="store_true",
         help="save the pruned model (resumable) instead of stripping",
     )
-    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
     p.add_argument("-o", "--output", required=True)
     _force_arg(p)
     p.set_defaults(fn=_prune)
@@ -664,6 +679,7 @@ def build_parser():
 
     p = sub.add_parser("demo", help="train, prune, strip and save on digits")
     p.add_argument("--out", default="out/demo")
+    _force_arg(p)
     p.set_defaults(fn=_demo)
     return parser
 

@@ -12,7 +12,11 @@ import time
 import keras
 
 import keras_prune
+from keras_prune._files import atomic_output
 from keras_prune.monitoring import explain
+
+#: The files `main` writes into `--out` (the CLI checks them first).
+OUTPUTS = ("schedule.png", "dense.keras", "pruned_stripped.keras", "pruned.kpz")
 
 
 def load_digits_split():
@@ -121,8 +125,10 @@ def main(argv=None):
     dense_path = os.path.join(args.out, "dense.keras")
     final_path = os.path.join(args.out, "pruned_stripped.keras")
     # Both files without optimizer state, so sizes compare weights only.
-    _without_optimizer(dense).save(dense_path)
-    final.save(final_path)
+    with atomic_output(dense_path) as tmp:
+        _without_optimizer(dense).save(tmp)
+    with atomic_output(final_path) as tmp:
+        final.save(tmp)
     (d_raw, d_gz), (p_raw, p_gz) = _sizes(dense_path), _sizes(final_path)
     print()
     print(f"{'file':<22} {'bytes':>10} {'gzip -9':>10}")

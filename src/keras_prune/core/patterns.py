@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.core import masks
 
 
@@ -355,6 +356,7 @@ def channel_mask(weights, sparsity, axis=-1):
     return keep, threshold, n_bad
 
 
+@keywords_checked
 def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
     """Whether `weights` holds at most `n - m` non-zeros in every `n`
     consecutive values (tfmot's `pruning_utils.is_pruned_m_by_n`).

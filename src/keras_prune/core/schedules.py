@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_prune._keywords import keywords_checked
+
 _PACKAGE = "keras_prune"
 
 
@@ -344,6 +346,7 @@ class PolynomialDecay(_RampSchedule):
     (True, 0.51481324)
     """
 
+    @keywords_checked
     def __init__(
         self,
         initial_sparsity,
@@ -414,6 +417,7 @@ class ConstantSparsity(PruningSchedule):
 
     in_graph = True
 
+    @keywords_checked
     def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
         self.target_sparsity = target_sparsity
         self.begin_step = _as_int(begin_step, "begin_step")
@@ -471,6 +475,7 @@ class ExponentialDecay(_RampSchedule):
 
     _exact_initial = True
 
+    @keywords_checked
     def __init__(
         self,
         initial_sparsity,
@@ -537,6 +542,7 @@ class CosineDecay(_RampSchedule):
 
     _exact_initial = True
 
+    @keywords_checked
     def __init__(
         self,
         initial_sparsity,
@@ -593,6 +599,7 @@ class FunctionSchedule(PruningSchedule):
     ```
     """
 
+    @keywords_checked
     def __init__(self, fn, begin_step=0, end_step=-1, frequency=100):
         if isinstance(fn, dict):
             fn = keras.saving.deserialize_keras_object(fn)

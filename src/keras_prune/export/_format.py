@@ -32,10 +32,13 @@ declared number of bytes. All failures raise `CompressedFormatError`.
 """
 
 import lzma
+import os
 import struct
 import zlib
 
 import numpy as np
+
+from keras_prune._keywords import keywords_checked
 
 ARRAY_MAGIC = b"KPRA"
 ARRAY_VERSION = 1
@@ -395,13 +398,20 @@ def _shuffle(values):
     return le.view(np.uint8).reshape(-1, itemsize).T.tobytes()
 
 
-def _unshuffle(raw, dtype, count, shuffled):
+def _unshuffle(raw, dtype, count, shuffled, writable=True):
+    """The `count` values of `dtype` in `raw` (byte planes when
+    `shuffled`). `writable`: as a new writable array (`raw` is immutable
+    bytes, NumPy's view of it is read-only); one copy either way.
+    Otherwise unshuffled values may be a read-only view."""
+    little = dtype.newbyteorder("<")
     if shuffled and dtype.itemsize > 1:
         planes = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, count)
-        raw = planes.T.tobytes()
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(
-        dtype, copy=False
-    )
+        values = planes.T.copy(order="C").view(little).reshape(count)
+    else:
+        values = np.frombuffer(raw, dtype=little)
+        if writable:
+            values = values.copy()
+    return values.astype(dtype, copy=False)
 
 
 def _ordered(array, order):
@@ -698,6 +708,67 @@ def _encode_body(array, order, codec):
     return b"".join(parts)
 
 
+def _distinct_part(array):
+    """`array` with each broadcast axis (stride 0) cut to length 1: the
+    same elements, without the repeats (a view, nothing is copied)."""
+    index = tuple(
+        slice(0, 1) if stride == 0 and length > 1 else slice(None)
+        for stride, length in zip(array.strides, array.shape)
+    )
+    return array[index]
+
+
+# `compress_array` holds about this many copies of the array's bytes at
+# once (the contiguous array, its flat order, the shuffled byte planes and
+# the codec's input and output).
+_COMPRESS_COPIES = 3
+
+
+def _physical_memory():
+    """Bytes of physical memory, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _human_bytes(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _too_large_message(array, memory):
+    nbytes = array.size * array.dtype.itemsize
+    where = (
+        f", more than this machine's {_human_bytes(memory)}"
+        if memory
+        else " and ran out of memory"
+    )
+    return (
+        f"compress_array: the array of shape {tuple(array.shape)} and dtype "
+        f"{array.dtype.name} holds {nbytes} bytes "
+        f"({_human_bytes(nbytes)}); compressing it needs about "
+        f"{_COMPRESS_COPIES} times that in memory{where}. Compress it in "
+        "parts (one slice along the first axis per call) or on a machine "
+        "with more memory. (A broadcast view of zeros, np.broadcast_to(0, "
+        "shape), needs no memory.)"
+    )
+
+
+def _check_fits_in_memory(array):
+    """Raises `ValueError` (naming the size and what to do) before any
+    work when compressing `array` cannot fit in physical memory: NumPy
+    would end in a MemoryError, or the system would kill the process."""
+    memory = _physical_memory()
+    nbytes = array.size * array.dtype.itemsize
+    if memory and nbytes * _COMPRESS_COPIES > memory:
+        raise ValueError(_too_large_message(array, memory))
+
+
+@keywords_checked
 def compress_array(array, codec="lzma"):
     """Losslessly compresses one NumPy array (or Keras/backend tensor).
 
@@ -719,6 +790,12 @@ def compress_array(array, codec="lzma"):
         dtype, in native byte order (a big-endian `>f4` array comes back
         as `float32` holding the same values).
 
+    Raises:
+        ValueError: unsupported dtype or rank, unknown codec, or an array
+            too large to compress in this machine's memory (the message
+            gives its size; compress it in parts). A broadcast view of
+            zeros of any size is compressed without materialising it.
+
     Example:
 
     >>> blob = keras_prune.compress_array(kernel)
@@ -739,16 +816,25 @@ def compress_array(array, codec="lzma"):
     code = dtype_code(array.dtype)
     if array.ndim > MAX_NDIM:
         raise ValueError(f"arrays of rank > {MAX_NDIM} are not supported")
-    array = np.require(array, requirements="C")
     head = [ARRAY_MAGIC, bytes([ARRAY_VERSION, code, array.ndim])]
     head += [write_varint(int(d)) for d in array.shape]
-    if array.size and not _nonzero_bits(array.ravel()).any():
+    # A broadcast view (np.broadcast_to) repeats a smaller array: look at
+    # that one for zeros, so that a view of zeros of any size is coded
+    # without materialising it.
+    if array.size and not _nonzero_bits(_distinct_part(array).ravel()).any():
         body = bytes([ZEROS])
     else:
-        orders = [C_ORDER]
-        if array.ndim >= 2 and array.shape[-1] > 1 and array.size > 64:
-            orders.append(CHANNEL_MAJOR)
-        body = min((_encode_body(array, o, codec) for o in orders), key=len)
+        _check_fits_in_memory(array)
+        try:
+            array = np.require(array, requirements="C")
+            orders = [C_ORDER]
+            if array.ndim >= 2 and array.shape[-1] > 1 and array.size > 64:
+                orders.append(CHANNEL_MAJOR)
+            body = min(
+                (_encode_body(array, o, codec) for o in orders), key=len
+            )
+        except MemoryError:
+            raise ValueError(_too_large_message(array, None)) from None
     blob = b"".join(head) + body
     return blob + struct.pack("<I", zlib.crc32(blob))
 
@@ -876,7 +962,7 @@ def decode_array(reader, max_bytes, expect=None):
                 f"{reader.what}: invalid shuffle flag {shuffle}"
             )
         raw = decode_stream(reader, nnz * dtype.itemsize, "values")
-        values = _unshuffle(raw, dtype, nnz, shuffle)
+        values = _unshuffle(raw, dtype, nnz, shuffle, writable=False)
         if not _nonzero_bits(values).all():
             raise CompressedFormatError(
                 f"{reader.what}: a stored non-zero value is zero"
@@ -897,6 +983,7 @@ def verify_crc(data, what):
         )
 
 
+@keywords_checked
 def decompress_array(data, max_bytes=None, verify=True):
     """Inverse of `compress_array`: the exact array, bit for bit.
 
@@ -950,6 +1037,11 @@ def describe_blob(data):
         # bytes(10**12) would allocate a terabyte of zeros.
         raise TypeError(
             f"describe_blob expects bytes, got {type(data).__name__}"
+        )
+    if len(data) < 4 + 3 + 1 + 4:
+        raise CompressedFormatError(
+            f"array blob: truncated: {len(data)} bytes is shorter than the "
+            "smallest blob"
         )
     reader = Reader(bytes(data), "array blob", end=len(data) - 4)
     dtype, shape = read_array_header(reader)

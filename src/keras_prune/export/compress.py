@@ -40,6 +40,7 @@ import zlib
 import numpy as np
 
 from keras_prune import _files
+from keras_prune._keywords import keywords_checked
 from keras_prune.export import _format
 from keras_prune.export._format import CompressedFormatError
 from keras_prune.export._format import compress_array
@@ -258,6 +259,7 @@ def _find_mask_source(mask, candidates):
     return None
 
 
+@keywords_checked
 def save_compressed(model, path, include_optimizer=False, codec="lzma"):
     """Saves a whole model, losslessly, in keras-prune's compressed format.
 
@@ -507,6 +509,12 @@ def _read_bytes(path, max_bytes):
     if isinstance(path, (bytes, bytearray, memoryview)):
         return bytes(path)
     if hasattr(path, "read"):
+        if isinstance(path, io.TextIOBase):
+            # read() would decode the bytes (UnicodeDecodeError).
+            raise TypeError(
+                "load_compressed needs a binary file object (open(path, "
+                "'rb')), got a text file object"
+            )
         data = path.read(limit + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(
@@ -605,9 +613,16 @@ def _parse(data, what, max_bytes, verify=True):
         if data[:2] == b"PK":
             _fail(
                 what,
-                "wrong magic: this is a zip (.keras) file, not a "
-                "keras-prune compressed model; use "
-                "keras.saving.load_model",
+                "wrong magic: this is a zip file (a .keras model, or an "
+                ".npz archive), not a keras-prune compressed model; use "
+                "keras.saving.load_model for a .keras file",
+            )
+        if data[:4] == _format.ARRAY_MAGIC:
+            _fail(
+                what,
+                "wrong magic: this is one array compressed by "
+                "keras_prune.compress_array, not a model; read it with "
+                "keras_prune.decompress_array",
             )
         _fail(
             what,
@@ -808,9 +823,14 @@ def _check_modules(config, what):
             isinstance(module, str)
             and module.split(".")[0] in _IMPORTING_PACKAGES
             and module not in sys.modules
-            and not (
-                module in _MODEL_MODULES
-                or module.startswith(tuple(m + "." for m in _MODEL_MODULES))
+            and (
+                _is_test_module(module)
+                or not (
+                    module in _MODEL_MODULES
+                    or module.startswith(
+                        tuple(m + "." for m in _MODEL_MODULES)
+                    )
+                )
             )
         ):
             _fail(
@@ -819,6 +839,18 @@ def _check_modules(config, what):
                 "not a module of layers, models, optimizers, losses "
                 "or metrics; refusing to import it",
             )
+
+
+def _is_test_module(module):
+    """Whether `module` is (inside) a test module: Keras ships its tests
+    next to its layers (`keras.src.layers.core.dense_test`); importing one
+    pulls in pytest, and some TensorFlow."""
+    return any(
+        part in ("test", "tests", "testing", "conftest")
+        or part.endswith("_test")
+        or part.startswith("test_")
+        for part in module.split(".")
+    )
 
 
 def _public_optimizer(class_name):
@@ -1029,6 +1061,7 @@ def _build_model(config, what, custom_objects, compile):
     return model
 
 
+@keywords_checked
 def load_compressed(path, custom_objects=None, compile=True, max_bytes=None):
     """Loads a model written by `save_compressed`: bit-identical weights.
 

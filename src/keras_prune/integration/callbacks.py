@@ -4,6 +4,7 @@ import warnings
 
 import keras
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.core import schedules
 from keras_prune.integration import host_updates
 from keras_prune.integration import state
@@ -53,6 +54,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     ```
     """
 
+    @keywords_checked
     def __init__(self):
         super().__init__()
         self._step = None

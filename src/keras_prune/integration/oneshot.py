@@ -6,6 +6,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.core import schedules
 from keras_prune.integration import spec as _spec
 from keras_prune.integration import state
@@ -13,6 +14,7 @@ from keras_prune.integration.prune import prune_low_magnitude
 from keras_prune.integration.state import pruning_wrappers
 
 
+@keywords_checked
 def prune_once(
     model,
     sparsity,

@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.integration import groups
 from keras_prune.integration import inplace
 from keras_prune.integration import registry
@@ -18,6 +19,7 @@ from keras_prune.integration.wrapper import PruneLowMagnitude
 is_graph_model = rewrite.is_graph_model
 
 
+@keywords_checked
 def prune_low_magnitude(
     to_prune,
     pruning_schedule=None,

@@ -174,8 +174,17 @@ def register_prunable_weights(layer_class, weight_names):
             "register_prunable_weights(layer_class, ...) needs a layer class "
             f"or a class name, got {layer_class!r}."
         )
-    if isinstance(weight_names, str) or not all(
-        isinstance(n, str) for n in weight_names
+    if not isinstance(weight_names, str):
+        try:
+            # A generator would be used up by the check below, leaving ()
+            # registered: the layer declared dense, silently.
+            weight_names = tuple(weight_names)
+        except TypeError:
+            pass
+    if (
+        isinstance(weight_names, str)
+        or not isinstance(weight_names, tuple)
+        or not all(isinstance(n, str) for n in weight_names)
     ):
         raise TypeError(
             "register_prunable_weights(..., weight_names) needs a list of "
@@ -284,6 +293,11 @@ def _known_names(layer):
 def _dense_by_name(variable):
     """Why a weight of an unknown layer is left dense by its name, or None."""
     name = variable.name.lower()
+    if "kernel" in name:
+        # A projection, whatever it mixes (`token_mixing_kernel`,
+        # `position_wise_kernel`): unknown, so it must block rather than
+        # stay dense silently.
+        return None
     for matches, reason in DENSE_BY_NAME:
         if matches(name):
             return reason

@@ -18,7 +18,6 @@ schedule) raises a `ValueError` naming the layer; when it fits some weights
 of the layer but not others, one warning names those weights.
 """
 
-import difflib
 import inspect
 import re
 import warnings
@@ -26,6 +25,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
+from keras_prune._keywords import unknown_keyword_error
 from keras_prune.core import allocation as _allocation
 from keras_prune.core import schedules
 from keras_prune.core import scores as _scores
@@ -64,19 +65,10 @@ def check_keywords(function, given, valid):
     Raises:
         TypeError: naming the unknown keyword and the closest valid one.
     """
-    valid = sorted(set(valid))
+    valid = set(valid)
     for name in given:
-        if name in valid:
-            continue
-        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-        hint = (
-            f" Did you mean {close[0]!r}?"
-            if close
-            else f" Valid keywords: {', '.join(valid)}."
-        )
-        raise TypeError(
-            f"{function}() got an unexpected keyword argument {name!r}.{hint}"
-        )
+        if name not in valid:
+            raise unknown_keyword_error(function, name, valid)
 
 
 class NotPrunableError(ValueError, TypeError):
@@ -257,6 +249,7 @@ class PruningSpec:
     ```
     """
 
+    @keywords_checked
     def __init__(
         self,
         pruning_schedule=None,

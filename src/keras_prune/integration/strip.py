@@ -2,12 +2,14 @@
 
 import keras
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.integration import inplace
 from keras_prune.integration import rewrite
 from keras_prune.integration.state import check_finite
 from keras_prune.integration.state import pruning_wrappers
 
 
+@keywords_checked
 def strip_pruning(model):
     """Removes pruning wrappers: stock Keras layers, pruned weights exactly 0.
 

@@ -635,6 +635,7 @@ def event_files(log_dir):
         return [(".", log_dir)]  # one event file
     if not os.path.isdir(log_dir):
         return found
+    root = os.path.realpath(log_dir)
     seen = set()
     stack = [log_dir]
     while stack:
@@ -659,6 +660,16 @@ def event_files(log_dir):
         for entry in entries:
             try:
                 if entry.is_dir():  # follows symlinks; loops stopped above
+                    if entry.is_symlink() and _contains(entry.path, root):
+                        # A link to `/` or `..` would walk everything
+                        # above the log folder (all of /proc, say).
+                        warnings.warn(
+                            f"{entry.path}: a link to a folder holding the "
+                            "log folder itself; not followed",
+                            CorruptEventFileWarning,
+                            stacklevel=2,
+                        )
+                        continue
                     stack.append(entry.path)
                 elif "tfevents" in entry.name and entry.is_file():
                     found.append((run, entry.path))
@@ -666,6 +677,12 @@ def event_files(log_dir):
                 continue
     # Names start with events.out.tfevents.<time>: sorting is chronological.
     return sorted(found, key=lambda item: (item[0], os.path.basename(item[1])))
+
+
+def _contains(link, root):
+    """Whether the folder `link` points to is `root` or one above it."""
+    target = os.path.realpath(link)
+    return root == target or root.startswith(target.rstrip(os.sep) + os.sep)
 
 
 def _remote_event_files(log_dir):
@@ -727,17 +744,28 @@ def read_scalars(log_dir):
     >>> scalars["model/sparsity"][-1]
     (900, 0.9)
     """
-    out = {}
+    return read_logs(log_dir)[0]
+
+
+def read_logs(log_dir):
+    """`(read_scalars(log_dir), read_config(log_dir))`, reading each event
+    file once (a large or corrupt file costs one pass, and each corrupt
+    record is reported once)."""
+    out, config = {}, None
     for run, path in event_files(log_dir):
         for step, values in decoded_events(path):
-            for tag, scalar, _ in values:
+            for tag, scalar, text in values:
                 if scalar is not None:
                     out.setdefault(_key(run, tag), []).append(
                         (int(step), scalar)
                     )
+                if tag == CONFIG_TAG and text:
+                    config = (
+                        _parse_config(text.decode("utf-8", "replace")) or config
+                    )
     for values in out.values():
         values.sort(key=lambda item: item[0])
-    return out
+    return out, config
 
 
 def read_config(log_dir):
@@ -747,15 +775,7 @@ def read_config(log_dir):
         dict with key `weights`: `{tag: {"params", "shape", "schedule"}}`,
         `schedule` being the Keras serialization of the weight's schedule.
     """
-    config = None
-    for _, path in event_files(log_dir):
-        for _, values in decoded_events(path):
-            for tag, _, text in values:
-                if tag == CONFIG_TAG and text:
-                    config = (
-                        _parse_config(text.decode("utf-8", "replace")) or config
-                    )
-    return config
+    return read_logs(log_dir)[1]
 
 
 def _parse_config(text):

@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.core import schedules as schedules_lib
 
 
@@ -125,6 +126,7 @@ def schedule_events(schedule, stop=None, start=0):
     return list(_scan(schedule, start, stop))
 
 
+@keywords_checked
 def describe_schedule(schedule, stop=None, max_rows=12):
     """A text table of the mask updates of `schedule`, condensed when long.
 
@@ -189,6 +191,7 @@ def describe_schedule(schedule, stop=None, max_rows=12):
     return "\n".join(lines)
 
 
+@keywords_checked
 def plot_schedule(
     schedule, path=None, stop=None, ax=None, actual=None, title=None
 ):
@@ -425,6 +428,7 @@ def _check_model(model, name):
         )
 
 
+@keywords_checked
 def sparsity_report(model, sizes=False, pattern=True):
     """Per-weight sparsity of a model: pruned or stripped, any backend.
 
@@ -564,6 +568,7 @@ def format_report(rows):
     return "\n".join(lines)
 
 
+@keywords_checked
 def pruning_plan(model, skip_unsupported=True):
     """Every weight of a model: pruned or not, and why.
 

@@ -4,8 +4,7 @@ import os
 
 from keras_prune.monitoring.events import _SUFFIXES
 from keras_prune.monitoring.events import event_files
-from keras_prune.monitoring.events import read_config
-from keras_prune.monitoring.events import read_scalars
+from keras_prune.monitoring.events import read_logs
 from keras_prune.monitoring.stats import last_values
 from keras_prune.monitoring.stats import weight_rows_from_logs
 
@@ -34,8 +33,7 @@ def report(log_dir, plot=None):
         from keras_prune.monitoring import plots
 
         plots.check_plot_path(plot)  # before reading the logs
-    scalars = read_scalars(log_dir)
-    config = read_config(log_dir)
+    scalars, config = read_logs(log_dir)
     rows = weight_rows_from_logs(scalars, config)
     last = last_values(scalars)
     lines = [f"log dir: {os.fspath(log_dir)}"]

@@ -27,6 +27,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.integration import state
 from keras_prune.monitoring.events import CONFIG_TAG
 from keras_prune.monitoring.events import PRUNING_RUN
@@ -149,6 +150,7 @@ class PruningSummaries(keras.callbacks.Callback):
     `on_epoch_begin(epoch)` without `on_train_begin`, which logs at once).
     """
 
+    @keywords_checked
     def __init__(
         self, log_dir, update_freq="epoch", write_metrics=True, **kwargs
     ):

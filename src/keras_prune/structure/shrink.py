@@ -10,6 +10,7 @@ layers: it saves and loads anywhere Keras runs.
 import keras
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.structure import graph as graph_lib
 from keras_prune.structure.graph import CONSUMER
 from keras_prune.structure.graph import PRODUCER
@@ -352,6 +353,7 @@ def _expand_block(graph, layer, removed, taken):
     return ExpandedBlock(layer, heads, inner, taken)
 
 
+@keywords_checked
 def shrink(model, ratio=None, importance="l2", return_report=False):
     """Physically removes channels, heads and FFN units from `model`.
 

@@ -18,6 +18,7 @@ The model stays a model of stock Keras layers: no wrapper, nothing to strip.
 import keras
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.structure.graph import CONSUMER
 from keras_prune.structure.graph import DependencyGraph
 from keras_prune.structure.importance import get_importance
@@ -50,6 +51,7 @@ class ChannelPruning(keras.callbacks.Callback):
     ```
     """
 
+    @keywords_checked
     def __init__(self, schedule, importance="l2"):
         super().__init__()
         from keras_prune.core.schedules import PruningSchedule

@@ -4,6 +4,7 @@ import math
 
 import keras
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.core import patterns
 from keras_prune.core.sparsity_patterns.base import Pattern
 from keras_prune.core.sparsity_patterns.base import register
@@ -30,6 +31,7 @@ class Block(Pattern):
     ```
     """
 
+    @keywords_checked
     def __init__(self, block_size=(1, 1), pooling="AVG"):
         block_size = tuple(block_size)
         if (

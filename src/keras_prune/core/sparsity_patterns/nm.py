@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_prune._keywords import keywords_checked
 from keras_prune.core import patterns
 from keras_prune.core.sparsity_patterns.base import Pattern
 from keras_prune.core.sparsity_patterns.base import register
@@ -29,6 +30,7 @@ class NM(Pattern):
     ```
     """
 
+    @keywords_checked
     def __init__(self, m=2, n=4):
         if not (
             isinstance(m, (int, np.integer))
