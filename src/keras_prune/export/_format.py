@@ -830,9 +830,7 @@ def compress_array(array, codec="lzma"):
             orders = [C_ORDER]
             if array.ndim >= 2 and array.shape[-1] > 1 and array.size > 64:
                 orders.append(CHANNEL_MAJOR)
-            body = min(
-                (_encode_body(array, o, codec) for o in orders), key=len
-            )
+            body = min((_encode_body(array, o, codec) for o in orders), key=len)
         except MemoryError:
             raise ValueError(_too_large_message(array, None)) from None
     blob = b"".join(head) + body

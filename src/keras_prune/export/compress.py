@@ -827,9 +827,7 @@ def _check_modules(config, what):
                 _is_test_module(module)
                 or not (
                     module in _MODEL_MODULES
-                    or module.startswith(
-                        tuple(m + "." for m in _MODEL_MODULES)
-                    )
+                    or module.startswith(tuple(m + "." for m in _MODEL_MODULES))
                 )
             )
         ):
