@@ -507,6 +507,108 @@ def test_sublayer_called_directly_gets_one_mask():
         assert_same_outputs(a, b)
 
 
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _TokenAndPosition(keras.layers.Layer):
+    """BLIP-2's `BLIP2OPTEmbeddings`: a token embedding (also the LM head)
+    and a position embedding in one container."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            VOCAB, 8, name="token_embedding"
+        )
+        self.position_embedding = keras.layers.Embedding(
+            SEQ, 8, name="position_embedding"
+        )
+
+    def build(self, shape):
+        self.token_embedding.build(shape)
+        self.position_embedding.build(shape)
+
+    def call(self, ids):
+        positions = keras.ops.arange(keras.ops.shape(ids)[-1])
+        return self.token_embedding(ids) + self.position_embedding(positions)
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _TiedLM(keras.Model):
+    """A Functional model described by its constructor, as Keras-Hub tasks
+    are: it calls the container, then the token embedding in it directly."""
+
+    def __init__(self, **kwargs):
+        ids = keras.Input((SEQ,), dtype="int32")
+        embeddings = _TokenAndPosition(name="embeddings")
+        hidden = keras.layers.Dense(8, name="ffn")(embeddings(ids))
+        logits = embeddings.token_embedding(hidden, reverse=True)
+        super().__init__(ids, logits, **kwargs)
+        self.embeddings = embeddings
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def test_container_and_its_directly_called_sublayer_one_mask(tmp_path):
+    # BLIP2CausalLM: BLIP2OPTEmbeddings (token + position embedding) and the
+    # token embedding it holds (called directly as the LM head) were both
+    # wrapped, with two masks on the token embedding: allocation='global'
+    # counted it twice (the tiny BLIP-2 kept 548 of 2,752 weights at 0.8
+    # instead of kept_count = 550), and the stripped model (both masks
+    # applied) computed something else than the pruned one. Now the
+    # container's wrapper leaves that weight to the sublayer's wrapper.
+    keras.utils.set_random_seed(0)
+    model = _TiedLM(name="tied_lm")
+    x = np.random.RandomState(0).randint(0, VOCAB, (BATCH, SEQ))
+    x = x.astype("int32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the global guard's floor
+        pruned = kp.prune_once(model, 0.8, allocation="global")
+    pairs = [
+        (w.layer.name, v, m)
+        for w in pruning_wrappers(pruned)
+        for v, m in zip(w.pruned_weights, w.masks)
+    ]
+    assert sorted((n, v.path) for n, v, _ in pairs) == [
+        ("embeddings", "embeddings/position_embedding/embeddings"),
+        ("ffn", "ffn/kernel"),
+        ("token_embedding", "embeddings/token_embedding/embeddings"),
+    ]
+    total = sum(int(np.prod(v.shape)) for _, v, _ in pairs)
+    assert total == VOCAB * 8 + SEQ * 8 + 8 * 8
+    kept = sum(int(to_np(m).sum()) for _, _, m in pairs)
+    assert kept == kp.kept_count(total, 0.8)
+    # The container calls the token embedding's wrapper.
+    inner = pruned.embeddings.layer.token_embedding
+    assert isinstance(inner, kp.PruneLowMagnitude)
+    want = outputs(pruned, x)
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert sorted(
+        (w.layer.name, len(w.masks)) for w in pruning_wrappers(loaded)
+    ) == [("embeddings", 1), ("ffn", 1), ("token_embedding", 1)]
+    for a, b in zip(outputs(loaded, x), want):
+        assert_same_outputs(a, b)
+    stripped = kp.strip_pruning(pruned)
+    assert pruning_wrappers(stripped) == []
+    assert type(stripped.embeddings.token_embedding).__name__ == (
+        "ReversibleEmbedding"
+    )
+    for a, b in zip(outputs(stripped, x), want):
+        assert_same_outputs(a, b)
+    nonzero = sum(int(np.count_nonzero(to_np(v))) for _, v, _ in pairs)
+    assert nonzero == kept
+    # Trained with the callback: the nested wrapper's step and masks update.
+    wrapped = kp.prune_low_magnitude(_TiedLM(name="tied_lm"))
+    wrapped.compile("sgd", "sparse_categorical_crossentropy")
+    y = np.zeros((BATCH, SEQ), "int32")
+    wrapped.fit(x, y, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()])
+    for w in pruning_wrappers(wrapped):
+        assert int(to_np(w.pruning_step)) == 2
+        for v, m in zip(w.pruned_weights, w.masks):
+            n = int(np.prod(v.shape))
+            assert int(to_np(m).sum()) == kp.kept_count(n, 0.5), v.path
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.
