@@ -203,7 +203,7 @@ def put_in_place(model, swaps):
         What `rewrite.swap_layers` returns.
     """
     later = []
-    for key, wrapper in swaps.items():
+    for wrapper in swaps.values():
         inner = wrapper.layer._flatten_layers(
             include_self=False, recursive=True
         )
