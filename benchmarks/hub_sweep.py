@@ -157,7 +157,7 @@ def check_exact(p, sparsity):
     rows = kp.sparsity_report(p, pattern=False)
     for r in rows:
         if r["pruned"]:
-            want = kp.kept_count(r["params"], sparsity)
+            want = int(kp.kept_count(r["params"], sparsity))
             got = r["params"] - r["zeros"]
             if got != want:
                 bad.append((r["layer"], r["weight"], r["shape"], got, want))
@@ -319,7 +319,7 @@ def main(case_name, use_task):
         res["global"] = dict(
             N=N,
             kept=K,
-            want=kp.kept_count(N, 0.8),
+            want=int(kp.kept_count(N, 0.8)),
             collapsed=[
                 (r["layer"], r["weight"])
                 for r in pr
