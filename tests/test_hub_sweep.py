@@ -609,6 +609,53 @@ def test_container_and_its_directly_called_sublayer_one_mask(tmp_path):
             assert int(to_np(m).sum()) == kp.kept_count(n, 0.5), v.path
 
 
+class _BrokenConfigDense(keras.layers.Dense):
+    """keras-hub 0.32's `LlamaTransformerDecoder`: `get_config()` reads an
+    attribute `__init__` never set."""
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.rope_scaling_factor}
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _BrokenConfigModel(keras.Model):
+    """Described by its constructor, as Keras-Hub models are: it saves
+    although one of its layers cannot give its config."""
+
+    def __init__(self, **kwargs):
+        x = keras.Input((4,))
+        y = _BrokenConfigDense(8, name="decoder")(x)
+        super().__init__(x, keras.layers.Dense(2, name="head")(y), **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def test_pruned_model_saves_without_its_layers_configs(tmp_path):
+    # A pruned LlamaCausalLM (wrappers in it) did not save: the wrapper's
+    # config serialised its layer's, and LlamaTransformerDecoder.get_config
+    # raises AttributeError ('rope_scaling_factor'); the dense model saves.
+    keras.utils.set_random_seed(0)
+    model = _BrokenConfigModel(name="broken_config")
+    with pytest.raises(AttributeError):
+        model.get_layer("decoder").get_config()
+    pruned = kp.prune_once(model, 0.5)
+    x = np.random.RandomState(0).standard_normal((2, 4)).astype("float32")
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded).__name__ == "_BrokenConfigModel"
+    assert sorted(w.layer.name for w in pruning_wrappers(loaded)) == [
+        "decoder",
+        "head",
+    ]
+    for w in pruning_wrappers(loaded):
+        (mask,) = w.masks
+        n = int(np.prod(mask.shape))
+        assert int(to_np(mask).sum()) == kp.kept_count(n, 0.5)
+    assert_same_outputs(to_np(loaded(x)), to_np(pruned(x)))
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.

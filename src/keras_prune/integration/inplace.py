@@ -107,8 +107,7 @@ class PrunedInPlace:
             record["build_config"] = build_config
         wrappers = []
         for wrapper, path in wrapper_paths(self):
-            config = wrapper.get_config()
-            config.pop("layer", None)
+            config = wrapper.settings_config()
             wrappers.append(
                 {
                     "path": [list(step) for step in path],
