@@ -656,6 +656,36 @@ def test_pruned_model_saves_without_its_layers_configs(tmp_path):
     assert_same_outputs(to_np(loaded(x)), to_np(pruned(x)))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_layer_in_float32_model_same_when_stripped(
+    dtype, tmp_path
+):
+    # StableDiffusion3's float16 CLIP encoders (keras-hub's test config on
+    # TensorFlow and torch): the wrapper took the default float32 policy,
+    # its `__call__` cast the inputs to float32, and the float16 layer then
+    # computed in float32 when pruned and in float16 once stripped: the
+    # stripped model's images differed by up to 1.7e-3. The wrapper now
+    # takes its layer's dtype policy.
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((16,))
+    low = keras.layers.Dense(16, dtype=dtype, name="low")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(4, name="head")(low))
+    pruned = kp.prune_once(model, 0.5)
+    wrapper = pruned.get_layer("prune_low_magnitude_low")
+    assert wrapper.dtype_policy.name == dtype
+    assert wrapper.output.dtype == dtype
+    x = np.random.RandomState(0).standard_normal((3, 16)).astype("float32")
+    want = to_np(pruned(x))
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("prune_low_magnitude_low").dtype_policy.name == (
+        dtype
+    )
+    np.testing.assert_array_equal(to_np(loaded(x)), want)
+    np.testing.assert_array_equal(to_np(kp.strip_pruning(pruned)(x)), want)
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.

@@ -97,7 +97,10 @@ def wrapper_keywords(layer, kwargs, signature):
 
     Returns:
         The keywords for `keras.layers.Wrapper`: `name` defaults to
-        `prune_low_magnitude_<layer name>`, and `activity_regularizer` (the
+        `prune_low_magnitude_<layer name>`, `dtype` to the layer's dtype
+        policy (the wrapper's `__call__` casts the inputs the layer then
+        sees: a float16 layer in a float32 model computed in float32 when
+        pruned, in float16 once stripped), and `activity_regularizer` (the
         wrapped layer's, in its config) is dropped.
 
     Raises:
@@ -117,6 +120,8 @@ def wrapper_keywords(layer, kwargs, signature):
     )
     kwargs = dict(kwargs)
     kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+    if kwargs.get("dtype") is None:
+        kwargs["dtype"] = layer.dtype_policy
     kwargs.pop("activity_regularizer", None)
     return kwargs
 
