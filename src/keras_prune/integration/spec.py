@@ -120,8 +120,9 @@ def wrapper_keywords(layer, kwargs, signature):
     )
     kwargs = dict(kwargs)
     kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
-    if kwargs.get("dtype") is None:
-        kwargs["dtype"] = layer.dtype_policy
+    policy = layer.dtype_policy
+    if kwargs.get("dtype") is None and policy.quantization_mode is None:
+        kwargs["dtype"] = policy  # (a quantized layer is refused at build)
     kwargs.pop("activity_regularizer", None)
     return kwargs
 
