@@ -686,6 +686,32 @@ def test_low_precision_layer_in_float32_model_same_when_stripped(
     np.testing.assert_array_equal(to_np(kp.strip_pruning(pruned)(x)), want)
 
 
+def test_m_by_n_one_channel_per_group_along_the_window():
+    # keras.applications.ConvNeXtTiny's depthwise convolutions are
+    # Conv2D(groups=channels): kernel (7, 7, 1, 96). N:M along the input
+    # channels (one per group) could prune nothing, and sparsity_m_by_n=
+    # (2, 4) raised on the whole model. Such kernels (and one-channel
+    # stems) are grouped along the axes their product sums over.
+    keras.utils.set_random_seed(0)
+    x = keras.Input((9, 9, 8))
+    y = keras.layers.Conv2D(8, 7, groups=8, padding="same", name="dw")(x)
+    y = keras.layers.Conv2D(1, 1, name="to_one")(y)
+    model = keras.Model(x, keras.layers.Conv2D(4, 3, name="stem")(y))
+    pruned = kp.prune_once(model, 0.5, sparsity_m_by_n=(2, 4))
+    got = {}
+    for owner, v, value in masked(pruned):
+        axis = patterns.contracted_axes(owner, v)
+        assert kp.is_pruned_m_by_n(value, (2, 4), axis=axis), owner.name
+        per_out = np.count_nonzero(value.reshape(-1, value.shape[-1]), axis=0)
+        got[owner.name] = (axis, sorted(set(per_out.tolist())))
+    # 49 = 12 groups of 4 (2 kept each) + 1; 9 = 2 groups + 1; 8 = 2 groups.
+    assert got == {
+        "dw": ((0, 1, 2), [25]),
+        "to_one": (-2, [4]),
+        "stem": ((0, 1, 2), [5]),
+    }
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.
