@@ -6,9 +6,10 @@ keras-hub's own backbone test (`self.init_kwargs` and `self.input_data` of
 `keras_hub/src/models/*/*_backbone_test.py`: the test files are not in the
 wheel, so a source checkout is needed), wrapped in its main task where it
 has one (`preprocessor=None`), and checked: default
-`prune_low_magnitude`, `prune_once(0.5)` exact counts and the plan, 2:4
-along contracted axes, `allocation="global"` at 0.8, strip (class, weight
-count, outputs) and save/load. One JSON line per model.
+`prune_low_magnitude`, `prune_once(0.5)` exact counts and the plan,
+save/load of the pruned model (wrappers), 2:4 along contracted axes,
+`allocation="global"` at 0.8, strip (class, weight count, outputs) and
+save/load. One JSON line per model.
 
     KERAS_BACKEND=jax python -m benchmarks.hub_sweep \
         --keras-hub-src /tmp/keras-hub --out /tmp/hub_sweep.jsonl [--only A,B]
@@ -157,7 +158,7 @@ def check_exact(p, sparsity):
     rows = kp.sparsity_report(p, pattern=False)
     for r in rows:
         if r["pruned"]:
-            want = kp.kept_count(r["params"], sparsity)
+            want = int(kp.kept_count(r["params"], sparsity))
             got = r["params"] - r["zeros"]
             if got != want:
                 bad.append((r["layer"], r["weight"], r["shape"], got, want))
@@ -256,6 +257,19 @@ def main(case_name, use_task):
             [v for v in m.weights if "float" in str(v.dtype)]
         )
         y1 = outs(p, x)
+        try:  # the pruned model, wrappers and all, saves and reloads
+            d = tempfile.mkdtemp()
+            p.save(os.path.join(d, "p.keras"))
+            lp = keras.saving.load_model(os.path.join(d, "p.keras"))
+            res["pruned_reload_cls"] = type(lp).__name__
+            res["pruned_reload_wrappers"] = len(pruning_wrappers(lp))
+            res["pruned_reload_maxdiff"] = max(
+                float(np.max(np.abs(a - b))) if a.size else 0.0
+                for a, b in zip(y1, outs(lp, x))
+            )
+            del lp
+        except Exception as e:
+            res["pruned_reload"] = err(e)
         s = kp.strip_pruning(p)
         res["strip_cls_ok"] = type(s) is type(m)
         res["strip_nweights"] = (len(s.weights), len(m.weights))
@@ -319,7 +333,7 @@ def main(case_name, use_task):
         res["global"] = dict(
             N=N,
             kept=K,
-            want=kp.kept_count(N, 0.8),
+            want=int(kp.kept_count(N, 0.8)),
             collapsed=[
                 (r["layer"], r["weight"])
                 for r in pr

@@ -507,6 +507,211 @@ def test_sublayer_called_directly_gets_one_mask():
         assert_same_outputs(a, b)
 
 
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _TokenAndPosition(keras.layers.Layer):
+    """BLIP-2's `BLIP2OPTEmbeddings`: a token embedding (also the LM head)
+    and a position embedding in one container."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            VOCAB, 8, name="token_embedding"
+        )
+        self.position_embedding = keras.layers.Embedding(
+            SEQ, 8, name="position_embedding"
+        )
+
+    def build(self, shape):
+        self.token_embedding.build(shape)
+        self.position_embedding.build(shape)
+
+    def call(self, ids):
+        positions = keras.ops.arange(keras.ops.shape(ids)[-1])
+        return self.token_embedding(ids) + self.position_embedding(positions)
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _TiedLM(keras.Model):
+    """A Functional model described by its constructor, as Keras-Hub tasks
+    are: it calls the container, then the token embedding in it directly."""
+
+    def __init__(self, **kwargs):
+        ids = keras.Input((SEQ,), dtype="int32")
+        embeddings = _TokenAndPosition(name="embeddings")
+        hidden = keras.layers.Dense(8, name="ffn")(embeddings(ids))
+        logits = embeddings.token_embedding(hidden, reverse=True)
+        super().__init__(ids, logits, **kwargs)
+        self.embeddings = embeddings
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def test_container_and_its_directly_called_sublayer_one_mask(tmp_path):
+    # BLIP2CausalLM: BLIP2OPTEmbeddings (token + position embedding) and the
+    # token embedding it holds (called directly as the LM head) were both
+    # wrapped, with two masks on the token embedding: allocation='global'
+    # counted it twice (the tiny BLIP-2 kept 548 of 2,752 weights at 0.8
+    # instead of kept_count = 550), and the stripped model (both masks
+    # applied) computed something else than the pruned one. Now the
+    # container's wrapper leaves that weight to the sublayer's wrapper.
+    keras.utils.set_random_seed(0)
+    model = _TiedLM(name="tied_lm")
+    x = np.random.RandomState(0).randint(0, VOCAB, (BATCH, SEQ))
+    x = x.astype("int32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the global guard's floor
+        pruned = kp.prune_once(model, 0.8, allocation="global")
+    pairs = [
+        (w.layer.name, v, m)
+        for w in pruning_wrappers(pruned)
+        for v, m in zip(w.pruned_weights, w.masks)
+    ]
+    assert sorted((n, v.path) for n, v, _ in pairs) == [
+        ("embeddings", "embeddings/position_embedding/embeddings"),
+        ("ffn", "ffn/kernel"),
+        ("token_embedding", "embeddings/token_embedding/embeddings"),
+    ]
+    total = sum(int(np.prod(v.shape)) for _, v, _ in pairs)
+    assert total == VOCAB * 8 + SEQ * 8 + 8 * 8
+    kept = sum(int(to_np(m).sum()) for _, _, m in pairs)
+    assert kept == kp.kept_count(total, 0.8)
+    # The container calls the token embedding's wrapper.
+    inner = pruned.embeddings.layer.token_embedding
+    assert isinstance(inner, kp.PruneLowMagnitude)
+    want = outputs(pruned, x)
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert sorted(
+        (w.layer.name, len(w.masks)) for w in pruning_wrappers(loaded)
+    ) == [("embeddings", 1), ("ffn", 1), ("token_embedding", 1)]
+    for a, b in zip(outputs(loaded, x), want):
+        assert_same_outputs(a, b)
+    stripped = kp.strip_pruning(pruned)
+    assert pruning_wrappers(stripped) == []
+    assert type(stripped.embeddings.token_embedding).__name__ == (
+        "ReversibleEmbedding"
+    )
+    for a, b in zip(outputs(stripped, x), want):
+        assert_same_outputs(a, b)
+    nonzero = sum(int(np.count_nonzero(to_np(v))) for _, v, _ in pairs)
+    assert nonzero == kept
+    # Trained with the callback: the nested wrapper's step and masks update.
+    wrapped = kp.prune_low_magnitude(_TiedLM(name="tied_lm"))
+    wrapped.compile("sgd", "sparse_categorical_crossentropy")
+    y = np.zeros((BATCH, SEQ), "int32")
+    wrapped.fit(x, y, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()])
+    for w in pruning_wrappers(wrapped):
+        assert int(to_np(w.pruning_step)) == 2
+        for v, m in zip(w.pruned_weights, w.masks):
+            n = int(np.prod(v.shape))
+            assert int(to_np(m).sum()) == kp.kept_count(n, 0.5), v.path
+
+
+class _BrokenConfigDense(keras.layers.Dense):
+    """keras-hub 0.32's `LlamaTransformerDecoder`: `get_config()` reads an
+    attribute `__init__` never set."""
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.rope_scaling_factor}
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _BrokenConfigModel(keras.Model):
+    """Described by its constructor, as Keras-Hub models are: it saves
+    although one of its layers cannot give its config."""
+
+    def __init__(self, **kwargs):
+        x = keras.Input((4,))
+        y = _BrokenConfigDense(8, name="decoder")(x)
+        super().__init__(x, keras.layers.Dense(2, name="head")(y), **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def test_pruned_model_saves_without_its_layers_configs(tmp_path):
+    # A pruned LlamaCausalLM (wrappers in it) did not save: the wrapper's
+    # config serialised its layer's, and LlamaTransformerDecoder.get_config
+    # raises AttributeError ('rope_scaling_factor'); the dense model saves.
+    keras.utils.set_random_seed(0)
+    model = _BrokenConfigModel(name="broken_config")
+    with pytest.raises(AttributeError):
+        model.get_layer("decoder").get_config()
+    pruned = kp.prune_once(model, 0.5)
+    x = np.random.RandomState(0).standard_normal((2, 4)).astype("float32")
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded).__name__ == "_BrokenConfigModel"
+    assert sorted(w.layer.name for w in pruning_wrappers(loaded)) == [
+        "decoder",
+        "head",
+    ]
+    for w in pruning_wrappers(loaded):
+        (mask,) = w.masks
+        n = int(np.prod(mask.shape))
+        assert int(to_np(mask).sum()) == kp.kept_count(n, 0.5)
+    assert_same_outputs(to_np(loaded(x)), to_np(pruned(x)))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_layer_in_float32_model_same_when_stripped(
+    dtype, tmp_path
+):
+    # StableDiffusion3's float16 CLIP encoders (keras-hub's test config on
+    # TensorFlow and torch): the wrapper took the default float32 policy,
+    # its `__call__` cast the inputs to float32, and the float16 layer then
+    # computed in float32 when pruned and in float16 once stripped: the
+    # stripped model's images differed by up to 1.7e-3. The wrapper now
+    # takes its layer's dtype policy.
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((16,))
+    low = keras.layers.Dense(16, dtype=dtype, name="low")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(4, name="head")(low))
+    pruned = kp.prune_once(model, 0.5)
+    wrapper = pruned.get_layer("prune_low_magnitude_low")
+    assert wrapper.dtype_policy.name == dtype
+    assert wrapper.output.dtype == dtype
+    x = np.random.RandomState(0).standard_normal((3, 16)).astype("float32")
+    want = to_np(pruned(x))
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("prune_low_magnitude_low").dtype_policy.name == (
+        dtype
+    )
+    np.testing.assert_array_equal(to_np(loaded(x)), want)
+    np.testing.assert_array_equal(to_np(kp.strip_pruning(pruned)(x)), want)
+
+
+def test_m_by_n_one_channel_per_group_along_the_window():
+    # keras.applications.ConvNeXtTiny's depthwise convolutions are
+    # Conv2D(groups=channels): kernel (7, 7, 1, 96). N:M along the input
+    # channels (one per group) could prune nothing, and sparsity_m_by_n=
+    # (2, 4) raised on the whole model. Such kernels (and one-channel
+    # stems) are grouped along the axes their product sums over.
+    keras.utils.set_random_seed(0)
+    x = keras.Input((9, 9, 8))
+    y = keras.layers.Conv2D(8, 7, groups=8, padding="same", name="dw")(x)
+    y = keras.layers.Conv2D(1, 1, name="to_one")(y)
+    model = keras.Model(x, keras.layers.Conv2D(4, 3, name="stem")(y))
+    pruned = kp.prune_once(model, 0.5, sparsity_m_by_n=(2, 4))
+    got = {}
+    for owner, v, value in masked(pruned):
+        axis = patterns.contracted_axes(owner, v)
+        assert kp.is_pruned_m_by_n(value, (2, 4), axis=axis), owner.name
+        per_out = np.count_nonzero(value.reshape(-1, value.shape[-1]), axis=0)
+        got[owner.name] = (axis, sorted(set(per_out.tolist())))
+    # 49 = 12 groups of 4 (2 kept each) + 1; 9 = 2 groups + 1; 8 = 2 groups.
+    assert got == {
+        "dw": ((0, 1, 2), [25]),
+        "to_one": (-2, [4]),
+        "stem": ((0, 1, 2), [5]),
+    }
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.

@@ -115,7 +115,11 @@ def contracted_axes(layer, weight):
     - Embeddings `(vocab, dim)`: -1 (the axis a tied output projection
       contracts); an untied `reverse_embeddings` `(dim, vocab)`: 0.
     - Other kernels of rank > 2 (convolutions `(..., in, out)`, depthwise,
-      separable, ConvLSTM): -2, tfmot's input channels.
+      separable, ConvLSTM): -2, tfmot's input channels; when that axis
+      holds one channel (a grouped convolution with one channel per group,
+      as ConvNeXt's depthwise `Conv2D(groups=channels)`, or a one-channel
+      stem), the window axes with it: all the axes the kernel's product
+      sums over (N:M could prune nothing along one channel).
     - Dense and recurrent kernels `(in, out)`: 0.
 
     Args:
@@ -136,6 +140,8 @@ def contracted_axes(layer, weight):
     if isinstance(layer, keras.layers.Embedding):
         return 0 if weight.name == "reverse_embeddings" else -1
     if rank > 2:
+        if int(weight.shape[-2]) == 1:
+            return tuple(range(rank - 1))
         return -2
     return 0
 

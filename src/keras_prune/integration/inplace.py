@@ -107,8 +107,7 @@ class PrunedInPlace:
             record["build_config"] = build_config
         wrappers = []
         for wrapper, path in wrapper_paths(self):
-            config = wrapper.get_config()
-            config.pop("layer", None)
+            config = wrapper.settings_config()
             wrappers.append(
                 {
                     "path": [list(step) for step in path],
@@ -171,11 +170,8 @@ class PrunedInPlace:
                     custom_objects=custom_objects,
                 )
             )
-            wrapper = PruneLowMagnitude(layer, **settings)
-            if layer.built:
-                wrapper.build(None)
-            swaps[id(layer)] = wrapper
-        rewrite.swap_layers(model, swaps)
+            swaps[id(layer)] = PruneLowMagnitude(layer, **settings)
+        put_in_place(model, swaps)
         groups.link(model)
         mark(model)
         return model
@@ -186,6 +182,41 @@ class PrunedInPlace:
         # so the function that loads them is this module's.
         _, args = super().__reduce__()
         return (_unpickle, args)
+
+
+def put_in_place(model, swaps):
+    """Builds new wrappers and swaps them into `model` for their layers.
+
+    A layer wrapped together with one of its sublayers (a container whose
+    sublayer the model also calls directly: BLIP-2's token embedding in
+    `BLIP2OPTEmbeddings`) gets its wrapper built after the swap, when it
+    holds the sublayer's wrapper: `registry.weights_to_wrap` then leaves
+    those weights to the sublayer's wrapper, one mask per weight, the same
+    when pruning and when loading.
+
+    Args:
+        model: The model (or layer) holding the layers.
+        swaps: `{id(layer): PruneLowMagnitude(layer, ...)}`, unbuilt.
+
+    Returns:
+        What `rewrite.swap_layers` returns.
+    """
+    later = []
+    for wrapper in swaps.values():
+        inner = wrapper.layer._flatten_layers(
+            include_self=False, recursive=True
+        )
+        if any(id(sub) in swaps for sub in inner):
+            later.append(wrapper)
+        elif wrapper.layer.built:
+            wrapper.build(None)
+    result = rewrite.swap_layers(model, swaps)
+    for wrapper in later:
+        if wrapper.layer.built:
+            wrapper.build(None)
+    if later:
+        rewrite.track_variables(result)  # torch: the new masks
+    return result
 
 
 def _unpickle(buffer):

@@ -356,13 +356,10 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
     for layer in chosen:
         if _covered_by_sublayers(layer, chosen_ids):
             continue
-        wrapper = PruneLowMagnitude(layer, **wrap_params(layer))
-        if layer.built:
-            wrapper.build(None)
-        swaps[id(layer)] = wrapper
+        swaps[id(layer)] = PruneLowMagnitude(layer, **wrap_params(layer))
     if already:
         _check_not_pruned_twice(model, already, swaps, wants)
-    rewrite.swap_layers(model, swaps)
+    inplace.put_in_place(model, swaps)
     # A class whose own config cannot describe the wrappers (a subclassed
     # or Keras-Hub model) gets one that can: it saves and reloads pruned.
     return inplace.mark(model)

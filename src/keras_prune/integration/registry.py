@@ -362,10 +362,26 @@ def prunable_weights(layer, skip_unsupported=False):
 def weights_to_wrap(layer, skip_unsupported=False):
     """`prunable_weights` of a layer being wrapped: at least one.
 
+    The weights of a sublayer that has its own wrapper are left to that
+    wrapper: one mask per weight. (Keras-Hub's BLIP-2 calls the token
+    embedding held in its `BLIP2OPTEmbeddings` directly as the LM head; the
+    embedding layer and its container are both wrapped, and the container
+    calls the embedding's wrapper.)
+
     Raises:
         ValueError: the layer has no weights to prune.
     """
     weights = prunable_weights(layer, skip_unsupported)
+    nested = [
+        sub
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+        if getattr(sub, "_is_prune_wrapper", False)
+    ]
+    if nested:
+        theirs = {
+            id(v) for sub in nested for v in prunable_weights(sub.layer, True)
+        }
+        weights = [v for v in weights if id(v) not in theirs]
     if not weights:
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) has no weights "

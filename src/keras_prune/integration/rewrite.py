@@ -348,15 +348,22 @@ def swap_layers(root, swaps):
     """
     if not swaps:
         return root
-    parents = [
-        layer
-        for layer in root._flatten_layers(include_self=True, recursive=True)
-        if id(layer) not in swaps
-    ]
     olds = {}
     for layer in root._flatten_layers(include_self=True, recursive=True):
         if id(layer) in swaps:
             olds[id(layer)] = layer
+    # Every layer's references are swapped, also those held by a swapped
+    # layer (a container wrapped together with a sublayer, or unwrapped
+    # with it), except the one link between a wrapper and its own layer.
+    partner = {}
+    for key, old in olds.items():
+        partner[id(old)] = swaps[key]
+        partner[id(swaps[key])] = old
+    parents = [
+        layer
+        for layer in root._flatten_layers(include_self=True, recursive=True)
+        if not _holds(layer, partner.get(id(layer)))
+    ]
     graphs = _functions_under(root)
     for key, old in olds.items():
         new = swaps[key]
@@ -364,10 +371,7 @@ def swap_layers(root, swaps):
             _move_nodes(old, new)
     for graph in graphs:
         _swap_in_function(graph, swaps)
-    new_ids = {id(new) for new in swaps.values()}
     for parent in parents:
-        if id(parent) in new_ids:
-            continue  # a wrapper: it holds its own layer
         _swap_in_attributes(parent, swaps)
     result = swaps.get(id(root), root)
     if isinstance(result, keras.Model):
@@ -381,7 +385,21 @@ def swap_layers(root, swaps):
             ):
                 if getattr(result, name, None) is not None:
                     setattr(result, name, None)
-    for layer in result._flatten_layers(include_self=True, recursive=True):
-        if "_torch_params" in vars(layer):
-            layer._track_variables()  # torch `parameters()` follow the swap
+    track_variables(result)
     return result
+
+
+def _holds(layer, other):
+    return other is not None and any(
+        sub is other
+        for sub in layer._flatten_layers(include_self=False, recursive=False)
+    )
+
+
+def track_variables(root):
+    """Makes torch's `parameters()` of `root` and its layers follow their
+    variables again (after a swap, or variables added by a late `build`);
+    nothing to do on the other backends."""
+    for layer in root._flatten_layers(include_self=True, recursive=True):
+        if "_torch_params" in vars(layer):
+            layer._track_variables()

@@ -89,7 +89,10 @@ def wrapper_keywords(layer, kwargs, signature):
 
     Returns:
         The keywords for `keras.layers.Wrapper`: `name` defaults to
-        `prune_low_magnitude_<layer name>`, and `activity_regularizer` (the
+        `prune_low_magnitude_<layer name>`, `dtype` to the layer's dtype
+        policy (the wrapper's `__call__` casts the inputs the layer then
+        sees: a float16 layer in a float32 model computed in float32 when
+        pruned, in float16 once stripped), and `activity_regularizer` (the
         wrapped layer's, in its config) is dropped.
 
     Raises:
@@ -109,6 +112,9 @@ def wrapper_keywords(layer, kwargs, signature):
     )
     kwargs = dict(kwargs)
     kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
+    policy = layer.dtype_policy
+    if kwargs.get("dtype") is None and policy.quantization_mode is None:
+        kwargs["dtype"] = policy  # (a quantized layer is refused at build)
     kwargs.pop("activity_regularizer", None)
     return kwargs
 

@@ -327,6 +327,24 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     # --------------------------------------------------------------- config
 
+    def settings_config(self):
+        """This wrapper's config without its layer's.
+
+        What a model pruned in place saves for each wrapper (`inplace`): the
+        model's own config rebuilds the layer, so the layer's `get_config()`
+        is never called (keras-hub 0.32's `LlamaTransformerDecoder` has a
+        broken one, yet `LlamaCausalLM` saves).
+
+        Returns:
+            `get_config()` without `"layer"`.
+        """
+        config = keras.layers.Layer.get_config(self)
+        config.pop("activity_regularizer", None)  # in the layer's config
+        config.update(
+            _spec.wrapper_config(self.pruning_spec, self._group_config)
+        )
+        return config
+
     def get_config(self):
         config = super().get_config()
         config.pop("activity_regularizer", None)  # in the layer's config
