@@ -401,6 +401,20 @@ def host_array(x):
     return None
 
 
+def host_zeros(size, dtype):
+    """A flat NumPy array of zeros whose buffer `from_host` can share.
+
+    TensorFlow shares only 64-byte aligned buffers (`from_host`), and
+    NumPy aligns large arrays to 16 bytes: a mask built on the host in an
+    unaligned buffer was copied once more on its way into the variable
+    (300M weights: peak extra 0.75x the weights' bytes instead of 0.5x).
+    """
+    dtype = np.dtype(dtype)
+    raw = np.zeros(size * dtype.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size * dtype.itemsize].view(dtype)
+
+
 def from_host(array):
     """The NumPy `array` as a CPU backend tensor, sharing its buffer.
 

@@ -716,7 +716,7 @@ class MaskUpdate:
             threshold = bucket * (1 << masks._LO_BITS) + low_bucket
             n_ties_kept = k - (above + above_low)
             n_equal = int(low[low_bucket])
-            new = np.zeros(sizes[i], bool)
+            new = _backend.host_zeros(sizes[i], bool)
             if counts[i] > 0:
                 split = n_ties_kept < n_equal
                 cut = threshold + 1 if split else threshold
