@@ -371,9 +371,11 @@ class HostUpdates:
         for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
             constraint = weight.constraint
             if isinstance(constraint, ZeroPruned):
-                value = mask.value
-                if _backend.stateless_optimizer() and _backend.is_traced(value):
-                    constraint.traced_mask = value
+                if _backend.stateless_optimizer():
+                    # Traced in a compiled step; a concrete array when JAX
+                    # runs the step eagerly (`run_eagerly`, no jit), where
+                    # the constraint needs it all the same.
+                    constraint.traced_mask = mask.value
 
     def _set_wrappers(self, on):
         for wrapper in self.wrappers:
