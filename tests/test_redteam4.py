@@ -94,3 +94,80 @@ def test_update_pruning_step_in_eager_fit(reference, compile_args):
     masks = _fit(model, callbacks=[kp.UpdatePruningStep()])
     assert _same(masks, reference)
     assert kp.pruning_step(model) == 20
+
+
+# ------------------------------------------------- TensorFlow SavedModel
+
+
+def _graph_ops(directory):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(f"{directory}/saved_model.pb", "rb") as f:
+        proto.ParseFromString(f.read())
+    found = set()
+    for graph in proto.meta_graphs:
+        found.update(n.op for n in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            found.update(n.op for n in function.node_def)
+    return found
+
+
+PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow SavedModel")
+def test_saved_training_signature_has_no_host_call(tmp_path, reference):
+    """Before: a user's `tf.function` training step of a pruned model (an
+    on-device training signature), saved with `tf.saved_model.save`,
+    held the in-step host select's `tf.numpy_function` (a PyFunc op):
+    loaded in another process it failed at its first call (its Python
+    callback does not exist there). Traced for saving, the step now keeps
+    the in-graph select."""
+    import tensorflow as tf
+
+    model = _model()
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+
+    class Trainer(tf.Module):
+        def __init__(self):
+            self.model = model
+            self.optimizer = optimizer
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec((None, 5)),
+                tf.TensorSpec((None, 4)),
+            ]
+        )
+        def train(self, x, y):
+            variables = self.model.trainable_variables
+            with tf.GradientTape() as tape:
+                out = self.model(x, training=True)
+                loss = tf.reduce_mean((out - y) ** 2)
+            grads = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return loss
+
+    trainer = Trainer()
+    for i in range(10):  # traced before saving, with the host select
+        trainer.train(X[4 * i : 4 * i + 4], Y[4 * i : 4 * i + 4])
+    tf.saved_model.save(trainer, str(tmp_path))
+    assert not _graph_ops(tmp_path) & PY_FUNC_OPS
+    # The live step keeps selecting on the host, the same masks.
+    for i in range(10):
+        trainer.train(X[4 * i : 4 * i + 4], Y[4 * i : 4 * i + 4])
+    assert _same(_masks(model), reference)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow SavedModel")
+@pytest.mark.parametrize("strip", [False, True])
+def test_exported_fitted_model_has_no_host_call(tmp_path, strip):
+    model = _compiled()
+    _fit(model, epochs=1)
+    if strip:
+        model = kp.strip_pruning(model)
+    model.export(str(tmp_path / "export"), verbose=False)
+    ops = _graph_ops(tmp_path / "export")
+    assert "MatMul" in ops and not ops & PY_FUNC_OPS

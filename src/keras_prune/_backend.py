@@ -131,8 +131,11 @@ def host_callback_in_step():
     - TensorFlow: `tf.numpy_function`, only in a step traced without XLA
       (Keras' default on CPU-only machines; XLA cannot compile it, so a
       step compiled with XLA, e.g. `jit_compile=True` or Keras' default on
-      GPUs, keeps the in-graph math) and outside a `tf.distribute`
-      strategy. Read while the step is traced.
+      GPUs, keeps the in-graph math), outside a `tf.distribute`
+      strategy, and not while `tf.saved_model.save` traces a function to
+      save (a saved training signature: a host call cannot be served, its
+      Python callback does not exist where the model is loaded). Read
+      while the step is traced.
     - torch runs eagerly: never.
     """
     backend = keras.backend.backend()
@@ -142,7 +145,13 @@ def host_callback_in_step():
         import tensorflow as tf
         from tensorflow.python.ops import control_flow_util
 
+        from tensorflow.python.saved_model import save_context
+
         if tf.executing_eagerly() or tf.distribute.has_strategy():
+            return False
+        if save_context.in_save_context():
+            # Traced for a SavedModel (`tf.saved_model.save`, a user's
+            # training signature): a host call cannot be served.
             return False
         graph = tf.compat.v1.get_default_graph()
         return not control_flow_util.GraphOrParentsInXlaContext(graph)
