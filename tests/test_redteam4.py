@@ -239,3 +239,166 @@ def _two_pass_kernel_gradient(model, kernel, x):
     for variable, value in zip(model.non_trainable_variables, non_trainable):
         variable.assign(value)
     return np.asarray(grads[index])
+
+
+# ------------------------------------------------- compile settings
+
+
+COMPILE_ARGS = [
+    {"jit_compile": True},
+    {"jit_compile": False},
+    {"jit_compile": "auto"},
+    {"steps_per_execution": 2},
+    {"steps_per_execution": 4, "jit_compile": False},
+]
+
+
+@pytest.mark.parametrize("compile_args", COMPILE_ARGS, ids=str)
+def test_same_masks_under_every_compile_setting(reference, compile_args):
+    """The host select (TensorFlow without XLA, JAX) and the in-graph one
+    (XLA, `tf.distribute`) give the same masks as the reference, bit for
+    bit, also several steps per execution."""
+    if BACKEND == "torch" and "steps_per_execution" in compile_args:
+        pytest.skip("torch runs one step per execution")
+    model = _compiled(**compile_args)
+    assert _same(_fit(model), reference)
+    assert kp.pruning_step(model) == 20
+
+
+def test_update_pruning_step_with_steps_per_execution(reference):
+    """Host mode refuses several steps per execution; the in-step update
+    then runs, with the callback's checks: the same masks."""
+    if BACKEND == "torch":
+        pytest.skip("torch runs one step per execution")
+    model = _compiled(steps_per_execution=4)
+    assert _same(_fit(model, callbacks=[kp.UpdatePruningStep()]), reference)
+
+
+def test_models_trained_alternately_share_nothing(reference):
+    """TensorFlow traces the host select once per number of pruned weights
+    for all models (`_backend.shared_step_function`): two models with the
+    same number and one with another, trained batch by batch in turns,
+    across `clear_session`, each get their own masks."""
+    a, b = _model(), _model(seed=2)
+    c = _model(seed=3, units=(3, 6, 4))
+    for model in (a, b, c):
+        _compiled(model)
+    for epoch in range(2):
+        for i in range(10):
+            if epoch == 1 and i == 5:
+                keras.backend.clear_session()
+            for model in (a, b, c):
+                s = slice(4 * i, 4 * i + 4)
+                model.fit(X[s], Y[s], batch_size=4, verbose=0, shuffle=False)
+    assert _same(_masks(a), reference)
+    b_alone, c_alone = _compiled(_model(seed=2)), _compiled(
+        _model(seed=3, units=(3, 6, 4))
+    )
+    assert _same(_masks(b), _fit(b_alone))
+    assert _same(_masks(c), _fit(c_alone))
+    assert len(_masks(c)) == 3
+
+
+def test_train_on_batch_with_evaluate_and_predict_between(reference):
+    model = _compiled()
+    for _ in range(2):
+        for i in range(10):
+            s = slice(4 * i, 4 * i + 4)
+            model.train_on_batch(X[s], Y[s])
+            model.evaluate(X[:8], Y[:8], verbose=0)
+            model.predict_on_batch(X[:4])
+    assert _same(_masks(model), reference)
+    assert kp.pruning_step(model) == 20
+
+
+# ------------------------------------------------- TensorFlow loops
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function loops")
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tf_function_custom_loop(reference, jit_compile):
+    import tensorflow as tf
+
+    model = _model()
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x, y):
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables)
+        )
+
+    for _ in range(2):
+        for i in range(10):
+            step(X[4 * i : 4 * i + 4], Y[4 * i : 4 * i + 4])
+    assert _same(_masks(model), reference)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
+@pytest.mark.parametrize("strategy", ["one_device", "mirrored"])
+def test_tf_distribute_strategies(reference, strategy):
+    import tensorflow as tf
+
+    if strategy == "one_device":
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    else:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _compiled()
+    assert _same(_fit(model), reference)
+
+
+# ------------------------------------------------- NaN weights
+
+
+@pytest.fixture(scope="module")
+def nan_data():
+    x = X.copy()
+    x[12:16] = np.nan  # the fourth batch makes every weight NaN
+    return x
+
+
+@pytest.mark.parametrize("compile_args", [{}, {"jit_compile": True}], ids=str)
+def test_nan_weights_with_callback_raise_naming_the_layer(
+    nan_data, compile_args
+):
+    model = _compiled(**compile_args)
+    name = pruning_wrappers(model)[0].layer.name
+    with pytest.raises(FloatingPointError, match=f"'{name}'.*NaN or Inf"):
+        model.fit(
+            nan_data,
+            Y,
+            batch_size=4,
+            verbose=0,
+            shuffle=False,
+            callbacks=[kp.UpdatePruningStep()],
+        )
+    assert kp.pruning_step(model) == 4
+
+
+def test_nan_weights_without_callback_keep_masks_and_block_strip(nan_data):
+    """Without the callback a compiled step cannot raise: the update leaves
+    the masks as they were and counts the NaN weights (eager steps raise at
+    once); `strip_pruning` then refuses, naming the layer."""
+    model = _compiled()
+    # The fourth step updates the masks, then its NaN gradients reach
+    # every weight of the first layer.
+    model.fit(nan_data[:16], Y[:16], batch_size=4, verbose=0, shuffle=False)
+    before = _masks(model)
+    name = pruning_wrappers(model)[0].layer.name
+    try:
+        model.fit(
+            nan_data[16:], Y[16:], batch_size=4, verbose=0, shuffle=False
+        )
+    except FloatingPointError as error:  # torch: eager, raises at once
+        assert BACKEND == "torch" and name in str(error)
+        return
+    first = pruning_wrappers(model)[0]
+    assert int(keras.ops.convert_to_numpy(first.nonfinite_count)) > 0
+    assert _same(_masks(model)[:1], before[:1])
+    with pytest.raises(FloatingPointError, match=f"'{name}'"):
+        kp.strip_pruning(model)
