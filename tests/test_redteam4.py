@@ -293,8 +293,9 @@ def test_models_trained_alternately_share_nothing(reference):
             for model in (a, b, c):
                 model.train_on_batch(X[4 * i : 4 * i + 4], Y[4 * i : 4 * i + 4])
     assert _same(_masks(a), reference)
-    b_alone, c_alone = _compiled(_model(seed=2)), _compiled(
-        _model(seed=3, units=(3, 6, 4))
+    b_alone, c_alone = (
+        _compiled(_model(seed=2)),
+        _compiled(_model(seed=3, units=(3, 6, 4))),
     )
     assert _same(_masks(b), _fit(b_alone))
     assert _same(_masks(c), _fit(c_alone))
@@ -396,9 +397,7 @@ def test_nan_weights_without_callback_keep_masks_and_block_strip(nan_data):
     before = _masks(model)
     name = pruning_wrappers(model)[0].layer.name
     try:
-        model.fit(
-            nan_data[16:], Y[16:], batch_size=4, verbose=0, shuffle=False
-        )
+        model.fit(nan_data[16:], Y[16:], batch_size=4, verbose=0, shuffle=False)
     except FloatingPointError as error:  # torch: eager, raises at once
         assert BACKEND == "torch" and name in str(error)
         return
