@@ -22,6 +22,8 @@ Y = np.random.default_rng(1).normal(size=(40, 4)).astype("float32")
 # Masks of `_model()` after `_fit` (2 epochs of 10 batches), the same on
 # JAX, TensorFlow and torch: their sums pin the schedule's counts.
 KEPT = (9, 7)
+# With `begin_step=5, end_step=15`: after step 9, sparsity 0.7 * (1 - 0.6**3).
+KEPT_AT_9 = [30 - 16, 24 - 13]
 
 
 def _model(seed=1, units=(6, 4), schedule=None, **schedule_args):
@@ -406,3 +408,20 @@ def test_nan_weights_without_callback_keep_masks_and_block_strip(nan_data):
     assert _same(_masks(model)[:1], before[:1])
     with pytest.raises(FloatingPointError, match=f"'{name}'"):
         kp.strip_pruning(model)
+
+
+# ------------------------------------------------- schedules
+
+
+def test_schedule_begin_and_end_inside_training():
+    """Updates at every step from step 5 to 15, then none: the counts of
+    the eager update (checked once on each backend), and the masks stop
+    changing after `end_step`."""
+    model = _compiled(_model(begin_step=5, end_step=15))
+    at_9 = _fit(model, epochs=1)  # steps 0-9
+    model.fit(X[:24], Y[:24], batch_size=4, verbose=0, shuffle=False)
+    at_15 = _masks(model)  # steps 10-15
+    at_25 = _fit(model, epochs=1)  # steps 16-25
+    assert [int(m.sum()) for m in at_9] == KEPT_AT_9
+    assert [int(m.sum()) for m in at_15] == [9, 7]
+    assert _same(at_25, at_15)  # no update after end_step
