@@ -163,6 +163,77 @@ def test_saved_training_signature_has_no_host_call(tmp_path, reference):
     assert _same(_masks(model), reference)
 
 
+class _HalfFrom(kp.PruningSchedule):
+    """Sparsity 0.5 from step 0, then `value` from step `at` (keras.ops)."""
+
+    in_graph = True
+
+    def __init__(self, value, at):
+        self.value, self.at = value, at
+
+    def __call__(self, step):
+        value = keras.ops.where(keras.ops.less(step, self.at), 0.5, self.value)
+        return keras.ops.greater_equal(step, 0), value
+
+    def get_config(self):
+        return {"value": self.value, "at": self.at}
+
+
+def _trainer(model):
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    trainer = tf.Module()
+    trainer.model, trainer.optimizer = model, optimizer
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((None, 5)), tf.TensorSpec((None, 4))]
+    )
+    def train(x, y):
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables)
+        )
+        return loss
+
+    trainer.train = train
+    return trainer
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow SavedModel")
+def test_saving_a_training_function_with_a_python_schedule_is_refused(
+    tmp_path,
+):
+    """Before: saved with a `tf.numpy_function` (PyFuncStateless) that
+    failed where the SavedModel was loaded."""
+    import tensorflow as tf
+
+    schedule = kp.FunctionSchedule(lambda step: min(0.5, step / 4))
+    trainer = _trainer(_model(schedule=schedule))
+    trainer.train(X[:4], Y[:4])  # trains here
+    with pytest.raises(ValueError, match="runs Python.*strip_pruning"):
+        tf.saved_model.save(trainer, str(tmp_path))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow SavedModel")
+def test_saved_in_graph_user_schedule_is_checked_in_the_graph(tmp_path):
+    """A user's keras.ops schedule is checked by a host call in a live step
+    (it raises the schedule's own error); saved, by a graph assertion."""
+    import tensorflow as tf
+
+    trainer = _trainer(_model(schedule=_HalfFrom(float("nan"), 2)))
+    tf.saved_model.save(trainer, str(tmp_path))
+    assert not _graph_ops(tmp_path) & PY_FUNC_OPS
+    loaded = tf.saved_model.load(str(tmp_path))
+    loaded.train(X[:4], Y[:4])
+    loaded.train(X[:4], Y[:4])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        loaded.train(X[:4], Y[:4])  # step 2: NaN
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow SavedModel")
 @pytest.mark.parametrize("strip", [False, True])
 def test_exported_fitted_model_has_no_host_call(tmp_path, strip):

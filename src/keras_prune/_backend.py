@@ -19,6 +19,9 @@ measured (see docs/benchmarks.md):
   masks recomputed on the host from inside a compiled step
   (`jax.pure_callback`; `tf.numpy_function` in a step TensorFlow traces
   without XLA), so that the step compiles no mask selection.
+- `traced_for_saving` / `checked_in_graph`: a function traced by
+  `tf.saved_model.save` gets no host call (it could not run where the
+  SavedModel is loaded), and checks in the graph instead.
 - `shared_step_function`: a function every wrapper calls from a
   TensorFlow step, traced once (`tf.function`) instead of once per caller.
 - `compile_function`: `jax.jit` for mask updates run between steps (JAX
@@ -145,17 +148,49 @@ def host_callback_in_step():
         import tensorflow as tf
         from tensorflow.python.ops import control_flow_util
 
-        from tensorflow.python.saved_model import save_context
-
         if tf.executing_eagerly() or tf.distribute.has_strategy():
             return False
-        if save_context.in_save_context():
-            # Traced for a SavedModel (`tf.saved_model.save`, a user's
-            # training signature): a host call cannot be served.
+        if traced_for_saving():  # a host call cannot be served
             return False
         graph = tf.compat.v1.get_default_graph()
         return not control_flow_util.GraphOrParentsInXlaContext(graph)
     return False
+
+
+def traced_for_saving():
+    """Whether `tf.saved_model.save` is tracing the current function.
+
+    A SavedModel cannot hold a host call (`tf.numpy_function`): its Python
+    callback does not exist where the model is loaded, so a saved training
+    function (a user's `tf.Module` signature, a Keras `ExportArchive`
+    endpoint) must be traced without one. False on JAX and torch.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from tensorflow.python.saved_model import save_context
+
+    return save_context.in_save_context()
+
+
+def checked_in_graph(valid, message, values):
+    """`values`, after an in-graph assertion that `valid` holds.
+
+    For functions saved without host calls (`traced_for_saving`): the
+    saved step fails with `message` where the host would have raised.
+    TensorFlow only.
+
+    Args:
+        valid: bool scalar tensor.
+        message: str.
+        values: Tuple of tensors to return.
+
+    Returns:
+        `values`, each computed after the assertion.
+    """
+    import tensorflow as tf
+
+    with tf.control_dependencies([tf.debugging.Assert(valid, [message])]):
+        return tuple(tf.identity(v) for v in values)
 
 
 def pure_host_call(fn, args, results):

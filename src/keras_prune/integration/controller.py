@@ -83,7 +83,11 @@ def schedule_at(wrapper, step):
     """
     schedule = wrapper.pruning_schedule
 
+    saving = _backend.traced_for_saving()
+
     def on_host():
+        if saving:
+            raise ValueError(_saved_schedule_message(wrapper))
         return _backend.host_call(lambda s: evaluate_on_host(wrapper, s), step)
 
     if schedule.in_graph:
@@ -98,8 +102,31 @@ def schedule_at(wrapper, step):
         valid = ops.logical_and(
             ops.greater_equal(sparsity, 0.0), ops.less_equal(sparsity, 1.0)
         )
+        if saving:  # no host call in a SavedModel: check in the graph
+            message = (
+                f"Layer '{wrapper.layer.name}': the pruning schedule "
+                f"{type(schedule).__name__} returned a sparsity outside "
+                "[0, 1] (or NaN)."
+            )
+            return _backend.checked_in_graph(
+                valid, message, (should_prune, sparsity)
+            )
         return _backend.cond(valid, lambda: (should_prune, sparsity), on_host)
     return on_host()
+
+
+def _saved_schedule_message(wrapper):
+    schedule = wrapper.pruning_schedule
+    return (
+        f"Layer '{wrapper.layer.name}': its pruning schedule "
+        f"{type(schedule).__name__} runs Python at each training step, "
+        "which a SavedModel cannot hold (the saved training function would "
+        "fail where it is loaded). To save a function that trains the "
+        "pruned model, use a built-in schedule (ConstantSparsity, "
+        "PolynomialDecay, ...) or one written with keras.ops (`in_graph = "
+        "True`); to save the model for inference, use `model.export(...)` "
+        "or save `keras_prune.strip_pruning(model)`."
+    )
 
 
 def evaluate_on_host(wrapper, step):
