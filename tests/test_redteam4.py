@@ -496,3 +496,28 @@ def test_schedule_begin_and_end_inside_training():
     assert [int(m.sum()) for m in at_9] == KEPT_AT_9
     assert [int(m.sum()) for m in at_15] == [9, 7]
     assert _same(at_25, at_15)  # no update after end_step
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="no compiled step")
+def test_host_select_runs_only_at_update_steps(monkeypatch):
+    """The host call sits under the step's `cond`: 2 weights x 4 updates
+    (steps 0, 5, 10, 15) in 20 steps, also several steps per execution;
+    TensorFlow with XLA selects in the graph instead (none)."""
+    from keras_prune.core import masks
+
+    calls = []
+    host_mask = masks.host_mask
+
+    def counted(*args):
+        calls.append(1)
+        return host_mask(*args)
+
+    monkeypatch.setattr(masks, "host_mask", counted)
+    expected = {"jit_compile": 0 if BACKEND == "tensorflow" else 8}
+    expected["steps_per_execution"] = 8
+    for key, count in expected.items():
+        calls.clear()
+        value = True if key == "jit_compile" else 4
+        model = _compiled(_model(frequency=5), **{key: value})
+        _fit(model)
+        assert len(calls) == count, key
