@@ -17,7 +17,6 @@ forward pass while `UpdatePruningStep` updates masks from the host).
 import inspect
 
 import keras
-from keras import ops
 from keras.src.utils import tracking
 
 from keras_prune import _backend
