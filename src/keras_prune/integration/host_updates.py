@@ -209,7 +209,7 @@ class ZeroPruned(keras.constraints.Constraint):
     On TensorFlow and torch the constraint reads the mask variable in the
     step. JAX's `stateless_apply` maps only the trainable and optimizer
     variables: there the mask comes from the forward pass of the same step
-    (`HostUpdates.forward` records its traced value), so that the compiled
+    (`HostUpdates.forward` records its value), so that the compiled
     step reads the mask from its state and sees every host update.
 
     Args:
@@ -371,9 +371,10 @@ class HostUpdates:
         for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
             constraint = weight.constraint
             if isinstance(constraint, ZeroPruned):
-                value = mask.value
-                if _backend.stateless_optimizer() and _backend.is_traced(value):
-                    constraint.traced_mask = value
+                if _backend.stateless_optimizer():
+                    # Traced in a compiled step; a value under
+                    # `run_eagerly=True`, whose step is not compiled.
+                    constraint.traced_mask = mask.value
 
     def _set_wrappers(self, on):
         for wrapper in self.wrappers:
