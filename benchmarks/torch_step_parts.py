@@ -7,8 +7,11 @@ ResNet50's 53 pruned kernels (23.5M weights, half of them pruned at 50%),
 side by side in one process:
 
 - `mask float`: the forward multiply by the bool mask cast to float (what
-  keras-prune did until session 11);
-- `mask uint8`: the multiply by the mask's uint8 view (`_backend.masked`);
+  keras-prune runs);
+- `mask uint8`: the multiply by the mask's uint8 view, tried in session 11
+  and dropped: no faster, and autograd keeps the view of the mask
+  variable, so a second training forward pass before the backward one (its
+  mask update writes the mask in place) made the backward pass fail;
 - `backward`: the gradient of that multiply (`grad * mask`), which autograd
   runs once per step;
 - `sqrt dense v` / `sqrt pruned v`: `torch._foreach_sqrt` of Adam's second
