@@ -249,20 +249,14 @@ def test_exported_fitted_model_has_no_host_call(tmp_path, strip):
 # ------------------------------------------------- two forward passes
 
 
-@pytest.mark.xfail(
-    BACKEND == "torch",
-    strict=True,
-    raises=RuntimeError,
-    reason="main 9205648: torch's forward multiplies by the mask's uint8 "
-    "view, which autograd saves; the second training forward pass updates "
-    "the mask in place before the backward pass (lead's `_backend.masked`)",
-)
 def test_two_training_forward_passes_before_one_backward():
     """A loss over two training calls of the model (siamese and
     consistency losses, a custom `train_step` calling `self(x)` twice):
     each call is a step and may update the masks. The first call's
     backward pass must still run, and both calls' gradients reach the
-    kept weights only."""
+    kept weights only. (main 9205648's torch forward multiplied by the
+    mask's uint8 view, which autograd kept: the second call's in-place
+    mask update made the backward pass raise RuntimeError.)"""
     model = _model(schedule=kp.ConstantSparsity(0.5, 0, frequency=1))
     kernel = pruning_wrappers(model)[0].layer.kernel
     x = keras.ops.convert_to_tensor(X[:4])

@@ -193,6 +193,40 @@ def test_custom_loop_matches_fit():
     np.testing.assert_array_equal(to_np(stripped(x)), expected_pred)
 
 
+@pytest.mark.parametrize("callback", [False, True])
+def test_run_eagerly_matches_compiled_fit(callback):
+    # `run_eagerly=True` takes the eager branch of every mask update (a
+    # layer's own weights: the NumPy select of `prune_once`); compiled
+    # `fit` the in-step one (JAX, TensorFlow) or the host updates of
+    # `UpdatePruningStep`. The masks must be the same bits, step by step.
+    x, y = data()
+    got = {}
+    for eager in (False, True):
+        model = pruned_model()
+        model.compile(keras.optimizers.SGD(0.1), "mse", run_eagerly=eager)
+        per_epoch = []
+        for _ in range(2):
+            model.fit(
+                x,
+                y,
+                batch_size=BATCH,
+                shuffle=False,
+                verbose=0,
+                callbacks=[kp.UpdatePruningStep()] if callback else [],
+            )
+            per_epoch.append(masks(model))
+        assert kp.pruning_step(model) == 2 * N_BATCHES
+        got[eager] = (per_epoch, model.get_weights())
+    (compiled, w_compiled), (eager, w_eager) = got[False], got[True]
+    kept = [int(to_np(kp.kept_count(m.size, 0.7))) for m in eager[-1]]
+    assert [int(m.sum()) for m in eager[-1]] == kept
+    for a_epoch, b_epoch in zip(eager, compiled):
+        for a, b in zip(a_epoch, b_epoch):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(w_eager, w_compiled):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_docs_show_the_tested_recipes():
     if not DOC.exists():
         pytest.skip("docs not present")

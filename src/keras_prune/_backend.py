@@ -351,29 +351,6 @@ def zero_pruned(w, mask):
     return ops.where(mask, ops.convert_to_tensor(w), 0)
 
 
-def masked(w, mask):
-    """`w * mask` for the forward pass of a pruned weight (in-step mode).
-
-    Args:
-        w: The weight's value (a tensor).
-        mask: Its bool mask, same shape.
-
-    Returns:
-        `w` with the pruned entries multiplied by zero (so `-w` gives
-        `-0.0` and NaN stays NaN, as a float multiply does). On torch the
-        mask is multiplied as its uint8 view: no float copy of it is made
-        in the forward pass, and autograd keeps the 1-byte view for the
-        backward pass.
-    """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        mask = ops.convert_to_tensor(mask)
-        if mask.dtype == torch.bool:
-            return w * mask.view(torch.uint8)
-    return ops.multiply(w, ops.cast(mask, w.dtype))
-
-
 def separate_train_function(model):
     """A train function for `fit` of `model`, traced apart from Keras' own.
 

@@ -209,7 +209,7 @@ class ZeroPruned(keras.constraints.Constraint):
     On TensorFlow and torch the constraint reads the mask variable in the
     step. JAX's `stateless_apply` maps only the trainable and optimizer
     variables: there the mask comes from the forward pass of the same step
-    (`HostUpdates.forward` records its traced value), so that the compiled
+    (`HostUpdates.forward` records its value), so that the compiled
     step reads the mask from its state and sees every host update.
 
     Args:
@@ -372,9 +372,8 @@ class HostUpdates:
             constraint = weight.constraint
             if isinstance(constraint, ZeroPruned):
                 if _backend.stateless_optimizer():
-                    # Traced in a compiled step; a concrete array when JAX
-                    # runs the step eagerly (`run_eagerly`, no jit), where
-                    # the constraint needs it all the same.
+                    # Traced in a compiled step; a value under
+                    # `run_eagerly=True`, whose step is not compiled.
                     constraint.traced_mask = mask.value
 
     def _set_wrappers(self, on):

@@ -281,7 +281,9 @@ class MaskUpdate:
 
         In a compiled step, `recompute` runs under a `cond`. Eagerly
         (`should_prune` has a value: torch, `run_eagerly`), a Python branch;
-        a group with the fast parts then streams (`stream`).
+        with the fast parts a group then streams (`stream`) and a layer's
+        own weights take the NumPy select (`update_now`), as `prune_once`
+        and `UpdatePruningStep` do: the same masks, bit for bit.
 
         Returns:
             int32 count of NaN/Inf weights met (masks then unchanged).
@@ -297,8 +299,15 @@ class MaskUpdate:
         if _is_eager(should_prune):  # eager: a Python branch
             if not bool(ops.convert_to_numpy(should_prune)):
                 return ops.convert_to_tensor(0, "int32")
-            if self.allocation.shared and self.fast:
+            if self.fast and self.allocation.shared:
                 return self.stream(sparsity)
+            if self.fast and not any(
+                _backend.is_traced(read_raw(t.weight)) for t in self.targets
+            ):
+                # Not under JAX's `run_eagerly` gradient, which traces the
+                # trainable weights while the step is known.
+                sparsity = float(ops.convert_to_numpy(sparsity))
+                return ops.convert_to_tensor(self.update_now(sparsity), "int32")
             new, n_bad = recompute()
         elif (
             self.fast

@@ -20,7 +20,6 @@ import keras
 from keras import ops
 from keras.src.utils import tracking
 
-from keras_prune import _backend
 from keras_prune.integration import controller
 from keras_prune.integration import distribution
 from keras_prune.integration import groups
@@ -261,7 +260,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if training is True:
             controller.training_call(self)  # may update masks and step
         overrides = {
-            id(w): _backend.masked(_raw_value(w), m)
+            id(w): ops.multiply(_raw_value(w), ops.cast(m, w.dtype))
             for w, m in zip(self.pruned_weights, self.masks)
         }
         return layer_call.call_with_weights(
