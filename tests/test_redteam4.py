@@ -85,19 +85,6 @@ def test_reference_counts(reference):
     assert tuple(int(m.sum()) for m in reference) == KEPT
 
 
-@pytest.mark.parametrize("compile_args", [{"run_eagerly": True}, {}])
-def test_update_pruning_step_in_eager_fit(reference, compile_args):
-    """Before: on JAX, `fit(run_eagerly=True)` (or `jit_compile=False`)
-    with `UpdatePruningStep` raised at its first batch a ValueError saying
-    the pruned layers are never called with training=True: host mode
-    recorded the masks for its `ZeroPruned` constraint only when they were
-    traced (JAX's eager step has concrete ones)."""
-    model = _compiled(**compile_args)
-    masks = _fit(model, callbacks=[kp.UpdatePruningStep()])
-    assert _same(masks, reference)
-    assert kp.pruning_step(model) == 20
-
-
 # ------------------------------------------------- TensorFlow SavedModel
 
 
