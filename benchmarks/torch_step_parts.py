@@ -3,7 +3,7 @@
 Without `UpdatePruningStep`, torch trains a pruned model eagerly with each
 pruned weight masked in the forward pass (`w * mask`), so that pruned
 weights get zero gradients. This times, on tensors of the sizes of
-ResNet50's 53 pruned kernels (23.5M weights, half of them pruned at 50%),
+ResNet50's 54 pruned kernels (23.5M weights, half of them pruned at 50%),
 side by side in one process:
 
 - `mask float`: the forward multiply by the bool mask cast to float (what
@@ -17,7 +17,13 @@ side by side in one process:
 - `sqrt dense v` / `sqrt pruned v`: `torch._foreach_sqrt` of Adam's second
   moments, as Keras' torch Adam runs it every step, when no weight is
   pruned and when half of them (scattered, as magnitude pruning leaves
-  them) have had zero gradients, so that their second moment is exactly 0.
+  them) have had zero gradients, so that their second moment is exactly 0;
+- `update, NumPy select` / `update, tensor select`: one in-step mask update
+  of all 54 wrappers of a pruned ResNet50 at 50% (what a step at which the
+  schedule prunes adds), through the eager branch of `MaskUpdate.update`:
+  the NumPy select `prune_once` uses (since session 11) and the torch radix
+  select it replaced (`_backend.is_traced` patched to say the weights are
+  traced, the condition that keeps it).
 
 Usage (from the repository root):
 
@@ -57,6 +63,38 @@ def _time(fn, repeats):
     return 1e3 * statistics.median(times)
 
 
+def _update_rows(repeats):
+    import keras
+    from keras import ops
+
+    import keras_prune
+    from keras_prune import _backend
+    from keras_prune.integration import state
+
+    model = keras_prune.prune_low_magnitude(
+        keras.applications.ResNet50(
+            weights=None, input_shape=(32, 32, 3), classes=10
+        ),
+        keras_prune.ConstantSparsity(0.5, 0),
+    )
+    wrappers = state.pruning_wrappers(model)
+    should_prune = ops.convert_to_tensor(True)
+    sparsity = ops.convert_to_tensor(0.5, "float32")
+
+    def update():
+        for wrapper in wrappers:
+            wrapper.mask_update().update(should_prune, sparsity)
+
+    is_traced = _backend.is_traced
+    rows = {"update, NumPy select": _time(update, repeats)}
+    _backend.is_traced = lambda x: True
+    try:
+        rows["update, tensor select"] = _time(update, repeats)
+    finally:
+        _backend.is_traced = is_traced
+    return rows
+
+
 def run(repeats):
     import torch
 
@@ -84,6 +122,7 @@ def run(repeats):
         "sqrt dense v": _time(lambda: torch._foreach_sqrt(v_dense), repeats),
         "sqrt pruned v": _time(lambda: torch._foreach_sqrt(v_pruned), repeats),
     }
+    rows.update(_update_rows(max(3, repeats // 4)))
     n = sum(w.numel() for w in weights)
     print(
         f"{len(shapes)} kernels, {n / 1e6:.1f}M weights, torch threads "
