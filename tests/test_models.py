@@ -663,7 +663,8 @@ def test_stripped_file_not_bigger_than_dense(name):
 
 _FRESH_CODE = textwrap.dedent(
     """
-    import json, sys
+    import json, sys, time
+    T0 = time.perf_counter()
     sys.modules["keras_prune"] = None  # importing it raises ImportError
     import numpy as np
     import keras
@@ -696,6 +697,8 @@ _FRESH_CODE = textwrap.dedent(
 
     # The PRUNED files, with keras-prune importable (as a user resuming
     # training has it): state, outputs, generate(), fit, strip.
+    seconds = {"stripped": (round(time.perf_counter() - T0, 2),
+                            round(time.process_time(), 2))}
     del sys.modules["keras_prune"]
     import keras_prune as kp
     from keras_prune.integration.strip import pruning_wrappers
@@ -719,6 +722,7 @@ _FRESH_CODE = textwrap.dedent(
             continue
         name = job["name"]
         res = report[name + ":pruned"] = {}
+        t0 = time.perf_counter(), time.process_time()
         stage = "load"
         try:
             model = keras.saving.load_model(job["pruned"])
@@ -766,6 +770,12 @@ _FRESH_CODE = textwrap.dedent(
             res["error"] = f"{type(e).__name__}: {e}"[:2000]
         res["stage"] = stage
         keras.utils.clear_session()
+        # wall, CPU (all threads)
+        seconds[name + ":pruned"] = (round(time.perf_counter() - t0[0], 2),
+                                     round(time.process_time() - t0[1], 2))
+    seconds["total"] = round(time.perf_counter() - T0, 2)
+    seconds["total_cpu"] = round(time.process_time(), 2)
+    report["_seconds"] = seconds
     print("REPORT" + json.dumps(report))
     """
 )
@@ -840,6 +850,8 @@ def fresh_results(name):
     assert run.returncode == 0 and lines, run.stderr[-4000:]
     report = json.loads(lines[-1][len("REPORT") :])
     assert report.pop("_keras_prune_imported") is False
+    _TIMES.setdefault("_fresh_seconds", []).append(report.pop("_seconds"))
+    _dump_times()
     _FRESH.update(report)
     _FRESH_JOBS.update({j["name"]: j for j in jobs})
     return _FRESH
