@@ -9,6 +9,10 @@ downloaded), and on the backend of this process:
     -> strip_pruning -> same outputs, same sparsity, same class
     -> save -> load in a fresh process where keras_prune cannot be imported
        -> identical outputs (and identical generate() for causal LMs)
+    and the PRUNED model, saved after fit (still wrapped), loaded in that
+    same fresh process once keras_prune is importable -> same class, masks,
+    step, outputs (and generate()) -> 1 more fit step -> exact sparsity
+    -> strip_pruning -> its own class, the same outputs
 
 Models: Keras-Hub 0.32 backbones and tasks (BERT, GPT-2, Gemma, Llama, Qwen,
 Mistral, Phi-3, ViT: 1 layer, hidden 16, 2 heads, vocabulary 50, sequence 8)
@@ -20,7 +24,8 @@ for it (`pipeline(name)`); every stage's result or exception is kept, and
 each test checks one stage, so that one bug fails only the tests that depend
 on it. Only NumPy results are kept, not the models. The fresh-process loads
 of all models run in ONE subprocess (`fresh_results()`), after every model
-has been saved.
+has been saved: first every stripped file with keras_prune blocked, then
+every pruned file with it imported.
 
 No test is expected to fail: the issue 17 bugs these tests found are fixed,
 and a regression fails the tests of the stage it breaks.
