@@ -209,7 +209,7 @@ class ZeroPruned(keras.constraints.Constraint):
     On TensorFlow and torch the constraint reads the mask variable in the
     step. JAX's `stateless_apply` maps only the trainable and optimizer
     variables: there the mask comes from the forward pass of the same step
-    (`HostUpdates.forward` records its traced value), so that the compiled
+    (`HostUpdates.forward` records it), so that the compiled
     step reads the mask from its state and sees every host update.
 
     Args:
@@ -360,8 +360,9 @@ class HostUpdates:
         """A host-mode forward pass of `wrapper` (from its `__call__`).
 
         Counts the step once per training forward pass, as the in-step
-        update does, and on JAX records the masks' traced values for
-        `ZeroPruned` (see there).
+        update does, and on JAX records the masks' values in the step for
+        `ZeroPruned` (see there): traced under `jit`, concrete with
+        `run_eagerly=True` (the step's state either way).
         """
         if training is not True or not controller.first_call_in_forward_pass(
             wrapper
@@ -371,9 +372,8 @@ class HostUpdates:
         for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
             constraint = weight.constraint
             if isinstance(constraint, ZeroPruned):
-                value = mask.value
-                if _backend.stateless_optimizer() and _backend.is_traced(value):
-                    constraint.traced_mask = value
+                if _backend.stateless_optimizer():
+                    constraint.traced_mask = mask.value
 
     def _set_wrappers(self, on):
         for wrapper in self.wrappers:
