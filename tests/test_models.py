@@ -728,10 +728,16 @@ _FRESH_CODE = textwrap.dedent(
         name = job["name"]
         res = report[name + ":pruned"] = {}
         t0 = time.perf_counter(), time.process_time()
+        laps = res["seconds"] = {}  # stage -> CPU seconds
+
+        def lap(stage, t=[time.process_time()]):
+            laps[stage] = round(time.process_time() - t[0], 2)
+            t[0] = time.process_time()
         stage = "load"
         try:
             model = keras.saving.load_model(job["pruned"])
             res["classes"] = classes(model)
+            lap("load")
             stage = "state"
             masks, names = {}, []
             for i, w in enumerate(pruning_wrappers(model)):
@@ -744,6 +750,7 @@ _FRESH_CODE = textwrap.dedent(
                 kp.pruning_step(model)))
             x = one(dict(np.load(job["inputs"])), "x")
             np.savez(job["pruned_out"], *outputs(model, x))
+            lap("state")
             if job["generate"]:
                 stage = "generate"
                 # The restored optimizer and loss stay for the fit below.
@@ -753,6 +760,7 @@ _FRESH_CODE = textwrap.dedent(
                 ids = model.generate(p, stop_token_ids=None)["token_ids"]
                 np.save(job["pruned_generated"],
                         keras.ops.convert_to_numpy(ids))
+                lap("generate")
             stage = "fit"
             model.fit(one(arrays(job["resume_x"]), "x"),
                       one(arrays(job["resume_y"]), "y"),
@@ -765,11 +773,13 @@ _FRESH_CODE = textwrap.dedent(
                 for r in kp.sparsity_report(model, pattern=False)
                 if r["pruned"]]
             np.savez(job["resumed_out"], *outputs(model, x))
+            lap("fit")
             stage = "strip"
             stripped = kp.strip_pruning(model)
             res["stripped_classes"] = classes(stripped)
             res["stripped_wrappers"] = len(pruning_wrappers(stripped))
             np.savez(job["stripped_out"], *outputs(stripped, x))
+            lap("strip")
             stage = "done"
         except Exception as e:
             res["error"] = f"{type(e).__name__}: {e}"[:2000]
@@ -777,7 +787,8 @@ _FRESH_CODE = textwrap.dedent(
         keras.utils.clear_session()
         # wall, CPU (all threads)
         seconds[name + ":pruned"] = (round(time.perf_counter() - t0[0], 2),
-                                     round(time.process_time() - t0[1], 2))
+                                     round(time.process_time() - t0[1], 2),
+                                     laps)
     seconds["total"] = round(time.perf_counter() - T0, 2)
     seconds["total_cpu"] = round(time.process_time(), 2)
     report["_seconds"] = seconds
