@@ -360,8 +360,9 @@ class HostUpdates:
         """A host-mode forward pass of `wrapper` (from its `__call__`).
 
         Counts the step once per training forward pass, as the in-step
-        update does, and on JAX records the masks' traced values for
-        `ZeroPruned` (see there).
+        update does, and on JAX records the masks' values in the step for
+        `ZeroPruned` (see there): traced under `jit`, concrete with
+        `run_eagerly=True` (the step's state either way).
         """
         if training is not True or not controller.first_call_in_forward_pass(
             wrapper
