@@ -42,6 +42,11 @@ def _weights(kind, n, rng):
         w = rng.integers(-3, 4, n).astype(np.float32)
     elif kind == "mostly_zero":
         w[rng.random(n) < 0.8] = 0.0
+    elif kind == "pruned_half":
+        # Re-pruning: half of the weights already exactly zero (some -0.0),
+        # so the k-th largest at 50% sits on the zero / non-zero edge.
+        zero = rng.permutation(n) < n // 2
+        w[zero] = np.where(rng.random(int(zero.sum())) < 0.5, -0.0, 0.0)
     elif kind == "sorted":
         w = np.sort(np.abs(w)) * np.where(rng.random(n) < 0.5, -1, 1)
     elif kind == "sample_decoy":
@@ -52,7 +57,15 @@ def _weights(kind, n, rng):
 
 
 @pytest.mark.parametrize(
-    "kind", ["normal", "few_values", "mostly_zero", "sorted", "sample_decoy"]
+    "kind",
+    [
+        "normal",
+        "few_values",
+        "mostly_zero",
+        "pruned_half",
+        "sorted",
+        "sample_decoy",
+    ],
 )
 @pytest.mark.parametrize("n", [1, 7, 5000, 70001])
 def test_host_mask_matches_reference(kind, n, monkeypatch):
@@ -98,9 +111,11 @@ def test_accelerator_path_matches_reference():
 
 def test_host_select_bracket_and_radix_agree():
     rng = np.random.default_rng(3)
-    for kind in ("normal", "few_values", "mostly_zero", "sample_decoy"):
+    kinds = ("normal", "few_values", "mostly_zero", "pruned_half")
+    for kind in kinds + ("sample_decoy",):
         raw = _weights(kind, 1 << 17, rng).view(np.int32)
-        for k in (1, 2, 100, 1 << 14, 1 << 16, (1 << 17) - 1, 1 << 17):
+        edge = (1 << 16) - 1, 1 << 16, (1 << 16) + 1  # pruned_half's edge
+        for k in (1, 2, 100, 1 << 14, *edge, (1 << 17) - 1, 1 << 17):
             assert masks.host_select(raw, k) == masks._host_radix_select(
                 raw, k
             ), (kind, k)

@@ -530,8 +530,16 @@ def host_select(raw, k):
     hi = int(sample[int(rank + margin) + 1]) if rank + margin + 1 < m else -1
     if step == 1:
         lo, hi = 0, -1  # the whole tensor is in the bracket
-    above, found, biggest = 0, [], 0
-    span = np.uint32((0x7FFFFFFF if hi < 0 else hi) - lo)
+    # Zeros are counted, not gathered: a tensor pruned before holds many
+    # (half of it, re-pruned at 50%), and sorting them would cost more than
+    # the rest of the select.
+    zeros_apart = lo == 0
+    if zeros_apart:
+        lo = 1
+    # A bracket of zeros only: nothing to gather (`above` counts the rest).
+    gather = not (zeros_apart and hi == 0)
+    above, found, biggest, n_zero = 0, [], 0, 0
+    span = np.uint32((0x7FFFFFFF if hi < 0 else hi) - lo) if gather else 0
     bits = np.empty(min(HOST_BLOCK, n), np.int32)
     sel = np.empty(min(HOST_BLOCK, n), bool)
     for i, j in _host_blocks(n):
@@ -540,18 +548,26 @@ def host_select(raw, k):
         biggest = max(biggest, int(b.max()))
         if hi >= 0:
             above += int(np.count_nonzero(np.greater(b, hi, out=s)))
-        np.subtract(b, np.int32(lo), out=b)
-        np.less_equal(b.view(np.uint32), span, out=s)
-        found.append(b[s])  # magnitude - lo
+        if zeros_apart:
+            n_zero += int(np.count_nonzero(np.equal(b, 0, out=s)))
+        if gather:
+            np.subtract(b, np.int32(lo), out=b)
+            np.less_equal(b.view(np.uint32), span, out=s)
+            found.append(b[s])  # magnitude - lo
     if biggest >= 0x7F800000:
         n_bad = sum(
             int(np.count_nonzero((raw[i:j] & 0x7FFFFFFF) >= 0x7F800000))
             for i, j in _host_blocks(n)
         )
         return None, None, None, n_bad
-    inside = np.concatenate(found) if len(found) > 1 else found[0]
+    if not found:
+        inside = np.empty(0, np.int32)
+    else:
+        inside = np.concatenate(found) if len(found) > 1 else found[0]
     del found
     need = k - above  # rank of the threshold among the bracketed values
+    if zeros_apart and inside.size < need <= inside.size + n_zero:
+        return 0, above + inside.size, n_zero, 0  # the k-th largest is 0
     if not 0 < need <= inside.size:
         return _host_radix_select(raw, k)
     at = inside.size - need
