@@ -22,8 +22,8 @@ side by side in one process:
   of all 54 wrappers of a pruned ResNet50 at 50% (what a step at which the
   schedule prunes adds), through the eager branch of `MaskUpdate.update`:
   the NumPy select `prune_once` uses (since session 11) and the torch radix
-  select it replaced (`_backend.is_traced` patched to say the weights are
-  traced, the condition that keeps it).
+  select it replaced (`_backend.host_array` patched to find no host
+  copy of the weights, the condition that keeps it: traced or on a GPU).
 
 Usage (from the repository root):
 
@@ -85,13 +85,13 @@ def _update_rows(repeats):
         for wrapper in wrappers:
             wrapper.mask_update().update(should_prune, sparsity)
 
-    is_traced = _backend.is_traced
+    host_array = _backend.host_array
     rows = {"update, NumPy select": _time(update, repeats)}
-    _backend.is_traced = lambda x: True
+    _backend.host_array = lambda x: None
     try:
         rows["update, tensor select"] = _time(update, repeats)
     finally:
-        _backend.is_traced = is_traced
+        _backend.host_array = host_array
     return rows
 
 

@@ -282,8 +282,9 @@ class MaskUpdate:
         In a compiled step, `recompute` runs under a `cond`. Eagerly
         (`should_prune` has a value: torch, `run_eagerly`), a Python branch;
         with the fast parts a group then streams (`stream`) and a layer's
-        own weights take the NumPy select (`update_now`), as `prune_once`
-        and `UpdatePruningStep` do: the same masks, bit for bit.
+        own weights, when they are eager CPU tensors, take the NumPy select
+        (`update_now`), as `prune_once` and `UpdatePruningStep` do: the same
+        masks, bit for bit.
 
         Returns:
             int32 count of NaN/Inf weights met (masks then unchanged).
@@ -301,11 +302,14 @@ class MaskUpdate:
                 return ops.convert_to_tensor(0, "int32")
             if self.fast and self.allocation.shared:
                 return self.stream(sparsity)
-            if self.fast and not any(
-                _backend.is_traced(read_raw(t.weight)) for t in self.targets
+            if self.fast and all(
+                _backend.host_array(read_raw(t.weight)) is not None
+                for t in self.targets
             ):
-                # Not under JAX's `run_eagerly` gradient, which traces the
-                # trainable weights while the step is known.
+                # Eager CPU tensors only: not under JAX's `run_eagerly`
+                # gradient (it traces the trainable weights while the step
+                # is known), and not on an accelerator, where the tensor
+                # select stays on the device.
                 sparsity = float(ops.convert_to_numpy(sparsity))
                 return ops.convert_to_tensor(self.update_now(sparsity), "int32")
             new, n_bad = recompute()
