@@ -36,9 +36,6 @@ MODES = ("dense", "host call", "in-graph")
 
 
 def run(name, steps, rounds):
-    import keras
-
-    import keras_prune
     from benchmarks import real_models
     from keras_prune import _backend
 
@@ -48,16 +45,10 @@ def run(name, steps, rounds):
     default = _backend.host_callback_in_step
     models, first = {}, {}
     for mode in MODES:
-        model = real_models.build(name)
-        if mode != "dense":
-            model = keras_prune.prune_low_magnitude(
-                model,
-                keras_prune.ConstantSparsity(0.5, 0),
-                skip_unsupported=True,
-            )
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # Both pruned modes are `real_models`' "pruned" (no callback); the
+        # select's place is decided when `fit` traces the step.
+        model = real_models.model_for(
+            name, "dense" if mode == "dense" else "pruned"
         )
         if mode == "in-graph":
             _backend.host_callback_in_step = lambda: False

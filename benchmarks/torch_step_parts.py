@@ -40,17 +40,13 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 
-def _shapes():
-    import keras
+def _pruned_resnet50():
+    """The pruned ResNet50 of `benchmarks.real_models` and its wrappers."""
+    from benchmarks import real_models
+    from keras_prune.integration import state
 
-    model = keras.applications.ResNet50(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
-    return [
-        tuple(v.shape)
-        for v in model.trainable_variables
-        if len(v.shape) >= 2 and "kernel" in v.path
-    ]
+    model = real_models.model_for("resnet50", "pruned")
+    return state.pruning_wrappers(model)
 
 
 def _time(fn, repeats):
@@ -63,21 +59,11 @@ def _time(fn, repeats):
     return 1e3 * statistics.median(times)
 
 
-def _update_rows(repeats):
-    import keras
+def _update_rows(wrappers, repeats):
     from keras import ops
 
-    import keras_prune
     from keras_prune import _backend
-    from keras_prune.integration import state
 
-    model = keras_prune.prune_low_magnitude(
-        keras.applications.ResNet50(
-            weights=None, input_shape=(32, 32, 3), classes=10
-        ),
-        keras_prune.ConstantSparsity(0.5, 0),
-    )
-    wrappers = state.pruning_wrappers(model)
     should_prune = ops.convert_to_tensor(True)
     sparsity = ops.convert_to_tensor(0.5, "float32")
 
@@ -99,7 +85,8 @@ def run(repeats):
     import torch
 
     torch.manual_seed(0)
-    shapes = _shapes()
+    wrappers = _pruned_resnet50()
+    shapes = [tuple(w.shape) for x in wrappers for w in x.pruned_weights]
     weights = [torch.randn(s) for s in shapes]
     masks = [torch.rand(s) > 0.5 for s in shapes]
     grads = [torch.randn(s) for s in shapes]
@@ -122,7 +109,7 @@ def run(repeats):
         "sqrt dense v": _time(lambda: torch._foreach_sqrt(v_dense), repeats),
         "sqrt pruned v": _time(lambda: torch._foreach_sqrt(v_pruned), repeats),
     }
-    rows.update(_update_rows(max(3, repeats // 4)))
+    rows.update(_update_rows(wrappers, max(3, repeats // 4)))
     n = sum(w.numel() for w in weights)
     print(
         f"{len(shapes)} kernels, {n / 1e6:.1f}M weights, torch threads "
