@@ -116,30 +116,7 @@ def test_saved_training_signature_has_no_host_call(tmp_path, reference):
     import tensorflow as tf
 
     model = _model()
-    optimizer = keras.optimizers.SGD(0.1)
-    optimizer.build(model.trainable_variables)
-
-    class Trainer(tf.Module):
-        def __init__(self):
-            self.model = model
-            self.optimizer = optimizer
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec((None, 5)),
-                tf.TensorSpec((None, 4)),
-            ]
-        )
-        def train(self, x, y):
-            variables = self.model.trainable_variables
-            with tf.GradientTape() as tape:
-                out = self.model(x, training=True)
-                loss = tf.reduce_mean((out - y) ** 2)
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(grads, variables))
-            return loss
-
-    trainer = Trainer()
+    trainer = _trainer(model)
     for i in range(10):  # traced before saving, with the host select
         trainer.train(X[4 * i : 4 * i + 4], Y[4 * i : 4 * i + 4])
     tf.saved_model.save(trainer, str(tmp_path))
@@ -166,7 +143,19 @@ class _HalfFrom(kp.PruningSchedule):
         return {"value": self.value, "at": self.at}
 
 
+def _sgd_step(model, optimizer, x, y):
+    """One training step of a user's TensorFlow loop (mean squared error)."""
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return loss
+
+
 def _trainer(model):
+    """A `tf.Module` with a saved training signature `train(x, y)`."""
     import tensorflow as tf
 
     optimizer = keras.optimizers.SGD(0.1)
@@ -178,13 +167,7 @@ def _trainer(model):
         input_signature=[tf.TensorSpec((None, 5)), tf.TensorSpec((None, 4))]
     )
     def train(x, y):
-        variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
-        optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables)
-        )
-        return loss
+        return _sgd_step(model, optimizer, x, y)
 
     trainer.train = train
     return trainer
@@ -383,12 +366,7 @@ def test_tf_function_custom_loop(reference, jit_compile):
 
     @tf.function(jit_compile=jit_compile)
     def step(x, y):
-        variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
-        optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables)
-        )
+        _sgd_step(model, optimizer, x, y)
 
     for _ in range(2):
         for i in range(10):
