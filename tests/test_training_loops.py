@@ -199,6 +199,9 @@ def test_run_eagerly_matches_compiled_fit(callback):
     # layer's own weights: the NumPy select of `prune_once`); compiled
     # `fit` the in-step one (JAX, TensorFlow) or the host updates of
     # `UpdatePruningStep`. The masks must be the same bits, step by step.
+    # Before, on JAX, an eager `fit` with the callback raised "never called
+    # with training=True" at its first batch: host mode's constraint only
+    # took the masks of a traced step.
     x, y = data()
     got = {}
     for eager in (False, True):
@@ -216,6 +219,14 @@ def test_run_eagerly_matches_compiled_fit(callback):
             )
             per_epoch.append(masks(model))
         assert kp.pruning_step(model) == 2 * N_BATCHES
+        if callback:
+            # Host mode keeps the stored pruned weights exactly zero
+            # (ZeroPruned after each update), eagerly too.
+            for w in kp.integration.strip.pruning_wrappers(model):
+                for weight, mask in zip(w.pruned_weights, w.masks):
+                    m, v = to_np(mask).astype(bool), to_np(weight)
+                    assert not np.any(v[~m]), (w.name, eager)
+                    assert np.count_nonzero(v) == int(m.sum()), w.name
         got[eager] = (per_epoch, model.get_weights())
     (compiled, w_compiled), (eager, w_eager) = got[False], got[True]
     kept = [int(to_np(kp.kept_count(m.size, 0.7))) for m in eager[-1]]
