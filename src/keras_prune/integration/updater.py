@@ -289,15 +289,8 @@ class MaskUpdate:
         Returns:
             int32 count of NaN/Inf weights met (masks then unchanged).
         """
-        old = self._old()
-
-        def recompute():
-            return self.recompute(sparsity, old)
-
-        def keep():
-            return old, ops.convert_to_tensor(0, "int32")
-
-        if _is_eager(should_prune):  # eager: a Python branch
+        eager = _is_eager(should_prune)
+        if eager:  # a Python branch
             if not bool(ops.convert_to_numpy(should_prune)):
                 return ops.convert_to_tensor(0, "int32")
             if self.fast and self.allocation.shared:
@@ -312,7 +305,9 @@ class MaskUpdate:
                 # select stays on the device.
                 sparsity = float(ops.convert_to_numpy(sparsity))
                 return ops.convert_to_tensor(self.update_now(sparsity), "int32")
-            new, n_bad = recompute()
+        old = self._old()
+        if eager:
+            new, n_bad = self.recompute(sparsity, old)
         elif (
             self.fast
             and not self.allocation.shared
@@ -320,7 +315,11 @@ class MaskUpdate:
         ):
             new, n_bad = self._update_on_host(should_prune, sparsity, old)
         else:
-            new, n_bad = _backend.cond(should_prune, recompute, keep)
+            new, n_bad = _backend.cond(
+                should_prune,
+                lambda: self.recompute(sparsity, old),
+                lambda: (old, ops.convert_to_tensor(0, "int32")),
+            )
         self._assign(new, old)
         return n_bad
 
