@@ -49,7 +49,8 @@ def prune_once(
             `max_sparsity`, `pruning_policy`, ...).
 
     Returns:
-        The pruned model, with masks applied in every forward pass.
+        The pruned model, with masks applied in every forward pass and
+        its pruned weights already set to exactly zero.
 
     Raises:
         TypeError: an unknown keyword (naming the closest valid one).
@@ -120,4 +121,9 @@ def prune_once(
         wrapper.update_masks_now(sparsity)
         if group is not None:
             done.add(id(group))
+    # The stored weights hold the result too, as tfmot's
+    # `prune_for_benchmark` leaves them: reading a pruned weight (or
+    # `model_sparsity`) right away gives the sparsity asked for, not 0.
+    for wrapper in wrappers:
+        wrapper.apply_masks()
     return pruned
