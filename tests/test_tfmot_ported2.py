@@ -902,3 +902,125 @@ def test_prune_once_leaves_the_weights_sparse():
         assert [w.block_size for w in wrappers(pruned)] == [(1, 1)] * 2
         assert sparsities(pruned) == [0.8, 0.8]
         assert float(to_np(kp.model_sparsity(pruned))) == pytest.approx(0.8)
+
+
+class SubclassLayer(L.Layer):
+    """tfmot's SubclassLayer: sublayers, and an __init__ taking nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = L.Conv2D(2, 3, activation="relu", padding="same")
+        self.conv2 = L.DepthwiseConv2D(3)
+        self.flatten = L.Flatten()
+        self.dense = L.Dense(10, activation="sigmoid")
+
+    def call(self, inputs):
+        return self.dense(self.flatten(self.conv2(self.conv1(inputs))))
+
+
+def test_model_whose_custom_layer_cannot_be_copied_raises_value_error():
+    # testSparsityPruningMbyN_SupportedSubclassLayers: tfmot raises
+    # ValueError. The model is copied from its layers' configs (row 8) and
+    # this layer's __init__ refuses its own config: before, Keras' bare
+    # TypeError ("Error when deserializing class 'SubclassLayer'") came
+    # through; now a ValueError (still a TypeError) names the layer and the
+    # fix.
+    inp = keras.Input((7, 7, 3))
+    model = keras.Model(inp, SubclassLayer()(inp))
+    with pytest.raises(
+        ValueError, match="(?s)'subclass_layer'.*Fix: give"
+    ) as e:
+        kp.prune_low_magnitude(model, **params(sparsity_m_by_n=(2, 4)))
+    assert isinstance(e.value, TypeError)
+
+
+# ---------------------------------------------------------------------------
+# pruning_policy_test.py (the cases tests/test_policy.py does not build)
+
+
+def _stem(x, filters=16):
+    x = L.ZeroPadding2D(padding=1)(x)
+    return L.Conv2D(filters, (3, 3), strides=(2, 2), padding="valid")(x)
+
+
+def _xnnpack_count(model):
+    pruned = kp.prune_low_magnitude(
+        model, pruning_policy=kp.PruneForLatencyOnXNNPack(), **params()
+    )
+    return len(wrappers(pruned)), pruned
+
+
+def test_xnnpack_policy_counts_of_tfmots_models():
+    # testPruneFunctionalModelWithLayerReusedForLatencyOnXNNPackPolicy: 1.
+    i = keras.Input((8, 8, 3))
+    conv = L.Conv2D(16, [1, 1])
+    x = conv(conv(_stem(i)))
+    model = keras.Model(i, L.GlobalAveragePooling2D()(x))
+    assert _xnnpack_count(model)[0] == 1
+
+    # testFunctionalModelNoPruningLayersForLatencyOnXNNPackPolicy: 0.
+    i = keras.Input((8, 8, 3))
+    x = L.DepthwiseConv2D((3, 3), padding="same")(_stem(i))
+    x = L.Activation("relu")(x)
+    model = keras.Model(i, L.GlobalAveragePooling2D()(x))
+    assert _xnnpack_count(model)[0] == 0
+
+    # testFunctionalModelWithTFOpsForLatencyOnXNNPackPolicy: tf ops on
+    # Keras tensors are Keras 3 ops; tf.identity is keras.layers.Identity.
+    i = keras.Input((8, 8, 3))
+    x = _stem(i)
+    residual = L.Conv2D(16, [1, 1])(x)
+    x = L.Identity()(((x + residual) - residual) * residual)
+    model = keras.Model(i, L.GlobalAveragePooling2D()(x))
+    assert _xnnpack_count(model)[0] == 1
+
+
+@full_only
+def test_xnnpack_policy_counts_of_tfmots_larger_models():
+    # testFunctionalModelForLatencyOnXNNPackPolicy: two input branches,
+    # squeeze-excite, bilinear upsampling, two 1x1 heads: 6.
+    i1 = keras.Input((16, 16, 3))
+    x1 = _stem(i1)
+    x1 = L.Add()(
+        [
+            L.DepthwiseConv2D((3, 3), padding="same")(x1),
+            L.Conv2D(16, [1, 1])(x1),
+        ]
+    )
+    i2 = keras.Input((16, 16, 3))
+    x2 = _stem(i2, 8)
+    x2 = L.ZeroPadding2D(padding=1)(x2)
+    x2 = L.DepthwiseConv2D((3, 3), strides=(2, 2), padding="valid")(x2)
+    gate = L.GlobalAveragePooling2D(keepdims=True)(x2)
+    gate = L.Activation("sigmoid")(L.Conv2D(32, [1, 1])(gate))
+    up = L.UpSampling2D(interpolation="bilinear")(L.Conv2D(32, [1, 1])(x2))
+    x2 = L.Conv2D(16, [1, 1])(L.Multiply()([gate, up]))
+    x = L.GlobalAveragePooling2D(keepdims=True)(L.Add()([x1, x2]))
+    outputs = [L.Conv2D(7, [1, 1])(x), L.Conv2D(3, [1, 1])(x)]
+    assert _xnnpack_count(keras.Model([i1, i2], outputs))[0] == 6
+
+    # testPruneModelRecursivelyForLatencyOnXNNPackPolicy: 2.
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.ZeroPadding2D(padding=1),
+            L.Conv2D(4, (3, 3), strides=(2, 2), padding="valid"),
+            keras.Sequential([L.Conv2D(8, [1, 1]), L.Conv2D(16, [1, 1])]),
+            L.GlobalAveragePooling2D(),
+        ]
+    )
+    assert _xnnpack_count(model)[0] == 2
+
+
+def test_xnnpack_policy_after_clone_and_twice():
+    # testPruneFunctionalModelAfterCloneForLatencyOnXNNPackPolicy: 1;
+    # testFunctionalModelForLatencyOnDoubleXNNPackPolicy: tfmot keeps the
+    # wrapper silently, keras-prune refuses a model already pruned (row 24).
+    i = keras.Input((8, 8, 3))
+    x = L.Conv2D(16, [1, 1])(_stem(i))
+    model = keras.Model(i, L.GlobalAveragePooling2D()(x))
+    cloned = keras.models.clone_model(model, clone_function=lambda lay: lay)
+    count, pruned = _xnnpack_count(cloned)
+    assert count == 1
+    with pytest.raises(ValueError, match="already pruned"):
+        _xnnpack_count(pruned)

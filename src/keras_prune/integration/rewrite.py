@@ -158,12 +158,33 @@ def _keep_paths(model, new):
             layer._parent_path = old._parent_path
 
 
+class LayerCopyError(ValueError, TypeError):
+    """A layer of a model being copied cannot be re-created from its config.
+
+    A `ValueError` (tfmot raises one for a model it cannot prune) and a
+    `TypeError` (what Keras raises for a config that `__init__` refuses).
+    """
+
+
 def _copy_layer_by_layer(model):
     """Keras' `clone_model`, each layer from its config, weights copied."""
     pairs = []
 
     def clone(layer):
-        new = layer.__class__.from_config(layer.get_config())
+        try:
+            new = layer.__class__.from_config(layer.get_config())
+        except Exception as e:  # noqa: BLE001 - any failure: say which layer
+            cls = type(layer).__name__
+            raise LayerCopyError(
+                f"Model {model.name!r} is pruned on a copy (the original "
+                "stays as it is), made by re-creating each layer from its "
+                f"config, and layer {layer.name!r} ({cls}) could not be "
+                f"re-created: {type(e).__name__}: {e} Fix: give {cls} a "
+                "get_config() returning its constructor arguments and an "
+                "__init__ accepting them (pass **kwargs such as name, "
+                "trainable and dtype on to super().__init__), or wrap its "
+                "layers with keras_prune.prune_low_magnitude yourself."
+            ) from e
         pairs.append((layer, new))
         return new
 
