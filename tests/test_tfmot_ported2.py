@@ -1024,3 +1024,55 @@ def test_xnnpack_policy_after_clone_and_twice():
     assert count == 1
     with pytest.raises(ValueError, match="already pruned"):
         _xnnpack_count(pruned)
+
+
+# ---------------------------------------------------------------------------
+# pruning_impl_test.py / pruning_utils_test.py: N:M vectors that
+# tests/test_patterns.py does not list, through a wrapper.
+
+M_BY_N_VECTORS = [
+    # _4d_1by2: a 1x1 Conv2D kernel (1, 1, Cin=4, Cout=2), 1:2.
+    (
+        [[[[-0.36, -0.77], [-0.43, -0.18], [0.12, 1.36], [0.77, 0.96]]]],
+        (1, 2),
+        [[[[0, 1], [1, 0], [0, 1], [1, 0]]]],
+    ),
+    # _2d_2by4_pad: a Dense kernel (in=3, out=2); groups padded to 4.
+    (
+        [[1.92, -0.21], [-0.19, 0.57], [1.1, -0.42]],
+        (2, 4),
+        [[1, 0], [0, 1], [1, 1]],
+    ),
+    # _4d_2by4_pad: a 1x1 Conv2D kernel (1, 1, Cin=3, Cout=2).
+    (
+        [[[[-0.37, 1.85], [0.82, 0.07], [1.17, 0.5]]]],
+        (2, 4),
+        [[[[0, 1], [1, 0], [1, 1]]]],
+    ),
+]
+
+
+@pytest.mark.parametrize("kernel, m_by_n, expected", M_BY_N_VECTORS)
+def test_m_by_n_mask_vectors_through_a_wrapper(kernel, m_by_n, expected):
+    kernel = np.asarray(kernel, "float32")
+    if kernel.ndim == 2:
+        layer, shape = L.Dense(2, use_bias=False), (kernel.shape[0],)
+    else:
+        layer, shape = L.Conv2D(2, 1, use_bias=False), (2, 2, kernel.shape[2])
+    wrapper = kp.prune_low_magnitude(
+        layer, pruning_schedule=CS(0.5, 0), sparsity_m_by_n=m_by_n
+    )
+    keras.Sequential([keras.Input(shape), wrapper])
+    layer.kernel.assign(kernel)
+    wrapper.update_masks_now(0.5)
+    np.testing.assert_array_equal(
+        to_np(wrapper.masks[0]), np.asarray(expected, bool)
+    )
+
+
+@pytest.mark.parametrize("m_by_n", [(4, 4), (5, 4)])
+def test_m_by_n_with_m_not_below_n_is_refused(m_by_n):
+    # testGenerateMbyNMaskRaise: tfmot raises InvalidArgumentError when the
+    # mask is computed; keras-prune a ValueError when the argument is given.
+    with pytest.raises(ValueError, match="sparsity_m_by_n"):
+        kp.prune_low_magnitude(L.Dense(5), sparsity_m_by_n=m_by_n)
