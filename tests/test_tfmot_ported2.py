@@ -1076,3 +1076,22 @@ def test_m_by_n_with_m_not_below_n_is_refused(m_by_n):
     # mask is computed; keras-prune a ValueError when the argument is given.
     with pytest.raises(ValueError, match="sparsity_m_by_n"):
         kp.prune_low_magnitude(L.Dense(5), sparsity_m_by_n=m_by_n)
+
+
+def test_pruning_a_wrapper_again_is_refused():
+    # tfmot's PruneLowMagnitude refuses a wrapper ("Please initialize
+    # `Prune` with a supported layer"). Before, prune_low_magnitude(wrapper,
+    # new settings) returned the wrapper with its old schedule, silently,
+    # and PruneLowMagnitude(wrapper) failed only when built.
+    wrapper = kp.prune_low_magnitude(L.Dense(3), pruning_schedule=CS(0.5, 0))
+    with pytest.raises(ValueError, match="already a PruneLowMagnitude"):
+        kp.prune_low_magnitude(wrapper, pruning_schedule=CS(0.9, 0))
+    with pytest.raises(ValueError, match="already a PruneLowMagnitude"):
+        kp.PruneLowMagnitude(wrapper)
+    # A list: all wrapped raises, as a model does (row 24); mixed warns.
+    with pytest.raises(ValueError, match="already pruned"):
+        kp.prune_low_magnitude([wrapper, L.Dropout(0.1)])
+    with pytest.warns(UserWarning, match="already wrapped"):
+        out = kp.prune_low_magnitude([wrapper, L.Dense(2)])
+    assert out[0] is wrapper and isinstance(out[1], kp.PruneLowMagnitude)
+    assert out[0].pruning_schedule.target_sparsity == 0.5

@@ -267,15 +267,29 @@ def _prune(
             )
         return pruned
     if isinstance(to_prune, (list, tuple)):
-        return [
+        out = [
             PruneLowMagnitude(layer, **wrap_params(layer))
             if isinstance(layer, keras.layers.Layer) and wants(layer)
             else layer
             for layer in to_prune
         ]
+        already = [l for l in to_prune if isinstance(l, PruneLowMagnitude)]
+        if already:
+            given = {id(l) for l in to_prune}
+            swaps = [l for l in out if id(l) not in given]
+            _check_not_pruned_twice(
+                "The list of layers", already, swaps, stacklevel=3
+            )
+        return out
     if isinstance(to_prune, keras.layers.Layer):
         if isinstance(to_prune, PruneLowMagnitude):
-            return to_prune
+            # tfmot raises too (its wrapper refuses a wrapper).
+            raise ValueError(
+                f"Layer {to_prune.name!r} is already a PruneLowMagnitude "
+                f"wrapper (of {to_prune.layer.name!r}): it would keep its "
+                "old schedule and settings. To prune with new settings, "
+                "pass the wrapped layer itself (`wrapper.layer`)."
+            )
         params = wrap_params(to_prune)
         if params["pruning_schedule"] is None:
             raise ValueError(
@@ -358,7 +372,7 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
             continue
         swaps[id(layer)] = PruneLowMagnitude(layer, **wrap_params(layer))
     if already:
-        _check_not_pruned_twice(model, already, swaps, wants)
+        _check_not_pruned_twice(f"Model {model.name!r}", already, swaps)
     inplace.put_in_place(model, swaps)
     # A class whose own config cannot describe the wrappers (a subclassed
     # or Keras-Hub model) gets one that can: it saves and reloads pruned.
@@ -390,29 +404,37 @@ def _covered_by_sublayers(layer, chosen_ids):
     return own <= covered
 
 
-def _check_not_pruned_twice(model, already, swaps, wants):
-    """Pruning a pruned model again: raise, never keep schedules silently.
+def _check_not_pruned_twice(what, already, swaps, stacklevel=4):
+    """Pruning a pruned model, list or layer again: raise, never keep
+    schedules silently.
 
-    A model whose layers are all wrapped already raises. A model mixing
-    wrapped and plain layers (tfmot's idiom: some layers wrapped by hand
-    with their own schedule) gets the plain ones wrapped; the wrapped ones
-    keep their settings, with a warning that names them.
+    A model or list whose layers are all wrapped already, or a wrapper
+    itself, raises. A model or list mixing wrapped and plain layers
+    (tfmot's idiom: some layers wrapped by hand with their own schedule)
+    gets the plain ones wrapped; the wrapped ones keep their settings, with
+    a warning that names them.
+
+    Args:
+        what: How the error names what was passed ("Model 'm'").
+        already: The wrappers found in it.
+        swaps: The layers being wrapped now (empty: nothing new to prune).
+        stacklevel: The warning's, to point at the user's call.
     """
     names = [w.layer.name for w in already]
     shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
     if not swaps:
         raise ValueError(
-            f"Model {model.name!r} is already pruned: its layers {shown} are "
+            f"{what} is already pruned: its layers {shown} are "
             "wrapped in PruneLowMagnitude and would keep their old schedule. "
             "To prune it again with new settings, call "
             "keras_prune.strip_pruning(model) first and prune the stripped "
             "model."
         )
     warnings.warn(
-        f"Model {model.name!r}: layers {shown} are already wrapped in "
+        f"{what}: layers {shown} are already wrapped in "
         "PruneLowMagnitude; they keep their own schedule and settings, and "
         "only the other layers get the ones given here.",
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
 
 

@@ -97,6 +97,7 @@ def wrapper_keywords(layer, kwargs, signature):
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
+        ValueError: `layer` is a `PruneLowMagnitude` wrapper.
         TypeError: an unknown keyword (naming the closest valid one).
     """
     if not isinstance(layer, keras.layers.Layer):
@@ -104,6 +105,14 @@ def wrapper_keywords(layer, kwargs, signature):
             "PruneLowMagnitude wraps a keras.layers.Layer, got "
             f"{layer!r} of type {type(layer).__name__}. Pass a layer or "
             "a model to keras_prune.prune_low_magnitude."
+        )
+    if getattr(layer, "_is_prune_wrapper", False):
+        # tfmot refuses it too; here it would mask nothing (its layer's
+        # weights are its wrapper's) and fail when built.
+        raise ValueError(
+            f"Layer {layer.name!r} is already a PruneLowMagnitude wrapper "
+            f"(of {layer.layer.name!r}): wrap the layer itself "
+            "(`wrapper.layer`), once."
         )
     check_keywords(
         "PruneLowMagnitude",
