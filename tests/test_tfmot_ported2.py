@@ -145,7 +145,9 @@ def test_schedule_at_keras_variable_steps(kind):
     # tfmot calls the schedule with tf.Variable steps; a Keras 3 user passes
     # keras.Variable.
     def prunes(schedule, step):
-        should, _ = schedule(keras.Variable(step, dtype="int32"))
+        should, _ = schedule(
+            keras.Variable(step, dtype="int32", trainable=False)
+        )
         return bool(to_np(should))
 
     every = _schedule(kind, 100, 200, 1)
@@ -171,7 +173,9 @@ def test_constant_and_polynomial_values_at_keras_variable_steps():
     # testPrunesForeverIfEndStepIsNegativeOne, testPrunesWithConstantSparsity,
     # testPolynomialDecay_PrunesCorrectly.
     def at(schedule, step):
-        should, sparsity = schedule(keras.Variable(step, dtype="int32"))
+        should, sparsity = schedule(
+            keras.Variable(step, dtype="int32", trainable=False)
+        )
         return bool(to_np(should)), float(to_np(sparsity))
 
     forever = CS(0.5, 0, -1, 10)
