@@ -1099,3 +1099,46 @@ def test_pruning_a_wrapper_again_is_refused():
         out = kp.prune_low_magnitude([wrapper, L.Dense(2)])
     assert out[0] is wrapper and isinstance(out[1], kp.PruneLowMagnitude)
     assert out[0].pruning_schedule.target_sparsity == 0.5
+
+
+@keras.saving.register_keras_serializable(package="test_tfmot_ported2")
+class EveryStep(kp.PruningSchedule):
+    """A custom schedule, as tfmot users write them."""
+
+    def __init__(self, sparsity):
+        self.sparsity = sparsity
+
+    def __call__(self, step):
+        return True, self.sparsity
+
+    def get_config(self):
+        return {"sparsity": self.sparsity}
+
+
+def test_wrapper_config_with_tfmots_schedule_form():
+    # pruning_wrapper's get_config stores `schedule.get_config()`, the
+    # {'class_name', 'config'} form; from_config resolves the built-ins by
+    # name and others through custom_objects (tfmot's from_config passes
+    # the built-ins as custom_objects). keras-prune writes Keras 3's form
+    # (row 33) and reads both: before, tfmot's form failed with "Could not
+    # locate class 'ConstantSparsity'".
+    wrapper = kp.prune_low_magnitude(L.Dense(4))
+    config = wrapper.get_config()
+    for schedule in (CS(0.5, 0), PD(0.1, 0.5, 0, 10, 2, 5)):
+        config["pruning_schedule"] = schedule.get_config()
+        restored = kp.PruneLowMagnitude.from_config(config)
+        assert restored.pruning_schedule.__dict__ == schedule.__dict__
+    config["pruning_schedule"] = {
+        "class_name": "EveryStep",
+        "config": {"sparsity": 0.25},
+    }
+    restored = kp.PruneLowMagnitude.from_config(
+        config, custom_objects={"EveryStep": EveryStep}
+    )
+    assert restored.pruning_schedule.sparsity == 0.25
+    # Keras 3's own form keeps working, without custom_objects.
+    wrapper = kp.prune_low_magnitude(
+        L.Dense(4), pruning_schedule=EveryStep(0.75)
+    )
+    restored = kp.PruneLowMagnitude.from_config(wrapper.get_config())
+    assert restored.pruning_schedule.sparsity == 0.75

@@ -51,6 +51,7 @@ import keras
 
 from keras_prune.integration import groups
 from keras_prune.integration import rewrite
+from keras_prune.integration import spec as _spec
 from keras_prune.integration.state import pruning_wrappers
 from keras_prune.integration.wrapper import PruneLowMagnitude
 
@@ -164,11 +165,8 @@ class PrunedInPlace:
                 # The default name follows the rebuilt layer's name (a
                 # subclassed model's layer names depend on the process).
                 settings.pop("name")
-            settings["pruning_schedule"] = (
-                keras.saving.deserialize_keras_object(
-                    settings.get("pruning_schedule"),
-                    custom_objects=custom_objects,
-                )
+            settings["pruning_schedule"] = _spec.schedule_from_config(
+                settings.get("pruning_schedule"), custom_objects
             )
             swaps[id(layer)] = PruneLowMagnitude(layer, **settings)
         put_in_place(model, swaps)

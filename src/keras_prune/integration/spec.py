@@ -773,6 +773,37 @@ def _deserialize(config, custom_objects):
     )
 
 
+def schedule_from_config(config, custom_objects=None):
+    """The `pruning_schedule` of a saved wrapper config, as a schedule.
+
+    Takes Keras 3's serialized form (what `get_config()` writes: it names
+    the registered class, so custom schedules load without a scope) and
+    tfmot's, `schedule.get_config()` (`{'class_name': 'ConstantSparsity',
+    'config': {...}}`, as in a config written by tfmot or by hand): the
+    built-ins resolve by name, other classes through `custom_objects` or a
+    custom object scope (tfmot's `prune_scope`), as in tfmot.
+
+    Args:
+        config: The config entry (or `None`, or a schedule already).
+        custom_objects: As for `keras.saving.deserialize_keras_object`.
+
+    Returns:
+        The schedule (or `None`).
+    """
+    if (
+        isinstance(config, dict)
+        and "module" not in config
+        and "registered_name" not in config
+        and config.get("class_name") not in (custom_objects or {})
+        and set(config) <= {"class_name", "config"}
+    ):
+        try:
+            return schedules.get(config)  # tfmot's form of a built-in
+        except ValueError:
+            pass  # not a built-in: Keras looks in its scopes
+    return _deserialize(config, custom_objects)
+
+
 def for_wrapper(layer, pruning_group=None, **arguments):
     """The spec a `PruneLowMagnitude` of `layer` holds.
 

@@ -356,8 +356,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["pruning_schedule"] = keras.saving.deserialize_keras_object(
-            config["pruning_schedule"], custom_objects=custom_objects
+        config["pruning_schedule"] = _spec.schedule_from_config(
+            config["pruning_schedule"], custom_objects
         )
         return super().from_config(config, custom_objects=custom_objects)
 
