@@ -467,7 +467,14 @@ def test_functional_models():
 
     inner = keras.Sequential([keras.Input((10,)), L.Dense(10)])
     nested = keras.Sequential([inner, L.Dense(10)])
-    assert len(wrappers(kp.prune_low_magnitude(nested, **params()))) == 2
+    pruned = kp.prune_low_magnitude(nested, **params())
+    assert len(wrappers(pruned)) == 2
+    # tfmot's strip_pruning recurses into nested models too.
+    kept = [w.layer for w in wrappers(pruned)]
+    stripped = kp.strip_pruning(pruned)
+    assert wrappers(stripped) == []
+    assert stripped.layers[0].layers[0] is kept[0]
+    assert stripped.layers[1] is kept[1]
 
 
 def test_strip_pruning_sequential_gives_the_original_config():
