@@ -7,6 +7,7 @@ deliberate difference (docs/migrating-from-tfmot.md, row N) changes one,
 the comment names the row.
 """
 
+import functools
 import json
 import os
 
@@ -286,9 +287,9 @@ class CustomLayerPrunable(CustomLayer):
 def test_wrapper_mask_count_per_layer_kind():
     # testDense, testEmbedding, testConv2D: one mask each.
     cases = [
-        (L.Dense(10), (1,)),
-        (L.Embedding(10, 10), (10,)),
-        (L.Conv2D(4, (3, 3)), (5, 5, 4)),
+        (L.Dense(10, kernel_initializer="ones"), (1,)),
+        (L.Embedding(10, 10, embeddings_initializer="ones"), (10,)),
+        (L.Conv2D(4, (3, 3), kernel_initializer="ones"), (5, 5, 4)),
     ]
     for layer, shape in cases:
         wrapper = kp.PruneLowMagnitude(layer, **params())
@@ -842,10 +843,14 @@ class MinimalRNNCell(L.Layer):
 
     def build(self, input_shape):
         self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.units), name="kernel"
+            shape=(input_shape[-1], self.units),
+            initializer="ones",
+            name="kernel",
         )
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, self.units), name="recurrent_kernel"
+            shape=(self.units, self.units),
+            initializer="ones",
+            name="recurrent_kernel",
         )
 
     def call(self, inputs, states):
@@ -860,6 +865,11 @@ class MinimalRNNCellPrunable(MinimalRNNCell, kp.PrunableLayer):
         return [self.kernel, self.recurrent_kernel]
 
 
+# Values do not matter here; random initializers cost ~0.3 s per new shape
+# to compile on JAX (the recurrent orthogonal one ~1 s).
+CONSTANT = {"kernel_initializer": "ones", "recurrent_initializer": "ones"}
+
+
 def _wrapped(layer, shape):
     assert not hasattr(layer, "get_prunable_weights") or isinstance(
         layer, kp.PrunableLayer
@@ -872,17 +882,17 @@ def _wrapped(layer, shape):
 def test_registry_prunable_weights_of_recurrent_layers():
     # testMakePrunableWorksOnKerasPrunableLayer / ...NonPrunableLayer /
     # ...RNNLayer / ...RNNLayerWithRNNCellsParams / ...WithPrunableCell.
-    dense = L.Dense(10)
+    dense = L.Dense(10, kernel_initializer="ones")
     assert _wrapped(dense, (1,)) == [dense.kernel]
-    lstm = L.LSTM(2)
+    lstm = L.LSTM(2, **CONSTANT)
     assert _wrapped(lstm, (3, 4)) == [
         lstm.cell.kernel,
         lstm.cell.recurrent_kernel,
     ]
-    cells = [L.LSTMCell(2), L.GRUCell(3)]
+    cells = [L.LSTMCell(2, **CONSTANT), L.GRUCell(3, **CONSTANT)]
     got = _wrapped(L.RNN(cells), (3, 4))
     assert got == [w for c in cells for w in (c.kernel, c.recurrent_kernel)]
-    cells = [L.LSTMCell(2), MinimalRNNCellPrunable(3)]
+    cells = [L.LSTMCell(2, **CONSTANT), MinimalRNNCellPrunable(3)]
     got = _wrapped(L.RNN(cells), (3, 4))
     assert got == [w for c in cells for w in (c.kernel, c.recurrent_kernel)]
 
@@ -892,7 +902,7 @@ def test_registry_refuses_unknown_rnn_cells():
     # testMakePrunableRaisesErrorOnRNNLayersUnsupportedCell.
     for layer in (
         L.RNN(MinimalRNNCell(4)),
-        L.RNN([L.LSTMCell(4), MinimalRNNCell(5)]),
+        L.RNN([L.LSTMCell(4, **CONSTANT), MinimalRNNCell(5)]),
     ):
         with pytest.raises(ValueError, match="minimal_rnn_cell"):
             _wrapped(layer, (3, 4))
@@ -949,9 +959,15 @@ def test_model_whose_custom_layer_cannot_be_copied_raises_value_error():
 # pruning_policy_test.py (the cases tests/test_policy.py does not build)
 
 
+# Values do not matter: constant initializers skip JAX's per-shape compile
+# of the random ones.
+Conv = functools.partial(L.Conv2D, kernel_initializer="ones")
+DW = functools.partial(L.DepthwiseConv2D, depthwise_initializer="ones")
+
+
 def _stem(x, filters=16):
     x = L.ZeroPadding2D(padding=1)(x)
-    return L.Conv2D(filters, (3, 3), strides=(2, 2), padding="valid")(x)
+    return Conv(filters, (3, 3), strides=(2, 2), padding="valid")(x)
 
 
 def _xnnpack_count(model):
@@ -964,14 +980,14 @@ def _xnnpack_count(model):
 def test_xnnpack_policy_counts_of_tfmots_models():
     # testPruneFunctionalModelWithLayerReusedForLatencyOnXNNPackPolicy: 1.
     i = keras.Input((8, 8, 3))
-    conv = L.Conv2D(16, [1, 1])
+    conv = Conv(16, [1, 1])
     x = conv(conv(_stem(i)))
     model = keras.Model(i, L.GlobalAveragePooling2D()(x))
     assert _xnnpack_count(model)[0] == 1
 
     # testFunctionalModelNoPruningLayersForLatencyOnXNNPackPolicy: 0.
     i = keras.Input((8, 8, 3))
-    x = L.DepthwiseConv2D((3, 3), padding="same")(_stem(i))
+    x = DW((3, 3), padding="same")(_stem(i))
     x = L.Activation("relu")(x)
     model = keras.Model(i, L.GlobalAveragePooling2D()(x))
     assert _xnnpack_count(model)[0] == 0
@@ -980,7 +996,7 @@ def test_xnnpack_policy_counts_of_tfmots_models():
     # Keras tensors are Keras 3 ops; tf.identity is keras.layers.Identity.
     i = keras.Input((8, 8, 3))
     x = _stem(i)
-    residual = L.Conv2D(16, [1, 1])(x)
+    residual = Conv(16, [1, 1])(x)
     x = L.Identity()(((x + residual) - residual) * residual)
     model = keras.Model(i, L.GlobalAveragePooling2D()(x))
     assert _xnnpack_count(model)[0] == 1
@@ -994,20 +1010,20 @@ def test_xnnpack_policy_counts_of_tfmots_larger_models():
     x1 = _stem(i1)
     x1 = L.Add()(
         [
-            L.DepthwiseConv2D((3, 3), padding="same")(x1),
-            L.Conv2D(16, [1, 1])(x1),
+            DW((3, 3), padding="same")(x1),
+            Conv(16, [1, 1])(x1),
         ]
     )
     i2 = keras.Input((16, 16, 3))
     x2 = _stem(i2, 8)
     x2 = L.ZeroPadding2D(padding=1)(x2)
-    x2 = L.DepthwiseConv2D((3, 3), strides=(2, 2), padding="valid")(x2)
+    x2 = DW((3, 3), strides=(2, 2), padding="valid")(x2)
     gate = L.GlobalAveragePooling2D(keepdims=True)(x2)
-    gate = L.Activation("sigmoid")(L.Conv2D(32, [1, 1])(gate))
-    up = L.UpSampling2D(interpolation="bilinear")(L.Conv2D(32, [1, 1])(x2))
-    x2 = L.Conv2D(16, [1, 1])(L.Multiply()([gate, up]))
+    gate = L.Activation("sigmoid")(Conv(32, [1, 1])(gate))
+    up = L.UpSampling2D(interpolation="bilinear")(Conv(32, [1, 1])(x2))
+    x2 = Conv(16, [1, 1])(L.Multiply()([gate, up]))
     x = L.GlobalAveragePooling2D(keepdims=True)(L.Add()([x1, x2]))
-    outputs = [L.Conv2D(7, [1, 1])(x), L.Conv2D(3, [1, 1])(x)]
+    outputs = [Conv(7, [1, 1])(x), Conv(3, [1, 1])(x)]
     assert _xnnpack_count(keras.Model([i1, i2], outputs))[0] == 6
 
     # testPruneModelRecursivelyForLatencyOnXNNPackPolicy: 2.
@@ -1015,8 +1031,8 @@ def test_xnnpack_policy_counts_of_tfmots_larger_models():
         [
             keras.Input((8, 8, 3)),
             L.ZeroPadding2D(padding=1),
-            L.Conv2D(4, (3, 3), strides=(2, 2), padding="valid"),
-            keras.Sequential([L.Conv2D(8, [1, 1]), L.Conv2D(16, [1, 1])]),
+            Conv(4, (3, 3), strides=(2, 2), padding="valid"),
+            keras.Sequential([Conv(8, [1, 1]), Conv(16, [1, 1])]),
             L.GlobalAveragePooling2D(),
         ]
     )
@@ -1028,7 +1044,7 @@ def test_xnnpack_policy_after_clone_and_twice():
     # testFunctionalModelForLatencyOnDoubleXNNPackPolicy: tfmot keeps the
     # wrapper silently, keras-prune refuses a model already pruned (row 24).
     i = keras.Input((8, 8, 3))
-    x = L.Conv2D(16, [1, 1])(_stem(i))
+    x = Conv(16, [1, 1])(_stem(i))
     model = keras.Model(i, L.GlobalAveragePooling2D()(x))
     cloned = keras.models.clone_model(model, clone_function=lambda lay: lay)
     count, pruned = _xnnpack_count(cloned)
