@@ -22,6 +22,9 @@ from conftest import to_np
 
 CS = kp.ConstantSparsity
 PD = kp.PolynomialDecay
+# For weights whose values do not matter: JAX compiles each random
+# initializer once per shape (~0.3 s each; the orthogonal one ~1 s).
+ONES = "ones"
 
 # The training ports that other test files already cover in kind (every
 # layer kind, MNIST model types, N:M layers, attention) cost ~30 s on JAX:
@@ -287,9 +290,9 @@ class CustomLayerPrunable(CustomLayer):
 def test_wrapper_mask_count_per_layer_kind():
     # testDense, testEmbedding, testConv2D: one mask each.
     cases = [
-        (L.Dense(10, kernel_initializer="ones"), (1,)),
-        (L.Embedding(10, 10, embeddings_initializer="ones"), (10,)),
-        (L.Conv2D(4, (3, 3), kernel_initializer="ones"), (5, 5, 4)),
+        (L.Dense(10, kernel_initializer=ONES), (1,)),
+        (L.Embedding(10, 10, embeddings_initializer=ONES), (10,)),
+        (L.Conv2D(4, (3, 3), kernel_initializer=ONES), (5, 5, 4)),
     ]
     for layer, shape in cases:
         wrapper = kp.PruneLowMagnitude(layer, **params())
@@ -303,13 +306,13 @@ def test_sequential_of_wrappers_config_round_trip():
     model = keras.Sequential(
         [
             keras.Input((12, 12, 1)),
-            kp.PruneLowMagnitude(L.Conv2D(4, 3)),
+            kp.PruneLowMagnitude(L.Conv2D(4, 3, kernel_initializer=ONES)),
             L.MaxPooling2D((2, 2), (2, 2)),
-            kp.PruneLowMagnitude(L.Conv2D(4, 3)),
+            kp.PruneLowMagnitude(L.Conv2D(4, 3, kernel_initializer=ONES)),
             L.Flatten(),
-            kp.PruneLowMagnitude(L.Dense(8)),
+            kp.PruneLowMagnitude(L.Dense(8, kernel_initializer=ONES)),
             L.Dropout(0.4),
-            kp.PruneLowMagnitude(L.Dense(3)),
+            kp.PruneLowMagnitude(L.Dense(3, kernel_initializer=ONES)),
         ]
     )
     assert sum(len(w.pruning_vars) for w in wrappers(model)) == 4
@@ -844,12 +847,12 @@ class MinimalRNNCell(L.Layer):
     def build(self, input_shape):
         self.kernel = self.add_weight(
             shape=(input_shape[-1], self.units),
-            initializer="ones",
+            initializer=ONES,
             name="kernel",
         )
         self.recurrent_kernel = self.add_weight(
             shape=(self.units, self.units),
-            initializer="ones",
+            initializer=ONES,
             name="recurrent_kernel",
         )
 
@@ -865,9 +868,7 @@ class MinimalRNNCellPrunable(MinimalRNNCell, kp.PrunableLayer):
         return [self.kernel, self.recurrent_kernel]
 
 
-# Values do not matter here; random initializers cost ~0.3 s per new shape
-# to compile on JAX (the recurrent orthogonal one ~1 s).
-CONSTANT = {"kernel_initializer": "ones", "recurrent_initializer": "ones"}
+CONSTANT = {"kernel_initializer": ONES, "recurrent_initializer": ONES}
 
 
 def _wrapped(layer, shape):
@@ -882,7 +883,7 @@ def _wrapped(layer, shape):
 def test_registry_prunable_weights_of_recurrent_layers():
     # testMakePrunableWorksOnKerasPrunableLayer / ...NonPrunableLayer /
     # ...RNNLayer / ...RNNLayerWithRNNCellsParams / ...WithPrunableCell.
-    dense = L.Dense(10, kernel_initializer="ones")
+    dense = L.Dense(10, kernel_initializer=ONES)
     assert _wrapped(dense, (1,)) == [dense.kernel]
     lstm = L.LSTM(2, **CONSTANT)
     assert _wrapped(lstm, (3, 4)) == [
@@ -930,10 +931,12 @@ class SubclassLayer(L.Layer):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = L.Conv2D(2, 3, activation="relu", padding="same")
-        self.conv2 = L.DepthwiseConv2D(3)
+        self.conv1 = L.Conv2D(
+            2, 3, activation="relu", padding="same", kernel_initializer=ONES
+        )
+        self.conv2 = L.DepthwiseConv2D(3, depthwise_initializer=ONES)
         self.flatten = L.Flatten()
-        self.dense = L.Dense(10, activation="sigmoid")
+        self.dense = L.Dense(10, activation="sigmoid", kernel_initializer=ONES)
 
     def call(self, inputs):
         return self.dense(self.flatten(self.conv2(self.conv1(inputs))))
@@ -959,10 +962,8 @@ def test_model_whose_custom_layer_cannot_be_copied_raises_value_error():
 # pruning_policy_test.py (the cases tests/test_policy.py does not build)
 
 
-# Values do not matter: constant initializers skip JAX's per-shape compile
-# of the random ones.
-Conv = functools.partial(L.Conv2D, kernel_initializer="ones")
-DW = functools.partial(L.DepthwiseConv2D, depthwise_initializer="ones")
+Conv = functools.partial(L.Conv2D, kernel_initializer=ONES)
+DW = functools.partial(L.DepthwiseConv2D, depthwise_initializer=ONES)
 
 
 def _stem(x, filters=16):
