@@ -66,10 +66,11 @@ def prune_low_magnitude(
       `keras.saving.load_model` gives it back pruned, with its masks and
       steps (`keras_prune` must be imported where it is loaded).
       `strip_pruning` gives it its own class back.
-    - A model that is already pruned (every prunable layer wrapped) raises
+    - A model or list that is already pruned (every prunable layer
+      wrapped), or a `PruneLowMagnitude` wrapper itself, raises
       `ValueError`: strip it first to prune it again with new settings. In a
-      model mixing wrapped and plain layers (tfmot's idiom), the wrapped
-      ones keep their own settings, with a warning.
+      model or list mixing wrapped and plain layers (tfmot's idiom), the
+      wrapped ones keep their own settings, with a warning.
 
     The step is the number of training batches completed: the first batch
     sees step 0, so `ConstantSparsity(0.5, begin_step=0)` prunes before the
