@@ -351,8 +351,25 @@ def _load_any(path):
     except Exception as e:  # noqa: BLE001 - report any loader failure
         raise UserError(
             f"cannot load model {path!r} (neither a keras-prune "
-            f"compressed file nor a loadable .keras file): {e}"
+            f"compressed file nor a loadable .keras file): "
+            f"{_load_failure_reason(e)}"
         ) from None
+
+
+def _load_failure_reason(error):
+    """The cause in a Keras loading error, without the config dump or
+    object list around it (which push it past the one-line limit)."""
+    text = str(error)
+    marker = "Exception encountered: "
+    if marker in text:  # deserialization: "... config={...}. Exception ..."
+        text = text[text.rindex(marker) + len(marker) :]
+    start = "Example error message for object "
+    if start in text:  # "A total of N objects could not be loaded. ..."
+        head, _, rest = text.partition(start)
+        obj, _, rest = rest.partition(":\n\n")
+        reason = rest.partition("\n\nList of objects")[0]
+        text = f"{head.strip()} {obj}: {reason}"
+    return text
 
 
 def _file_sizes(path, model, kind):

@@ -457,9 +457,10 @@ def _check_float32_range(array):
     big = np.abs(array) > np.finfo(np.float32).max  # NaN and Inf: not here
     big &= np.isfinite(array)
     if big.any():
+        first = array.reshape(-1)[int(np.argmax(big.reshape(-1)))]
         raise ValueError(
             f"`weights` holds {int(big.sum())} finite value(s) beyond "
-            f"float32's range (e.g. {array.reshape(-1)[int(np.argmax(big.reshape(-1)))]!r}); "
+            f"float32's range (e.g. {first!r}); "
             "magnitudes are compared in float32. Scale the weights into "
             "float32's range first."
         )

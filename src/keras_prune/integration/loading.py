@@ -106,7 +106,10 @@ def checked_state(wrapper, store):
     keys = list(store.keys())
     if len(keys) != len(variables):
         return store  # Keras' own check names the expected variables
-    roles = {id(wrapper.pruning_step): "step", id(wrapper.nonfinite_count): "count"}
+    roles = {
+        id(wrapper.pruning_step): "step",
+        id(wrapper.nonfinite_count): "count",
+    }
     roles.update((id(m), "mask") for m in wrapper.masks)
     roles.update((id(t), "threshold") for t in wrapper.thresholds)
     layer = wrapper.layer.name
