@@ -306,6 +306,7 @@ def _prune(args):
         pruned.compile(
             optimizer=optimizer, loss=args.loss, metrics=args.metrics or None
         )
+    _check_sample_shape(model, x, args.data)
     pruned.fit(
         x,
         y,
@@ -315,6 +316,7 @@ def _prune(args):
         verbose=args.verbose,
         callbacks=[keras_prune.UpdatePruningStep()],
     )
+    _check_finite_weights(pruned, args.output)
     out = pruned if args.keep_wrappers else keras_prune.strip_pruning(pruned)
     save_model_output(out, args.output)
     print()
@@ -324,6 +326,43 @@ def _prune(args):
         f"to {args.output}"
     )
     return 0
+
+
+def _check_sample_shape(model, x, path):
+    """Raises `UserError` when the samples of `x` do not fit the model's
+    only input (known dimensions only)."""
+    try:
+        inputs = model.inputs
+    except Exception:  # noqa: BLE001 - a subclassed model: unknown
+        return
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
+        return
+    expected = tuple(inputs[0].shape)[1:]
+    got = tuple(x.shape)[1:]
+    if len(expected) != len(got) or any(
+        e is not None and e != g for e, g in zip(expected, got)
+    ):
+        raise UserError(
+            f"--data {path!r}: 'x' holds samples of shape {got}, but the "
+            f"model takes inputs of shape {expected} (None: any size)."
+        )
+
+
+def _check_finite_weights(model, output):
+    """Raises `UserError` (nothing is written) when training left NaN or
+    Inf in a weight: a model that computes NaN is not a result."""
+    import numpy as np
+    from keras import ops
+
+    for variable in model.weights:
+        value = ops.convert_to_numpy(variable)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise UserError(
+                f"training diverged: weight {variable.path!r} holds NaN or "
+                "Inf after fit, so nothing was written to "
+                f"{output!r}. Check that --data holds finite values, or "
+                "lower --learning-rate."
+            )
 
 
 def _strip(args):
