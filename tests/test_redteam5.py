@@ -278,3 +278,27 @@ def test_compressed_file_with_a_lying_step_is_refused(saved):
     kp.save_compressed(model, buf)
     with pytest.raises(kp.CompressedFormatError, match="`pruning_step` is -5"):
         kp.load_compressed(buf.getvalue())
+
+
+def test_cli_prune_refuses_data_that_does_not_fit_or_diverges(
+    saved, tmp_path, capsys
+):
+    """Before: samples of the wrong shape ended in Keras' RuntimeError
+    "Unable to automatically build the model" (exit 1); NaN samples gave
+    NaN weights, saved with exit 0."""
+    from conftest import cli_error
+
+    dense = tmp_path / "dense.keras"
+    kp.strip_pruning(keras.saving.load_model(saved[0])).save(dense)
+    y = np.zeros((4, 2), "float32")
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, x=np.zeros((4, 5), "float32"), y=y)
+    out = tmp_path / "out.keras"
+    args = ["--epochs", "1", "--loss", "mse", "--verbose", "0", "-o", out]
+    line = cli_error(["prune", dense, "--data", wide, *args], capsys)
+    assert "'x' holds samples of shape (5,), but the model takes" in line
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, x=np.full((4, 4), np.nan, "float32"), y=y)
+    line = cli_error(["prune", dense, "--data", nan, *args], capsys)
+    assert "training diverged: weight 'd1/kernel' holds NaN" in line
+    assert not out.exists()
