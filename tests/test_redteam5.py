@@ -302,3 +302,34 @@ def test_cli_prune_refuses_data_that_does_not_fit_or_diverges(
     line = cli_error(["prune", dense, "--data", nan, *args], capsys)
     assert "training diverged: weight 'd1/kernel' holds NaN" in line
     assert not out.exists()
+
+
+def _zeros_blob(shape, dtype="float32"):
+    """An array blob of the ZEROS layout with a valid CRC-32."""
+    import struct
+    import zlib
+
+    from keras_prune.export import _format
+
+    body = _format.ARRAY_MAGIC + bytes(
+        [
+            _format.ARRAY_VERSION,
+            _format.dtype_code(np.dtype(dtype)),
+            len(shape),
+        ]
+    )
+    body += b"".join(_format.write_varint(d) for d in shape)
+    body += bytes([_format.ZEROS])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_zero_size_shape_whose_other_dimensions_overflow():
+    """Before: NumPy's `ValueError: array is too big` escaped
+    `decompress_array` (the size check multiplied in the 0 first); found
+    by mutating blobs with `verify=False`, reachable with a valid CRC."""
+    huge = (0, 2**47, 2**47)
+    with pytest.raises(kp.CompressedFormatError, match="too large for any"):
+        kp.decompress_array(_zeros_blob(huge))
+    for shape in [(0, 2**20, 2**20), (3, 0), (), (2, 3)]:
+        got = kp.decompress_array(_zeros_blob(shape))
+        assert got.shape == shape and not got.any()

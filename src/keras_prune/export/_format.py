@@ -56,6 +56,9 @@ STORED, ZLIB, LZMA = 0, 1, 2
 _CODEC_NAMES = {STORED: "stored", ZLIB: "zlib", LZMA: "lzma"}
 
 MAX_NDIM = 32
+# Largest product of an array's non-zero dimensions and item size: NumPy
+# refuses more (even for a 0-size array).
+_MAX_EXTENT = int(np.iinfo(np.intp).max)
 # Default cap on the decoded size of one array (and, in model files, of all
 # arrays together): 16 GiB.
 DEFAULT_MAX_BYTES = 1 << 34
@@ -865,8 +868,15 @@ def read_array_header(reader):
 
 def check_size(what, dtype, shape, max_bytes):
     n = 1
-    for d in shape:
+    extent = dtype.itemsize  # NumPy refuses a shape whose non-zero
+    for d in shape:  # dimensions overflow, even with a 0 among them
         n *= d
+        extent *= max(d, 1)
+    if extent > _MAX_EXTENT:
+        raise CompressedFormatError(
+            f"{what}: shape {shape} of {dtype.name} is too large for any "
+            "array (its non-zero dimensions multiply past 2**63 bytes)"
+        )
     nbytes = n * dtype.itemsize
     if nbytes > max_bytes:
         raise CompressedFormatError(
