@@ -333,3 +333,19 @@ def test_zero_size_shape_whose_other_dimensions_overflow():
     for shape in [(0, 2**20, 2**20), (3, 0), (), (2, 3)]:
         got = kp.decompress_array(_zeros_blob(shape))
         assert got.shape == shape and not got.any()
+
+
+def test_masked_array_is_refused_not_stripped_of_its_mask():
+    """Before: `decompress_array(compress_array(ma))` returned the data
+    with the masked values in place of the mask, silently."""
+    masked = np.ma.array([1.0, 2.0, 3.0], mask=[False, True, False])
+    with pytest.raises(TypeError, match="MaskedArray would be lost"):
+        kp.compress_array(masked)
+    # A matrix and a broadcast view are plain arrays: same values back.
+    for array in (
+        np.asmatrix([[1.0, 2.0]]),
+        np.broadcast_to(np.int8(3), (2, 2)),
+    ):
+        back = kp.decompress_array(kp.compress_array(array))
+        np.testing.assert_array_equal(back, np.asarray(array))
+        assert type(back) is np.ndarray and back.dtype == array.dtype

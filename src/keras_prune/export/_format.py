@@ -798,6 +798,8 @@ def compress_array(array, codec="lzma"):
             too large to compress in this machine's memory (the message
             gives its size; compress it in parts). A broadcast view of
             zeros of any size is compressed without materialising it.
+        TypeError: a dtype that is not a number (object, str), or a
+            `numpy.ma.MaskedArray` (its mask would be lost).
 
     Example:
 
@@ -815,6 +817,14 @@ def compress_array(array, codec="lzma"):
         except Exception:  # noqa: BLE001 - not a tensor: let NumPy decide
             pass
     check_codec(codec)
+    if isinstance(array, np.ma.MaskedArray):
+        # np.asarray keeps the data and drops the mask: not lossless.
+        raise TypeError(
+            "compress_array stores plain arrays; the mask of a "
+            "numpy.ma.MaskedArray would be lost. Compress "
+            "`array.filled(value)` and `np.ma.getmaskarray(array)` "
+            "separately."
+        )
     array = np.asarray(array)
     code = dtype_code(array.dtype)
     if array.ndim > MAX_NDIM:
