@@ -349,3 +349,20 @@ def test_masked_array_is_refused_not_stripped_of_its_mask():
         back = kp.decompress_array(kp.compress_array(array))
         np.testing.assert_array_equal(back, np.asarray(array))
         assert type(back) is np.ndarray and back.dtype == array.dtype
+
+
+def test_cli_int8_refuses_nonfinite_weights(saved, tmp_path, capsys):
+    """Before: `compress --int8` of a kernel holding Inf wrote a file whose
+    whole output channel computed NaN (the scale was Inf), exit 0."""
+    from conftest import cli_error
+
+    model = kp.strip_pruning(keras.saving.load_model(saved[0]))
+    kernel = keras.ops.convert_to_numpy(model.layers[1].kernel).copy()
+    kernel[0, 0] = np.inf
+    model.layers[1].kernel.assign(kernel)
+    src = tmp_path / "inf.keras"
+    model.save(src)
+    out = tmp_path / "out.kpz"
+    line = cli_error(["compress", src, out, "--int8"], capsys)
+    assert "--int8: weight 'd1/kernel' holds NaN or Inf" in line
+    assert not out.exists()

@@ -348,21 +348,29 @@ def _check_sample_shape(model, x, path):
         )
 
 
-def _check_finite_weights(model, output):
-    """Raises `UserError` (nothing is written) when training left NaN or
-    Inf in a weight: a model that computes NaN is not a result."""
+def _nonfinite_weight(model):
+    """The path of the first float weight of `model` holding NaN or Inf,
+    or None."""
     import numpy as np
     from keras import ops
 
     for variable in model.weights:
         value = ops.convert_to_numpy(variable)
         if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise UserError(
-                f"training diverged: weight {variable.path!r} holds NaN or "
-                "Inf after fit, so nothing was written to "
-                f"{output!r}. Check that --data holds finite values, or "
-                "lower --learning-rate."
-            )
+            return variable.path
+    return None
+
+
+def _check_finite_weights(model, output):
+    """Raises `UserError` (nothing is written) when training left NaN or
+    Inf in a weight: a model that computes NaN is not a result."""
+    path = _nonfinite_weight(model)
+    if path is not None:
+        raise UserError(
+            f"training diverged: weight {path!r} holds NaN or Inf after "
+            f"fit, so nothing was written to {output!r}. Check that --data "
+            "holds finite values, or lower --learning-rate."
+        )
 
 
 def _strip(args):
@@ -476,6 +484,13 @@ def _compress(args):
     if args.int8:
         import warnings
 
+        bad = _nonfinite_weight(model)
+        if bad is not None:
+            raise UserError(
+                f"--int8: weight {bad!r} holds NaN or Inf; its int8 scale "
+                "would be NaN or Inf and turn finite weights into NaN. "
+                "Compress without --int8 (lossless), or fix the weights."
+            )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*quantize.*")
             model.quantize("int8")
