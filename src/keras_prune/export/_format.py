@@ -882,11 +882,6 @@ def check_size(what, dtype, shape, max_bytes):
     for d in shape:  # dimensions overflow, even with a 0 among them
         n *= d
         extent *= max(d, 1)
-    if extent > _MAX_EXTENT:
-        raise CompressedFormatError(
-            f"{what}: shape {shape} of {dtype.name} is too large for any "
-            "array (its non-zero dimensions multiply past 2**63 bytes)"
-        )
     nbytes = n * dtype.itemsize
     if nbytes > max_bytes:
         raise CompressedFormatError(
@@ -894,6 +889,11 @@ def check_size(what, dtype, shape, max_bytes):
             f"more than the limit of {max_bytes} (by default 65,536 times "
             "the input's length + 1 MiB, at most 16 GiB; pass max_bytes to "
             "load it)"
+        )
+    if extent > _MAX_EXTENT:
+        raise CompressedFormatError(
+            f"{what}: shape {shape} of {dtype.name} is too large for any "
+            "array (its non-zero dimensions multiply past 2**63 bytes)"
         )
     return n, nbytes
 
