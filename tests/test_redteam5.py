@@ -366,3 +366,16 @@ def test_cli_int8_refuses_nonfinite_weights(saved, tmp_path, capsys):
     line = cli_error(["compress", src, out, "--int8"], capsys)
     assert "--int8: weight 'd1/kernel' holds NaN or Inf" in line
     assert not out.exists()
+
+
+def test_model_sparsity_and_step_of_non_models_and_unbuilt_models():
+    """Before: AttributeError `'str' object has no attribute
+    '_flatten_layers'`, and `'PruneLowMagnitude' object has no attribute
+    'masks'` for a pruned model not built yet."""
+    for function in (kp.model_sparsity, kp.pruning_step):
+        for value in ("model.keras", None, [keras.layers.Dense(2)]):
+            with pytest.raises(TypeError, match=function.__name__):
+                function(value)
+    unbuilt = kp.prune_low_magnitude(keras.Sequential([keras.layers.Dense(2)]))
+    assert kp.model_sparsity(unbuilt) is None
+    assert kp.pruning_step(unbuilt) is None
