@@ -379,3 +379,18 @@ def test_model_sparsity_and_step_of_non_models_and_unbuilt_models():
     unbuilt = kp.prune_low_magnitude(keras.Sequential([keras.layers.Dense(2)]))
     assert kp.model_sparsity(unbuilt) is None
     assert kp.pruning_step(unbuilt) is None
+
+
+def test_pattern_sizes_refuse_bools_and_take_numpy_integers():
+    """Before: `NM(True, 4)` was NM(1, 4) and `Block((True, 2))` a (1, 2)
+    block, silently; `Block([np.int64(2), 2])` was refused and `Block(2)`
+    ended in "'int' object is not iterable"."""
+    for bad in ((True, 4), (np.True_, 4), (2, True)):
+        with pytest.raises(ValueError, match="needs 0 < m < n"):
+            kp.NM(*bad)
+    for bad in ((True, 2), (2, np.True_), 2, (2, 2, 2)):
+        with pytest.raises(ValueError, match="pair of two positive integers"):
+            kp.Block(bad)
+    for good in ([np.int64(2), 2], np.array([2, 2]), (2, 2)):
+        assert kp.Block(good).block_size == (2, 2)
+    assert (kp.NM(np.int64(2), 4).m, kp.NM(np.int64(2), 4).n) == (2, 4)
