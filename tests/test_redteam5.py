@@ -11,6 +11,7 @@ its `model.weights.h5` or `config.json` and loads it.
 
 import io
 import json
+import warnings
 import zipfile
 
 import h5py
@@ -394,3 +395,20 @@ def test_pattern_sizes_refuse_bools_and_take_numpy_integers():
     for good in ([np.int64(2), 2], np.array([2, 2]), (2, 2)):
         assert kp.Block(good).block_size == (2, 2)
     assert (kp.NM(np.int64(2), 4).m, kp.NM(np.int64(2), 4).n) == (2, 4)
+
+
+def test_unbuilt_pruned_model_saves_and_loads(tmp_path):
+    """Before: `save` raised AttributeError 'no attribute pruned_weights'
+    (the masks were baked in before checking the wrapper was built) and
+    left a partial .keras file behind."""
+    pruned = kp.prune_low_magnitude(keras.Sequential([keras.layers.Dense(2)]))
+    path = tmp_path / "unbuilt.keras"
+    with warnings.catch_warnings():  # Keras: the model is not built
+        warnings.simplefilter("ignore")
+        pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        "PruneLowMagnitude"
+    ]
+    assert loaded(np.ones((1, 3), "float32")).shape == (1, 2)
+    assert kp.pruning_step(loaded) == 0

@@ -104,7 +104,7 @@ def checked_state(wrapper, store):
     """
     variables = wrapper._trainable_variables + wrapper._non_trainable_variables
     keys = list(store.keys())
-    if len(keys) != len(variables):
+    if not wrapper.built or len(keys) != len(variables):
         return store  # Keras' own check names the expected variables
     roles = {
         id(wrapper.pruning_step): "step",

@@ -322,8 +322,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def save_own_variables(self, store):
         # Saved files always hold exactly sparse weights: the wrapped layer is
-        # saved right after this, so bake the masks into it first.
-        self.apply_masks()
+        # saved right after this, so bake the masks into it first (a wrapper
+        # not built yet has no masks, and saves no variables).
+        if self.built:
+            self.apply_masks()
         super().save_own_variables(store)
 
     def load_own_variables(self, store):
