@@ -91,9 +91,10 @@ LYING_STATE = [
     ("0", np.int64(2**32 + 3), "outside [0, 2**31 - 1]"),  # 3
     ("0", np.float32(3.7), "expected an integer"),  # 3
     ("0", np.float32(np.nan), "expected an integer"),  # -2**31
-    ("0", np.int32([1, 2]), "expected a scalar"),  # Keras' shape error
+    ("0", np.int32([1, 2]), "expected a scalar"),  # refused: Keras' shape
     ("3", np.int32(-1), "outside [0, 2**31 - 1]"),  # -1
-    ("2", np.bytes_(b"ab"), "expected a float32"),  # "could not convert"
+    ("2", np.bytes_(b"ab"), "expected a float32"),  # refused: NumPy's
+    ("2", np.float64(1e300), "beyond float32's range"),  # inf
 ]
 
 
@@ -102,8 +103,8 @@ def test_lying_pruning_state_is_refused_by_name(
     saved, tmp_path, key, value, message
 ):
     """Before: each loaded silently as another value (the comment in
-    LYING_STATE), except the last two, refused with Keras' messages that
-    named no variable."""
+    LYING_STATE), except two refused with Keras' or NumPy's messages that
+    named no variable ("could not convert string to float")."""
     path = _edit(saved[0], tmp_path / "m.keras", weights=_set(OWN + key, value))
     variable = {
         "0": "pruning_step",

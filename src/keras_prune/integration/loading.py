@@ -84,6 +84,13 @@ def _threshold(value, layer, variable):
             variable,
             f"has dtype {value.dtype.name}, expected a float32 number.",
         )
+    number = float(value)
+    if np.isfinite(number) and abs(number) > np.finfo(np.float32).max:
+        _fail(
+            layer,
+            variable,
+            f"is {number!r}, beyond float32's range (it would load as Inf).",
+        )
 
 
 def checked_state(wrapper, store):
