@@ -306,6 +306,7 @@ def _prune(args):
         pruned.compile(
             optimizer=optimizer, loss=args.loss, metrics=args.metrics or None
         )
+    _check_sample_shape(model, x, args.data)
     pruned.fit(
         x,
         y,
@@ -315,6 +316,7 @@ def _prune(args):
         verbose=args.verbose,
         callbacks=[keras_prune.UpdatePruningStep()],
     )
+    _check_finite_weights(pruned, args.output)
     out = pruned if args.keep_wrappers else keras_prune.strip_pruning(pruned)
     save_model_output(out, args.output)
     print()
@@ -324,6 +326,51 @@ def _prune(args):
         f"to {args.output}"
     )
     return 0
+
+
+def _check_sample_shape(model, x, path):
+    """Raises `UserError` when the samples of `x` do not fit the model's
+    only input (known dimensions only)."""
+    try:
+        inputs = model.inputs
+    except Exception:  # noqa: BLE001 - a subclassed model: unknown
+        return
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
+        return
+    expected = tuple(inputs[0].shape)[1:]
+    got = tuple(x.shape)[1:]
+    if len(expected) != len(got) or any(
+        e is not None and e != g for e, g in zip(expected, got)
+    ):
+        raise UserError(
+            f"--data {path!r}: 'x' holds samples of shape {got}, but the "
+            f"model takes inputs of shape {expected} (None: any size)."
+        )
+
+
+def _nonfinite_weight(model):
+    """The path of the first float weight of `model` holding NaN or Inf,
+    or None."""
+    import numpy as np
+    from keras import ops
+
+    for variable in model.weights:
+        value = ops.convert_to_numpy(variable)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return variable.path
+    return None
+
+
+def _check_finite_weights(model, output):
+    """Raises `UserError` (nothing is written) when training left NaN or
+    Inf in a weight: a model that computes NaN is not a result."""
+    path = _nonfinite_weight(model)
+    if path is not None:
+        raise UserError(
+            f"training diverged: weight {path!r} holds NaN or Inf after "
+            f"fit, so nothing was written to {output!r}. Check that --data "
+            "holds finite values, or lower --learning-rate."
+        )
 
 
 def _strip(args):
@@ -351,8 +398,25 @@ def _load_any(path):
     except Exception as e:  # noqa: BLE001 - report any loader failure
         raise UserError(
             f"cannot load model {path!r} (neither a keras-prune "
-            f"compressed file nor a loadable .keras file): {e}"
+            f"compressed file nor a loadable .keras file): "
+            f"{_load_failure_reason(e)}"
         ) from None
+
+
+def _load_failure_reason(error):
+    """The cause in a Keras loading error, without the config dump or
+    object list around it (which push it past the one-line limit)."""
+    text = str(error)
+    marker = "Exception encountered: "
+    if marker in text:  # deserialization: "... config={...}. Exception ..."
+        text = text[text.rindex(marker) + len(marker) :]
+    start = "Example error message for object "
+    if start in text:  # "A total of N objects could not be loaded. ..."
+        head, _, rest = text.partition(start)
+        obj, _, rest = rest.partition(":\n\n")
+        reason = rest.partition("\n\nList of objects")[0]
+        text = f"{head.strip()} {obj}: {reason}"
+    return text
 
 
 def _file_sizes(path, model, kind):
@@ -420,6 +484,13 @@ def _compress(args):
     if args.int8:
         import warnings
 
+        bad = _nonfinite_weight(model)
+        if bad is not None:
+            raise UserError(
+                f"--int8: weight {bad!r} holds NaN or Inf; its int8 scale "
+                "would be NaN or Inf and turn finite weights into NaN. "
+                "Compress without --int8 (lossless), or fix the weights."
+            )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*quantize.*")
             model.quantize("int8")

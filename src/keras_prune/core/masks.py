@@ -356,6 +356,11 @@ def magnitude_mask(weights, sparsity):
     of the whole tensor: a tensor already 50% zero at target 0.5 keeps all of
     its non-zeros and nothing else.
 
+    Magnitudes are compared in float32, which holds float32, float16 and
+    bfloat16 weights exactly: float64 or large integer values that round
+    to the same float32 are ties (broken by position), and finite float64
+    values beyond float32's range are refused.
+
     Works on NumPy arrays and Python lists (returns NumPy) and on backend
     tensors (returns a tensor), including inside compiled functions. Eager
     calls on the CPU run the NumPy select of `host_mask` (about 3 reads of
@@ -371,7 +376,9 @@ def magnitude_mask(weights, sparsity):
 
     Raises:
         ValueError: if `sparsity` is outside `[0, 1]`, or (eagerly) if
-            `weights` holds NaN or Inf.
+            `weights` holds NaN or Inf, or float64 values beyond float32.
+        TypeError: `sparsity` is not a single number, or `weights` does
+            not hold real numbers.
 
     Example:
 
@@ -379,6 +386,11 @@ def magnitude_mask(weights, sparsity):
     array([ True,  True, False, False, False,  True])
     """
     _check_sparsity(sparsity)
+    if len(getattr(sparsity, "shape", ())) != 0:  # one mask, one sparsity
+        raise TypeError(
+            "`sparsity` must be a single number in [0, 1] (a scalar), got "
+            f"an array of shape {tuple(sparsity.shape)}."
+        )
     is_numpy = isinstance(weights, (np.ndarray, np.generic, list, tuple))
     if is_numpy:
         kind = np.asarray(weights).dtype.kind
@@ -388,12 +400,15 @@ def magnitude_mask(weights, sparsity):
                 "`weights` must hold real numbers, got dtype "
                 f"{np.asarray(weights).dtype.name}."
             )
+        _check_float32_range(np.asarray(weights))
         # Cast on the host: TensorFlow's cast flushes float32 subnormals.
         weights = np.asarray(weights, dtype=np.float32)
     shape = ops.shape(weights)
     if 0 in tuple(shape):
         raise ValueError("Cannot compute a mask for an empty tensor.")
     host = weights if is_numpy else _backend.host_array(weights)
+    if host is not None and not is_numpy:
+        _check_float32_range(host)
     s_host = _host_scalar(sparsity)
     if host is not None and s_host is not None:
         # An eager call on the CPU: the NumPy select (`host_mask`), 2-3
@@ -431,6 +446,24 @@ def _compiled_mask(weights, sparsity):
         chunk, n, kept_count(n, sparsity), shape, chunk_bounds(n)
     )
     return mask, n_nonfinite
+
+
+def _check_float32_range(array):
+    """Raises if finite values of a wider float dtype (float64) overflow
+    float32, where magnitudes are compared: the error would otherwise
+    report NaN or Inf values that the array does not hold."""
+    if array.dtype.kind != "f" or array.dtype.itemsize <= 4 or not array.size:
+        return
+    big = np.abs(array) > np.finfo(np.float32).max  # NaN and Inf: not here
+    big &= np.isfinite(array)
+    if big.any():
+        first = array.reshape(-1)[int(np.argmax(big.reshape(-1)))]
+        raise ValueError(
+            f"`weights` holds {int(big.sum())} finite value(s) beyond "
+            f"float32's range (e.g. {first!r}); "
+            "magnitudes are compared in float32. Scale the weights into "
+            "float32's range first."
+        )
 
 
 def _check_finite(n_bad):

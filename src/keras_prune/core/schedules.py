@@ -109,6 +109,16 @@ class PruningSchedule:
     @classmethod
     def from_config(cls, config):
         if "config" in config and "class_name" in config:
+            named = config["class_name"]
+            # A file that names one class outside and another inside is
+            # refused, not loaded as the outer one (a subclass that keeps
+            # a base class's `get_config` names the base: accepted).
+            if named not in {c.__name__ for c in cls.__mro__}:
+                raise ValueError(
+                    f"Cannot load a {cls.__name__} from a config that names "
+                    f"class {named!r}: the saved schedule was changed or "
+                    "damaged. Fix its 'class_name' or save the model again."
+                )
             config = config["config"]
         return cls(**config)
 

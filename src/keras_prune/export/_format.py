@@ -56,6 +56,9 @@ STORED, ZLIB, LZMA = 0, 1, 2
 _CODEC_NAMES = {STORED: "stored", ZLIB: "zlib", LZMA: "lzma"}
 
 MAX_NDIM = 32
+# Largest product of an array's non-zero dimensions and item size: NumPy
+# refuses more (even for a 0-size array).
+_MAX_EXTENT = int(np.iinfo(np.intp).max)
 # Default cap on the decoded size of one array (and, in model files, of all
 # arrays together): 16 GiB.
 DEFAULT_MAX_BYTES = 1 << 34
@@ -795,6 +798,8 @@ def compress_array(array, codec="lzma"):
             too large to compress in this machine's memory (the message
             gives its size; compress it in parts). A broadcast view of
             zeros of any size is compressed without materialising it.
+        TypeError: a dtype that is not a number (object, str), or a
+            `numpy.ma.MaskedArray` (its mask would be lost).
 
     Example:
 
@@ -812,6 +817,14 @@ def compress_array(array, codec="lzma"):
         except Exception:  # noqa: BLE001 - not a tensor: let NumPy decide
             pass
     check_codec(codec)
+    if isinstance(array, np.ma.MaskedArray):
+        # np.asarray keeps the data and drops the mask: not lossless.
+        raise TypeError(
+            "compress_array stores plain arrays; the mask of a "
+            "numpy.ma.MaskedArray would be lost. Compress "
+            "`array.filled(value)` and `np.ma.getmaskarray(array)` "
+            "separately."
+        )
     array = np.asarray(array)
     code = dtype_code(array.dtype)
     if array.ndim > MAX_NDIM:
@@ -865,8 +878,10 @@ def read_array_header(reader):
 
 def check_size(what, dtype, shape, max_bytes):
     n = 1
-    for d in shape:
+    extent = dtype.itemsize  # NumPy refuses a shape whose non-zero
+    for d in shape:  # dimensions overflow, even with a 0 among them
         n *= d
+        extent *= max(d, 1)
     nbytes = n * dtype.itemsize
     if nbytes > max_bytes:
         raise CompressedFormatError(
@@ -874,6 +889,11 @@ def check_size(what, dtype, shape, max_bytes):
             f"more than the limit of {max_bytes} (by default 65,536 times "
             "the input's length + 1 MiB, at most 16 GiB; pass max_bytes to "
             "load it)"
+        )
+    if extent > _MAX_EXTENT:
+        raise CompressedFormatError(
+            f"{what}: shape {shape} of {dtype.name} is too large for any "
+            "array (its non-zero dimensions multiply past 2**63 bytes)"
         )
     return n, nbytes
 

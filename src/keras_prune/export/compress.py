@@ -27,6 +27,7 @@ expects before any tensor is decoded, and every problem raises
 `CompressedFormatError`.
 """
 
+import collections.abc
 import copy
 import io
 import json
@@ -1088,10 +1089,20 @@ def load_compressed(path, custom_objects=None, compile=True, max_bytes=None):
         CompressedFormatError: the file is malformed or does not fit the
             limits; the message says how.
         OSError: `path` cannot be read.
+        TypeError, ValueError: an argument other than the file is invalid
+            (`custom_objects`, `compile`, `max_bytes`), named in the message.
     """
     what = path if isinstance(path, (str, os.PathLike)) else "compressed model"
     what = str(what)
     _format.check_flag(compile, "compile")
+    if custom_objects is not None and not isinstance(
+        custom_objects, collections.abc.Mapping
+    ):
+        raise TypeError(
+            "`custom_objects` must be None or a dict of names to classes "
+            f"or functions, got {type(custom_objects).__name__}: "
+            f"{custom_objects!r:.80}"
+        )
     _check_bytes_are_a_file(path)
     data = _read_bytes(path, max_bytes)
     try:

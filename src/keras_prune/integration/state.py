@@ -51,8 +51,11 @@ def model_sparsity(model):
     Returns:
         float, or `None` when the model has nothing pruned.
     """
+    _check_model(model, "model_sparsity")
     pruned = total = 0
     for wrapper in pruning_wrappers(model):
+        if not wrapper.built:  # no masks yet
+            continue
         for mask in wrapper.masks:
             m = keras.ops.convert_to_numpy(mask)
             total += m.size
@@ -69,10 +72,19 @@ def pruning_step(model):
     Returns:
         int, or `None` when the model has no built pruning wrapper.
     """
+    _check_model(model, "pruning_step")
     for wrapper in pruning_wrappers(model):
         if wrapper.built:
             return int(keras.ops.convert_to_numpy(wrapper.pruning_step))
     return None
+
+
+def _check_model(model, function):
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"{function} expects a keras.Model (or layer), got "
+            f"{type(model).__name__}: {model!r:.80}"
+        )
 
 
 class TrainingNotPassedWarning(UserWarning):

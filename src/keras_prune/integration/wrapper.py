@@ -24,6 +24,7 @@ from keras_prune.integration import controller
 from keras_prune.integration import distribution
 from keras_prune.integration import groups
 from keras_prune.integration import layer_call
+from keras_prune.integration import loading
 from keras_prune.integration import registry
 from keras_prune.integration import spec as _spec
 from keras_prune.integration import updater
@@ -321,9 +322,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def save_own_variables(self, store):
         # Saved files always hold exactly sparse weights: the wrapped layer is
-        # saved right after this, so bake the masks into it first.
-        self.apply_masks()
+        # saved right after this, so bake the masks into it first (a wrapper
+        # not built yet has no masks, and saves no variables).
+        if self.built:
+            self.apply_masks()
         super().save_own_variables(store)
+
+    def load_own_variables(self, store):
+        # A step, mask or count that `assign` would cast into another value
+        # (a mask of 0.5, a step of 2**32 + 3) is refused by name.
+        super().load_own_variables(loading.checked_state(self, store))
 
     # --------------------------------------------------------------- config
 

@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 
 from keras_prune._keywords import keywords_checked
 from keras_prune.core import patterns
@@ -33,16 +34,26 @@ class Block(Pattern):
 
     @keywords_checked
     def __init__(self, block_size=(1, 1), pooling="AVG"):
-        block_size = tuple(block_size)
+        given = block_size
+        try:
+            block_size = tuple(block_size)
+        except TypeError:  # Block(2): not a pair
+            block_size = None
         if (
-            len(block_size) != 2
-            or not all(isinstance(i, int) for i in block_size)
+            block_size is None
+            or len(block_size) != 2
+            or not all(
+                isinstance(i, (int, np.integer))
+                and not isinstance(i, (bool, np.bool_))  # True is not 1
+                for i in block_size
+            )
             or min(block_size) < 1
         ):
             raise ValueError(
                 "`block_size` must be a pair of two positive integers, got "
-                f"{block_size!r}."
+                f"{given!r}."
             )
+        block_size = tuple(int(i) for i in block_size)
         if pooling not in POOLING_TYPES:
             raise ValueError(
                 f"Unsupported pooling type '{pooling}'. Should be 'AVG' or "

@@ -35,6 +35,8 @@ class NM(Pattern):
         if not (
             isinstance(m, (int, np.integer))
             and isinstance(n, (int, np.integer))
+            and not isinstance(m, (bool, np.bool_))  # True is not m=1
+            and not isinstance(n, (bool, np.bool_))
             and 0 < m < n
         ):
             raise ValueError(
