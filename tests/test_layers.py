@@ -344,8 +344,18 @@ def test_normalization_and_dropout_not_wrapped():
     pruned.compile(keras.optimizers.SGD(0.05), "mse")
     pruned.fit(x, np.zeros((8, 2), "float32"), batch_size=8, verbose=0)
     assert np.any(to_np(pruned.layers[1].moving_mean) != 0)
-    with pytest.raises(ValueError, match="no weights to prune"):
-        kp.prune_low_magnitude(L.BatchNormalization())(keras.Input((3,)))
+    # Wrapped on its own (tfmot allows it): a wrapper without masks whose
+    # BN statistics still train, and which strips back to the layer.
+    bn = L.BatchNormalization()
+    alone = keras.Sequential([keras.Input((6,)), kp.prune_low_magnitude(bn)])
+    assert alone.layers[0].masks == []
+    alone.compile(keras.optimizers.SGD(0.05), "mse")
+    alone.fit(x, np.zeros((8, 6), "float32"), batch_size=8, verbose=0)
+    assert np.any(to_np(bn.moving_mean) != 0)
+    np.testing.assert_array_equal(
+        to_np(alone.predict(x, verbose=0)),
+        to_np(kp.strip_pruning(alone).predict(x, verbose=0)),
+    )
 
 
 def test_embedding_mask_zero_into_pruned_lstm():

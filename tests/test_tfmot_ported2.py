@@ -301,20 +301,22 @@ def test_wrapper_mask_count_per_layer_kind():
 
 
 def test_sequential_of_wrappers_config_round_trip():
-    # testPruneModel, with the layers that hold weights wrapped (wrapping a
-    # layer without weights raises: see test_layer_without_weights).
+    # testPruneModel: every layer wrapped, those without weights included
+    # (their wrappers hold no mask); 4 masks; the config round-trips.
     model = keras.Sequential(
         [
             keras.Input((12, 12, 1)),
             kp.PruneLowMagnitude(L.Conv2D(4, 3, kernel_initializer=ONES)),
-            L.MaxPooling2D((2, 2), (2, 2)),
+            kp.PruneLowMagnitude(L.MaxPooling2D((2, 2), (2, 2))),
             kp.PruneLowMagnitude(L.Conv2D(4, 3, kernel_initializer=ONES)),
-            L.Flatten(),
+            kp.PruneLowMagnitude(L.MaxPooling2D((2, 2), (2, 2))),
+            kp.PruneLowMagnitude(L.Flatten()),
             kp.PruneLowMagnitude(L.Dense(8, kernel_initializer=ONES)),
-            L.Dropout(0.4),
+            kp.PruneLowMagnitude(L.Dropout(0.4)),
             kp.PruneLowMagnitude(L.Dense(3, kernel_initializer=ONES)),
         ]
     )
+    assert len(wrappers(model)) == 8
     assert sum(len(w.pruning_vars) for w in wrappers(model)) == 4
     config = model.get_config()
     restored = keras.Sequential.from_config(
@@ -352,8 +354,8 @@ def test_layer_without_weights():
     # testPruneKerasNonPrunableLayer, testPruneModelValidLayersSuccessful,
     # testCollectPrunableLayers: tfmot wraps Dropout, Flatten, MaxPooling2D,
     # BatchNormalization in wrappers without masks. keras-prune leaves them
-    # unwrapped in a model or list and refuses a wrapper around one when it
-    # is built (migrating-from-tfmot.md row 32).
+    # unwrapped in a model or list (migrating-from-tfmot.md row 9) and, as
+    # tfmot, gives one wrapped on its own a wrapper without masks (row 32).
     model = keras.Sequential([L.Dense(10), L.Dropout(0.4), L.Dense(10)])
     pruned = kp.prune_low_magnitude(model, **params())
     pruned.build((1, 28))
@@ -367,9 +369,18 @@ def test_layer_without_weights():
         "PruneLowMagnitude",
         "Dropout",
     ]
-    for layer, shape in [(L.Dropout(0.4), (4,)), (L.MaxPooling2D(), (4, 4, 1))]:
-        with pytest.raises(ValueError, match="no weights to prune"):
-            keras.Sequential([keras.Input(shape), kp.PruneLowMagnitude(layer)])
+    # Wrapped on their own, as tfmot's testCollectPrunableLayers does: a
+    # wrapper without masks that computes what its layer computes, and
+    # strips back to the layer.
+    x = np.arange(32, dtype="float32").reshape((2, 4, 4, 1))
+    for layer in [L.Dropout(0.4), L.MaxPooling2D(), L.Flatten()]:
+        wrapper = kp.PruneLowMagnitude(layer, **params())
+        model = keras.Sequential([keras.Input((4, 4, 1)), wrapper])
+        assert wrapper.pruning_vars == []
+        assert wrapper.masks == []
+        np.testing.assert_array_equal(to_np(model(x)), to_np(layer(x)))
+        stripped = kp.strip_pruning(model)
+        assert stripped.layers[0] is layer
 
 
 # ---------------------------------------------------------------------------

@@ -360,16 +360,18 @@ def prunable_weights(layer, skip_unsupported=False):
 
 
 def weights_to_wrap(layer, skip_unsupported=False):
-    """`prunable_weights` of a layer being wrapped: at least one.
+    """`prunable_weights` of a layer being wrapped: possibly none.
+
+    A layer wrapped on its own that holds nothing to prune (`Dropout`,
+    `Flatten`, `BatchNormalization`) gets a wrapper without masks that
+    calls it unchanged, as tfmot's does; `prune_low_magnitude` on a model
+    or a list leaves such layers unwrapped.
 
     The weights of a sublayer that has its own wrapper are left to that
     wrapper: one mask per weight. (Keras-Hub's BLIP-2 calls the token
     embedding held in its `BLIP2OPTEmbeddings` directly as the LM head; the
     embedding layer and its container are both wrapped, and the container
     calls the embedding's wrapper.)
-
-    Raises:
-        ValueError: the layer has no weights to prune.
     """
     weights = prunable_weights(layer, skip_unsupported)
     nested = [
@@ -382,12 +384,6 @@ def weights_to_wrap(layer, skip_unsupported=False):
             id(v) for sub in nested for v in prunable_weights(sub.layer, True)
         }
         weights = [v for v in weights if id(v) not in theirs]
-    if not weights:
-        raise ValueError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) has no weights "
-            "to prune. Leave it unwrapped (prune_low_magnitude on a whole "
-            "model does this for you)."
-        )
     return weights
 
 
