@@ -281,7 +281,9 @@ def test_user_errors_are_one_line_messages(files, capsys):
         ),
         (["schedule", "Nope(1)"], "Unknown schedule"),
         (["report", ""], "empty"),
-        (["report", tmp / "no-logs"], "No TensorBoard event files"),
+        (["report", tmp / "no-logs"], "does not exist"),
+        (["report", tmp / "folder.keras"], "No TensorBoard event files"),
+        (["report", npz], "neither a folder nor"),
         (
             [
                 "prune",

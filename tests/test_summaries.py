@@ -294,7 +294,14 @@ def test_read_scalars_tensor_format(tmp_path):
     writer.add_text(7, "notes", "not a scalar")
     writer.close()
     assert summaries.read_scalars(tmp_path) == {"train/epoch_loss": [(7, 0.25)]}
-    assert summaries.read_scalars(tmp_path / "nothing") == {}
+    # A misspelt folder is an error, not a run without scalars.
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        summaries.read_scalars(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    assert summaries.read_scalars(tmp_path / "empty") == {}
+    (tmp_path / "notes.txt").write_text("not events")
+    with pytest.raises(NotADirectoryError, match="neither a folder"):
+        summaries.read_scalars(tmp_path / "notes.txt")
 
 
 def test_last_update():

@@ -541,10 +541,11 @@ def _report(args):
             text = text.replace(tmp, args.plot)
         else:
             text = summaries.report(args.logdir)
-    except FileNotFoundError as e:
-        raise UserError(
-            f"{e} Pass the log_dir given to keras_prune.PruningSummaries."
-        ) from None
+    except (FileNotFoundError, NotADirectoryError) as e:
+        hint = "" if "PruningSummaries" in str(e) else (
+            " Pass the log_dir given to keras_prune.PruningSummaries."
+        )
+        raise UserError(f"{e}{hint}") from None
     print(text)
     if args.plot is not None:
         print(f"plot: {args.plot}")

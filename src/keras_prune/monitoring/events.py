@@ -617,6 +617,9 @@ def event_files(log_dir):
 
     Raises:
         ValueError: `log_dir` is empty.
+        FileNotFoundError: `log_dir` does not exist (a misspelt folder
+            would otherwise read as a run without scalars).
+        NotADirectoryError: `log_dir` is a file that is not an event file.
     """
     if not isinstance(log_dir, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -633,8 +636,16 @@ def event_files(log_dir):
     found = []
     if "tfevents" in os.path.basename(log_dir) and os.path.isfile(log_dir):
         return [(".", log_dir)]  # one event file
+    if not os.path.exists(log_dir):
+        raise FileNotFoundError(
+            f"Log directory {log_dir!r} does not exist; pass the log_dir "
+            "given to PruningSummaries."
+        )
     if not os.path.isdir(log_dir):
-        return found
+        raise NotADirectoryError(
+            f"{log_dir!r} is neither a folder nor a TensorBoard event file "
+            "(`*tfevents*`); pass the log_dir given to PruningSummaries."
+        )
     root = os.path.realpath(log_dir)
     seen = set()
     stack = [log_dir]
