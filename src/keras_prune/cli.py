@@ -542,8 +542,10 @@ def _report(args):
         else:
             text = summaries.report(args.logdir)
     except (FileNotFoundError, NotADirectoryError) as e:
-        hint = "" if "PruningSummaries" in str(e) else (
-            " Pass the log_dir given to keras_prune.PruningSummaries."
+        hint = (
+            ""
+            if "PruningSummaries" in str(e)
+            else (" Pass the log_dir given to keras_prune.PruningSummaries.")
         )
         raise UserError(f"{e}{hint}") from None
     print(text)
