@@ -413,3 +413,35 @@ def test_unbuilt_pruned_model_saves_and_loads(tmp_path):
     ]
     assert loaded(np.ones((1, 3), "float32")).shape == (1, 2)
     assert kp.pruning_step(loaded) == 0
+
+
+@keras.saving.register_keras_serializable("test_redteam5")
+class _TwoDense(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.d = keras.layers.Dense(3)
+        self.o = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.o(self.d(x))
+
+
+@pytest.mark.parametrize(
+    "lie",
+    ["d", [["attr"]], [["attr", "d", "x"]], [["nope", "d"]], [[True, "d"]], 5],
+)
+def test_in_place_wrapper_record_of_the_wrong_form_is_refused(tmp_path, lie):
+    # A subclassed model pruned in place saves where each wrapper sits; a
+    # path of another form failed with "not enough values to unpack".
+    model = _TwoDense()
+    model(X)
+    src = tmp_path / "sub.keras"
+    kp.prune_low_magnitude(model).save(src)
+
+    def edit(conf):
+        conf["config"]["wrappers"][0]["path"] = lie
+
+    bad = _edit(src, tmp_path / "bad.keras", config=edit)
+    with pytest.raises(ValueError, match="wrapper record is malformed"):
+        with kp.prune_scope():
+            keras.saving.load_model(bad)

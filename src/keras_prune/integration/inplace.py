@@ -153,7 +153,11 @@ class PrunedInPlace:
                 f"{type(model).__name__}, not a keras.Model."
             )
         swaps = {}
-        for entry in config.get("wrappers", []):
+        entries = config.get("wrappers", [])
+        if not isinstance(entries, list):
+            entries = [entries]  # refused by `_check_entry`
+        for entry in entries:
+            _check_entry(model, entry)
             layer = _resolve(model, entry)
             if isinstance(layer, PruneLowMagnitude):
                 continue  # the class's own config rebuilt the wrapper
@@ -447,6 +451,33 @@ def format_path(path):
     for kind, key in path:
         text += f".{key}" if kind == "attr" else f"[{key!r}]"
     return text.lstrip(".")
+
+
+def _check_entry(model, entry):
+    """Refuses a saved wrapper record of the wrong form, naming it."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    ok = (
+        isinstance(path, list)
+        and all(
+            isinstance(step, (list, tuple))
+            and len(step) == 2
+            and step[0] in ("attr", "item", "key")
+            and isinstance(step[1], (str, int))
+            and not isinstance(step[1], bool)
+            for step in path
+        )
+        and isinstance(entry.get("layer_class"), str)
+        and isinstance(entry.get("config"), dict)
+    )
+    if not ok:
+        raise ValueError(
+            f"Loading pruned model {model.name!r} "
+            f"({type(model).__name__}): a saved pruning wrapper record is "
+            "malformed (expected {'path': [[kind, key], ...], "
+            "'layer_class': str, 'config': {...}}); got "
+            f"{str(entry)[:200]}. The file was not written by keras-prune "
+            "or was edited: load the original file."
+        )
 
 
 def _resolve(model, entry):
