@@ -445,3 +445,14 @@ def test_in_place_wrapper_record_of_the_wrong_form_is_refused(tmp_path, lie):
     with pytest.raises(ValueError, match="wrapper record is malformed"):
         with kp.prune_scope():
             keras.saving.load_model(bad)
+
+
+def test_prune_once_sparsity_message_and_plan_formatter_input():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    for bad in (None, True):
+        with pytest.raises(ValueError, match="`sparsity` must be a number in"):
+            kp.prune_once(model, bad)
+    with pytest.raises(TypeError, match="format_pruning_plan takes the rows"):
+        kp.format_pruning_plan(np.zeros(3))
+    rows = kp.pruning_plan(kp.prune_once(model, 0.5))
+    assert kp.format_pruning_plan(rows).endswith("1 weights pruned, 1 skipped")

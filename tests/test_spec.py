@@ -440,5 +440,7 @@ def test_function_schedule_message_names_the_value():
 
 
 def test_prune_once_refuses_nan_sparsity():
-    with pytest.raises(ValueError, match=r"`sparsity` must be None or in"):
+    with pytest.raises(
+        ValueError, match=r"`sparsity` must be a number in \[0, 1\], got nan"
+    ):
         kp.prune_once(mlp(), float("nan"))

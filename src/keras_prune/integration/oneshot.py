@@ -75,9 +75,7 @@ def prune_once(
     ):
         valid |= _spec.layer_keywords()
     _spec.check_keywords("prune_once", kwargs, valid)
-    if sparsity is None:
-        raise ValueError("`sparsity` must be in [0, 1], got None.")
-    sparsity = _spec.fraction(sparsity, "sparsity")
+    sparsity = _spec.fraction(sparsity, "sparsity", optional=False)
     if pruning_schedule is None:
         if not np.float32(sparsity) < 1.0:  # also once rounded to float32
             raise ValueError(

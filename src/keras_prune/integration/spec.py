@@ -159,18 +159,19 @@ def _pair(value, name):
     return tuple(int(i) for i in items)
 
 
-def fraction(value, name):
-    """`value` as a float in [0, 1] (NaN refused), or None."""
-    if value is None:
+def fraction(value, name, optional=True):
+    """`value` as a float in [0, 1] (NaN refused), or None if `optional`."""
+    if value is None and optional:
         return None
+    what = "None or a number" if optional else "a number"
     if not schedules._is_real_scalar(value):
         raise ValueError(
-            f"`{name}` must be None or a number in [0, 1], got {value!r} of "
+            f"`{name}` must be {what} in [0, 1], got {value!r} of "
             f"type {type(value).__name__}."
         )
     value = float(np.asarray(keras.ops.convert_to_numpy(value)))
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be None or in [0, 1], got {value!r}.")
+        raise ValueError(f"`{name}` must be {what} in [0, 1], got {value!r}.")
     return value
 
 

@@ -684,7 +684,23 @@ def _is_depthwise_kernel(layer, weight):
 
 
 def format_pruning_plan(rows):
-    """Formats `pruning_plan` rows as a text table, pruned weights first."""
+    """Formats `pruning_plan` rows as a text table, pruned weights first.
+
+    Args:
+        rows: What `pruning_plan` returns (a list of dicts).
+
+    Returns:
+        str.
+    """
+    if not isinstance(rows, (list, tuple)) or not all(
+        isinstance(r, dict) and {"layer", "weight", "pruned"} <= r.keys()
+        for r in rows
+    ):
+        raise TypeError(
+            "format_pruning_plan takes the rows `pruning_plan(model)` "
+            f"returns (a list of dicts), got {type(rows).__name__}: "
+            f"{rows!r:.80}."
+        )
     header = f"{'layer':<30} {'weight':<20} {'shape':<16} {'pruned':<6}  reason"
     lines = [header, "-" * len(header)]
     for r in sorted(rows, key=lambda r: not r["pruned"]):
