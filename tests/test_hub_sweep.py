@@ -712,6 +712,150 @@ def test_m_by_n_one_channel_per_group_along_the_window():
     }
 
 
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _ScaledEmbedding(keras.layers.Layer):
+    """Gemma3n's `Gemma3nTextScaledWordEmbedding`: an `Embedding` inside."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(VOCAB, 8, name="embedding")
+
+    def build(self, shape):
+        self.embedding.build(shape)
+
+    def call(self, ids):
+        return self.embedding(ids) * 1.5
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _SharedText(keras.layers.Layer):
+    """Gemma3n's `Gemma3nTextModel`: called by the graph, held by two other
+    layers that call its sublayer and its methods and read its table."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_tokens = _ScaledEmbedding(name="embed_tokens")
+        self.proj = keras.layers.Dense(8, name="proj")
+
+    def build(self, shape):
+        self.embed_tokens.build((None, SEQ))
+        self.proj.build(shape)
+
+    def per_layer_inputs(self, ids):  # a method its holder calls
+        return self.embed_tokens(ids) * 0.5
+
+    def reverse(self, hidden):  # the tied LM head: reads the table
+        table = self.embed_tokens.embedding.embeddings
+        return keras.ops.matmul(hidden, keras.ops.transpose(table))
+
+    def call(self, hidden):
+        return self.proj(hidden)
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _Processor(keras.layers.Layer):
+    """Gemma3n's `Gemma3nMultimodalEmbeddingProcessor`."""
+
+    def __init__(self, text, **kwargs):
+        super().__init__(**kwargs)
+        self.text = text
+
+    def build(self, shape):
+        pass  # built by the model
+
+    def call(self, ids):
+        return self.text.embed_tokens(ids) + self.text.per_layer_inputs(ids)
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _Head(keras.layers.Layer):
+    def __init__(self, text, **kwargs):
+        super().__init__(**kwargs)
+        self.text = text
+
+    def build(self, shape):
+        pass  # built by the model
+
+    def call(self, hidden):
+        return self.text.reverse(hidden)
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _SharedLM(keras.Model):
+    """A Keras-Hub-like task (described by its constructor)."""
+
+    def __init__(self, **kwargs):
+        ids = keras.Input((SEQ,), dtype="int32")
+        text = _SharedText(name="text")
+        hidden = text(_Processor(text, name="processor")(ids))
+        logits = _Head(text, name="head")(hidden)
+        super().__init__(ids, logits, **kwargs)
+        self.text = text
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def test_layer_held_by_other_layers_prunes_its_sublayers(tmp_path):
+    # Keras-Hub's Gemma3nCausalLM: the backbone calls its Gemma3nTextModel,
+    # which its embedding processor also holds and uses beyond a call
+    # (`language_model.embed_tokens(ids)`, `get_per_layer_inputs(...)`), and
+    # `generate()` reads `embed_tokens.embedding.embeddings` for the tied LM
+    # head. The text model was wrapped whole and swapped in its holders:
+    # prune_once raised AttributeError ('PruneLowMagnitude' object has no
+    # attribute 'embed_tokens', then 'embedding'). Now its sublayers are
+    # wrapped, a wrapper shows its layer's attributes, and prune_once
+    # stores the pruned weights as zeros, so the table read directly is the
+    # pruned one.
+    keras.utils.set_random_seed(0)
+    model = _SharedLM(name="shared_lm")
+    x = np.random.RandomState(0).randint(0, VOCAB, (BATCH, SEQ))
+    x = x.astype("int32")
+    kp.prune_low_magnitude(_SharedLM(name="shared_lm"))  # does not raise
+    pruned = kp.prune_once(model, 0.5)
+    assert sorted(w.layer.name for w in pruning_wrappers(pruned)) == [
+        "embed_tokens",
+        "proj",
+    ]
+    assert isinstance(pruned.text, _SharedText)
+    assert isinstance(pruned.text.embed_tokens, kp.PruneLowMagnitude)
+    table = pruned.text.embed_tokens.embedding.embeddings  # through it
+    (mask,) = pruned.text.embed_tokens.masks
+    assert int(np.count_nonzero(to_np(table))) == kp.kept_count(VOCAB * 8, 0.5)
+    np.testing.assert_array_equal(to_np(table) != 0, to_np(mask) != 0)
+    with pytest.raises(AttributeError, match="nor has its layer 'proj'"):
+        pruned.text.proj.no_such_attribute
+    want = outputs(pruned, x)
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert sorted(w.layer.name for w in pruning_wrappers(loaded)) == [
+        "embed_tokens",
+        "proj",
+    ]
+    for a, b in zip(outputs(loaded, x), want):
+        assert_same_outputs(a, b)
+    stripped = kp.strip_pruning(pruned)
+    assert pruning_wrappers(stripped) == []
+    assert isinstance(stripped.text.embed_tokens, _ScaledEmbedding)
+    for a, b in zip(outputs(stripped, x), want):
+        assert_same_outputs(a, b)
+    # Trained with the callback, every path sees the pruned weights.
+    wrapped = kp.prune_low_magnitude(_SharedLM(name="shared_lm"))
+    wrapped.compile("sgd", "sparse_categorical_crossentropy")
+    y = np.zeros((BATCH, SEQ), "int32")
+    wrapped.fit(x, y, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()])
+    for w in pruning_wrappers(wrapped):
+        assert int(to_np(w.pruning_step)) == 2
+        for v, m in zip(w.pruned_weights, w.masks):
+            n = int(np.prod(v.shape))
+            assert int(to_np(m).sum()) == kp.kept_count(n, 0.5), v.path
+            assert int(np.count_nonzero(to_np(v))) <= kp.kept_count(n, 0.5)
+    assert_same_outputs(
+        outputs(kp.strip_pruning(wrapped), x)[0], outputs(wrapped, x)[0]
+    )
+
+
 # CI: the models whose layers the sweep found blocking (MoE banks, learned
 # tokens and position tables) plus an encoder-decoder; the rest with
 # KERAS_PRUNE_MODELS=all.

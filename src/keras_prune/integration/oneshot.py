@@ -49,7 +49,8 @@ def prune_once(
             `max_sparsity`, `pruning_policy`, ...).
 
     Returns:
-        The pruned model, with masks applied in every forward pass.
+        The pruned model, with masks applied in every forward pass; its
+        pruned weights are stored as zeros.
 
     Raises:
         TypeError: an unknown keyword (naming the closest valid one).
@@ -120,4 +121,17 @@ def prune_once(
         wrapper.update_masks_now(sparsity)
         if group is not None:
             done.add(id(group))
+    # The pruned weights are stored as zeros, as `strip_pruning` stores
+    # them: code that reads a variable outside its layer's call (Keras-Hub's
+    # Gemma3n reads its tied embedding table for the LM head) then sees the
+    # pruned weights too, not the dense ones.
+    for wrapper in wrappers:
+        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+            weight.assign(
+                keras.ops.where(
+                    keras.ops.cast(mask.value, "bool"),
+                    weight.value,
+                    keras.ops.zeros((), weight.dtype),
+                )
+            )
     return pruned

@@ -94,6 +94,43 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     _is_prune_wrapper = True
 
+    def __getattr__(self, name):
+        """The wrapped layer's public attributes, read through the wrapper.
+
+        Code that holds the layer uses more than its call: Keras-Hub's
+        `Gemma3nTextModel.token_embedding(x, reverse=True)` reads
+        `self.embed_tokens.embedding.embeddings`, and its embedding processor
+        calls the text model's `embed_tokens` and methods. Once the layer is
+        swapped for its wrapper there, those reads find the layer's
+        attributes (sublayers, variables, methods, settings). A variable
+        read this way is the stored weight: `prune_once` and fit with
+        `UpdatePruningStep` store pruned weights as zeros.
+        """
+        parent = getattr(super(), "__getattr__", None)  # torch: nn.Module
+        if parent is not None:
+            try:
+                return parent(name)
+            except AttributeError:
+                pass
+        if name.startswith("_") or name == "layer":
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}'"
+            )
+        try:
+            layer = self.__getattribute__("layer")
+        except AttributeError:
+            layer = None
+        if layer is None or not hasattr(layer, name):
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}'"
+                + (
+                    f" (nor has its layer {layer.name!r})"
+                    if layer is not None
+                    else ""
+                )
+            )
+        return getattr(layer, name)
+
     def __init__(
         self,
         layer,
