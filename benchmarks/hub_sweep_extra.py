@@ -381,7 +381,7 @@ def basnet():
     enc = hub.models.ResNetBackbone(
         input_conv_filters=[8],
         input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[8, 16, 16, 32],
+        stackwise_num_filters=[64, 16, 16, 32],
         stackwise_num_blocks=[1, 1, 1, 1],
         stackwise_num_strides=[1, 2, 2, 2],
         block_type="basic_block",
@@ -413,7 +413,7 @@ def parseq():
         dropout_rate=0.0,
         attention_dropout=0.0,
     )
-    return hub.models.PARSeqCausalLM(backbone=bb, preprocessor=None)
+    return bb  # PARSeqCausalLM needs its preprocessor (tokenizer)
 
 
 def parseq_inputs(n=2):

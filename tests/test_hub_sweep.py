@@ -25,6 +25,7 @@ model with `UpdatePruningStep`. docs/models.md ("Keras-Hub sweep") has the
 table and the time it takes.
 """
 
+import json
 import os
 import warnings
 
@@ -876,6 +877,82 @@ def test_layer_held_by_other_layers_prunes_its_sublayers(tmp_path):
     assert_same_outputs(
         outputs(kp.strip_pruning(wrapped), x)[0], outputs(wrapped, x)[0]
     )
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _Encoder(keras.layers.Layer):
+    """SAM3's `SAM3TextEncoder`: a layer given to the model's constructor."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, name="dense")
+
+    def build(self, shape):
+        self.dense.build(shape)
+
+    def call(self, x, training=None):
+        return self.dense(x)
+
+    def compute_output_spec(self, x):  # takes no `training`, as SAM3's
+        return keras.KerasTensor(x.shape[:-1] + (8,), x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="test_hub_sweep")
+class _EncoderModel(keras.Model):
+    """SAM3's `SAM3PromptableConceptBackbone`: its config holds a layer."""
+
+    def __init__(self, encoder, **kwargs):
+        x = keras.Input((4,))
+        y = keras.layers.Dense(2, name="head")(encoder(x))
+        super().__init__(x, y, **kwargs)
+        self.encoder = encoder
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "encoder": keras.layers.serialize(self.encoder),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.layers.deserialize(config["encoder"])
+        return cls(**config)
+
+
+def test_model_config_holding_a_pruned_layer_reloads(tmp_path):
+    # SAM3PromptableConceptBackbone serializes its encoders in its config:
+    # pruned, its config serialized the wrapper that stood in for the
+    # `SAM3TextEncoder`, so loading built the backbone with a wrapper as
+    # its encoder, wrapped it again, and failed. The dense record now holds
+    # the layers' own configs.
+    keras.utils.set_random_seed(0)
+    model = _EncoderModel(_Encoder(name="encoder"), name="encoder_model")
+    pruned = kp.prune_once(model, 0.5)
+    assert isinstance(pruned.encoder, kp.PruneLowMagnitude)
+    # The dense record holds the dense layer's config, not the wrapper's.
+    dense_record = json.dumps(pruned.get_config()["base"])
+    assert "PruneLowMagnitude" not in dense_record
+    assert '"class_name": "_Encoder"' in dense_record
+    # A wrapper called symbolically passes its layer's own
+    # compute_output_spec only the arguments it takes.
+    symbolic = kp.PruneLowMagnitude(_Encoder())(keras.Input((4,)))
+    assert tuple(symbolic.shape) == (None, 8)
+    x = np.random.RandomState(0).standard_normal((2, 4)).astype("float32")
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded).__name__ == "_EncoderModel"
+    assert sorted(w.layer.name for w in pruning_wrappers(loaded)) == [
+        "encoder",
+        "head",
+    ]
+    assert isinstance(loaded.encoder.layer, _Encoder)
+    for w in pruning_wrappers(loaded):
+        (mask,) = w.masks
+        n = int(np.prod(mask.shape))
+        assert int(to_np(mask).sum()) == kp.kept_count(n, 0.5)
+    assert_same_outputs(to_np(loaded(x)), to_np(pruned(x)))
 
 
 # CI: the models whose layers the sweep found blocking (MoE banks, learned

@@ -309,12 +309,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
         # The wrapped layer sees all of its inputs (not only the first).
-        return self.layer.compute_output_spec(
-            *args,
-            **layer_call.layer_kwargs(
-                self._call_params, kwargs, training, mask
-            ),
+        kwargs = layer_call.layer_kwargs(
+            self._call_params, kwargs, training, mask
         )
+        params = inspect.signature(self.layer.compute_output_spec).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            # Its own `compute_output_spec` may take fewer arguments than
+            # its `call` (keras-hub's SAM3TextEncoder: no `training`).
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)
