@@ -117,7 +117,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"'{type(self).__name__}' object has no attribute '{name}'"
             )
         try:
-            layer = self.__getattribute__("layer")
+            layer = self.layer  # torch: found by nn.Module's __getattr__
         except AttributeError:
             layer = None
         if layer is None or not hasattr(layer, name):
