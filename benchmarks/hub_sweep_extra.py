@@ -420,8 +420,8 @@ def parseq_inputs(n=2):
     rng = np.random.default_rng(0)
     return {
         "images": rng.standard_normal((n, 16, 32, 3)).astype("float32"),
-        "token_ids": rng.integers(0, 97, (n, SEQ + 2)).astype("int32"),
-        "padding_mask": np.ones((n, SEQ + 2), "int32"),
+        "token_ids": rng.integers(0, 97, (n, SEQ + 1)).astype("int32"),
+        "padding_mask": np.ones((n, SEQ + 1), "int32"),
     }
 
 
