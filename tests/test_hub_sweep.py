@@ -231,6 +231,21 @@ def _task(task, backbone, task_kw=None, **backbone_kw):
     return build
 
 
+def _filled(build):
+    """`build`, with kernels keras-hub initialises to zeros (Gemma4's expert
+    bank) given random values, as a trained model has them."""
+
+    def filled():
+        model = build()
+        rng = np.random.default_rng(1)
+        for v in model.trainable_weights:
+            if len(v.shape) >= 2 and not np.any(to_np(v)):
+                v.assign(0.02 * rng.standard_normal(v.shape).astype(v.dtype))
+        return model
+
+    return filled
+
+
 def _tokens(n=BATCH, **extra):
     rng = np.random.default_rng(0)
     x = {
@@ -478,6 +493,58 @@ MODELS = {
         ),
         _seq2seq,
         "seq2seq",
+    ),
+    # Gemma3n (AltUp, Laurel, per-layer inputs; its text model is held by
+    # its embedding processor) and Gemma4's mixture of experts (Session 12
+    # of docs/models.md; benchmarks/hub_sweep_extra.py has the others).
+    "gemma3n_causal_lm": (
+        lambda: _kh().Gemma3nCausalLM(
+            backbone=_kh().Gemma3nBackbone(
+                text_vocab_size=VOCAB,
+                text_hidden_size=HIDDEN,
+                num_hidden_layers=1,
+                pad_token_id=0,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                head_dim=8,
+                intermediate_size=[FFN],
+                hidden_activation="gelu_approximate",
+                layer_types=["full_attention"],
+                sliding_window=4,
+                rope_theta=10000.0,
+                max_position_embeddings=SEQ,
+                vocab_size_per_layer_input=VOCAB,
+                hidden_size_per_layer_input=8,
+                altup_num_inputs=2,
+                laurel_rank=4,
+            ),
+            preprocessor=None,
+        ),
+        _tokens,
+        "causal_lm",
+    ),
+    "gemma4_moe_causal_lm": (
+        _filled(
+            _task(
+                "Gemma4CausalLM",
+                "Gemma4Backbone",
+                image_size=16,
+                head_dim=8,
+                sliding_window_size=16,
+                sliding_window_pattern=2,
+                attention_logit_soft_cap=None,
+                final_logit_soft_cap=None,
+                enable_moe_block=True,
+                num_experts=4,
+                expert_intermediate_dim=16,
+                num_experts_per_token=2,
+                **_decoder(),
+            )
+        ),
+        lambda n=BATCH: _tokens(
+            n, position_ids=np.tile(np.arange(SEQ, dtype="int32"), (n, 1))
+        ),
+        "causal_lm",
     ),
     # Vision.
     "vgg_classifier": (
@@ -1080,6 +1147,12 @@ def test_strip_keeps_class_and_outputs(name):
 
 full_only = pytest.mark.skipif(not FULL, reason="KERAS_PRUNE_MODELS=all")
 
+# keras-hub 0.32's Gemma3nCausalLM holds a constant copy of its tied
+# embedding table for its LM head (read eagerly at construction): the
+# dense model reloaded from its own file computes other logits (JAX and
+# TensorFlow). Its `generate()` reads the variable and is compared.
+RELOAD_DIFFERS_DENSE = {"gemma3n_causal_lm"}
+
 
 @full_only
 @pytest.mark.parametrize("name", list(MODELS))
@@ -1105,8 +1178,9 @@ def test_stripped_saves_and_reloads(name, tmp_path):
     stripped.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded) is type(model)
-    for a, b in zip(outputs(loaded, x), outputs(stripped, x)):
-        assert_same_outputs(a, b)
+    if name not in RELOAD_DIFFERS_DENSE:
+        for a, b in zip(outputs(loaded, x), outputs(stripped, x)):
+            assert_same_outputs(a, b)
     if kind == "causal_lm":
         mask = np.zeros((1, SEQ), "int32")
         mask[:, :3] = 1
