@@ -91,7 +91,9 @@ def _enc(**kw):
 
 
 def _positions(n=2):
-    return _tokens(n, position_ids=np.tile(np.arange(SEQ, dtype="int32"), (n, 1)))
+    return _tokens(
+        n, position_ids=np.tile(np.arange(SEQ, dtype="int32"), (n, 1))
+    )
 
 
 def _with_segments(n=2):
@@ -498,8 +500,8 @@ def efficientnet():
 
 
 def _images(n=2, shape=(32, 32, 3)):
-    return np.random.default_rng(0).standard_normal((n,) + shape).astype(
-        "float32"
+    return (
+        np.random.default_rng(0).standard_normal((n,) + shape).astype("float32")
     )
 
 
@@ -582,14 +584,20 @@ ITEM1 = {
     "gemma4_causal_lm": (gemma4_lm(), _positions, "causal_lm"),
     "gemma4_moe_causal_lm": (gemma4_lm(moe=True), _positions, "causal_lm"),
     "gemma4_per_layer_causal_lm": (
-        gemma4_lm(hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB),
+        gemma4_lm(
+            hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB
+        ),
         _positions,
         "causal_lm",
     ),
     "gemma4_vision": (gemma4_vision, gemma4_vision_inputs, "backbone"),
     "sam_segmenter": (sam, sam_inputs, "backbone"),
     "sam3_backbone": (sam3, sam3_inputs, "backbone"),
-    "basnet_segmenter": (basnet, lambda n=2: _images(n, (64, 64, 3)), "backbone"),
+    "basnet_segmenter": (
+        basnet,
+        lambda n=2: _images(n, (64, 64, 3)),
+        "backbone",
+    ),
     "parseq_causal_lm": (parseq, parseq_inputs, "backbone"),
     "d_fine_detector": (d_fine, _images, "backbone"),
     "efficientnet_classifier": (efficientnet, _images, "backbone"),
@@ -645,7 +653,11 @@ ITEM2 = {
         "classifier",
     ),
     "bert_classifier": (
-        _task("BertTextClassifier", "BertBackbone", **_enc(max_sequence_length=SEQ)),
+        _task(
+            "BertTextClassifier",
+            "BertBackbone",
+            **_enc(max_sequence_length=SEQ),
+        ),
         _with_segments,
         "classifier",
     ),
