@@ -228,6 +228,14 @@ def main(case_name, use_task):
         res["tb"] = traceback.format_exc()[-3000:]
         return res
     res["build_s"] = round(time.time() - t0, 1)
+    check_model(m, x, res)
+    res["total_s"] = round(time.time() - t0, 1)
+    return res
+
+
+def check_model(m, x, res):
+    """Runs the sweep's checks on the built model `m` (inputs `x`), adding
+    their results to the dict `res`. Also used by `hub_sweep_extra`."""
     # B. default wrap
     try:
         p = kp.prune_low_magnitude(m)
@@ -343,7 +351,6 @@ def main(case_name, use_task):
         del p
     except Exception as e:
         res["global"] = err(e)
-    res["total_s"] = round(time.time() - t0, 1)
     return res
 
 

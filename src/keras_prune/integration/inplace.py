@@ -64,6 +64,29 @@ REGISTERED_NAME = f"{PACKAGE}>{NAME}"
 _MAX_CONTAINER_DEPTH = 4
 
 
+def _unwrapped_configs(config):
+    """`config` with each serialized wrapper replaced by its layer's config.
+
+    A model whose config holds layers (Keras-Hub's
+    `SAM3PromptableConceptBackbone` serializes its `text_encoder`, a layer
+    that is pruned whole) serializes the wrappers that stand in their
+    place; the dense record must rebuild the dense layers (loading wrapped
+    the `SAM3TextEncoder` twice and failed).
+    """
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if (
+            config.get("class_name") == PruneLowMagnitude.__name__
+            and isinstance(inner, dict)
+            and isinstance(inner.get("layer"), dict)
+        ):
+            return _unwrapped_configs(inner["layer"])
+        return {k: _unwrapped_configs(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return type(config)(_unwrapped_configs(v) for v in config)
+    return config
+
+
 class PrunedInPlace:
     """Mixin of the class given to a model pruned in place.
 
@@ -96,7 +119,7 @@ class PrunedInPlace:
         """
         base = base_class(type(self))
         with _as_class(self, base):
-            dense = base.get_config(self)
+            dense = _unwrapped_configs(base.get_config(self))
             build_config = self.get_build_config()
         record = {
             "module": base.__module__,

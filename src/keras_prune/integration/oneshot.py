@@ -121,7 +121,10 @@ def prune_once(
             done.add(id(group))
     # The stored weights hold the result too, as tfmot's
     # `prune_for_benchmark` leaves them: reading a pruned weight (or
-    # `model_sparsity`) right away gives the sparsity asked for, not 0.
+    # `model_sparsity`) right away gives the sparsity asked for, not 0, and
+    # code that reads a variable outside its layer's call (Keras-Hub's
+    # Gemma3n reads its tied embedding table for the LM head) sees the
+    # pruned weights too.
     for wrapper in wrappers:
         wrapper.apply_masks()
     return pruned

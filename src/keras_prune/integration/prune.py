@@ -322,9 +322,57 @@ def _prune_graph_model(model, wants, wrap_params):
                 [registry.owner_of(layer, w) for w in weights],
             )
     pruned = rewrite.copy_model(model)
-    return _wrap_in_place(
-        pruned, rewrite.graph_layers(pruned), wants, wrap_params
-    )
+    candidates = rewrite.graph_layers(pruned)
+    if inplace.needs_pruned_class(pruned):
+        candidates = _unshared(pruned, candidates, wants)
+    return _wrap_in_place(pruned, candidates, wants, wrap_params)
+
+
+def _unshared(model, layers, wants):
+    """`layers` (graph candidates), each one that another layer also holds
+    replaced by its sublayers, when they hold all of its prunable weights.
+
+    A layer that another layer holds as an attribute may be used by it
+    beyond a call: Keras-Hub's `Gemma3nMultimodalEmbeddingProcessor` holds
+    the `Gemma3nTextModel` that the backbone calls, and calls its
+    `embed_tokens` and its methods (`get_per_layer_inputs`). Wrapped whole,
+    that layer becomes a `PruneLowMagnitude` there, which has none of those
+    attributes (an `AttributeError` when pruned); left unwrapped for that
+    holder, its weights would be used without their masks. Its sublayers
+    are wrapped instead (looked into as in a subclassed model), so every
+    use of them, through either holder, applies the masks. Only for models
+    that save where their wrappers are (`inplace`); a layer with prunable
+    weights of its own is still wrapped whole.
+    """
+    holders = {}
+    for parent in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(parent, keras.Model):
+            continue  # a graph (or a nested model) calls its layers
+        for sub in parent._flatten_layers(
+            include_self=False, recursive=False
+        ):
+            holders.setdefault(id(sub), []).append(parent)
+    out = []
+    for layer in layers:
+        if (
+            holders.get(id(layer))
+            and not isinstance(layer, PruneLowMagnitude)
+            and wants(layer)
+            and not _own_prunable_weights(layer)
+        ):
+            out.extend(_sublayer_candidates(layer, wants))
+        else:
+            out.append(layer)
+    return out
+
+
+def _own_prunable_weights(layer):
+    """Prunable weights of `layer` that it creates itself (not a sublayer)."""
+    return [
+        w
+        for w in registry.prunable_weights(layer, True)
+        if registry.owner_of(layer, w) is layer
+    ]
 
 
 def _sublayer_candidates(model, wants):

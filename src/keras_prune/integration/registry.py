@@ -19,8 +19,9 @@ Defaults for layers keras-prune does not know (keras-hub's, applications'):
   (`DENSE_BY_NAME`: DINOv2's position embeddings and register tokens,
   BLIP-2's query tokens, DeBERTa's relative embedding, Swin's relative
   position bias table);
-- mixture-of-experts banks (classes named `*Experts`, keras-hub's Mixtral,
-  Qwen-MoE, Qwen3-MoE, GPT-OSS experts): their `(experts, in, out)`
+- mixture-of-experts banks (classes named `*Experts` or `*MoEBlock`,
+  keras-hub's Mixtral, Qwen-MoE, Qwen3-MoE, GPT-OSS experts, Gemma4's
+  MoE block): their `(experts, in, out)`
   kernels are pruned;
 - token embeddings are pruned like every `Embedding` (tfmot's default),
   keras-hub's `ReversibleEmbedding` included: tied to the output, one mask
@@ -140,10 +141,11 @@ DENSE_BY_NAME = (
 # Layers (matched by class name) that hold a mixture-of-experts bank of
 # kernels, each weight `(experts, in, out)` used as one batched matmul over
 # its `in` axis (keras-hub's `MixtralMoeExperts`, `QwenMoeExperts`,
-# `Qwen3MoeExperts`, `Qwen3_5MoeExperts`, `GptOssExperts`): their rank-3
-# weights are pruned (one mask per weight, over all experts; N:M along
-# `in`), their per-expert biases `(experts, out)` are not.
-EXPERT_CLASS_SUFFIXES = ("Experts",)
+# `Qwen3MoeExperts`, `Qwen3_5MoeExperts`, `GptOssExperts`, and Gemma4's
+# `Gemma4MoEBlock`, which holds its bank itself): their rank-3 weights are
+# pruned (one mask per weight, over all experts; N:M along `in`), their
+# per-expert biases `(experts, out)` and scales `(experts,)` are not.
+EXPERT_CLASS_SUFFIXES = ("Experts", "MoEBlock", "MoeBlock")
 
 # Extra prunable weights registered by users: class or class name -> names.
 _REGISTERED = {}

@@ -95,6 +95,43 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     _is_prune_wrapper = True
 
+    def __getattr__(self, name):
+        """The wrapped layer's public attributes, read through the wrapper.
+
+        Code that holds the layer uses more than its call: Keras-Hub's
+        `Gemma3nTextModel.token_embedding(x, reverse=True)` reads
+        `self.embed_tokens.embedding.embeddings`, and its embedding processor
+        calls the text model's `embed_tokens` and methods. Once the layer is
+        swapped for its wrapper there, those reads find the layer's
+        attributes (sublayers, variables, methods, settings). A variable
+        read this way is the stored weight: `prune_once` and fit with
+        `UpdatePruningStep` store pruned weights as zeros.
+        """
+        parent = getattr(super(), "__getattr__", None)  # torch: nn.Module
+        if parent is not None:
+            try:
+                return parent(name)
+            except AttributeError:
+                pass
+        if name.startswith("_") or name == "layer":
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}'"
+            )
+        try:
+            layer = self.layer  # torch: found by nn.Module's __getattr__
+        except AttributeError:
+            layer = None
+        if layer is None or not hasattr(layer, name):
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}'"
+                + (
+                    f" (nor has its layer {layer.name!r})"
+                    if layer is not None
+                    else ""
+                )
+            )
+        return getattr(layer, name)
+
     def __init__(
         self,
         layer,
@@ -273,12 +310,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
         # The wrapped layer sees all of its inputs (not only the first).
-        return self.layer.compute_output_spec(
-            *args,
-            **layer_call.layer_kwargs(
-                self._call_params, kwargs, training, mask
-            ),
+        kwargs = layer_call.layer_kwargs(
+            self._call_params, kwargs, training, mask
         )
+        params = inspect.signature(self.layer.compute_output_spec).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            # Its own `compute_output_spec` may take fewer arguments than
+            # its `call` (keras-hub's SAM3TextEncoder: no `training`).
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)

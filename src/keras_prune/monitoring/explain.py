@@ -628,7 +628,9 @@ def pruning_plan(model, skip_unsupported=True):
         if wrappers and would_prune and wrapper is None:
             reason = (
                 "not selected: left out by `layers=`, the schedule mapping "
-                "or the pruning policy"
+                "or the pruning policy, or never called by the model (a "
+                "layer of a model it holds but uses only in part, as "
+                "BASNet's ResNet stem)"
             )
         elif wrapper is not None and not would_prune:
             reason = "get_prunable_weights()"
