@@ -348,9 +348,7 @@ def _unshared(model, layers, wants):
     for parent in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(parent, keras.Model):
             continue  # a graph (or a nested model) calls its layers
-        for sub in parent._flatten_layers(
-            include_self=False, recursive=False
-        ):
+        for sub in parent._flatten_layers(include_self=False, recursive=False):
             holders.setdefault(id(sub), []).append(parent)
     out = []
     for layer in layers:
