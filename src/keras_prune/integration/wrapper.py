@@ -32,6 +32,21 @@ from keras_prune.integration import updater
 # The value of a variable, without mixed-precision autocast.
 _raw_value = updater.read_raw
 
+# The wrapper's own state and pruning attributes: never read from (or
+# written to) its layer, even before `build` creates them.
+_WRAPPER_STATE = frozenset(
+    {
+        "layer",
+        "masks",
+        "thresholds",
+        "pruned_weights",
+        "pruning_step",
+        "nonfinite_count",
+        "pruning_spec",
+        "pruning_vars",
+    }
+)
+
 
 @keras.saving.register_keras_serializable(package="keras_prune")
 class PruneLowMagnitude(keras.layers.Wrapper):
@@ -113,7 +128,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 return parent(name)
             except AttributeError:
                 pass
-        if name.startswith("_") or name == "layer":
+        if name.startswith("_") or name in _WRAPPER_STATE:
+            # The wrapper's own state (`masks` before `build`) is never the
+            # layer's attribute of the same name.
             raise AttributeError(
                 f"'{type(self).__name__}' object has no attribute '{name}'"
             )
@@ -131,6 +148,42 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 )
             )
         return getattr(layer, name)
+
+    def __setattr__(self, name, value):
+        """Writes of the layer's attributes go to the layer.
+
+        What `__getattr__` reads from the layer is written there too, so a
+        read after a write sees it and the layer's call uses it
+        (`wrapper.activation = relu` was kept by the wrapper alone, and the
+        layer still ran its old activation). The wrapper's own attributes,
+        and names neither has, stay the wrapper's.
+        """
+        if not name.startswith("_") and name not in _WRAPPER_STATE:
+            layer = self._forwarded_to(name)
+            if layer is not None:
+                setattr(layer, name, value)
+                return
+        super().__setattr__(name, value)
+
+    def _forwarded_to(self, name):
+        """The layer, if reading `name` from the wrapper reads the layer's
+        attribute; else None."""
+        if name in self.__dict__ or hasattr(type(self), name):
+            return None
+        parent = getattr(super(), "__getattr__", None)  # torch: nn.Module
+        if parent is not None:
+            try:
+                parent(name)
+                return None
+            except AttributeError:
+                pass
+        try:
+            layer = self.layer
+        except AttributeError:  # in `__init__`, before the layer is set
+            return None
+        if layer is None or not hasattr(layer, name):
+            return None
+        return layer
 
     def __init__(
         self,
@@ -268,7 +321,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
         Empty until the wrapper is built.
         """
-        if getattr(self, "masks", None) is None:
+        if not self.built or getattr(self, "masks", None) is None:
             return []
         return list(zip(self.pruned_weights, self.masks, self.thresholds))
 
