@@ -1,10 +1,10 @@
 """Red-team 6: the wrapper's attribute forwarding, wrappers without masks,
 loading checks and `prune_once`'s in-place zeros (see the report)."""
 
-
 import keras
 import numpy as np
 
+import keras_prune as kp
 from keras_prune import PruneLowMagnitude
 
 L = keras.layers
@@ -59,3 +59,77 @@ def test_attribute_written_through_wrapper_reaches_layer():
     assert not wrapper.trainable and not layer.trainable
     wrapper.new_note = 1  # neither has it: the wrapper's
     assert wrapper.new_note == 1 and not hasattr(layer, "new_note")
+
+
+class _Sub(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.a = L.Dense(4, kernel_initializer="ones")
+
+    def call(self, x, training=None):
+        return self.a(x, training=training)
+
+
+def test_prune_once_copies_functional_and_prunes_subclassed_in_place():
+    # As its docstring says: Sequential/Functional models keep their dense
+    # weights (the layers are copies); a subclassed model is pruned in
+    # place, and its `get_weights()` taken first restores it.
+    seq = keras.Sequential(
+        [keras.Input((4,)), L.Dense(4, kernel_initializer="ones")]
+    )
+    pruned = kp.prune_once(seq, 0.5)
+    assert pruned is not seq
+    assert np.count_nonzero(to_np(seq.layers[0].kernel)) == 16
+    assert np.count_nonzero(to_np(pruned.layers[0].layer.kernel)) == 8
+    sub = _Sub()
+    sub(np.ones((1, 4), "float32"))
+    dense = sub.get_weights()
+    pruned = kp.prune_once(sub, 0.5)
+    assert pruned is sub
+    assert np.count_nonzero(to_np(sub.a.layer.kernel)) == 8
+    stripped = kp.strip_pruning(pruned)
+    stripped.set_weights(dense)
+    assert np.count_nonzero(to_np(stripped.a.kernel)) == 16
+
+
+def test_weightless_wrappers_train_save_and_report(tmp_path):
+    # Wrappers without masks next to pruned ones: fit with the callback
+    # and steps_per_execution=2, reports, .keras round trip, strip.
+    sched = kp.ConstantSparsity(0.5, 0, frequency=1)
+    model = keras.Sequential(
+        [
+            keras.Input((2, 2, 1)),
+            PruneLowMagnitude(L.BatchNormalization()),
+            PruneLowMagnitude(L.Flatten()),
+            PruneLowMagnitude(L.Dropout(0.1)),
+            PruneLowMagnitude(
+                L.Dense(2, kernel_initializer="ones"), pruning_schedule=sched
+            ),
+        ]
+    )
+    assert model.layers[0].pruning_vars == []
+    spe = 1 if keras.backend.backend() == "torch" else 2  # torch: 1 only
+    model.compile("sgd", "mse", steps_per_execution=spe)
+    x = np.arange(16, dtype="float32").reshape(4, 2, 2, 1) / 16
+    y = np.zeros((4, 2), "float32")
+    model.fit(x, y, batch_size=2, verbose=0, callbacks=[kp.UpdatePruningStep()])
+    assert kp.model_sparsity(model) == 0.5
+    assert kp.pruning_step(model) == 2
+    rows = kp.sparsity_report(model)
+    assert [(r["params"], r["zeros"]) for r in rows] == [(8, 4)]
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
+    assert kp.model_sparsity(loaded) == 0.5
+    only = keras.Sequential(
+        [keras.Input((2,)), PruneLowMagnitude(L.Dropout(0.1))]
+    )
+    assert kp.model_sparsity(only) is None
+    assert kp.sparsity_report(only) == []
+    assert [type(la).__name__ for la in kp.strip_pruning(loaded).layers] == [
+        "BatchNormalization",
+        "Flatten",
+        "Dropout",
+        "Dense",
+    ]

@@ -50,7 +50,13 @@ def prune_once(
 
     Returns:
         The pruned model, with masks applied in every forward pass and
-        its pruned weights already set to exactly zero.
+        its pruned weights already set to exactly zero. For a Sequential
+        or Functional model the layers are copies and `model` keeps its
+        dense weights. A subclassed (or Keras-Hub-like, pruned in place)
+        model, a layer or a list of layers is pruned in place: the
+        result holds `model`'s own layers, whose pruned weights are now
+        zero; keep `model.get_weights()` first to restore a dense copy
+        (`set_weights` on the stripped model).
 
     Raises:
         TypeError: an unknown keyword (naming the closest valid one).
