@@ -3,6 +3,7 @@ loading checks and `prune_once`'s in-place zeros (see the report)."""
 
 import keras
 import numpy as np
+import pytest
 
 import keras_prune as kp
 from keras_prune import PruneLowMagnitude
@@ -133,3 +134,12 @@ def test_weightless_wrappers_train_save_and_report(tmp_path):
         "Dropout",
         "Dense",
     ]
+
+
+def test_layer_setting_given_to_wrapper_names_the_fix():
+    # Bidirectional rebuilds its layer with go_backwards=True in the
+    # wrapper's config: "unexpected keyword 'go_backwards'" only.
+    with pytest.raises(TypeError, match=r"\['go_backwards'\], settings of"):
+        L.Bidirectional(kp.prune_low_magnitude(L.LSTM(2)))
+    with pytest.raises(TypeError, match="set them on the layer before"):
+        PruneLowMagnitude(L.Dense(2), units=3)

@@ -79,6 +79,30 @@ class NotPrunableError(ValueError, TypeError):
     """
 
 
+def _refuse_layer_settings(layer, kwargs, valid):
+    """Raises `TypeError` for a setting of the wrapped layer given to its
+    wrapper: what a layer that rebuilds its sublayer from a changed config
+    does (`Bidirectional(prune_low_magnitude(LSTM(8)))` sets
+    `go_backwards` on the wrapper's config)."""
+    unknown = [k for k in kwargs if k not in valid]
+    if not unknown:
+        return
+    try:
+        settings = set(layer.get_config())
+    except Exception:  # a layer without a working config
+        return
+    own = sorted(k for k in unknown if k in settings)
+    if own:
+        raise TypeError(
+            f"PruneLowMagnitude got {own}, settings of its layer "
+            f"{layer.name!r}, not of the wrapper: set them on the layer "
+            "before wrapping it. A layer that rebuilds the layer it holds "
+            "with other settings (Bidirectional) cannot hold a pruned "
+            "layer: prune the outer layer instead, e.g. "
+            "`prune_low_magnitude(Bidirectional(LSTM(8)))`."
+        )
+
+
 def wrapper_keywords(layer, kwargs, signature):
     """Checks what `PruneLowMagnitude(layer, ..., **kwargs)` is given.
 
@@ -114,11 +138,9 @@ def wrapper_keywords(layer, kwargs, signature):
             f"(of {layer.layer.name!r}): wrap the layer itself "
             "(`wrapper.layer`), once."
         )
-    check_keywords(
-        "PruneLowMagnitude",
-        kwargs,
-        layer_keywords() | set(signature.parameters),
-    )
+    valid = layer_keywords() | set(signature.parameters)
+    _refuse_layer_settings(layer, kwargs, valid)
+    check_keywords("PruneLowMagnitude", kwargs, valid)
     kwargs = dict(kwargs)
     kwargs["name"] = kwargs.get("name") or f"prune_low_magnitude_{layer.name}"
     policy = layer.dtype_policy
