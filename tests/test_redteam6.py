@@ -143,3 +143,30 @@ def test_layer_setting_given_to_wrapper_names_the_fix():
         L.Bidirectional(kp.prune_low_magnitude(L.LSTM(2)))
     with pytest.raises(TypeError, match="set them on the layer before"):
         PruneLowMagnitude(L.Dense(2), units=3)
+
+
+class _SubWithMasks(_Sub):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.masks = ["the user's"]  # was taken for a wrapper
+
+
+def test_prune_once_built_layer_list_and_model_named_like_wrapper():
+    # A built layer given on its own: "is not built" (its wrapper was not);
+    # a list of layers: AttributeError ('list' has no '_flatten_layers').
+    dense = L.Dense(4, kernel_initializer="ones")
+    dense.build((None, 4))
+    wrapper = kp.prune_once(dense, 0.5)
+    assert wrapper.layer is dense
+    assert np.count_nonzero(to_np(dense.kernel)) == 8
+    pair = [L.Dense(4, kernel_initializer="ones") for _ in range(2)]
+    for layer in pair:
+        layer.build((None, 2))
+    wrappers = kp.prune_once(pair, 0.25)
+    assert [w.layer for w in wrappers] == pair
+    assert [np.count_nonzero(to_np(la.kernel)) for la in pair] == [6, 6]
+    sub = _SubWithMasks()
+    sub(np.ones((1, 4), "float32"))
+    pruned = kp.prune_once(sub, 0.5)
+    assert np.count_nonzero(to_np(pruned.a.layer.kernel)) == 8
+    assert sub.masks == ["the user's"]

@@ -52,7 +52,8 @@ def prune_once(
         The pruned model, with masks applied in every forward pass and
         its pruned weights already set to exactly zero. For a Sequential
         or Functional model the layers are copies and `model` keeps its
-        dense weights. A subclassed (or Keras-Hub-like, pruned in place)
+        dense weights (as do models with a constructor config, like
+        Keras-Hub's, that `prune_low_magnitude` rebuilds). A subclassed
         model, a layer or a list of layers is pruned in place: the
         result holds `model`'s own layers, whose pruned weights are now
         zero; keep `model.get_weights()` first to restore a dense copy
@@ -101,11 +102,11 @@ def prune_once(
             allocation=allocation,
             **kwargs,
         )
-    wrappers = (
-        [pruned]
-        if not isinstance(pruned, list) and hasattr(pruned, "masks")
-        else pruning_wrappers(pruned)
-    )
+    # A list of layers gives a list (wrappers and layers left unwrapped); a
+    # model or a layer, the wrappers in it (a wrapper is its own).
+    wrappers = []
+    for item in pruned if isinstance(pruned, list) else [pruned]:
+        wrappers += [w for w in pruning_wrappers(item) if w not in wrappers]
     if not wrappers:
         raise ValueError(
             "prune_once found no layer to prune: the model has no Dense, "
@@ -114,6 +115,10 @@ def prune_once(
         )
     done = set()
     for wrapper in wrappers:
+        if not wrapper.built and wrapper.layer.built:
+            # A built layer (or list of layers) given on its own: its
+            # weights exist, so its masks can be made from them.
+            wrapper.build(None)
         if not wrapper.built:
             raise ValueError(
                 f"Layer {wrapper.layer.name!r} is not built: call the model "
