@@ -30,7 +30,8 @@ def test_wrapper_state_names_are_never_the_layers():
     # Before `build`, `wrapper.masks` read the layer's `masks` and
     # `pruning_vars` zipped its strings: [('l', 'l', 'l'), ...].
     layer = _DenseWithStateNames(2, kernel_initializer="ones")
-    wrapper = PruneLowMagnitude(layer)
+    with pytest.warns(UserWarning, match="has attributes .'masks'"):
+        wrapper = PruneLowMagnitude(layer)
     assert wrapper.pruning_vars == []
     assert not hasattr(wrapper, "masks")
     assert not hasattr(wrapper, "pruning_step")
@@ -170,3 +171,20 @@ def test_prune_once_built_layer_list_and_model_named_like_wrapper():
     pruned = kp.prune_once(sub, 0.5)
     assert np.count_nonzero(to_np(pruned.a.layer.kernel)) == 8
     assert sub.masks == ["the user's"]
+
+
+def test_built_in_layers_hide_no_attribute():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for layer in [
+            L.Dense(2),
+            L.Conv2D(2, 2),
+            L.Embedding(3, 2),
+            L.LSTM(2),
+            L.MultiHeadAttention(2, 2),
+            L.Dropout(0.1),
+        ]:
+            PruneLowMagnitude(layer)
+    assert not [w for w in caught if "has attributes" in str(w.message)]

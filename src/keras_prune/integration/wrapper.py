@@ -15,6 +15,7 @@ forward pass while `UpdatePruningStep` updates masks from the host).
 """
 
 import inspect
+import warnings
 
 import keras
 from keras import ops
@@ -223,6 +224,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         with tracking.DotNotTrackScope():
             self.pruning_spec = spec
         groups.attach(self, pruning_group)
+        _warn_hidden_attributes(layer)
         if not controller.compiles_with_xla(self.pruning_schedule):
             self.supports_jit = False  # `jit_compile=True` falls back
         if not self.skip_unsupported:
@@ -461,6 +463,59 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             config["pruning_schedule"], custom_objects
         )
         return super().from_config(config, custom_objects=custom_objects)
+
+
+# The wrapper's own public names that a wrapped layer may have too.
+_OWN_NAMES = (
+    "pruning_schedule",
+    "block_size",
+    "block_pooling_type",
+    "sparsity_m_by_n",
+    "pattern",
+    "skip_unsupported",
+    "allocation",
+    "max_sparsity",
+    "min_sparsity",
+    "score",
+    "pruning_spec",
+    "pruning_vars",
+    "masks",
+    "thresholds",
+    "pruned_weights",
+    "pruning_step",
+    "nonfinite_count",
+    "mask_update",
+    "update_masks_now",
+    "apply_masks",
+    "check_masks_apply",
+    "settings_config",
+)
+
+
+def _warn_hidden_attributes(layer):
+    """Warns when the wrapper hides attributes of its layer.
+
+    Reads through the wrapper find the layer's attributes, except those the
+    wrapper has itself: code holding the wrapper in place of the layer
+    (a model pruned in place) would read the wrapper's `score` or `pattern`
+    instead of the layer's, silently.
+    """
+    hidden = []
+    for name in _OWN_NAMES:
+        try:
+            if hasattr(layer, name):
+                hidden.append(name)
+        except Exception:  # a property that fails unbuilt
+            pass
+    if hidden:
+        warnings.warn(
+            f"Layer {layer.name!r} has attributes {hidden} that its "
+            "PruneLowMagnitude wrapper has too: read through the wrapper "
+            "they are the wrapper's (pruning state and settings), not the "
+            "layer's. Read them from `wrapper.layer`, or rename them in "
+            "the layer.",
+            stacklevel=3,
+        )
 
 
 # Importable from here, as before `spec` and `controller` held them.
