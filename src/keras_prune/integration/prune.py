@@ -344,16 +344,16 @@ def _unshared(model, layers, wants):
     that save where their wrappers are (`inplace`); a layer with prunable
     weights of its own is still wrapped whole.
     """
-    holders = {}
-    for parent in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(parent, keras.Model):
-            continue  # a graph (or a nested model) calls its layers
-        for sub in parent._flatten_layers(include_self=False, recursive=False):
-            holders.setdefault(id(sub), []).append(parent)
+    held = {
+        id(sub)
+        for parent in model._flatten_layers(include_self=False, recursive=True)
+        if not isinstance(parent, keras.Model)  # a graph calls its layers
+        for sub in parent._flatten_layers(include_self=False, recursive=False)
+    }
     out = []
     for layer in layers:
         if (
-            holders.get(id(layer))
+            id(layer) in held
             and not isinstance(layer, PruneLowMagnitude)
             and wants(layer)
             and not _own_prunable_weights(layer)

@@ -33,20 +33,18 @@ from keras_prune.integration import updater
 # The value of a variable, without mixed-precision autocast.
 _raw_value = updater.read_raw
 
-# The wrapper's own state and pruning attributes: never read from (or
-# written to) its layer, even before `build` creates them.
-_WRAPPER_STATE = frozenset(
-    {
-        "layer",
-        "masks",
-        "thresholds",
-        "pruned_weights",
-        "pruning_step",
-        "nonfinite_count",
-        "pruning_spec",
-        "pruning_vars",
-    }
+# The wrapper's own state: never read from (or written to) its layer, even
+# before `build` creates it.
+_STATE_NAMES = (
+    "pruning_spec",
+    "pruning_vars",
+    "masks",
+    "thresholds",
+    "pruned_weights",
+    "pruning_step",
+    "nonfinite_count",
 )
+_WRAPPER_STATE = frozenset(("layer",) + _STATE_NAMES)
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -465,30 +463,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return super().from_config(config, custom_objects=custom_objects)
 
 
-# The wrapper's own public names that a wrapped layer may have too.
+# The wrapper's own public names that a wrapped layer may have too: its
+# settings, its state and its methods.
 _OWN_NAMES = (
-    "pruning_schedule",
-    "block_size",
-    "block_pooling_type",
-    "sparsity_m_by_n",
-    "pattern",
-    "skip_unsupported",
-    "allocation",
-    "max_sparsity",
-    "min_sparsity",
-    "score",
-    "pruning_spec",
-    "pruning_vars",
-    "masks",
-    "thresholds",
-    "pruned_weights",
-    "pruning_step",
-    "nonfinite_count",
-    "mask_update",
-    "update_masks_now",
-    "apply_masks",
-    "check_masks_apply",
-    "settings_config",
+    _spec.LAYER_FIELDS
+    + _STATE_NAMES
+    + (
+        "mask_update",
+        "update_masks_now",
+        "apply_masks",
+        "check_masks_apply",
+        "settings_config",
+    )
 )
 
 
