@@ -31,8 +31,6 @@ import numpy as np
 import keras_prune as kp
 from benchmarks import hub_sweep
 
-warnings.filterwarnings("ignore")
-
 SEQ = 8
 VOCAB = 64
 H = 32  # hidden size of the "realistic width" text models
@@ -45,7 +43,8 @@ def kh():
     return keras_hub
 
 
-def _tokens(n=2, seq=SEQ, vocab=VOCAB, **extra):
+def tokens(n=2, seq=SEQ, vocab=VOCAB, **extra):
+    """Token ids and padding mask of a text model's batch (and `extra`)."""
     rng = np.random.default_rng(0)
     x = {
         "token_ids": rng.integers(1, vocab, (n, seq)).astype("int32"),
@@ -55,7 +54,8 @@ def _tokens(n=2, seq=SEQ, vocab=VOCAB, **extra):
     return x
 
 
-def _seq2seq(n=2, seq=SEQ, vocab=VOCAB):
+def seq2seq(n=2, seq=SEQ, vocab=VOCAB):
+    """The encoder and decoder inputs of a Seq2SeqLM's batch."""
     rng = np.random.default_rng(0)
     return {
         "encoder_token_ids": rng.integers(1, vocab, (n, seq)).astype("int32"),
@@ -65,7 +65,10 @@ def _seq2seq(n=2, seq=SEQ, vocab=VOCAB):
     }
 
 
-def _task(task, backbone, task_kw=None, **kw):
+def task(task, backbone, task_kw=None, **kw):
+    """A builder of keras-hub's `backbone(**kw)`, in `task` unless None
+    (no preprocessor; classifiers with 3 classes unless `task_kw` says)."""
+
     def build():
         m = kh().models
         bb = getattr(m, backbone)(**kw)
@@ -77,6 +80,23 @@ def _task(task, backbone, task_kw=None, **kw):
         return getattr(m, task)(backbone=bb, preprocessor=None, **extra)
 
     return build
+
+
+def fill_zero_kernels(model, seed=1):
+    """Gives kernels keras-hub initialises to zeros (Gemma4's expert bank,
+    D-FINE's box heads) random values, as a trained model has them:
+    otherwise a count of their pruned non-zeros says nothing.
+
+    Returns:
+        The paths of the variables filled.
+    """
+    rng = np.random.default_rng(seed)
+    filled = []
+    for v in model.trainable_weights:
+        if len(v.shape) >= 2 and not np.any(hub_sweep.np_(v)):
+            v.assign(0.02 * rng.standard_normal(v.shape).astype(v.dtype))
+            filled.append(v.path)
+    return filled
 
 
 def _enc(**kw):
@@ -91,13 +111,13 @@ def _enc(**kw):
 
 
 def _positions(n=2):
-    return _tokens(
+    return tokens(
         n, position_ids=np.tile(np.arange(SEQ, dtype="int32"), (n, 1))
     )
 
 
 def _with_segments(n=2):
-    return _tokens(n, segment_ids=np.zeros((n, SEQ), "int32"))
+    return tokens(n, segment_ids=np.zeros((n, SEQ), "int32"))
 
 
 # --------------------------------------------------------- item 1 builders
@@ -178,7 +198,7 @@ def gemma3n_multimodal():
 
 def gemma3n_multimodal_inputs(n=1):
     rng = np.random.default_rng(0)
-    x = _tokens(n)
+    x = tokens(n)
     x["padding_mask"] = np.ones((n, SEQ), bool)
     x["images"] = rng.random((n, 1, 32, 32, 3)).astype("float32")
     x["input_features"] = rng.random((n, 1, SEQ, 16)).astype("float32")
@@ -499,7 +519,8 @@ def efficientnet():
     )
 
 
-def _images(n=2, shape=(32, 32, 3)):
+def images(n=2, shape=(32, 32, 3)):
+    """A batch of standard normal images."""
     return (
         np.random.default_rng(0).standard_normal((n,) + shape).astype("float32")
     )
@@ -575,7 +596,7 @@ def rwkv7_lm():
 
 # name -> (builder, inputs, kind); kind "causal_lm"/"seq2seq" adds generate.
 ITEM1 = {
-    "gemma3n_causal_lm": (gemma3n_lm, _tokens, "causal_lm"),
+    "gemma3n_causal_lm": (gemma3n_lm, tokens, "causal_lm"),
     "gemma3n_multimodal": (
         gemma3n_multimodal,
         gemma3n_multimodal_inputs,
@@ -595,17 +616,17 @@ ITEM1 = {
     "sam3_backbone": (sam3, sam3_inputs, "backbone"),
     "basnet_segmenter": (
         basnet,
-        lambda n=2: _images(n, (64, 64, 3)),
+        lambda n=2: images(n, (64, 64, 3)),
         "backbone",
     ),
     "parseq_causal_lm": (parseq, parseq_inputs, "backbone"),
-    "d_fine_detector": (d_fine, _images, "backbone"),
-    "efficientnet_classifier": (efficientnet, _images, "backbone"),
+    "d_fine_detector": (d_fine, images, "backbone"),
+    "efficientnet_classifier": (efficientnet, images, "backbone"),
     "qwen3_5_causal_lm": (
         lambda: kh().models.Qwen3_5CausalLM(
             backbone=qwen3_5(), preprocessor=None
         ),
-        _tokens,
+        tokens,
         "causal_lm",
     ),
     "qwen3_5_multimodal": (
@@ -614,7 +635,7 @@ ITEM1 = {
         "backbone",
     ),
     "smollm3_causal_lm": (
-        _task(
+        task(
             "SmolLM3CausalLM",
             "SmolLM3Backbone",
             vocabulary_size=VOCAB,
@@ -633,17 +654,17 @@ ITEM1 = {
             rope_theta=10000.0,
             partial_rotary_factor=1.0,
         ),
-        _tokens,
+        tokens,
         "causal_lm",
     ),
-    "rwkv7_causal_lm": (rwkv7_lm, _tokens, "causal_lm"),
+    "rwkv7_causal_lm": (rwkv7_lm, tokens, "causal_lm"),
 }
 
 # ------------------------------------------ item 2: realistic text widths
 
 ITEM2 = {
     "albert_classifier": (
-        _task(
+        task(
             "AlbertTextClassifier",
             "AlbertBackbone",
             embedding_dim=H,
@@ -653,7 +674,7 @@ ITEM2 = {
         "classifier",
     ),
     "bert_classifier": (
-        _task(
+        task(
             "BertTextClassifier",
             "BertBackbone",
             **_enc(max_sequence_length=SEQ),
@@ -662,16 +683,16 @@ ITEM2 = {
         "classifier",
     ),
     "distil_bert_classifier": (
-        _task(
+        task(
             "DistilBertTextClassifier",
             "DistilBertBackbone",
             **_enc(max_sequence_length=SEQ),
         ),
-        _tokens,
+        tokens,
         "classifier",
     ),
     "electra_backbone": (
-        _task(
+        task(
             None,
             "ElectraBackbone",
             vocab_size=VOCAB,
@@ -686,7 +707,7 @@ ITEM2 = {
         "backbone",
     ),
     "f_net_classifier": (
-        _task(
+        task(
             "FNetTextClassifier",
             "FNetBackbone",
             vocabulary_size=VOCAB,
@@ -696,46 +717,46 @@ ITEM2 = {
             max_sequence_length=SEQ,
         ),
         lambda n=2: {
-            "token_ids": _tokens(n)["token_ids"],
+            "token_ids": tokens(n)["token_ids"],
             "segment_ids": np.zeros((n, SEQ), "int32"),
         },
         "classifier",
     ),
     "roberta_classifier": (
-        _task(
+        task(
             "RobertaTextClassifier",
             "RobertaBackbone",
             **_enc(max_sequence_length=SEQ),
         ),
-        _tokens,
+        tokens,
         "classifier",
     ),
     "xlm_roberta_classifier": (
-        _task(
+        task(
             "XLMRobertaTextClassifier",
             "XLMRobertaBackbone",
             **_enc(max_sequence_length=SEQ),
         ),
-        _tokens,
+        tokens,
         "classifier",
     ),
     "gpt2_causal_lm": (
-        _task("GPT2CausalLM", "GPT2Backbone", **_enc(max_sequence_length=SEQ)),
-        _tokens,
+        task("GPT2CausalLM", "GPT2Backbone", **_enc(max_sequence_length=SEQ)),
+        tokens,
         "causal_lm",
     ),
     "opt_causal_lm": (
-        _task("OPTCausalLM", "OPTBackbone", **_enc(max_sequence_length=SEQ)),
-        _tokens,
+        task("OPTCausalLM", "OPTBackbone", **_enc(max_sequence_length=SEQ)),
+        tokens,
         "causal_lm",
     ),
     "bart_seq2seq": (
-        _task("BartSeq2SeqLM", "BartBackbone", **_enc(max_sequence_length=SEQ)),
-        _seq2seq,
+        task("BartSeq2SeqLM", "BartBackbone", **_enc(max_sequence_length=SEQ)),
+        seq2seq,
         "seq2seq",
     ),
     "whisper_backbone": (
-        _task(
+        task(
             None,
             "WhisperBackbone",
             vocabulary_size=VOCAB,
@@ -750,18 +771,18 @@ ITEM2 = {
             "encoder_features": np.random.default_rng(0)
             .standard_normal((n, 16, 80))
             .astype("float32"),
-            "decoder_token_ids": _tokens(n)["token_ids"],
+            "decoder_token_ids": tokens(n)["token_ids"],
             "decoder_padding_mask": np.ones((n, SEQ), "int32"),
         },
         "backbone",
     ),
     "esm_classifier": (
-        _task("ESMProteinClassifier", "ESMBackbone", **_enc()),
-        lambda n=2: {"token_ids": _tokens(n)["token_ids"]},
+        task("ESMProteinClassifier", "ESMBackbone", **_enc()),
+        lambda n=2: {"token_ids": tokens(n)["token_ids"]},
         "classifier",
     ),
     "roformer_v2_classifier": (
-        _task(
+        task(
             "RoformerV2TextClassifier",
             "RoformerV2Backbone",
             head_size=16,
@@ -771,16 +792,16 @@ ITEM2 = {
         "classifier",
     ),
     "gpt_neox_causal_lm": (
-        _task(
+        task(
             "GPTNeoXCausalLM",
             "GPTNeoXBackbone",
             **_enc(max_sequence_length=SEQ),
         ),
-        _tokens,
+        tokens,
         "causal_lm",
     ),
     "moonshine_audio_to_text": (
-        _task(
+        task(
             "MoonshineAudioToText",
             "MoonshineBackbone",
             vocabulary_size=VOCAB,
@@ -800,27 +821,27 @@ ITEM2 = {
             .standard_normal((n, 2000, 1))
             .astype("float32"),
             "encoder_padding_mask": np.ones((n, 2000), bool),
-            "decoder_token_ids": _tokens(n)["token_ids"],
+            "decoder_token_ids": tokens(n)["token_ids"],
             "decoder_padding_mask": np.ones((n, SEQ), bool),
         },
         "backbone",
     ),
     "deberta_v3_classifier": (
-        _task(
+        task(
             "DebertaV3TextClassifier",
             "DebertaV3Backbone",
             **_enc(max_sequence_length=SEQ),
         ),
-        _tokens,
+        tokens,
         "classifier",
     ),
     "t5_seq2seq": (
-        _task("T5Seq2SeqLM", "T5Backbone", **_enc()),
-        _seq2seq,
+        task("T5Seq2SeqLM", "T5Backbone", **_enc()),
+        seq2seq,
         "seq2seq",
     ),
     "xlnet_backbone": (
-        _task(
+        task(
             None,
             "XLNetBackbone",
             vocabulary_size=VOCAB,
@@ -829,7 +850,7 @@ ITEM2 = {
             hidden_dim=H,
             intermediate_dim=FFN,
         ),
-        lambda n=2: _tokens(n, segment_ids=np.zeros((n, SEQ), "int32")),
+        lambda n=2: tokens(n, segment_ids=np.zeros((n, SEQ), "int32")),
         "backbone",
     ),
 }
@@ -874,16 +895,7 @@ def run(name):
         x = inputs()
         res["cls"] = type(m).__name__
         res["n_weights"] = len(m.weights)
-        # Zero-initialised kernels (Gemma4's expert bank, D-FINE's box
-        # heads) get random values, as a trained model has: otherwise a
-        # pruned count of their non-zeros says nothing.
-        rng = np.random.default_rng(1)
-        filled = []
-        for v in m.trainable_weights:
-            if len(v.shape) >= 2 and not np.any(hub_sweep.np_(v)):
-                v.assign(0.02 * rng.standard_normal(v.shape).astype(v.dtype))
-                filled.append(v.path)
-        res["zero_init_filled"] = filled
+        res["zero_init_filled"] = fill_zero_kernels(m)
         res["dense_nan"] = any(
             bool(np.isnan(o).any()) for o in hub_sweep.outs(m, x)
         )
@@ -908,6 +920,7 @@ def run(name):
 
 
 def _main():
+    warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default=None, help="comma-separated names")

@@ -188,6 +188,7 @@ def test_expert_bank_kernels_pruned_biases_skipped(bank):
 # ----------------------------------------------------------- Keras-Hub models
 
 keras_hub = pytest.importorskip("keras_hub")
+from benchmarks import hub_sweep_extra as hub_extra  # noqa: E402
 
 
 def _kh():
@@ -217,18 +218,9 @@ def _encoder(**kw):
     )
 
 
-def _task(task, backbone, task_kw=None, **backbone_kw):
-    def build():
-        bb = getattr(_kh(), backbone)(**backbone_kw)
-        if task is None:
-            return bb
-        cls = getattr(_kh(), task)
-        extra = dict(task_kw or {})
-        if "Classifier" in task:
-            extra["num_classes"] = CLASSES
-        return cls(backbone=bb, preprocessor=None, **extra)
-
-    return build
+# Builders and inputs shared with `benchmarks.hub_sweep_extra` (its
+# classifiers have the same 3 classes), at this file's sizes.
+_task = hub_extra.task
 
 
 def _filled(build):
@@ -237,39 +229,22 @@ def _filled(build):
 
     def filled():
         model = build()
-        rng = np.random.default_rng(1)
-        for v in model.trainable_weights:
-            if len(v.shape) >= 2 and not np.any(to_np(v)):
-                v.assign(0.02 * rng.standard_normal(v.shape).astype(v.dtype))
+        hub_extra.fill_zero_kernels(model)
         return model
 
     return filled
 
 
 def _tokens(n=BATCH, **extra):
-    rng = np.random.default_rng(0)
-    x = {
-        "token_ids": rng.integers(1, VOCAB, (n, SEQ)).astype("int32"),
-        "padding_mask": np.ones((n, SEQ), "int32"),
-    }
-    x.update(extra)
-    return x
+    return hub_extra.tokens(n, SEQ, VOCAB, **extra)
 
 
 def _seq2seq(n=BATCH):
-    rng = np.random.default_rng(0)
-    return {
-        "encoder_token_ids": rng.integers(1, VOCAB, (n, SEQ)).astype("int32"),
-        "encoder_padding_mask": np.ones((n, SEQ), "int32"),
-        "decoder_token_ids": rng.integers(1, VOCAB, (n, SEQ)).astype("int32"),
-        "decoder_padding_mask": np.ones((n, SEQ), "int32"),
-    }
+    return hub_extra.seq2seq(n, SEQ, VOCAB)
 
 
 def _images(n=BATCH, shape=IMAGE):
-    return (
-        np.random.default_rng(0).standard_normal((n,) + shape).astype("float32")
-    )
+    return hub_extra.images(n, shape)
 
 
 # name -> (builder, inputs, kind). Kinds: causal_lm, seq2seq, classifier,
