@@ -323,6 +323,24 @@ def stateless_optimizer():
     return keras.backend.backend() == "jax"
 
 
+def write_version(variable):
+    """A number that changes whenever `variable` is written in place.
+
+    torch, eager: its tensor's version counter, which every in-place write
+    (`assign`, an optimizer's update) bumps (`stored_sparse`). None where
+    writes cannot be followed this way: JAX and TensorFlow (compiled steps
+    are functions of the variables' values) and torch while
+    `torch.compile` traces.
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if torch.compiler.is_compiling():
+        return None
+    return variable.value._version
+
+
 def zero_pruned(w, mask):
     """`where(mask, w, 0)`: a pruned weight's constraint (`host_updates`).
 

@@ -106,7 +106,7 @@ def _backend_class(cls):
     return _BACKEND_CLASSES[cls]
 
 
-def driven_by_fit(model):
+def driven_by_fit(model, methods=("fit",)):
     """Whether Keras' own `fit` of `model` is running (on the call stack).
 
     `UpdatePruningStep` only switches to host updates when `fit` calls it:
@@ -118,12 +118,18 @@ def driven_by_fit(model):
     the two apart; the running `fit` does. A `fit` a subclass rewrites
     without calling Keras' counts as a custom loop (in-step updates: correct,
     only slower).
+
+    Args:
+        model: The model.
+        methods: Names of Keras' `Trainer` methods to look for (`fit`, and
+            for `stored_sparse` also `train_on_batch`).
     """
     codes = set()
     for cls in type(model).__mro__:
-        fit = cls.__dict__.get("fit")
-        if fit is not None and cls.__module__.startswith("keras."):
-            codes.add(inspect.unwrap(fit).__code__)
+        for name in methods:
+            fit = cls.__dict__.get(name)
+            if fit is not None and cls.__module__.startswith("keras."):
+                codes.add(inspect.unwrap(fit).__code__)
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code in codes and frame.f_locals.get("self") is model:

@@ -28,6 +28,7 @@ from keras_prune.integration import layer_call
 from keras_prune.integration import loading
 from keras_prune.integration import registry
 from keras_prune.integration import spec as _spec
+from keras_prune.integration import stored_sparse
 from keras_prune.integration import updater
 
 # The value of a variable, without mixed-precision autocast.
@@ -350,10 +351,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         if training is True:
             controller.training_call(self)  # may update masks and step
+        unmasked = stored_sparse.unmasked(self, training)  # torch, eager
         overrides = {
             id(w): ops.multiply(_raw_value(w), ops.cast(m, w.dtype))
             for w, m in zip(self.pruned_weights, self.masks)
+            if id(w) not in unmasked
         }
+        if not overrides:  # every pruned weight is stored exactly sparse
+            return self.layer.call(inputs, *args, **kwargs)
         return layer_call.call_with_weights(
             self, (inputs,) + args, overrides, kwargs
         )

@@ -1,0 +1,120 @@
+"""Pruned weights stored as zeros and read unmasked, in torch's eager steps.
+
+With in-step updates (no `UpdatePruningStep`: custom loops, `fit` with
+`steps_per_execution > 1`) a wrapper reads each pruned weight as
+`w * mask` in its forward pass. On torch, which runs steps eagerly on the
+CPU, that costs a multiply forward and backward per weight, and the
+pruned weights' zero gradients give Adam exact-zero second moments, whose
+`sqrt` torch's CPU kernels take about 10x longer on (ResNet50: 1.33x a
+dense step, 68 of the 88 ms added; docs/models.md, section 6).
+
+So on torch, in Keras' own `fit` (or `train_on_batch`) of a model whose
+optimizer is elementwise (`host_updates.elementwise_optimizer`: Adam, SGD,
+... without clipping by norm) and whose `train_step` is Keras' own, a
+training call first zeroes each pruned weight in place (`where(mask, w,
+0)`) if it was written since it was last zeroed (by the optimizer's
+update), and the layer then reads the weights as they are:
+
+- the forward pass computes the same values, and the kept weights get the
+  same gradients (bit for bit: a multiply by 1.0 is exact);
+- pruned weights get non-zero gradients, as in tfmot, whose updates are
+  discarded at the next zeroing; an elementwise optimizer's updates of the
+  kept weights do not read them, so the kept weights, and the masks
+  (scored on `where(mask, w, 0)`), are those of in-step masking, bit for
+  bit.
+
+Writes are seen through torch's version counter of each tensor, which
+every in-place write bumps (`_backend.write_version`). A weight is zeroed
+in place only when it was written since it was last zeroed: a graph built
+before that write can no longer be differentiated anyway. When only its
+mask changed (this step's update, or `update_masks_now`), a forward pass
+of the same step may still hold the weight for its backward pass (two
+forward passes before one backward), so that call masks it as before, and
+the next call after the optimizer's write zeroes it. An inference call
+reads a weight unmasked only when nothing was written since it was zeroed.
+Everything else masks in the forward pass: JAX and TensorFlow, whose
+compiled steps are pure functions of the variables; torch under
+`torch.compile`; custom training loops, which may apply any optimizer;
+and `fit` with an optimizer that is not elementwise or a `train_step` of
+the model's own.
+"""
+
+import inspect
+
+from keras_prune import _backend
+from keras_prune.integration import host_updates
+from keras_prune.integration import layer_call
+
+
+def _keras_train_step(model):
+    """Whether `model` trains with Keras' own `train_step` (which applies
+    `model.optimizer`), not a subclass's."""
+    step = getattr(type(model), "train_step", None)
+    module = getattr(inspect.unwrap(step), "__module__", "") if step else ""
+    return module.startswith("keras.")
+
+
+def _may_zero_in_place(training):
+    """Whether this training call may zero pruned weights in place.
+
+    Only in Keras' own `fit` or `train_on_batch` of the model being called
+    (the outermost layer), with Keras' own `train_step`, whose optimizer is
+    elementwise: then the optimizer that applies the gradients is known. A
+    custom loop may apply any optimizer (one clipping by norm would mix the
+    pruned weights' gradients into the kept weights' updates), so it masks.
+    Decided once per forward pass (cached on Keras' call context).
+    """
+    if training is not True:
+        return False
+    context = layer_call.call_context()
+    entry = getattr(context, "entry_layer", None)
+    if entry is None:
+        return False
+    decided = getattr(context, "_keras_prune_zero_in_place", None)
+    if decided is None:
+        optimizer = getattr(entry, "optimizer", None)
+        decided = (
+            host_updates.elementwise_optimizer(optimizer)
+            and _keras_train_step(entry)
+            and host_updates.driven_by_fit(entry, ("fit", "train_on_batch"))
+        )
+        context._keras_prune_zero_in_place = decided
+    return decided
+
+
+def unmasked(wrapper, training):
+    """The ids of `wrapper`'s pruned weights this call reads as they are.
+
+    Each of them holds exactly `w * mask` (zeroed in place now, or earlier
+    with nothing written since). The others are read as `w * mask`.
+
+    Args:
+        wrapper: A built `PruneLowMagnitude`, in its `call`.
+        training: The call's `training`.
+
+    Returns:
+        A set of `id(weight)` (empty off torch's eager steps).
+    """
+    pairs = list(zip(wrapper.pruned_weights, wrapper.masks))
+    if (
+        not pairs
+        or layer_call.stateless_scope() is not None  # values mapped, not ours
+        or _backend.write_version(pairs[0][0]) is None
+    ):
+        return set()
+    may_write = _may_zero_in_place(training)
+    record = wrapper.__dict__.get("_zeroed_versions")
+    if record is None:
+        record = {}
+        object.__setattr__(wrapper, "_zeroed_versions", record)
+    out = set()
+    for weight, mask in pairs:
+        versions = _backend.write_version(weight), _backend.write_version(mask)
+        seen = record.get(id(weight))
+        if seen == versions:
+            out.add(id(weight))
+        elif may_write and (seen is None or seen[0] != versions[0]):
+            _backend.zero_pruned(weight, mask)
+            record[id(weight)] = (_backend.write_version(weight), versions[1])
+            out.add(id(weight))
+    return out

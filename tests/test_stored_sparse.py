@@ -1,0 +1,124 @@
+"""torch's eager steps store pruned weights as zeros (`stored_sparse`).
+
+Without `UpdatePruningStep`, a model trained with an elementwise optimizer
+on torch zeroes its pruned weights in place before a training call and
+reads them unmasked. It must train exactly as masking in the forward pass
+does (the masks and the kept weights bit for bit), keep working when two
+forward passes precede one backward pass, and keep masking where it would
+not be exact (an optimizer clipping by norm, no optimizer).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_prune as kp
+from keras_prune.integration import stored_sparse
+from keras_prune.integration.strip import pruning_wrappers
+
+from conftest import BACKEND
+from conftest import to_np
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "torch", reason="torch's eager steps only"
+)
+
+
+def pruned(optimizer):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(12), keras.layers.Dense(3)]
+    )
+    model = kp.prune_low_magnitude(
+        model, kp.PolynomialDecay(0.3, 0.8, 0, 6, power=1, frequency=1)
+    )
+    if optimizer is not None:
+        model.compile(optimizer, "mse")
+    return model
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return (
+        rng.normal(size=(32, 8)).astype("float32"),
+        rng.normal(size=(32, 3)).astype("float32"),
+    )
+
+
+def train(model, masked):
+    x, y = data()
+    if masked:  # the forward pass masks every pruned weight, as before
+        original = stored_sparse.unmasked
+        stored_sparse.unmasked = lambda wrapper, training: set()
+    try:
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    finally:
+        if masked:
+            stored_sparse.unmasked = original
+    return model
+
+
+def masks_of(model):
+    return [to_np(m) for w in pruning_wrappers(model) for m in w.masks]
+
+
+def test_trains_as_masking_does_bit_for_bit():
+    stored = train(pruned(keras.optimizers.Adam(0.05)), masked=False)
+    masked = train(pruned(keras.optimizers.Adam(0.05)), masked=True)
+    assert kp.pruning_step(stored) == kp.pruning_step(masked) == 8
+    got, expected = masks_of(stored), masks_of(masked)
+    assert [int(m.sum()) for m in got] == [
+        int(to_np(kp.kept_count(m.size, 0.8))) for m in got
+    ]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    # Masking gives pruned weights zero gradients, so Adam's second moments
+    # of the weights pruned from step 0 stay exactly zero (torch's `sqrt` of
+    # them is the slow part); stored as zeros, they get their true gradient.
+    for model, zeros in ((stored, False), (masked, True)):
+        kernel = pruning_wrappers(model)[0].pruned_weights[0]
+        velocity = model.optimizer._velocities[
+            model.optimizer._get_variable_index(kernel)
+        ]
+        assert bool(np.any(to_np(velocity) == 0.0)) is zeros
+    for a, b in zip(
+        kp.strip_pruning(stored).get_weights(),
+        kp.strip_pruning(masked).get_weights(),
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_custom_loop_masks_two_forward_passes_before_one_backward():
+    # Outside `fit` the optimizer that applies the gradients is unknown: the
+    # forward pass masks, and nothing a graph holds is written in place.
+    import torch
+
+    model = pruned(keras.optimizers.SGD(0.1))
+    x, _ = data()
+    x = keras.ops.convert_to_tensor(x[:4])
+    model(x, training=True)  # step 0 -> 1
+    first = model(x, training=True)  # step 1 -> 2: new masks
+    second = model(x, training=True)  # step 2 -> 3: new masks again
+    loss = keras.ops.sum(first) + keras.ops.sum(second)
+    loss.backward()  # nothing the first graph holds was written in place
+    grads = [v.value.grad for v in model.trainable_variables]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    for w in pruning_wrappers(model):
+        kernel = to_np(w.pruned_weights[0])
+        assert np.count_nonzero(kernel) == kernel.size  # not written
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [None, keras.optimizers.SGD(0.1, clipnorm=1.0)],
+    ids=["no-optimizer", "clipnorm"],
+)
+def test_masks_where_storing_would_not_be_exact(optimizer):
+    model = pruned(optimizer)
+    x, _ = data()
+    model(x[:4], training=True)
+    for w in pruning_wrappers(model):
+        assert stored_sparse.unmasked(w, True) == set()
+        # Pruned weights were not written: still dense.
+        kernel = to_np(w.pruned_weights[0])
+        assert np.count_nonzero(kernel) == kernel.size
