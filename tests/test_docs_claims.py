@@ -553,3 +553,85 @@ def test_docstring_doctests_print_what_they_say():
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
     assert len(doctests) == 8
+
+
+# ------------------------- docs/migrating-from-tfmot.md rows without a test
+
+
+def test_row_04_ties_broken_by_flat_position():
+    # tfmot keeps all six; keras-prune keeps round_half_even(6 * 0.5) = 3:
+    # both 3s, then the lowest index among the tied 1s.
+    got = to_np(keras_prune.magnitude_mask(np.array([3, 1, 1, 1, 1, 3], "float32"), 0.5))
+    np.testing.assert_array_equal(got, [True, True, False, False, False, True])
+    # A tensor already 75% zero at target 0.5 keeps exactly half.
+    weights = np.array([0, 0, 0, 5, 0, 0, 0, 7], "float32")
+    got = to_np(keras_prune.magnitude_mask(weights, 0.5))
+    np.testing.assert_array_equal(got, [True, True, False, True, False, False, False, True])
+    # round half to even: 2.5 -> 2, 3.5 -> 4.
+    assert [int(to_np(keras_prune.kept_count(n, 0.5))) for n in (5, 7)] == [2, 4]
+
+
+def test_row_06_a_pruned_weight_comes_back_only_when_the_target_goes_down():
+    values = iter([0.5, 0.5, 0.25])
+
+    class Steps(keras_prune.PruningSchedule):
+        def __call__(self, step):
+            return True, next(values)
+
+        def get_config(self):
+            return {}
+
+    model = keras_prune.prune_low_magnitude(_one_dense(4), Steps())
+    (w,) = wrappers(model)
+    model(XS, training=True)  # step 0: 50 kept
+    first = to_np(w.masks[0]).copy()
+    assert int(first.sum()) == 50
+    # The stored value of a pruned weight grows (as an optimizer could move
+    # it); the forward pass uses weight * mask, so the next mask does not
+    # see it: tfmot's zeroed weight would not either.
+    kernel = to_np(w.layer.kernel).copy()
+    pruned_at = np.flatnonzero(~first.ravel())[0]
+    kernel.ravel()[pruned_at] = 100.0
+    w.layer.kernel.assign(kernel)
+    model(XS, training=True)  # step 1: same target, same mask
+    np.testing.assert_array_equal(to_np(w.masks[0]), first)
+    model(XS, training=True)  # step 2: target 0.25, 75 kept
+    second = to_np(w.masks[0])
+    assert int(second.sum()) == 75 and np.all(second[first])
+
+
+def test_row_12_variables_dtypes_and_order():
+    model = keras_prune.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    )
+    (w,) = wrappers(model)
+    names = [v.path.split("/")[-1] for v in w.weights]
+    assert names == [
+        "pruning_step", "kernel_mask", "kernel_threshold",
+        "nonfinite_count", "kernel", "bias",
+    ]  # fmt: skip
+    dtypes = {v.path.split("/")[-1]: v.dtype for v in w.weights}
+    assert dtypes["pruning_step"] == "int32" and dtypes["kernel_mask"] == "bool"
+    assert dtypes["kernel_threshold"] == "float32"
+    assert keras_prune.pruning_step(model) == 0
+
+
+@pytest.mark.parametrize(
+    "make, error, argument",
+    [
+        (lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 1e4), TypeError, "end_step"),
+        (lambda: keras_prune.ConstantSparsity(0.5, 0.0), TypeError, "begin_step"),
+        (lambda: keras_prune.ConstantSparsity(0.5, 0, frequency=True), TypeError, "frequency"),
+        (lambda: keras_prune.ConstantSparsity(0.5, None), TypeError, "begin_step"),
+        (lambda: keras_prune.ConstantSparsity(True, 0), TypeError, "target_sparsity"),
+        (lambda: keras_prune.ConstantSparsity("0.5", 0), TypeError, "target_sparsity"),
+        (lambda: keras_prune.ConstantSparsity(float("nan"), 0), ValueError, "target_sparsity"),
+        (lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=0), ValueError, "power"),
+        (lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=-1), ValueError, "power"),
+        (lambda: keras_prune.ConstantSparsity(0.99999999999, 0), ValueError, "0.99999994"),
+    ],
+)  # fmt: skip
+def test_rows_30_34_schedule_arguments_fail_where_written(make, error, argument):
+    with pytest.raises(error, match=argument):
+        make()
+    assert keras_prune.ConstantSparsity(0.5, np.int64(3)).begin_step == 3
