@@ -221,7 +221,7 @@ def test_readme_q3_staircase_and_function_schedule():
 def test_readme_quick_start_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = block_with(README, "final.save(\"final.keras\")")
-    namespace = ns(model=mlp(), x=X, y=Y)
+    namespace = ns(model=mlp(), x=X[:8], y=Y[:8])
     exec(code.replace("epochs=10", "epochs=10, verbose=0"), namespace)
     loaded = keras.saving.load_model("final.keras", compile=False)
     assert [type(layer).__name__ for layer in loaded.layers] == ["Dense", "Dense"]
@@ -242,19 +242,13 @@ def test_readme_beyond_tfmot_block_and_its_counts():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # global's floor warning (below)
         exec(block_with(README, "allocation=\"global\",  # or"), namespace)
-    # "exactly round(N * 0.05) of all N weights kept", caps per layer.
+    # "exactly round(N * 0.05) of all N weights kept", caps per layer (the
+    # same masks as the block's schedule at its end, computed at once).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruned = keras_prune.prune_low_magnitude(
-            cnn(),
-            keras_prune.PolynomialDecay(0.0, 0.95, 0, 8, frequency=4),
-            allocation="global",
+        pruned = keras_prune.prune_once(
+            cnn(), 0.95, allocation="global",
             max_sparsity={"predictions": 0.8, ".*": 0.98},
-        )
-        pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
-        pruned.fit(
-            XC, YC, batch_size=1, epochs=1, verbose=0,
-            callbacks=[keras_prune.UpdatePruningStep()],
         )  # fmt: skip
     sizes = [int(np.prod(w.layer.kernel.shape)) for w in wrappers(pruned)]
     counts = kept(pruned)
@@ -270,8 +264,8 @@ def test_readme_beyond_tfmot_block_and_its_counts():
 def test_readme_shrink_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = block_with(README, "keras_prune.ChannelPruning(")
-    code = code.replace("end_step=2000", "end_step=8, frequency=4")
-    code = code.replace("epochs=10,", "epochs=2, batch_size=4, verbose=0,")
+    code = code.replace("end_step=2000", "end_step=2, frequency=1")
+    code = code.replace("epochs=10,", "epochs=2, batch_size=8, verbose=0,")
     model = cnn()
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
     namespace = ns(model=model, x=XC, y=YC)
@@ -330,9 +324,9 @@ def test_compression_block(tmp_path, monkeypatch):
 def test_shrink_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = blocks(DOCS / "shrink.md")[0]
-    code = code.replace("end_step=2000, frequency=100", "end_step=8, frequency=4")
-    code = code.replace("epochs=10,", "epochs=2, batch_size=4, verbose=0,")
-    assert "end_step=8" in code and "verbose=0" in code
+    code = code.replace("end_step=2000, frequency=100", "end_step=2, frequency=1")
+    code = code.replace("epochs=10,", "epochs=2, batch_size=8, verbose=0,")
+    assert "end_step=2," in code and "verbose=0" in code
     code = code.replace("print(report)", "str(report)")
     model = cnn()
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
@@ -499,12 +493,12 @@ CONTEXT = {
     "PruningSpec": dict,
     "PruningSummaries": lambda: {
         "model": _compiled(keras_prune.prune_low_magnitude(mlp())),
-        "x": X, "y": Y, "print": lambda *a: None,
+        "x": X[:8], "y": Y[:8], "print": lambda *a: None,
     },  # fmt: skip
     "Score": dict,
     "Unstructured": lambda: {"model": mlp()},
     "UpdatePruningStep": lambda: {
-        "model": _compiled(keras_prune.prune_low_magnitude(mlp())), "x": X, "y": Y,
+        "model": _compiled(keras_prune.prune_low_magnitude(mlp())), "x": X[:8], "y": Y[:8],
     },  # fmt: skip
     "prune_low_magnitude": lambda: {
         "model": mlp(), "x": X, "y": RNG.normal(size=(64, 3)).astype("float32"),
