@@ -57,7 +57,13 @@ def block_with(path, marker):
 
 def ns(**names):
     """A namespace to run a doc block in: what the docs import, plus `names`."""
-    return {"keras": keras, "keras_prune": keras_prune, "np": np, "ops": ops, **names}
+    return {
+        "keras": keras,
+        "keras_prune": keras_prune,
+        "np": np,
+        "ops": ops,
+        **names,
+    }
 
 
 def mlp(outputs=3, name="d2"):
@@ -74,8 +80,12 @@ def mlp(outputs=3, name="d2"):
 def cnn():
     keras.utils.set_random_seed(0)
     i = keras.Input((6, 6, 3))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(i)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.Conv2D(
+        8, 3, padding="same", activation="relu", name="conv1"
+    )(i)
+    h = keras.layers.Conv2D(
+        8, 3, padding="same", activation="relu", name="conv2"
+    )(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     h = keras.layers.Dense(8, activation="relu", name="dense_1")(h)
     o = keras.layers.Dense(3, name="predictions")(h)
@@ -95,9 +105,7 @@ def wrappers(model):
 
 def kept(model):
     """Kept count of every mask of `model`, in layer order."""
-    return [
-        int(to_np(mask).sum()) for w in wrappers(model) for mask in w.masks
-    ]
+    return [int(to_np(mask).sum()) for w in wrappers(model) for mask in w.masks]
 
 
 def zeros_of(layer):
@@ -135,11 +143,15 @@ def test_readme_q1_initial_sparsity_is_pruned_at_begin_step():
     seen = []
     for batches in (3, 1, 1, 1, 2):
         pruned.fit(
-            np.repeat(XS, batches, 0), np.repeat(YS, batches, 0),
-            batch_size=1, verbose=0,
+            np.repeat(XS, batches, 0),
+            np.repeat(YS, batches, 0),
+            batch_size=1,
+            verbose=0,
             callbacks=[keras_prune.UpdatePruningStep()],
-        )  # fmt: skip
-        seen.append((keras_prune.pruning_step(pruned), zeros_of(pruned.layers[0].layer)))
+        )
+        seen.append(
+            (keras_prune.pruning_step(pruned), zeros_of(pruned.layers[0].layer))
+        )
     # Steps 0-2: dense. Step 3 (the 4th batch): 50 of 100. Step 5: 0.85.
     # Step 7 = end_step: 0.9, then fixed.
     assert seen == [(3, 0), (4, 50), (5, 50), (6, 85), (8, 90)]
@@ -159,11 +171,16 @@ def test_readme_q2_half_sparse_tensor_at_target_half_is_unchanged():
     np.testing.assert_array_equal(to_np(mask), kernel != 0)  # its non-zeros
     np.testing.assert_array_equal(to_np(pruned.layers[0].layer.kernel), kernel)
     # max(round(n * (1 - s)), 1) and ties broken by position:
-    assert [int(to_np(keras_prune.kept_count(n, s))) for n, s in
-            [(100, 0.5), (5, 0.5), (7, 0.5), (3, 0.9), (1, 0.99)]] == [
-        50, 2, 4, 1, 1]  # fmt: skip
+    assert [
+        int(to_np(keras_prune.kept_count(n, s)))
+        for n, s in [(100, 0.5), (5, 0.5), (7, 0.5), (3, 0.9), (1, 0.99)]
+    ] == [50, 2, 4, 1, 1]
     np.testing.assert_array_equal(
-        to_np(keras_prune.magnitude_mask(np.array([3, 1, 1, 1, 1, 3], "float32"), 0.5)),
+        to_np(
+            keras_prune.magnitude_mask(
+                np.array([3, 1, 1, 1, 1, 3], "float32"), 0.5
+            )
+        ),
         [True, True, False, False, False, True],
     )
 
@@ -181,14 +198,24 @@ def test_readme_q3_staircase_and_function_schedule():
         (bool(p), float(s))
         for p, s in map(staircase, [0, 999, 1000, 1001, 1500, 2000, 4500])
     ] == [
-        (False, 0.0), (False, 0.0), (True, 0.3), (False, 0.3),
-        (True, 0.3), (True, 0.6), (True, 0.9),
-    ]  # fmt: skip
+        (False, 0.0),
+        (False, 0.0),
+        (True, 0.3),
+        (False, 0.3),
+        (True, 0.3),
+        (True, 0.6),
+        (True, 0.9),
+    ]
     function = namespace["schedule"]
-    assert [(bool(p), float(s)) for p, s in map(function, [0, 100, 150, 2000, 2100])] == [
-        (True, 0.0), (True, np.float32(0.05)), (False, np.float32(0.075)),
-        (True, np.float32(0.9)), (False, np.float32(0.9)),
-    ]  # fmt: skip
+    assert [
+        (bool(p), float(s)) for p, s in map(function, [0, 100, 150, 2000, 2100])
+    ] == [
+        (True, 0.0),
+        (True, np.float32(0.05)),
+        (False, np.float32(0.075)),
+        (True, np.float32(0.9)),
+        (False, np.float32(0.9)),
+    ]
 
     # "keras-prune runs custom schedules on the host, with a NumPy integer
     # step, from inside the compiled train step, on every backend": with and
@@ -206,9 +233,12 @@ def test_readme_q3_staircase_and_function_schedule():
         for w in wrappers(pruned):
             w.pruning_step.assign(999)
         pruned.fit(
-            np.repeat(XS, 2, 0), np.repeat(YS, 2, 0), batch_size=1,
-            verbose=0, callbacks=callbacks,
-        )  # fmt: skip
+            np.repeat(XS, 2, 0),
+            np.repeat(YS, 2, 0),
+            batch_size=1,
+            verbose=0,
+            callbacks=callbacks,
+        )
         assert keras_prune.pruning_step(pruned) == 1001
         # Step 1000 pruned 0.3 of the 100 weights.
         assert kept(pruned) == [70], callbacks
@@ -220,11 +250,14 @@ def test_readme_q3_staircase_and_function_schedule():
 
 def test_readme_quick_start_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = block_with(README, "final.save(\"final.keras\")")
+    code = block_with(README, 'final.save("final.keras")')
     namespace = ns(model=mlp(), x=X[:8], y=Y[:8])
     exec(code.replace("epochs=10", "epochs=10, verbose=0"), namespace)
     loaded = keras.saving.load_model("final.keras", compile=False)
-    assert [type(layer).__name__ for layer in loaded.layers] == ["Dense", "Dense"]
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        "Dense",
+        "Dense",
+    ]
     # strip_pruning unwraps in place (migration guide, row 15).
     assert namespace["final"] is namespace["pruned"]
 
@@ -241,15 +274,17 @@ def test_readme_beyond_tfmot_block_and_its_counts():
     namespace = ns(model=cnn())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # global's floor warning (below)
-        exec(block_with(README, "allocation=\"global\",  # or"), namespace)
+        exec(block_with(README, 'allocation="global",  # or'), namespace)
     # "exactly round(N * 0.05) of all N weights kept", caps per layer (the
     # same masks as the block's schedule at its end, computed at once).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruned = keras_prune.prune_once(
-            cnn(), 0.95, allocation="global",
+            cnn(),
+            0.95,
+            allocation="global",
             max_sparsity={"predictions": 0.8, ".*": 0.98},
-        )  # fmt: skip
+        )
     sizes = [int(np.prod(w.layer.kernel.shape)) for w in wrappers(pruned)]
     counts = kept(pruned)
     assert sum(counts) == round(sum(sizes) * 0.05) == 44
@@ -287,7 +322,9 @@ def test_extending_blocks(tmp_path, monkeypatch):
         if "pruned.save(" not in code:
             exec(code, namespace)  # OutputWeighted, TopKPerRow, Uniform
     model = mlp(4)
-    namespace.update(model=model, x=X[:16], y=RNG.normal(size=(16, 4)).astype("float32"))
+    namespace.update(
+        model=model, x=X[:16], y=RNG.normal(size=(16, 4)).astype("float32")
+    )
     code = block_with(DOCS / "extending.md", "pruned.save(")
     exec(code.replace("callbacks=", "verbose=0, callbacks="), namespace)
     loaded = namespace["model"]
@@ -300,11 +337,17 @@ def test_extending_blocks(tmp_path, monkeypatch):
         want = int(to_np(keras_prune.kept_count(mask.shape[-1], 0.25)))
         assert set(rows.tolist()) == {want}, w.name
     uniform = keras_prune.prune_low_magnitude(
-        mlp(4), keras_prune.ConstantSparsity(0.5, 0), allocation=namespace["Uniform"]()
+        mlp(4),
+        keras_prune.ConstantSparsity(0.5, 0),
+        allocation=namespace["Uniform"](),
     )
     uniform.compile("sgd", "mse")
-    uniform.fit(namespace["x"], namespace["y"], verbose=0,
-                callbacks=[keras_prune.UpdatePruningStep()])  # fmt: skip
+    uniform.fit(
+        namespace["x"],
+        namespace["y"],
+        verbose=0,
+        callbacks=[keras_prune.UpdatePruningStep()],
+    )
     assert kept(uniform) == [64, 32]
 
 
@@ -318,13 +361,17 @@ def test_compression_block(tmp_path, monkeypatch):
     for a, b in zip(final.weights, model.weights):
         assert to_np(a).tobytes() == to_np(b).tobytes(), a.path
     assert to_np(namespace["kernel2"]).tobytes() == kernel.tobytes()
-    assert int(np.sum(kernel != 0)) == int(to_np(keras_prune.kept_count(128, 0.8)))
+    assert int(np.sum(kernel != 0)) == int(
+        to_np(keras_prune.kept_count(128, 0.8))
+    )
 
 
 def test_shrink_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = blocks(DOCS / "shrink.md")[0]
-    code = code.replace("end_step=2000, frequency=100", "end_step=2, frequency=1")
+    code = code.replace(
+        "end_step=2000, frequency=100", "end_step=2, frequency=1"
+    )
     code = code.replace("epochs=10,", "epochs=2, batch_size=8, verbose=0,")
     assert "end_step=2," in code and "verbose=0" in code
     code = code.replace("print(report)", "str(report)")
@@ -338,7 +385,9 @@ def test_shrink_block(tmp_path, monkeypatch):
     assert small.count_params() < model.count_params()
     # ratio=0.5: every conv keeps floor(8 * 0.5) = 4 filters.
     one_shot = namespace["small"]
-    assert [layer.filters for layer in one_shot.layers if hasattr(layer, "filters")] == [4, 4]
+    assert [
+        layer.filters for layer in one_shot.layers if hasattr(layer, "filters")
+    ] == [4, 4]
 
 
 def _loop_recipe(xla=True):
@@ -362,9 +411,12 @@ def test_custom_training_loops_first_and_last_blocks():
     y = RNG.normal(size=(16, 3)).astype("float32")
     batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 16, 4)]
     namespace = {
-        "keras": keras, "keras_prune": keras_prune, "model": mlp(),
-        "batches": batches, "train_xxx": _loop_recipe(),
-    }  # fmt: skip
+        "keras": keras,
+        "keras_prune": keras_prune,
+        "model": mlp(),
+        "batches": batches,
+        "train_xxx": _loop_recipe(),
+    }
     exec(parts[0], namespace)
     final = namespace["final"]
     # PolynomialDecay(0.2, 0.7, 0, 4, power=1, frequency=1): 4 batches, the
@@ -376,29 +428,38 @@ def test_custom_training_loops_first_and_last_blocks():
 
     # tfmot's idiom, the "..." filled with this backend's recipe on one batch.
     code = block_with(DOCS / "custom-training-loops.md", "step_callback")
-    step = "        ...  # the gradient step: the forward pass with training=True"
+    step = (
+        "        ...  # the gradient step: the forward pass with training=True"
+    )
     assert step in code
     code = code.replace(
-        step, "        train_xxx(model_for_pruning, optimizer, loss_fn, [(x, y)])"
+        step,
+        "        train_xxx(model_for_pruning, optimizer, loss_fn, [(x, y)])",
     )
     model = keras_prune.prune_low_magnitude(
         mlp(), keras_prune.PolynomialDecay(0.2, 0.7, 0, 4, power=1, frequency=1)
     )
     optimizer = keras.optimizers.SGD(0.1)
     namespace.update(
-        model_for_pruning=model, optimizer=optimizer, epochs=2,
-        loss_fn=keras.losses.MeanSquaredError(), batches=batches[:1],
+        model_for_pruning=model,
+        optimizer=optimizer,
+        epochs=2,
+        loss_fn=keras.losses.MeanSquaredError(),
+        batches=batches[:1],
         train_xxx=_loop_recipe(xla=False),
-    )  # fmt: skip
+    )
     exec(code, namespace)
     # Two batches: the last update at step 1, 0.2 + 0.5 / 4 = 0.325.
     assert keras_prune.pruning_step(model) == 2
     assert kept(model) == [
-        int(to_np(keras_prune.kept_count(n, np.float32(0.325)))) for n in (128, 48)
+        int(to_np(keras_prune.kept_count(n, np.float32(0.325))))
+        for n in (128, 48)
     ]
     # on_epoch_end made the stored pruned weights exactly zero.
     for w in wrappers(model):
-        assert int(np.sum(to_np(w.layer.kernel) != 0)) == int(to_np(w.masks[0]).sum())
+        assert int(np.sum(to_np(w.layer.kernel) != 0)) == int(
+            to_np(w.masks[0]).sum()
+        )
 
 
 def test_monitoring_custom_loop_block(tmp_path, monkeypatch):
@@ -406,18 +467,23 @@ def test_monitoring_custom_loop_block(tmp_path, monkeypatch):
     code = block_with(DOCS / "monitoring.md", "log.log()")
     step = "        ...  # your train step (see the README)"
     assert step in code
-    code = code.replace(step, "        train(model, optimizer, loss_fn, [(x, y)])")
+    code = code.replace(
+        step, "        train(model, optimizer, loss_fn, [(x, y)])"
+    )
     model = keras_prune.prune_low_magnitude(
         mlp(), keras_prune.ConstantSparsity(0.5, 0, frequency=1)
     )
     x = RNG.normal(size=(8, 8)).astype("float32")
     y = RNG.normal(size=(8, 3)).astype("float32")
     namespace = {
-        "keras_prune": keras_prune, "model": model, "epochs": 2,
-        "dataset": [(x, y)], "train": _loop_recipe(xla=False),
+        "keras_prune": keras_prune,
+        "model": model,
+        "epochs": 2,
+        "dataset": [(x, y)],
+        "train": _loop_recipe(xla=False),
         "optimizer": keras.optimizers.SGD(0.1),
         "loss_fn": keras.losses.MeanSquaredError(),
-    }  # fmt: skip
+    }
     exec(code, namespace)
     scalars = keras_prune.monitoring.summaries.read_scalars("logs/custom")
     # No optimizer attribute: the step is the wrappers' pruning_step.
@@ -493,16 +559,22 @@ CONTEXT = {
     "PruningSpec": dict,
     "PruningSummaries": lambda: {
         "model": _compiled(keras_prune.prune_low_magnitude(mlp())),
-        "x": X[:8], "y": Y[:8], "print": lambda *a: None,
-    },  # fmt: skip
+        "x": X[:8],
+        "y": Y[:8],
+        "print": lambda *a: None,
+    },
     "Score": dict,
     "Unstructured": lambda: {"model": mlp()},
     "UpdatePruningStep": lambda: {
-        "model": _compiled(keras_prune.prune_low_magnitude(mlp())), "x": X[:8], "y": Y[:8],
-    },  # fmt: skip
+        "model": _compiled(keras_prune.prune_low_magnitude(mlp())),
+        "x": X[:8],
+        "y": Y[:8],
+    },
     "prune_low_magnitude": lambda: {
-        "model": mlp(), "x": X, "y": RNG.normal(size=(64, 3)).astype("float32"),
-    },  # fmt: skip
+        "model": mlp(),
+        "x": X,
+        "y": RNG.normal(size=(64, 3)).astype("float32"),
+    },
     "prune_once": lambda: {"model": mlp(), "x_test": X, "y_test": Y},
     "prune_scope": lambda: _pruned().save("pruned.keras") or {},
     "pruning_plan": lambda: {"pruned": _pruned(), "print": lambda *a: None},
@@ -543,13 +615,19 @@ def test_docstring_example_runs(name, tmp_path, monkeypatch):
     for code in fenced[name]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exec(code.replace("callbacks=", "verbose=0, callbacks="), ns(**CONTEXT[name]()))
+            exec(
+                code.replace("callbacks=", "verbose=0, callbacks="),
+                ns(**CONTEXT[name]()),
+            )
 
 
 def test_docstring_doctests_print_what_they_say():
     _, doctests = _examples()
     kernel = to_np(wrappers(_pruned())[0].layer.kernel)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(verbose=False)
+    parser, runner = (
+        doctest.DocTestParser(),
+        doctest.DocTestRunner(verbose=False),
+    )
     for name, doc in doctests.items():
         test = parser.get_doctest(doc, ns(kernel=kernel), name, name, 0)
         runner.run(test)
@@ -563,14 +641,21 @@ def test_docstring_doctests_print_what_they_say():
 def test_row_04_ties_broken_by_flat_position():
     # tfmot keeps all six; keras-prune keeps round_half_even(6 * 0.5) = 3:
     # both 3s, then the lowest index among the tied 1s.
-    got = to_np(keras_prune.magnitude_mask(np.array([3, 1, 1, 1, 1, 3], "float32"), 0.5))
+    got = to_np(
+        keras_prune.magnitude_mask(np.array([3, 1, 1, 1, 1, 3], "float32"), 0.5)
+    )
     np.testing.assert_array_equal(got, [True, True, False, False, False, True])
     # A tensor already 75% zero at target 0.5 keeps exactly half.
     weights = np.array([0, 0, 0, 5, 0, 0, 0, 7], "float32")
     got = to_np(keras_prune.magnitude_mask(weights, 0.5))
-    np.testing.assert_array_equal(got, [True, True, False, True, False, False, False, True])
+    np.testing.assert_array_equal(
+        got, [True, True, False, True, False, False, False, True]
+    )
     # round half to even: 2.5 -> 2, 3.5 -> 4.
-    assert [int(to_np(keras_prune.kept_count(n, 0.5))) for n in (5, 7)] == [2, 4]
+    assert [int(to_np(keras_prune.kept_count(n, 0.5))) for n in (5, 7)] == [
+        2,
+        4,
+    ]
 
 
 def test_row_06_a_pruned_weight_comes_back_only_when_the_target_goes_down():
@@ -609,9 +694,13 @@ def test_row_12_variables_dtypes_and_order():
     (w,) = wrappers(model)
     names = [v.path.split("/")[-1] for v in w.weights]
     assert names == [
-        "pruning_step", "kernel_mask", "kernel_threshold",
-        "nonfinite_count", "kernel", "bias",
-    ]  # fmt: skip
+        "pruning_step",
+        "kernel_mask",
+        "kernel_threshold",
+        "nonfinite_count",
+        "kernel",
+        "bias",
+    ]
     dtypes = {v.path.split("/")[-1]: v.dtype for v in w.weights}
     assert dtypes["pruning_step"] == "int32" and dtypes["kernel_mask"] == "bool"
     assert dtypes["kernel_threshold"] == "float32"
@@ -621,19 +710,96 @@ def test_row_12_variables_dtypes_and_order():
 @pytest.mark.parametrize(
     "make, error, argument",
     [
-        (lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 1e4), TypeError, "end_step"),
-        (lambda: keras_prune.ConstantSparsity(0.5, 0.0), TypeError, "begin_step"),
-        (lambda: keras_prune.ConstantSparsity(0.5, 0, frequency=True), TypeError, "frequency"),
-        (lambda: keras_prune.ConstantSparsity(0.5, None), TypeError, "begin_step"),
-        (lambda: keras_prune.ConstantSparsity(True, 0), TypeError, "target_sparsity"),
-        (lambda: keras_prune.ConstantSparsity("0.5", 0), TypeError, "target_sparsity"),
-        (lambda: keras_prune.ConstantSparsity(float("nan"), 0), ValueError, "target_sparsity"),
-        (lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=0), ValueError, "power"),
-        (lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=-1), ValueError, "power"),
-        (lambda: keras_prune.ConstantSparsity(0.99999999999, 0), ValueError, "0.99999994"),
+        (
+            lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 1e4),
+            TypeError,
+            "end_step",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity(0.5, 0.0),
+            TypeError,
+            "begin_step",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity(0.5, 0, frequency=True),
+            TypeError,
+            "frequency",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity(0.5, None),
+            TypeError,
+            "begin_step",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity(True, 0),
+            TypeError,
+            "target_sparsity",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity("0.5", 0),
+            TypeError,
+            "target_sparsity",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity(float("nan"), 0),
+            ValueError,
+            "target_sparsity",
+        ),
+        (
+            lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=0),
+            ValueError,
+            "power",
+        ),
+        (
+            lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=-1),
+            ValueError,
+            "power",
+        ),
+        (
+            lambda: keras_prune.ConstantSparsity(0.99999999999, 0),
+            ValueError,
+            "0.99999994",
+        ),
     ],
-)  # fmt: skip
-def test_rows_30_34_schedule_arguments_fail_where_written(make, error, argument):
+)
+def test_rows_30_34_schedule_arguments_fail_where_written(
+    make, error, argument
+):
     with pytest.raises(error, match=argument):
         make()
     assert keras_prune.ConstantSparsity(0.5, np.int64(3)).begin_step == 3
+
+
+def test_extending_built_in_instances_save_the_string_forms_config():
+    # docs/extending.md: "Passing a built-in instance saves the same config
+    # as the string form."
+    def config(**kwargs):
+        model = keras_prune.prune_low_magnitude(
+            keras.Sequential(
+                [keras.Input((8,)), keras.layers.Dense(4, name="d")]
+            ),
+            **kwargs,
+        )
+        config = model.layers[0].get_config()
+        config.pop("layer")
+        group = config.get("pruning_group")
+        if group:
+            group.pop("id")  # one random id per pruning call
+        return config
+
+    pairs = [
+        ({"pattern": "channel"}, {"pattern": keras_prune.Channel()}),
+        ({"block_size": (1, 4)}, {"pattern": keras_prune.Block((1, 4))}),
+        ({"sparsity_m_by_n": (2, 4)}, {"pattern": keras_prune.NM(2, 4)}),
+        ({"allocation": "global"}, {"allocation": keras_prune.Global()}),
+        (
+            {},
+            {
+                "pattern": keras_prune.Unstructured(),
+                "score": keras_prune.Magnitude(),
+                "allocation": keras_prune.PerTensor(),
+            },
+        ),
+    ]
+    for strings, instances in pairs:
+        assert config(**strings) == config(**instances), strings
