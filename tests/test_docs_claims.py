@@ -252,7 +252,7 @@ def test_readme_quick_start_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = block_with(README, 'final.save("final.keras")')
     namespace = ns(model=mlp(), x=X[:8], y=Y[:8])
-    exec(code.replace("epochs=10", "epochs=10, verbose=0"), namespace)
+    exec(code.replace("epochs=10", "epochs=2, verbose=0"), namespace)
     loaded = keras.saving.load_model("final.keras", compile=False)
     assert [type(layer).__name__ for layer in loaded.layers] == [
         "Dense",
