@@ -608,17 +608,25 @@ def test_every_docstring_example_has_a_context():
             assert name in fenced or name in doctests, name
 
 
-@pytest.mark.parametrize("name", sorted(CONTEXT))
-def test_docstring_example_runs(name, tmp_path, monkeypatch):
+def test_every_docstring_example_runs(tmp_path, monkeypatch):
+    # One test, not one per example: the examples are cheap, the per-test
+    # Keras reset is not.
     monkeypatch.chdir(tmp_path)
     fenced, _ = _examples()
-    for code in fenced[name]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exec(
-                code.replace("callbacks=", "verbose=0, callbacks="),
-                ns(**CONTEXT[name]()),
-            )
+    for name in sorted(CONTEXT):
+        keras.utils.clear_session()
+        for code in fenced[name]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    exec(
+                        code.replace("callbacks=", "verbose=0, callbacks="),
+                        ns(**CONTEXT[name]()),
+                    )
+                except Exception as error:
+                    raise AssertionError(
+                        f"the docstring example of keras_prune.{name} fails"
+                    ) from error
 
 
 def test_docstring_doctests_print_what_they_say():
@@ -707,66 +715,64 @@ def test_row_12_variables_dtypes_and_order():
     assert keras_prune.pruning_step(model) == 0
 
 
-@pytest.mark.parametrize(
-    "make, error, argument",
-    [
-        (
-            lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 1e4),
-            TypeError,
-            "end_step",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity(0.5, 0.0),
-            TypeError,
-            "begin_step",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity(0.5, 0, frequency=True),
-            TypeError,
-            "frequency",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity(0.5, None),
-            TypeError,
-            "begin_step",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity(True, 0),
-            TypeError,
-            "target_sparsity",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity("0.5", 0),
-            TypeError,
-            "target_sparsity",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity(float("nan"), 0),
-            ValueError,
-            "target_sparsity",
-        ),
-        (
-            lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=0),
-            ValueError,
-            "power",
-        ),
-        (
-            lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=-1),
-            ValueError,
-            "power",
-        ),
-        (
-            lambda: keras_prune.ConstantSparsity(0.99999999999, 0),
-            ValueError,
-            "0.99999994",
-        ),
-    ],
-)
-def test_rows_30_34_schedule_arguments_fail_where_written(
-    make, error, argument
-):
-    with pytest.raises(error, match=argument):
-        make()
+BAD_SCHEDULE_ARGUMENTS = [
+    (
+        lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 1e4),
+        TypeError,
+        "end_step",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity(0.5, 0.0),
+        TypeError,
+        "begin_step",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity(0.5, 0, frequency=True),
+        TypeError,
+        "frequency",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity(0.5, None),
+        TypeError,
+        "begin_step",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity(True, 0),
+        TypeError,
+        "target_sparsity",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity("0.5", 0),
+        TypeError,
+        "target_sparsity",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity(float("nan"), 0),
+        ValueError,
+        "target_sparsity",
+    ),
+    (
+        lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=0),
+        ValueError,
+        "power",
+    ),
+    (
+        lambda: keras_prune.PolynomialDecay(0.1, 0.5, 0, 10, power=-1),
+        ValueError,
+        "power",
+    ),
+    (
+        lambda: keras_prune.ConstantSparsity(0.99999999999, 0),
+        ValueError,
+        "0.99999994",
+    ),
+]
+
+
+def test_rows_30_34_schedule_arguments_fail_where_written():
+    for make, error, argument in BAD_SCHEDULE_ARGUMENTS:
+        with pytest.raises(error, match=argument):
+            make()
     assert keras_prune.ConstantSparsity(0.5, np.int64(3)).begin_step == 3
 
 
