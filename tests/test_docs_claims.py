@@ -12,8 +12,8 @@ at the end (`test_row_*`); the table names the test of every row.
 
 `KERAS_PRUNE_DOCS=all` also runs docs/monitoring.md's first script exactly
 as written (900 steps on the digits MLP: 9 s on JAX, 166 s on torch on a
-busy 2-core machine) and checks the numbers
-the page prints (all of them on JAX, the backend that printed them).
+busy 2-core machine) and checks the numbers the page prints (all of them
+on JAX, the backend that printed them).
 
 Not run here: docs/distributed.md's blocks need several devices or
 processes (tests/test_distributed.py runs the same code), and
