@@ -352,7 +352,8 @@ class PolynomialDecay(_RampSchedule):
     Example:
 
     >>> s = keras_prune.PolynomialDecay(0.5, 0.9, 2000, 10000)
-    >>> s(2100)
+    >>> should_prune, sparsity = s(2100)  # np.bool_, np.float32
+    >>> bool(should_prune), round(float(sparsity), 8)
     (True, 0.51481324)
     """
 
