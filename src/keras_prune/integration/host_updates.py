@@ -391,6 +391,13 @@ class HostUpdates:
             return
         model._keras_prune_host_updates = None
         self._set_wrappers(False)
+        # Host mode keeps the stored pruned weights at zero, but `fit` ends
+        # with `optimizer.finalize_variable_values`, which may write other
+        # weights (`use_ema=True` swaps in the moving averages, nonzero
+        # where the weights were pruned), just before `on_train_end`.
+        for wrapper in self.wrappers:
+            if wrapper.built:
+                wrapper.apply_masks()
         for wrapper in self.wrappers:
             object.__setattr__(wrapper, "_host_attached", None)
         for weight, own, constraint in self._constraints:
