@@ -420,6 +420,15 @@ class HostUpdates:
         # (`schedules.evaluate_range`): plan up to there, and the next plan,
         # from that step, raises the schedule's ValueError.
         keys = []
+        if not all(
+            schedules.is_builtin(o.wrapper.pruning_schedule) for o in self.owners
+        ):
+            # A user's schedule is Python called once per step, as in-step
+            # updates call it (planning ahead saves nothing there: ~4 us a
+            # step either way). Its value may depend on state that changes
+            # during `fit` (a target a callback raises at epoch end): a value
+            # planned 256 steps ahead was stale.
+            count = 1
         for owner in self.owners:
             schedule = owner.wrapper.pruning_schedule
             key = (id(schedule), owner.step_offset)
