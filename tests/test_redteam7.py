@@ -176,3 +176,25 @@ def test_user_schedule_is_read_at_each_step_under_host_updates():
     assert [int(m.sum()) for m in got[True]] == [12, 6]  # 75% of 48 and 24
     for a, b in zip(got[True], got[False]):
         np.testing.assert_array_equal(a, b)
+
+
+class _NanFrom(keras_prune.PruningSchedule):
+    def __call__(self, step):
+        return True, float("nan") if int(step) >= 1 else 0.5
+
+    def get_config(self):
+        return {}
+
+
+def test_bad_schedule_value_in_an_eager_step_is_a_value_error():
+    """`run_eagerly=True` on JAX called a user's schedule through
+    `jax.pure_callback` even though nothing was traced, so its ValueError
+    arrived as a `JaxRuntimeError` (torch and TensorFlow raised
+    ValueError)."""
+    model = _pruned(_NanFrom())
+    model.compile(keras.optimizers.SGD(0.05), "mse", run_eagerly=True)
+    with pytest.raises(
+        ValueError, match=r"_NanFrom\(\) returned sparsity nan at step 1"
+    ):
+        model.fit(X[:8], Y[:8], batch_size=4, verbose=0)
+    assert [int(m.sum()) for m in _masks(model)] == [24, 12]

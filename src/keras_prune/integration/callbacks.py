@@ -287,6 +287,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
             if self._step is not None and self._by_fit:
                 _ = self.model  # syncs JAX state
                 self._raise_schedule_errors()
+                if self._host is not None:
+                    self._host.finish()
         finally:
             self._collect_schedule_errors(False)
             self._stop_host()

@@ -391,13 +391,6 @@ class HostUpdates:
             return
         model._keras_prune_host_updates = None
         self._set_wrappers(False)
-        # Host mode keeps the stored pruned weights at zero, but `fit` ends
-        # with `optimizer.finalize_variable_values`, which may write other
-        # weights (`use_ema=True` swaps in the moving averages, nonzero
-        # where the weights were pruned), just before `on_train_end`.
-        for wrapper in self.wrappers:
-            if wrapper.built:
-                wrapper.apply_masks()
         for wrapper in self.wrappers:
             object.__setattr__(wrapper, "_host_attached", None)
         for weight, own, constraint in self._constraints:
@@ -405,6 +398,19 @@ class HostUpdates:
                 weight.constraint = own
         self._constraints = []
         model.train_function = self._in_step_train_function
+
+    def finish(self):
+        """Zeroes the pruned weights once more at the end of `fit`.
+
+        Host mode keeps the stored pruned weights at zero after every step,
+        but `fit` ends with `optimizer.finalize_variable_values`, which may
+        write other values (`use_ema=True` swaps in the moving averages,
+        nonzero where weights were pruned), just before `on_train_end`.
+        The model state must be synced (JAX).
+        """
+        if active(self.model) is self:
+            for wrapper in self.wrappers:
+                wrapper.apply_masks()
 
     def due(self, step):
         """The owners whose schedule updates masks at `step`, with sparsity."""
