@@ -410,7 +410,8 @@ class HostUpdates:
         """
         if active(self.model) is self:
             for wrapper in self.wrappers:
-                wrapper.apply_masks()
+                if wrapper.built:
+                    wrapper.apply_masks()
 
     def due(self, step):
         """The owners whose schedule updates masks at `step`, with sparsity."""
