@@ -8,6 +8,7 @@ import pytest
 import keras_prune
 from keras_prune.integration import state
 
+from conftest import BACKEND
 from conftest import to_np
 
 RNG = np.random.default_rng(0)
@@ -180,7 +181,7 @@ def test_user_schedule_is_read_at_each_step_under_host_updates():
 
 class _NanFrom(keras_prune.PruningSchedule):
     def __call__(self, step):
-        return True, float("nan") if int(step) >= 1 else 0.5
+        return True, float("nan")
 
     def get_config(self):
         return {}
@@ -194,10 +195,11 @@ def test_bad_schedule_value_in_an_eager_step_is_a_value_error():
     model = _pruned(_NanFrom())
     model.compile(keras.optimizers.SGD(0.05), "mse", run_eagerly=True)
     with pytest.raises(
-        ValueError, match=r"_NanFrom\(\) returned sparsity nan at step 1"
+        ValueError, match=r"_NanFrom\(\) returned sparsity nan at step 0"
     ):
-        model.fit(X[:8], Y[:8], batch_size=4, verbose=0)
-    assert [int(m.sum()) for m in _masks(model)] == [24, 12]
+        model.fit(X[:4], Y[:4], batch_size=4, verbose=0)
+    if BACKEND != "jax":  # JAX: the failed step's donated state is gone
+        assert [int(m.sum()) for m in _masks(model)] == [48, 24]  # no update
 
 
 class _Lowered(keras_prune.PruningSchedule):
