@@ -103,6 +103,12 @@ def host_call(fn, step):
     if backend == "jax":
         import jax
 
+        if not isinstance(step, jax.core.Tracer):
+            # Not traced (`run_eagerly=True`): call it here, so that a
+            # schedule's ValueError is raised as itself (a callback's error
+            # surfaces as `JaxRuntimeError`).
+            pred, value = wrapped(np.asarray(step))
+            return ops.convert_to_tensor(pred), ops.convert_to_tensor(value)
         shapes = (
             jax.ShapeDtypeStruct((), np.bool_),
             jax.ShapeDtypeStruct((), np.float32),

@@ -120,7 +120,41 @@ class UpdatePruningStep(keras.callbacks.Callback):
             )
 
     def on_epoch_begin(self, epoch=None, logs=None):
+        if self._by_fit and self._step is not None:
+            self._follow_loaded_state()
         self._epoch_start = self._step
+
+    def _follow_loaded_state(self):
+        """Takes the model's step again if something assigned it since.
+
+        Under `fit` the step of each batch is counted here (no read per
+        batch), from the step read at train begin or epoch end. A callback
+        listed after this one may load another state in between:
+        `BackupAndRestore` (and any callback calling `load_weights`) does it
+        in its `on_train_begin`. The host updates then ran the schedule at
+        the old steps while the wrappers counted from the loaded one: other
+        masks than the run that was backed up, silently. One read of the
+        step per epoch (already synced at epoch begin on JAX).
+        """
+        model = self.model
+        step = pruning_step(model) or 0
+        if step == self._step:
+            return
+        self._step = step
+        if self._fit_start is not None:
+            self._fit_start = step
+            self._start_steps = [
+                (w, int(keras.ops.convert_to_numpy(w.pruning_step)))
+                for w in self._wrappers
+                if w.built
+            ]
+        if self._host is not None:
+            # Each layer's step offset and the planned schedule values are
+            # those of the old steps: plan again from the loaded state (and
+            # zero the pruned weights of the loaded masks).
+            self._host.stop()
+            self._host = host_updates.HostUpdates(model, step)
+            self._host.start()
 
     def _catch_up(self, done, model=None):
         """Checks the model if masks changed at a step in `[step, done)`."""
@@ -253,6 +287,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
             if self._step is not None and self._by_fit:
                 _ = self.model  # syncs JAX state
                 self._raise_schedule_errors()
+                if self._host is not None:
+                    self._host.finish()
         finally:
             self._collect_schedule_errors(False)
             self._stop_host()

@@ -405,6 +405,20 @@ class HostUpdates:
         self._constraints = []
         model.train_function = self._in_step_train_function
 
+    def finish(self):
+        """Zeroes the pruned weights once more at the end of `fit`.
+
+        Host mode keeps the stored pruned weights at zero after every step,
+        but `fit` ends with `optimizer.finalize_variable_values`, which may
+        write other values (`use_ema=True` swaps in the moving averages,
+        nonzero where weights were pruned), just before `on_train_end`.
+        The model state must be synced (JAX).
+        """
+        if active(self.model) is self:
+            for wrapper in self.wrappers:
+                if wrapper.built:
+                    wrapper.apply_masks()
+
     def due(self, step):
         """The owners whose schedule updates masks at `step`, with sparsity."""
         first, stop = self._planned
@@ -419,6 +433,15 @@ class HostUpdates:
         # (`schedules.evaluate_range`): plan up to there, and the next plan,
         # from that step, raises the schedule's ValueError.
         keys = []
+        if not all(
+            schedules.is_builtin(o.wrapper.pruning_schedule) for o in self.owners
+        ):
+            # A user's schedule is Python called once per step, as in-step
+            # updates call it (planning ahead saves nothing there: ~4 us a
+            # step either way). Its value may depend on state that changes
+            # during `fit` (a target a callback raises at epoch end): a value
+            # planned 256 steps ahead was stale.
+            count = 1
         for owner in self.owners:
             schedule = owner.wrapper.pruning_schedule
             key = (id(schedule), owner.step_offset)
