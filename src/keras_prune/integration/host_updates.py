@@ -434,7 +434,8 @@ class HostUpdates:
         # from that step, raises the schedule's ValueError.
         keys = []
         if not all(
-            schedules.is_builtin(o.wrapper.pruning_schedule) for o in self.owners
+            schedules.is_builtin(owner.wrapper.pruning_schedule)
+            for owner in self.owners
         ):
             # A user's schedule is Python called once per step, as in-step
             # updates call it (planning ahead saves nothing there: ~4 us a
