@@ -28,20 +28,7 @@ from keras_prune.integration import layer_call
 from keras_prune.integration import spec as _spec
 from keras_prune.integration import updater
 
-
-def forward_pass():
-    """The object that identifies the current forward pass, or None.
-
-    A forward pass is the stateless scope of `stateless_call` (JAX `fit`
-    and custom loops run `model.call` directly, without an outer call
-    context), or else the call context an outer layer opened (the model's
-    `__call__` on TensorFlow and torch). None when a layer is called on
-    its own: every call is then a forward pass.
-    """
-    context = layer_call.stateless_scope()
-    if context is None:
-        context = layer_call.call_context()
-    return context
+forward_pass = layer_call.forward_pass
 
 
 def first_call_in_forward_pass(wrapper):

@@ -15,6 +15,7 @@ plumbing; the wrapper only decides what to replace.
 """
 
 import inspect
+import weakref
 
 import keras
 import numpy as np
@@ -220,4 +221,67 @@ def call_with_weights(wrapper, args, overrides, kwargs):
             v.assign(new_value)
     for loss in scope.losses:
         wrapper.add_loss(loss)
+    _regularize_overrides(wrapper, layer, overrides)
     return outputs
+
+
+def _regularize_overrides(wrapper, layer, overrides):
+    """Makes weight regularization see the overrides, as the call does.
+
+    Keras adds `variable.regularizer(variable)` to the model's losses, from
+    the stored value: for a pruned weight read as `w * mask`, that is the
+    penalty of weights the forward pass never uses, and the loss `fit`
+    reported was that much higher than with `UpdatePruningStep` (whose
+    stored pruned weights are zero) or in tfmot. Once per forward pass the
+    wrapper adds the difference:
+
+    - for Keras' elementwise penalties (`L1`, `L2`, `L1L2`), minus the
+      penalty of the pruned entries, `-regularizer(w - w * mask)`: its
+      gradient is exactly zero on kept weights and cancels Keras' term on
+      pruned ones, so training is that of stored zeros (bit for bit but
+      for the order in which XLA sums gradients);
+    - for any other regularizer, `regularizer(w * mask) - regularizer(w)`.
+    """
+    regularized = [
+        v
+        for v in layer.trainable_weights
+        if v.regularizer is not None and id(v) in overrides
+    ]
+    if not regularized:
+        return
+    context = forward_pass()
+    if context is not None:
+        last = wrapper.__dict__.get("_regularized_in")
+        if last is not None and last() is context:
+            return  # a layer used twice: Keras counts its weights once
+        object.__setattr__(wrapper, "_regularized_in", weakref.ref(context))
+    for v in regularized:
+        stored, used = v.value, overrides[id(v)]
+        penalty = v.regularizer
+        if type(penalty) in _ELEMENTWISE_PENALTIES:
+            correction = -penalty(stored - used)  # exact: the pruned entries
+        else:
+            correction = penalty(used) - penalty(stored)
+        wrapper.add_loss(correction)
+
+
+_ELEMENTWISE_PENALTIES = (
+    keras.regularizers.L1,
+    keras.regularizers.L2,
+    keras.regularizers.L1L2,
+)
+
+
+def forward_pass():
+    """The object that identifies the current forward pass, or None.
+
+    A forward pass is the stateless scope of `stateless_call` (JAX `fit`
+    and custom loops run `model.call` directly, without an outer call
+    context), or else the call context an outer layer opened (the model's
+    `__call__` on TensorFlow and torch). None when a layer is called on
+    its own: every call is then a forward pass.
+    """
+    context = stateless_scope()
+    if context is None:
+        context = call_context()
+    return context
