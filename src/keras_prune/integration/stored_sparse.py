@@ -35,11 +35,16 @@ reads a weight unmasked only when nothing was written since it was zeroed.
 Everything else masks in the forward pass: JAX and TensorFlow, whose
 compiled steps are pure functions of the variables; torch under
 `torch.compile`; custom training loops, which may apply any optimizer;
-and `fit` with an optimizer that is not elementwise or a `train_step` of
-the model's own.
+`fit` with an optimizer that is not elementwise or a `train_step` of
+the model's own; and a weight whose constraint or regularizer is not
+elementwise (`MaxNorm`, `OrthogonalRegularizer`: they read the pruned
+weights' values, dense under masking, zeros here, and would change the
+kept weights' updates).
 """
 
 import inspect
+
+import keras
 
 from keras_prune import _backend
 from keras_prune.integration import host_updates
@@ -52,6 +57,27 @@ def _keras_train_step(model):
     step = getattr(type(model), "train_step", None)
     module = getattr(inspect.unwrap(step), "__module__", "") if step else ""
     return module.startswith("keras.")
+
+
+# Regularizers that are sums of one term per weight: the kept weights'
+# gradients do not depend on the pruned weights' values.
+_ELEMENTWISE_REGULARIZERS = (
+    keras.regularizers.L1,
+    keras.regularizers.L2,
+    keras.regularizers.L1L2,
+)
+
+
+def _storable(weight):
+    """Whether `weight` may be stored sparse: its constraint and regularizer
+    (applied by the optimizer, or added to the loss, on its stored values)
+    do not mix the pruned weights' values into the kept weights'."""
+    if getattr(weight, "constraint", None) is not None:
+        return False
+    regularizer = getattr(weight, "regularizer", None)
+    return regularizer is None or (
+        type(regularizer) in _ELEMENTWISE_REGULARIZERS
+    )
 
 
 def _may_zero_in_place(training):
@@ -109,6 +135,8 @@ def unmasked(wrapper, training):
         object.__setattr__(wrapper, "_zeroed_versions", record)
     out = set()
     for weight, mask in pairs:
+        if not _storable(weight):
+            continue
         versions = _backend.write_version(weight), _backend.write_version(mask)
         seen = record.get(id(weight))
         if seen == versions:
