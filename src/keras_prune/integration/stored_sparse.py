@@ -53,8 +53,10 @@ from keras_prune.integration import layer_call
 
 def _keras_train_step(model):
     """Whether `model` trains with Keras' own `train_step` (which applies
-    `model.optimizer`), not a subclass's."""
-    step = getattr(type(model), "train_step", None)
+    `model.optimizer`), not a subclass's nor one set on the instance
+    (`model.train_step = ...`, which `fit` calls instead)."""
+    step = getattr(model, "train_step", None)
+    step = getattr(step, "__func__", step)  # a bound method's function
     module = getattr(inspect.unwrap(step), "__module__", "") if step else ""
     return module.startswith("keras.")
 
