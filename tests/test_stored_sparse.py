@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def pruned(optimizer, **dense_kwargs):
+def pruned(optimizer, schedule=None, score=None, **dense_kwargs):
     keras.utils.set_random_seed(1)
     model = keras.Sequential(
         [
@@ -34,7 +34,9 @@ def pruned(optimizer, **dense_kwargs):
         ]
     )
     model = kp.prune_low_magnitude(
-        model, kp.PolynomialDecay(0.3, 0.8, 0, 6, power=1, frequency=1)
+        model,
+        schedule or kp.PolynomialDecay(0.3, 0.8, 0, 6, power=1, frequency=1),
+        score=score,
     )
     if optimizer is not None:
         model.compile(optimizer, "mse")
@@ -234,3 +236,26 @@ def test_a_write_the_version_counter_misses_is_not_read_unmasked(
         else:
             kernel._value = torch.nn.Parameter(ones)
         assert stored_sparse.unmasked(wrapper, None) == set(), replace
+
+
+class RawMagnitude(kp.Score):
+    """|w| of the stored weight (dense under masking), not of `value`."""
+
+    def __call__(self, value, weight, layer):
+        return keras.ops.abs(keras.ops.convert_to_tensor(weight))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"schedule": kp.PolynomialDecay(0.8, 0.3, 0, 6, frequency=1)},
+        {"score": RawMagnitude()},
+    ],
+    ids=["decreasing-sparsity", "own-score"],
+)
+def test_masks_that_may_keep_pruned_weights_again_mask(kwargs):
+    # Weights pruned and kept again come back with the value masking kept
+    # (stored sparse: zero), so such wrappers keep masking (0 reads).
+    assert_trains_as_masking(
+        lambda: pruned(keras.optimizers.Adam(0.05), **kwargs), 0
+    )

@@ -39,7 +39,10 @@ compiled steps are pure functions of the variables; torch under
 the model's own; and a weight whose constraint or regularizer is not
 elementwise (`MaxNorm`, `OrthogonalRegularizer`: they read the pruned
 weights' values, dense under masking, zeros here, and would change the
-kept weights' updates).
+kept weights' updates); and a wrapper whose masks may keep a weight they
+pruned before (a schedule whose sparsity may decrease, a score, pattern
+or allocation of the user's own): masking brings it back with the value
+it kept, stored sparse it would come back as zero.
 """
 
 import inspect
@@ -47,6 +50,7 @@ import inspect
 import keras
 
 from keras_prune import _backend
+from keras_prune.core import schedules
 from keras_prune.integration import host_updates
 from keras_prune.integration import layer_call
 
@@ -79,6 +83,36 @@ def _storable(weight):
     regularizer = getattr(weight, "regularizer", None)
     return regularizer is None or (
         type(regularizer) in _ELEMENTWISE_REGULARIZERS
+    )
+
+
+_RAMPS = (
+    schedules.PolynomialDecay,
+    schedules.ExponentialDecay,
+    schedules.CosineDecay,
+)
+
+
+def _pruned_stay_pruned(wrapper):
+    """Whether `wrapper`'s masks never keep a weight they pruned before.
+
+    Keras-prune's own scores, patterns and allocations rank the pruned
+    weights (scored as zeros) last, so a sparsity that never decreases
+    (`ConstantSparsity`, a ramp whose final sparsity is at least its
+    initial one) prunes them again. A user's own part, a `FunctionSchedule`
+    or a per-layer table may not.
+    """
+    spec = wrapper.pruning_spec
+    for part in (spec.score, spec.pattern, spec.allocation):
+        if part is None or isinstance(part, str):
+            continue
+        if not type(part).__module__.startswith("keras_prune."):
+            return False
+    schedule = spec.pruning_schedule
+    if type(schedule) is schedules.ConstantSparsity:
+        return True
+    return type(schedule) in _RAMPS and (
+        schedule.initial_sparsity <= schedule.final_sparsity
     )
 
 
@@ -128,6 +162,7 @@ def unmasked(wrapper, training):
         not pairs
         or layer_call.stateless_scope() is not None  # values mapped, not ours
         or _backend.write_version(pairs[0][0]) is None
+        or not _pruned_stay_pruned(wrapper)
     ):
         return set()
     may_write = _may_zero_in_place(training)
