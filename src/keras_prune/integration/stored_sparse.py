@@ -99,8 +99,8 @@ def _pruned_stay_pruned(wrapper):
     Keras-prune's own scores, patterns and allocations rank the pruned
     weights (scored as zeros) last, so a sparsity that never decreases
     (`ConstantSparsity`, a ramp whose final sparsity is at least its
-    initial one) prunes them again. A user's own part, a `FunctionSchedule`
-    or a per-layer table may not.
+    initial one; in a per-layer table, every one) prunes them again. A
+    user's own part or a `FunctionSchedule` may not.
     """
     spec = wrapper.pruning_spec
     for part in (spec.score, spec.pattern, spec.allocation):
@@ -109,6 +109,15 @@ def _pruned_stay_pruned(wrapper):
         if not type(part).__module__.startswith("keras_prune."):
             return False
     schedule = spec.pruning_schedule
+    table = schedule.values() if isinstance(schedule, dict) else [schedule]
+    return all(_never_decreases(s) for s in table)
+
+
+def _never_decreases(schedule):
+    """Whether the sparsity of `schedule` (or a constant target) never
+    decreases as steps go on."""
+    if isinstance(schedule, (int, float)):
+        return True
     if type(schedule) is schedules.ConstantSparsity:
         return True
     return type(schedule) in _RAMPS and (
