@@ -23,8 +23,10 @@ update), and the layer then reads the weights as they are:
   (scored on `where(mask, w, 0)`), are those of in-step masking, bit for
   bit.
 
-Writes are seen through torch's version counter of each tensor, which
-every in-place write bumps (`_backend.write_version`). A weight is zeroed
+Writes are seen through torch's version counter of each variable's own
+tensor, which every in-place write bumps (`_backend.write_version`: the
+token also names the tensor and its storage, so a tensor put in its place
+is never taken for the one zeroed). A weight is zeroed
 in place only when it was written since it was last zeroed: a graph built
 before that write can no longer be differentiated anyway. When only its
 mask changed (this step's update, or `update_masks_now`), a forward pass
@@ -36,7 +38,7 @@ Everything else masks in the forward pass: JAX and TensorFlow, whose
 compiled steps are pure functions of the variables; torch under
 `torch.compile`; custom training loops, which may apply any optimizer;
 `fit` with an optimizer that is not elementwise or a `train_step` of
-the model's own; and a weight whose constraint or regularizer is not
+the model's own; a weight whose constraint or regularizer is not
 elementwise (`MaxNorm`, `OrthogonalRegularizer`: they read the pruned
 weights' values, dense under masking, zeros here, and would change the
 kept weights' updates); and a wrapper whose masks may keep a weight they
