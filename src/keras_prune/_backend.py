@@ -51,6 +51,7 @@ measured (see docs/benchmarks.md):
 """
 
 import functools
+import weakref
 
 import keras
 import numpy as np
@@ -330,13 +331,17 @@ def stateless_optimizer():
 
 
 def write_version(variable):
-    """A number that changes whenever `variable` is written in place.
+    """A token that changes whenever `variable` is written in place.
 
-    torch, eager: its tensor's version counter, which every in-place write
-    (`assign`, an optimizer's update) bumps (`stored_sparse`). None where
-    writes cannot be followed this way: JAX and TensorFlow (compiled steps
-    are functions of the variables' values) and torch while
-    `torch.compile` traces.
+    torch, eager: the variable's own tensor (not the cast copy `value`
+    returns under a mixed-precision autocast scope), its storage, and its
+    version counter, which every in-place write (`assign`, an optimizer's
+    update) bumps (`stored_sparse`). Two tokens are equal only for the same
+    live tensor, storage and version: a tensor Keras or the user put in
+    the variable's place, a `.data =` swap, or another variable that got a
+    freed one's id, never matches an old token. None where writes cannot
+    be followed this way: JAX and TensorFlow (compiled steps are functions
+    of the variables' values) and torch while `torch.compile` traces.
     """
     if keras.backend.backend() != "torch":
         return None
@@ -344,7 +349,38 @@ def write_version(variable):
 
     if torch.compiler.is_compiling():
         return None
-    return variable.value._version
+    return _WriteVersion(_own_tensor(variable))
+
+
+def _own_tensor(variable):
+    """The tensor a torch Keras variable holds (its `value` is a cast copy
+    in an autocast scope: writing that copy would not write the variable)."""
+    own = getattr(variable, "_value", None)
+    return variable.value if own is None else own
+
+
+class _WriteVersion:
+    """`write_version`'s token: a tensor (weakly), its storage and version."""
+
+    __slots__ = ("ref", "pointer", "version")
+
+    def __init__(self, tensor):
+        self.ref = weakref.ref(tensor)
+        self.pointer = tensor.data_ptr()
+        self.version = tensor._version
+
+    def __eq__(self, other):
+        if not isinstance(other, _WriteVersion):
+            return NotImplemented
+        tensor = self.ref()
+        return (
+            tensor is not None
+            and tensor is other.ref()
+            and self.pointer == other.pointer
+            and self.version == other.version
+        )
+
+    __hash__ = None
 
 
 def zero_pruned(w, mask):
@@ -366,7 +402,7 @@ def zero_pruned(w, mask):
         import torch
 
         with torch.no_grad():
-            value = w.value
+            value = _own_tensor(w)  # not an autocast copy
             mask = ops.convert_to_tensor(mask)
             value.mul_(mask.view(torch.uint8)).add_(0.0)
         return value

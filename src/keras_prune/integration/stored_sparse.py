@@ -23,8 +23,10 @@ update), and the layer then reads the weights as they are:
   (scored on `where(mask, w, 0)`), are those of in-step masking, bit for
   bit.
 
-Writes are seen through torch's version counter of each tensor, which
-every in-place write bumps (`_backend.write_version`). A weight is zeroed
+Writes are seen through torch's version counter of each variable's own
+tensor, which every in-place write bumps (`_backend.write_version`: the
+token also names the tensor and its storage, so a tensor put in its place
+is never taken for the one zeroed). A weight is zeroed
 in place only when it was written since it was last zeroed: a graph built
 before that write can no longer be differentiated anyway. When only its
 mask changed (this step's update, or `update_masks_now`), a forward pass
@@ -35,23 +37,94 @@ reads a weight unmasked only when nothing was written since it was zeroed.
 Everything else masks in the forward pass: JAX and TensorFlow, whose
 compiled steps are pure functions of the variables; torch under
 `torch.compile`; custom training loops, which may apply any optimizer;
-and `fit` with an optimizer that is not elementwise or a `train_step` of
-the model's own.
+`fit` with an optimizer that is not elementwise or a `train_step` of
+the model's own; a weight whose constraint or regularizer is not
+elementwise (`MaxNorm`, `OrthogonalRegularizer`: they read the pruned
+weights' values, dense under masking, zeros here, and would change the
+kept weights' updates); and a wrapper whose masks may keep a weight they
+pruned before (a schedule whose sparsity may decrease, a score, pattern
+or allocation of the user's own): masking brings it back with the value
+it kept, stored sparse it would come back as zero.
 """
 
 import inspect
 
+import keras
+
 from keras_prune import _backend
+from keras_prune.core import schedules
 from keras_prune.integration import host_updates
 from keras_prune.integration import layer_call
 
 
 def _keras_train_step(model):
     """Whether `model` trains with Keras' own `train_step` (which applies
-    `model.optimizer`), not a subclass's."""
-    step = getattr(type(model), "train_step", None)
+    `model.optimizer`), not a subclass's nor one set on the instance
+    (`model.train_step = ...`, which `fit` calls instead)."""
+    step = getattr(model, "train_step", None)
+    step = getattr(step, "__func__", step)  # a bound method's function
     module = getattr(inspect.unwrap(step), "__module__", "") if step else ""
     return module.startswith("keras.")
+
+
+# Regularizers that are sums of one term per weight: the kept weights'
+# gradients do not depend on the pruned weights' values.
+_ELEMENTWISE_REGULARIZERS = (
+    keras.regularizers.L1,
+    keras.regularizers.L2,
+    keras.regularizers.L1L2,
+)
+
+
+def _storable(weight):
+    """Whether `weight` may be stored sparse: its constraint and regularizer
+    (applied by the optimizer, or added to the loss, on its stored values)
+    do not mix the pruned weights' values into the kept weights'."""
+    if getattr(weight, "constraint", None) is not None:
+        return False
+    regularizer = getattr(weight, "regularizer", None)
+    return regularizer is None or (
+        type(regularizer) in _ELEMENTWISE_REGULARIZERS
+    )
+
+
+_RAMPS = (
+    schedules.PolynomialDecay,
+    schedules.ExponentialDecay,
+    schedules.CosineDecay,
+)
+
+
+def _pruned_stay_pruned(wrapper):
+    """Whether `wrapper`'s masks never keep a weight they pruned before.
+
+    Keras-prune's own scores, patterns and allocations rank the pruned
+    weights (scored as zeros) last, so a sparsity that never decreases
+    (`ConstantSparsity`, a ramp whose final sparsity is at least its
+    initial one; in a per-layer table, every one) prunes them again. A
+    user's own part or a `FunctionSchedule` may not.
+    """
+    spec = wrapper.pruning_spec
+    for part in (spec.score, spec.pattern, spec.allocation):
+        if part is None or isinstance(part, str):
+            continue
+        if not type(part).__module__.startswith("keras_prune."):
+            return False
+    schedule = spec.pruning_schedule
+    table = schedule.values() if isinstance(schedule, dict) else [schedule]
+    return all(_never_decreases(s) for s in table)
+
+
+def _never_decreases(schedule):
+    """Whether the sparsity of `schedule` (or a constant target) never
+    decreases as steps go on."""
+    if isinstance(schedule, (int, float)):
+        return True
+    if type(schedule) is schedules.ConstantSparsity:
+        return True
+    return type(schedule) in _RAMPS and (
+        schedule.initial_sparsity <= schedule.final_sparsity
+    )
 
 
 def _may_zero_in_place(training):
@@ -100,6 +173,7 @@ def unmasked(wrapper, training):
         not pairs
         or layer_call.stateless_scope() is not None  # values mapped, not ours
         or _backend.write_version(pairs[0][0]) is None
+        or not _pruned_stay_pruned(wrapper)
     ):
         return set()
     may_write = _may_zero_in_place(training)
@@ -109,6 +183,8 @@ def unmasked(wrapper, training):
         object.__setattr__(wrapper, "_zeroed_versions", record)
     out = set()
     for weight, mask in pairs:
+        if not _storable(weight):
+            continue
         versions = _backend.write_version(weight), _backend.write_version(mask)
         seen = record.get(id(weight))
         if seen == versions:
