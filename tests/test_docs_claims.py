@@ -39,6 +39,22 @@ from keras_prune.integration import strip as strip_lib
 from conftest import BACKEND
 from conftest import to_np
 
+
+@pytest.fixture(autouse=True)
+def _keras_registry_restored():
+    """The doc blocks register their classes with Keras under names the
+    other test modules' parts use too (`user_parts>Uniform`): each test
+    here leaves Keras' global registry as it found it."""
+    from keras.src.saving import object_registration as registry
+
+    objects = dict(registry.GLOBAL_CUSTOM_OBJECTS)
+    names = dict(registry.GLOBAL_CUSTOM_NAMES)
+    yield
+    registry.GLOBAL_CUSTOM_OBJECTS.clear()
+    registry.GLOBAL_CUSTOM_OBJECTS.update(objects)
+    registry.GLOBAL_CUSTOM_NAMES.clear()
+    registry.GLOBAL_CUSTOM_NAMES.update(names)
+
 ROOT = pathlib.Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
