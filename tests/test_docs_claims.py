@@ -55,6 +55,7 @@ def _keras_registry_restored():
     registry.GLOBAL_CUSTOM_NAMES.clear()
     registry.GLOBAL_CUSTOM_NAMES.update(names)
 
+
 ROOT = pathlib.Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
