@@ -117,8 +117,8 @@ def wrapper_keywords(layer, kwargs, signature):
         policy (the wrapper's `__call__` casts the inputs the layer then
         sees: a float16 layer in a float32 model computed in float32 when
         pruned, in float16 once stripped), `autocast` to the layer's, and
-        `activity_regularizer` (the
-        wrapped layer's, in its config) is dropped.
+        `activity_regularizer` (the wrapped layer's, in its config) is
+        dropped.
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
