@@ -751,6 +751,41 @@ def test_low_precision_layer_in_float32_model_same_when_stripped(
     np.testing.assert_array_equal(to_np(kp.strip_pruning(pruned)(x)), want)
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_tied_embedding_head_under_mixed_precision_same_when_stripped(
+    policy, tmp_path
+):
+    # GPT-2's causal LM under a mixed policy (docs/models.md, Session 13):
+    # the LM head is the tied `ReversibleEmbedding(reverse=True)`, whose
+    # logits are computed in float32 from the float32 table (Embedding sets
+    # `autocast = False`). The wrapper autocast, so the pruned model read
+    # the table in bfloat16 (float16) and its logits differed from the
+    # stripped and dense model's. The wrapper now takes its layer's
+    # `autocast`.
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        ids = keras.Input((6,), dtype="int32")
+        emb = keras.layers.ReversibleEmbedding(32, 16, name="tokens")
+        h = keras.layers.Dense(16, name="mix")(emb(ids))
+        model = keras.Model(ids, emb(h, reverse=True))
+        pruned = kp.prune_once(model, 0.5)
+        wrapper = pruned.get_layer("prune_low_magnitude_tokens")
+        assert wrapper.autocast is False
+        assert pruned.get_layer("prune_low_magnitude_mix").autocast is True
+        x = np.random.RandomState(0).randint(0, 32, (2, 6)).astype("int32")
+        want = to_np(pruned(x))
+        assert want.dtype == np.float32
+        path = str(tmp_path / "pruned.keras")
+        pruned.save(path)
+        loaded = keras.saving.load_model(path)
+        np.testing.assert_array_equal(to_np(loaded(x)), want)
+        stripped = kp.strip_pruning(pruned)
+        np.testing.assert_array_equal(to_np(stripped(x)), want)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_m_by_n_one_channel_per_group_along_the_window():
     # keras.applications.ConvNeXtTiny's depthwise convolutions are
     # Conv2D(groups=channels): kernel (7, 7, 1, 96). N:M along the input

@@ -116,8 +116,9 @@ def wrapper_keywords(layer, kwargs, signature):
         `prune_low_magnitude_<layer name>`, `dtype` to the layer's dtype
         policy (the wrapper's `__call__` casts the inputs the layer then
         sees: a float16 layer in a float32 model computed in float32 when
-        pruned, in float16 once stripped), and `activity_regularizer` (the
-        wrapped layer's, in its config) is dropped.
+        pruned, in float16 once stripped), `autocast` to the layer's, and
+        `activity_regularizer` (the wrapped layer's, in its config) is
+        dropped.
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
@@ -146,6 +147,12 @@ def wrapper_keywords(layer, kwargs, signature):
     policy = layer.dtype_policy
     if kwargs.get("dtype") is None and policy.quantization_mode is None:
         kwargs["dtype"] = policy  # (a quantized layer is refused at build)
+    # And its `autocast`: an Embedding, LayerNormalization or
+    # GroupNormalization (`autocast = False`) reads its float32 variables as
+    # float32 under a mixed policy; a wrapper that autocast read them in
+    # bfloat16 (a tied `ReversibleEmbedding(reverse=True)` LM head's logits
+    # differed from the stripped model's).
+    kwargs.setdefault("autocast", getattr(layer, "autocast", True))
     kwargs.pop("activity_regularizer", None)
     return kwargs
 
