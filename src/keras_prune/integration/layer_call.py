@@ -258,14 +258,16 @@ def _regularize_overrides(wrapper, layer, overrides):
     for v in regularized:
         stored, used = v.value, overrides[id(v)]
         penalty = v.regularizer
-        if type(penalty) in _ELEMENTWISE_PENALTIES:
+        if type(penalty) in ELEMENTWISE_PENALTIES:
             correction = -penalty(stored - used)  # exact: the pruned entries
         else:
             correction = penalty(used) - penalty(stored)
         wrapper.add_loss(correction)
 
 
-_ELEMENTWISE_PENALTIES = (
+# Regularizers that are sums of one term per weight: the kept weights'
+# gradients do not depend on the pruned weights' values.
+ELEMENTWISE_PENALTIES = (
     keras.regularizers.L1,
     keras.regularizers.L2,
     keras.regularizers.L1L2,

@@ -49,8 +49,6 @@ it kept, stored sparse it would come back as zero.
 
 import inspect
 
-import keras
-
 from keras_prune import _backend
 from keras_prune.core import schedules
 from keras_prune.integration import host_updates
@@ -67,15 +65,6 @@ def _keras_train_step(model):
     return module.startswith("keras.")
 
 
-# Regularizers that are sums of one term per weight: the kept weights'
-# gradients do not depend on the pruned weights' values.
-_ELEMENTWISE_REGULARIZERS = (
-    keras.regularizers.L1,
-    keras.regularizers.L2,
-    keras.regularizers.L1L2,
-)
-
-
 def _storable(weight):
     """Whether `weight` may be stored sparse: its constraint and regularizer
     (applied by the optimizer, or added to the loss, on its stored values)
@@ -84,7 +73,7 @@ def _storable(weight):
         return False
     regularizer = getattr(weight, "regularizer", None)
     return regularizer is None or (
-        type(regularizer) in _ELEMENTWISE_REGULARIZERS
+        type(regularizer) in layer_call.ELEMENTWISE_PENALTIES
     )
 
 
