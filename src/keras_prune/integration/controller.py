@@ -15,8 +15,6 @@ sparsity, and who does it:
 - `update_masks_now`: the eager update of `prune_once`.
 """
 
-import weakref
-
 import keras
 import numpy as np
 from keras import ops
@@ -32,16 +30,9 @@ forward_pass = layer_call.forward_pass
 
 
 def first_call_in_forward_pass(wrapper):
-    """Whether this call of `wrapper` is its first in the forward pass."""
-    context = forward_pass()
-    if context is None or getattr(context, "entry_layer", None) is wrapper:
-        return True
-    last = wrapper._last_call_context
-    if last is not None and last() is context:
-        return False
-    # A weak reference: do not keep a traced step's tensors alive.
-    object.__setattr__(wrapper, "_last_call_context", weakref.ref(context))
-    return True
+    """Whether this call of `wrapper` is its first in the forward pass (the
+    one that counts the step and updates the masks)."""
+    return layer_call.first_in_forward_pass(wrapper, "_last_call_context")
 
 
 def compiles_with_xla(schedule):

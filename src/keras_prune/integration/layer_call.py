@@ -249,12 +249,8 @@ def _regularize_overrides(wrapper, layer, overrides):
     ]
     if not regularized:
         return
-    context = forward_pass()
-    if context is not None:
-        last = wrapper.__dict__.get("_regularized_in")
-        if last is not None and last() is context:
-            return  # a layer used twice: Keras counts its weights once
-        object.__setattr__(wrapper, "_regularized_in", weakref.ref(context))
+    if not first_in_forward_pass(wrapper, "_regularized_in"):
+        return  # a layer used twice: Keras counts its weights once
     for v in regularized:
         stored, used = v.value, overrides[id(v)]
         penalty = v.regularizer
@@ -272,6 +268,27 @@ ELEMENTWISE_PENALTIES = (
     keras.regularizers.L2,
     keras.regularizers.L1L2,
 )
+
+
+def first_in_forward_pass(wrapper, slot):
+    """Whether this call of `wrapper` is its first in the forward pass.
+
+    The wrapper remembers, in its attribute `slot`, the forward pass it
+    last answered True for (a weak reference: a traced step's scope is not
+    kept alive), so each user of this (`slot`) gets one True per pass.
+
+    Args:
+        wrapper: The wrapper being called.
+        slot: Name of the wrapper attribute that keeps the pass.
+    """
+    context = forward_pass()
+    if context is None or getattr(context, "entry_layer", None) is wrapper:
+        return True
+    last = wrapper.__dict__.get(slot)
+    if last is not None and last() is context:
+        return False
+    object.__setattr__(wrapper, slot, weakref.ref(context))
+    return True
 
 
 def forward_pass():

@@ -161,20 +161,20 @@ def unmasked(wrapper, training):
     if (
         not pairs
         or layer_call.stateless_scope() is not None  # values mapped, not ours
-        or _backend.write_version(pairs[0][0]) is None
         or not _pruned_stay_pruned(wrapper)
     ):
         return set()
-    may_write = _may_zero_in_place(training)
-    record = wrapper.__dict__.get("_zeroed_versions")
-    if record is None:
-        record = {}
-        object.__setattr__(wrapper, "_zeroed_versions", record)
-    out = set()
+    may_write, out = None, set()
     for weight, mask in pairs:
+        versions = _backend.write_version(weight), _backend.write_version(mask)
+        if versions[0] is None:
+            return set()  # writes cannot be followed (not torch's eager)
+        if may_write is None:  # torch's eager step: decided once per call
+            may_write = _may_zero_in_place(training)
         if not _storable(weight):
             continue
-        versions = _backend.write_version(weight), _backend.write_version(mask)
+        # Not a tracked attribute (a plain dict in the instance's own dict).
+        record = wrapper.__dict__.setdefault("_zeroed_versions", {})
         seen = record.get(id(weight))
         if seen == versions:
             out.add(id(weight))
