@@ -23,7 +23,8 @@ measured (see docs/benchmarks.md):
   `tf.saved_model.save` gets no host call (it could not run where the
   SavedModel is loaded), and checks in the graph instead.
 - `shared_step_function`: a function every wrapper calls from a
-  TensorFlow step, traced once (`tf.function`) instead of once per caller.
+  TensorFlow step, traced once (`tf.function`) instead of once per caller;
+  `static_shape` / `with_shape`: its arguments and results of any shape.
 - `compile_function`: `jax.jit` for mask updates run between steps (JAX
   compiles every eager operation separately; TensorFlow and torch do not).
 - `count_step`: a step counter's increment inside a train step, in place
@@ -206,7 +207,8 @@ def pure_host_call(fn, args, results):
     Args:
         fn: NumPy function returning a tuple of arrays matching `results`.
         args: Backend tensors (gradients are stopped).
-        results: List of `(shape, dtype)` of `fn`'s outputs.
+        results: List of `(shape, dtype)` of `fn`'s outputs (`shape` None:
+            not known while tracing, TensorFlow only).
 
     Returns:
         Tuple of backend tensors.
@@ -224,7 +226,8 @@ def pure_host_call(fn, args, results):
             stateful=True,
         )
         for tensor, (shape, _) in zip(out, results):
-            tensor.set_shape(tuple(shape))
+            if shape is not None:
+                tensor.set_shape(tuple(shape))
         return tuple(out)
     import jax
 
@@ -255,7 +258,8 @@ def shared_step_function(key, fn, specs):
         key: Hashable name of what `fn` computes (the same `key` must mean
             the same `fn` and `specs`).
         fn: Function of tensors, free of any caller's state.
-        specs: `(shape, dtype)` of each argument.
+        specs: `(shape, dtype)` of each argument (`shape` None: any
+            shape).
 
     Returns:
         A callable with `fn`'s arguments and results.
@@ -267,9 +271,40 @@ def shared_step_function(key, fn, specs):
         import tensorflow as tf
 
         signature = [tf.TensorSpec(shape, dtype) for shape, dtype in specs]
-        function = tf.function(fn, input_signature=signature, autograph=False)
+        # Not inlined: each call stays one operation of the caller's graph
+        # (inlined, its `cond` added ~80 nodes per wrapper that Grappler
+        # then optimized: ResNet50's first step spent 3.4x the dense
+        # graph's optimization time). Called as its concrete function:
+        # no argument binding per call.
+        function = tf.function(
+            fn,
+            input_signature=signature,
+            autograph=False,
+            experimental_attributes={"_noinline": True},
+        ).get_concrete_function()
         _SHARED_STEP_FUNCTIONS[key] = function
     return function
+
+
+def static_shape(x):
+    """`x`'s shape as a tuple, or None where its rank is not known while
+    tracing (a TensorFlow function traced for any shape)."""
+    shape = x.shape
+    if getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(shape)
+
+
+def with_shape(x, shape):
+    """`x`, whose shape is `shape`, with that shape known while tracing.
+
+    The outputs of a `shared_step_function` traced for any shape have no
+    static shape on TensorFlow; setting it adds no operation (Keras'
+    `assign` checks it). Elsewhere shapes are always known.
+    """
+    if keras.backend.backend() == "tensorflow":
+        x.set_shape(shape)
+    return x
 
 
 def fuses_elementwise():

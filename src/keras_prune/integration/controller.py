@@ -163,11 +163,20 @@ def update_masks(wrapper):
     layer (or of its group, by the group's first member called in the
     forward pass), the NaN/Inf count, and the step increment."""
     step = ops.convert_to_tensor(wrapper.pruning_step)
-    should_prune, sparsity = schedule_at(wrapper, step)
     group = wrapper._group
     if group is None:
-        n_bad = own_update(wrapper).update(should_prune, sparsity)
+        update = own_update(wrapper)
+        counts = update.update_from_step(
+            wrapper.pruning_schedule, step, wrapper.nonfinite_count
+        )
+        if counts is not None:  # schedule, masks and counts in one call
+            wrapper.nonfinite_count.assign(counts[1])
+            wrapper.pruning_step.assign(counts[0])
+            return
+        should_prune, sparsity = schedule_at(wrapper, step)
+        n_bad = update.update(should_prune, sparsity)
     else:
+        should_prune, sparsity = schedule_at(wrapper, step)
         context = forward_pass()
         if context is None or group.claim(context):
             n_bad = group.update(should_prune, sparsity)
