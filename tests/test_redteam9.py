@@ -132,6 +132,37 @@ def test_real_sparsities_of_other_types_give_the_reference_mask():
     np.testing.assert_array_equal(got, _reference_mask(W, 0.25))
 
 
+@pytest.mark.parametrize(
+    "n, error, message",
+    [
+        (np.array(10.5), TypeError, "dtype float64"),  # was 5
+        (np.array(-4), ValueError, "got -4"),  # was 1
+        (np.array(2**40), ValueError, "got 1099511627776"),  # was 2**31 - 1
+        ("float tensor", TypeError, "dtype float32"),  # was 5
+        ("bool tensor", TypeError, "dtype bool"),  # was 1
+        ("negative tensor", ValueError, "got -4"),  # was 1
+    ],
+)
+def test_kept_count_checks_arrays_and_tensors_like_ints(n, error, message):
+    """Python ints were checked (redteam 1); 0-d arrays and eager tensors
+    of the same values were not."""
+    if isinstance(n, str):
+        n = {
+            "float tensor": lambda: ops.convert_to_tensor(np.float32(10.5)),
+            "bool tensor": _bool_tensor,
+            "negative tensor": lambda: ops.convert_to_tensor(np.int32(-4)),
+        }[n]()
+    with pytest.raises(error, match=message):
+        kp.kept_count(n, 0.5)
+
+
+def test_kept_count_of_int_arrays_and_tensors():
+    assert int(kp.kept_count(np.array(10), 0.25)) == 8
+    assert int(kp.kept_count(ops.convert_to_tensor(np.int32(7)), 0.5)) == 4
+    got = kp.kept_count(np.array([10, 20], np.int64), 0.5)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), [5, 10])
+
+
 @pytest.mark.parametrize("axis", [2, -3, (0, 2), True, (0.0,)])
 def test_is_pruned_m_by_n_axis_out_of_range_is_refused(axis):
     """Before: `int(axis) % rank` wrapped around: axis 2 of a (4, 2)

@@ -139,7 +139,12 @@ def _is_real_number_dtype(dtype):
 
 def _check_count(n):
     """Raises if `n` is known now and is not an int in [0, 2**31 - 1] (the
-    count is int32: 2**40 became 2**31 - 1)."""
+    count is int32: 2**40 became 2**31 - 1).
+
+    NumPy arrays and eager tensors are checked the same way as Python ints
+    (a 0-d array of 10.5 counted 5 weights, of -4 one); symbolic tensors
+    come from a weight's static size.
+    """
     if isinstance(n, (bool, np.bool_)) or (
         not isinstance(n, (int, np.integer)) and not hasattr(n, "shape")
     ):
@@ -147,9 +152,23 @@ def _check_count(n):
             f"`n` must be a non-negative integer (number of weights), got "
             f"{n!r} of type {type(n).__name__}."
         )
-    if isinstance(n, (int, np.integer)) and not 0 <= n <= (1 << 31) - 1:
+    if isinstance(n, (int, np.integer)):
+        value = np.asarray(int(n), dtype=object)
+    else:
+        try:  # a NumPy array or an eager tensor; a symbolic one raises
+            value = np.asarray(ops.convert_to_numpy(n))
+        except Exception:
+            return
+        if value.dtype.kind not in "iu":
+            raise TypeError(
+                "`n` must hold non-negative integers (numbers of weights), "
+                f"got an array of dtype {value.dtype.name}."
+            )
+    low, high = value.min(initial=0), value.max(initial=0)
+    if low < 0 or high > (1 << 31) - 1:
+        shown = value.item() if value.ndim == 0 else value
         raise ValueError(
-            f"`n` must be in [0, 2**31 - 1] (counts are int32), got {n}."
+            f"`n` must be in [0, 2**31 - 1] (counts are int32), got {shown}."
         )
 
 
