@@ -300,3 +300,74 @@ def test_cli_data_that_is_not_an_npz_is_a_user_error(
         line = cli_error(cli_args(path), capsys)
         assert f"cannot read --data '{path}'" in line, (name, line)
         assert "BadZipFile" in line, (name, line)
+
+
+# ------------------------------------------------------------------ shrink
+
+
+def _mlp():
+    """A built 6-8-8-3 Functional MLP with weights from NumPy."""
+    rng = np.random.default_rng(0)
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="a")(inp)
+    h = keras.layers.Dense(8, activation="relu", name="b")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, name="c")(h))
+    for layer in model.layers[1:]:
+        layer.kernel.assign(rng.normal(size=layer.kernel.shape))
+        layer.bias.assign(rng.normal(size=layer.bias.shape))
+    return model
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return _mlp()
+
+
+@pytest.mark.parametrize("ratio", ["0.5", True, np.array([0.5]), 0.5 + 0j])
+def test_shrink_ratio_of_a_wrong_type_is_refused(mlp, ratio):
+    """Before: `ratio="0.5"` removed half of every group (`float("0.5")`),
+    `True` said "got 1.0", an array or complex gave NumPy's own error."""
+    with pytest.raises(TypeError, match="ratio must be a number in"):
+        kp.shrink(mlp, ratio=ratio)
+
+
+def test_shrink_of_nan_weights_is_refused_by_name(mlp):
+    """Before: NaN scores sorted last, so the diverged layer's NaN units
+    were kept and half of its finite ones removed, silently."""
+    model = keras.models.clone_model(mlp)
+    model.set_weights(mlp.get_weights())
+    kernel = np.asarray(ops.convert_to_numpy(model.get_layer("a").kernel))
+    kernel[:, 2] = np.nan
+    model.get_layer("a").kernel.assign(kernel)
+    with pytest.raises(ValueError, match="importance of a/kernel holds 1 NaN"):
+        kp.shrink(model, ratio=0.5)
+    with pytest.raises(ValueError, match="NaN or Inf score"):
+        kp.shrink(mlp, ratio=0.5, importance=lambda v, axis: v.sum(0) * np.inf)
+
+
+def test_shrink_ratio_keeps_the_highest_l2_units(mlp):
+    """The reference: each hidden layer keeps the 4 units of largest
+    kernel-column plus bias L2 (squares summed in float64)."""
+    small = kp.shrink(mlp, ratio=np.float32(0.5))
+    assert [tuple(lay.kernel.shape) for lay in small.layers[1:]] == [
+        (6, 4),
+        (4, 4),
+        (4, 3),
+    ]
+    for name in ("a", "b"):
+        layer = mlp.get_layer(name)
+        kernel = np.asarray(ops.convert_to_numpy(layer.kernel), np.float64)
+        bias = np.asarray(ops.convert_to_numpy(layer.bias), np.float64)
+        score = (kernel**2).sum(0) + bias**2
+        kept = np.sort(np.argsort(score, kind="stable")[4:])
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(small.get_layer(name).bias),
+            ops.convert_to_numpy(layer.bias)[kept],
+        )
+
+
+def test_dependency_graph_of_a_non_model_names_it():
+    """Before: `DependencyGraph(None)` raised AttributeError
+    '_flatten_layers'."""
+    with pytest.raises(ValueError, match="got NoneType"):
+        kp.DependencyGraph(None)
