@@ -440,8 +440,10 @@ def magnitude_mask(weights, sparsity):
     Raises:
         ValueError: if `sparsity` is outside `[0, 1]`, or (eagerly) if
             `weights` holds NaN or Inf, or float64 values beyond float32.
-        TypeError: `sparsity` is not a single number, or `weights` does
-            not hold real numbers.
+        TypeError: `sparsity` is not a single real number (a bool,
+            string or complex tensor, a list), or `weights` does not hold
+            real numbers (complex arrays and tensors) or is a
+            `numpy.ma.MaskedArray`.
 
     Example:
 

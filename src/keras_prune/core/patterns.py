@@ -412,7 +412,9 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
 
     Raises:
         ValueError: `m > n`; `last_channel` is neither; with `'C_OUT'`, a
-            weight of rank other than 2 or 4.
+            weight of rank other than 2 or 4; an `axis` outside the
+            weight's rank.
+        TypeError: `weights` is a `numpy.ma.MaskedArray`.
 
     Example:
 
