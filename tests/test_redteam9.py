@@ -371,3 +371,13 @@ def test_dependency_graph_of_a_non_model_names_it():
     '_flatten_layers'."""
     with pytest.raises(ValueError, match="got NoneType"):
         kp.DependencyGraph(None)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch meta tensors")
+def test_torch_meta_tensor_weights_are_refused():
+    """Before: Keras copied the meta tensor to the CPU as uninitialised
+    memory and `magnitude_mask` returned a mask of whatever it held."""
+    import torch
+
+    with pytest.raises(ValueError, match="torch meta tensor"):
+        kp.magnitude_mask(torch.empty((4, 4), device="meta"), 0.5)

@@ -463,6 +463,14 @@ def magnitude_mask(weights, sparsity):
     ) or not hasattr(weights, "dtype")
     if isinstance(weights, np.ma.MaskedArray):
         raise TypeError(masked_array_message("magnitude_mask"))
+    if getattr(weights, "is_meta", False) is True:
+        # Keras' torch `convert_to_tensor` copies a meta tensor to the CPU
+        # as uninitialised memory: the mask was of whatever that held.
+        raise ValueError(
+            "`weights` is a torch meta tensor: it has a shape but no values "
+            "to rank. Materialise it first (e.g. `module.to_empty(...)` and "
+            "load the weights)."
+        )
     _check_real_weights(
         np.asarray(weights).dtype if is_numpy else weights.dtype
     )
