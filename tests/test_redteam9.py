@@ -183,6 +183,26 @@ def test_is_pruned_m_by_n_valid_axes_and_last_channel():
         kp.is_pruned_m_by_n(two_four, (2, 4), last_channel=None)
 
 
+def test_is_pruned_m_by_n_with_a_huge_n_allocates_nothing_padded():
+    """Before: groups were padded to `n` in a (rows, groups * n) copy:
+    `(1, 2**40)` on a (4, 2) weight raised MemoryError (2 TiB)."""
+    assert kp.is_pruned_m_by_n(np.ones((4, 2)), (1, 2**40))
+    assert not kp.is_pruned_m_by_n(np.ones((4, 2)), (2**40 - 3, 2**40))
+
+
+def test_is_pruned_m_by_n_matches_a_loop_over_groups():
+    rng = np.random.default_rng(3)
+    for length, (m, n) in [(7, (2, 4)), (8, (2, 4)), (5, (1, 2)), (3, (3, 8))]:
+        for _ in range(20):
+            w = rng.normal(size=(length, 3)) * (rng.random((length, 3)) < 0.5)
+            expected = all(
+                np.count_nonzero(w[i : i + n, c]) <= n - m
+                for c in range(3)
+                for i in range(0, length, n)
+            )
+            assert kp.is_pruned_m_by_n(w, (m, n)) == expected
+
+
 # ------------------------------------------------ keras-prune prune --data
 
 

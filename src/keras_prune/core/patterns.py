@@ -468,9 +468,16 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
             )
     else:
         raise ValueError("last_channel must be `C_IN` or `C_OUT`")
-    length = rows.shape[-1]
-    groups = -(-length // num_elem)
-    padded = np.zeros((rows.shape[0], groups * num_elem), bool)
-    padded[:, :length] = rows != 0
-    nonzero = padded.reshape(rows.shape[0], groups, num_elem).sum(axis=-1)
-    return bool(np.all(nonzero <= num_elem - num_zeros))
+    # Full groups, then the trailing partial one, without padding: a
+    # padded copy was rows x n (n = 2**40 asked for 2 TiB).
+    nonzero = rows != 0
+    length, limit = nonzero.shape[-1], num_elem - num_zeros
+    full = length // num_elem * num_elem
+    head = nonzero[:, :full].reshape(
+        nonzero.shape[0], full // num_elem, num_elem
+    )
+    tail = nonzero[:, full:]
+    return bool(
+        np.all(head.sum(axis=-1) <= limit)
+        and np.all(tail.sum(axis=-1) <= limit)
+    )
