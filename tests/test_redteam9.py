@@ -296,6 +296,22 @@ def test_cli_data_whose_header_claims_more_than_it_holds(
     assert "(824,633,720,832 bytes) but holds 48 bytes" in line
 
 
+@pytest.mark.parametrize(
+    "name, x", [("x", np.full((4, 3), 1 + 2j)), ("x", np.full((4, 3), "a"))]
+)
+def test_cli_data_that_is_not_numbers_is_refused(
+    tmp_path, cli_args, capsys, name, x
+):
+    """Before: complex samples trained on their real part (Keras' cast,
+    exit 0, a ComplexWarning); strings ended in 'Invalid dtype: str32'."""
+    from conftest import cli_error
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=np.zeros((4, 2), "float32"))
+    line = cli_error(cli_args(path), capsys)
+    assert f"'{name}' has dtype {x.dtype.name}; samples and targets" in line
+
+
 def test_cli_data_that_is_not_an_npz_is_a_user_error(
     tmp_path, cli_args, capsys
 ):

@@ -215,7 +215,8 @@ def _load_npz(path):
     Raises:
         UserError: not a readable `.npz`, a member named twice, a member
             whose header claims more bytes than it holds, `x`/`y` missing,
-            only one of `x_val`/`y_val`, or no samples.
+            only one of `x_val`/`y_val`, an array that does not hold
+            numbers (complex, strings), or no samples.
     """
     import zipfile
 
@@ -250,6 +251,17 @@ def _load_npz(path):
             f"cannot read --data {path!r} (an .npz file of NumPy arrays, "
             f"np.savez): {type(e).__name__}: {e}"
         ) from None
+    arrays = {"x": x, "y": y}
+    if val is not None:
+        arrays.update(x_val=val[0], y_val=val[1])
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            # Keras cast complex samples to float32, dropping the
+            # imaginary part, and trained on that (exit 0).
+            raise UserError(
+                f"--data {path!r}: {name!r} has dtype {array.dtype.name}; "
+                "samples and targets must be numbers (bool, int or float)."
+            )
     if x.ndim == 0 or len(x) == 0:
         raise UserError(
             f"--data {path!r}: 'x' holds no samples (shape {x.shape}); "
