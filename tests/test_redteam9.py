@@ -417,3 +417,20 @@ def test_torch_meta_tensor_weights_are_refused():
 
     with pytest.raises(ValueError, match="torch meta tensor"):
         kp.magnitude_mask(torch.empty((4, 4), device="meta"), 0.5)
+
+
+def test_format_report_names_rows_of_the_wrong_form(mlp):
+    """Before: `format_report(None)` raised "'NoneType' object is not
+    iterable", a row without keys "'int' object is not subscriptable"."""
+    for rows in (None, [{"layer": 1}], "rows"):
+        with pytest.raises(TypeError, match="format_report takes the rows"):
+            kp.format_report(rows)
+    text = kp.format_report(kp.sparsity_report(mlp))
+    assert text.splitlines()[2].split()[:6] == [
+        "a",
+        "kernel",
+        "(6,",
+        "8)",
+        "48",
+        "0",
+    ]
