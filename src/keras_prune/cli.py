@@ -210,29 +210,106 @@ def _schedule(args):
 
 
 def _load_npz(path):
+    """`(x, y, validation or None)` of the `--data` file, each checked.
+
+    Raises:
+        UserError: not a readable `.npz`, a member named twice, a member
+            whose header claims more bytes than it holds, `x`/`y` missing,
+            only one of `x_val`/`y_val`, an array that does not hold
+            numbers (complex, strings), or no samples.
+    """
+    import zipfile
+
     import numpy as np
 
     check_input(path, "--data")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read --data {path!r}: {e}") from None
-    missing = [k for k in ("x", "y") if k not in data.files]
-    if missing:
+        _check_npz_members(path)
+        with np.load(path, allow_pickle=False) as data:
+            files = list(data.files)
+            missing = [k for k in ("x", "y") if k not in files]
+            if missing:
+                raise UserError(
+                    f"--data {path!r} must hold arrays 'x' and 'y' "
+                    f"(optional 'x_val', 'y_val'); missing {missing}, found "
+                    f"{files}."
+                )
+            half = [k for k in ("x_val", "y_val") if k in files]
+            if len(half) == 1:
+                # The validation data was silently left out before.
+                raise UserError(
+                    f"--data {path!r} holds {half[0]!r} but not its pair "
+                    f"{({'x_val': 'y_val', 'y_val': 'x_val'})[half[0]]!r}; "
+                    "give both (validation data) or neither."
+                )
+            x, y = data["x"], data["y"]
+            val = (data["x_val"], data["y_val"]) if half else None
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(
-            f"--data {path!r} must hold arrays 'x' and 'y' (optional "
-            f"'x_val', 'y_val'); missing {missing}, found {data.files}."
-        )
-    val = None
-    if "x_val" in data.files and "y_val" in data.files:
-        val = (data["x_val"], data["y_val"])
-    x = data["x"]
+            f"cannot read --data {path!r} (an .npz file of NumPy arrays, "
+            f"np.savez): {type(e).__name__}: {e}"
+        ) from None
+    arrays = {"x": x, "y": y}
+    if val is not None:
+        arrays.update(x_val=val[0], y_val=val[1])
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            # Keras cast complex samples to float32, dropping the
+            # imaginary part, and trained on that (exit 0).
+            raise UserError(
+                f"--data {path!r}: {name!r} has dtype {array.dtype.name}; "
+                "samples and targets must be numbers (bool, int or float)."
+            )
     if x.ndim == 0 or len(x) == 0:
         raise UserError(
             f"--data {path!r}: 'x' holds no samples (shape {x.shape}); "
             "pruning needs at least one training batch."
         )
-    return x, data["y"], val
+    return x, y, val
+
+
+def _check_npz_members(path):
+    """Refuses an `.npz` whose members are named twice (NumPy reads one of
+    them, silently) or claim more data than they hold (NumPy allocated the
+    claimed size first: a 500-byte file claiming a 768 GB array ended in
+    'out of memory')."""
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        names = [i.filename.removesuffix(".npy") for i in infos]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UserError(
+                f"--data {path!r} holds the array(s) {twice} more than once "
+                "(a damaged or edited file); write it again with np.savez."
+            )
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                fmt = np.lib.format
+                read = (
+                    fmt.read_array_header_1_0
+                    if fmt.read_magic(member) == (1, 0)
+                    else fmt.read_array_header_2_0
+                )
+                shape, _, dtype = read(member)
+                if dtype.hasobject:
+                    continue  # np.load refuses it (allow_pickle=False)
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                held = info.file_size - member.tell()
+            if claimed > held:
+                raise UserError(
+                    f"--data {path!r}: array {info.filename!r} claims shape "
+                    f"{shape} of {dtype} ({claimed:,} bytes) but holds "
+                    f"{max(held, 0):,} bytes: the file is truncated or "
+                    "damaged."
+                )
 
 
 def _prune(args):

@@ -19,6 +19,9 @@ and `np.partition` selects among them; one more pass writes the mask. Both
 give the same masks, bit for bit.
 """
 
+import numbers
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -52,6 +55,8 @@ def kept_count(n, sparsity):
     """
     _check_sparsity(sparsity)
     _check_count(n)
+    if _is_other_real(sparsity):
+        sparsity = float(sparsity)
     n = ops.cast(n, "float32")
     one = ops.cast(1.0, "float32")
     k = ops.round(n * (one - ops.cast(sparsity, "float32")))
@@ -68,34 +73,78 @@ def host_kept_count(n, sparsity):
 
 
 def _check_sparsity(sparsity):
-    """Raises if `sparsity` has a value now that is NaN or outside [0, 1].
+    """Raises if `sparsity` has a value now that is not a real number, is
+    NaN or is outside [0, 1].
 
     Python and NumPy numbers and eager tensors are checked; symbolic ones
     (inside a compiled function) come from a checked schedule.
+
+    Returns:
+        The value as a float64 NumPy array, or None when it has no value
+        now (a symbolic tensor).
     """
-    if isinstance(sparsity, (bool, np.bool_, str, bytes)) or (
-        isinstance(sparsity, np.ndarray) and sparsity.dtype.kind not in "iuf"
+    if isinstance(sparsity, (bool, np.bool_, str, bytes, complex)) or (
+        isinstance(sparsity, (np.ndarray, np.generic))
+        and not _is_real_number_dtype(sparsity.dtype)
     ):
-        # float("0.5") or True would otherwise pass as a number.
+        # float("0.5") or True would otherwise pass as a number, and a
+        # complex number would lose its imaginary part.
         raise TypeError(
             f"`sparsity` must be a number in [0, 1], got {sparsity!r} of "
             f"type {type(sparsity).__name__}."
         )
-    if isinstance(sparsity, (float, int, np.floating, np.integer, np.ndarray)):
-        value = np.asarray(sparsity, np.float64)
+    if isinstance(sparsity, numbers.Real) or isinstance(sparsity, np.ndarray):
+        value = np.asarray(
+            float(sparsity) if _is_other_real(sparsity) else sparsity,
+            np.float64,
+        )
     else:
         try:  # an eager tensor; a symbolic one raises
-            value = np.asarray(ops.convert_to_numpy(sparsity), np.float64)
+            value = np.asarray(ops.convert_to_numpy(sparsity))
         except Exception:
-            return
+            return None
+        if not _is_real_number_dtype(value.dtype):
+            # A bool tensor True was sparsity 1, a TensorFlow string
+            # tensor or a complex one was read as some number.
+            raise TypeError(
+                "`sparsity` must be a number in [0, 1], got a tensor of "
+                f"dtype {value.dtype.name}."
+            )
+        value = value.astype(np.float64)
     if not np.all((value >= 0.0) & (value <= 1.0)):  # NaN fails both
         shown = value.item() if value.ndim == 0 else value
         raise ValueError(f"`sparsity` must be in [0, 1], got {shown!r}.")
+    return value
+
+
+def _is_other_real(x):
+    """A real number of a type the backends do not convert (`Fraction`)."""
+    return isinstance(x, numbers.Real) and not isinstance(
+        x, (int, float, np.generic)
+    )
+
+
+def _is_real_number_dtype(dtype):
+    """Whether a NumPy dtype holds real numbers: ints, floats and the
+    ml_dtypes numbers (bfloat16, float8_*, int4, ...); not bool, complex,
+    strings, dates or objects."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iuf":
+        return True
+    # ml_dtypes' types are NumPy "void" dtypes named after their numbers.
+    return dtype.kind == "V" and dtype.name.startswith(
+        ("bfloat16", "float4", "float6", "float8", "int2", "int4", "uint")
+    )
 
 
 def _check_count(n):
     """Raises if `n` is known now and is not an int in [0, 2**31 - 1] (the
-    count is int32: 2**40 became 2**31 - 1)."""
+    count is int32: 2**40 became 2**31 - 1).
+
+    NumPy arrays and eager tensors are checked the same way as Python ints
+    (a 0-d array of 10.5 counted 5 weights, of -4 one); symbolic tensors
+    come from a weight's static size.
+    """
     if isinstance(n, (bool, np.bool_)) or (
         not isinstance(n, (int, np.integer)) and not hasattr(n, "shape")
     ):
@@ -103,9 +152,23 @@ def _check_count(n):
             f"`n` must be a non-negative integer (number of weights), got "
             f"{n!r} of type {type(n).__name__}."
         )
-    if isinstance(n, (int, np.integer)) and not 0 <= n <= (1 << 31) - 1:
+    if isinstance(n, (int, np.integer)):
+        value = np.asarray(int(n), dtype=object)
+    else:
+        try:  # a NumPy array or an eager tensor; a symbolic one raises
+            value = np.asarray(ops.convert_to_numpy(n))
+        except Exception:
+            return
+        if value.dtype.kind not in "iu":
+            raise TypeError(
+                "`n` must hold non-negative integers (numbers of weights), "
+                f"got an array of dtype {value.dtype.name}."
+            )
+    low, high = value.min(initial=0), value.max(initial=0)
+    if low < 0 or high > (1 << 31) - 1:
+        shown = value.item() if value.ndim == 0 else value
         raise ValueError(
-            f"`n` must be in [0, 2**31 - 1] (counts are int32), got {n}."
+            f"`n` must be in [0, 2**31 - 1] (counts are int32), got {shown}."
         )
 
 
@@ -377,29 +440,41 @@ def magnitude_mask(weights, sparsity):
     Raises:
         ValueError: if `sparsity` is outside `[0, 1]`, or (eagerly) if
             `weights` holds NaN or Inf, or float64 values beyond float32.
-        TypeError: `sparsity` is not a single number, or `weights` does
-            not hold real numbers.
+        TypeError: `sparsity` is not a single real number (a bool,
+            string or complex tensor, a list), or `weights` does not hold
+            real numbers (complex arrays and tensors) or is a
+            `numpy.ma.MaskedArray`.
 
     Example:
 
     >>> keras_prune.magnitude_mask(np.array([3., 1, 1, 1, 1, 3]), 0.5)
     array([ True,  True, False, False, False,  True])
     """
-    _check_sparsity(sparsity)
-    if len(getattr(sparsity, "shape", ())) != 0:  # one mask, one sparsity
+    value = _check_sparsity(sparsity)
+    if value is not None and value.ndim != 0:  # one mask, one sparsity
         raise TypeError(
             "`sparsity` must be a single number in [0, 1] (a scalar), got "
-            f"an array of shape {tuple(sparsity.shape)}."
+            f"an array of shape {tuple(value.shape)}."
         )
-    is_numpy = isinstance(weights, (np.ndarray, np.generic, list, tuple))
+    if _is_other_real(sparsity):
+        sparsity = float(sparsity)
+    is_numpy = isinstance(
+        weights, (np.ndarray, np.generic, list, tuple)
+    ) or not hasattr(weights, "dtype")
+    if isinstance(weights, np.ma.MaskedArray):
+        raise TypeError(masked_array_message("magnitude_mask"))
+    if getattr(weights, "is_meta", False) is True:
+        # Keras' torch `convert_to_tensor` copies a meta tensor to the CPU
+        # as uninitialised memory: the mask was of whatever that held.
+        raise ValueError(
+            "`weights` is a torch meta tensor: it has a shape but no values "
+            "to rank. Materialise it first (e.g. `module.to_empty(...)` and "
+            "load the weights)."
+        )
+    _check_real_weights(
+        np.asarray(weights).dtype if is_numpy else weights.dtype
+    )
     if is_numpy:
-        kind = np.asarray(weights).dtype.kind
-        if kind in "cOUSMmV" and np.asarray(weights).dtype.name != "bfloat16":
-            # Casting complex to float32 dropped the imaginary part.
-            raise TypeError(
-                "`weights` must hold real numbers, got dtype "
-                f"{np.asarray(weights).dtype.name}."
-            )
         _check_float32_range(np.asarray(weights))
         # Cast on the host: TensorFlow's cast flushes float32 subnormals.
         weights = np.asarray(weights, dtype=np.float32)
@@ -446,6 +521,31 @@ def _compiled_mask(weights, sparsity):
         chunk, n, kept_count(n, sparsity), shape, chunk_bounds(n)
     )
     return mask, n_nonfinite
+
+
+def masked_array_message(function):
+    """Why `function` refuses a `numpy.ma.MaskedArray`."""
+    return (
+        f"{function} takes plain arrays, got a numpy.ma.MaskedArray: its "
+        "masked entries would be read as the values under the mask. Pass "
+        "`array.filled(0)` to treat them as zeros."
+    )
+
+
+def _check_real_weights(dtype):
+    """Raises `TypeError` unless `dtype` (NumPy or backend) holds real
+    numbers or bools: casting complex to float32 dropped the imaginary
+    part (|1+9j| was compared as 1), on NumPy arrays and on tensors."""
+    try:
+        name = keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        name = str(getattr(dtype, "name", dtype))
+    try:
+        real = name == "bool" or _is_real_number_dtype(np.dtype(dtype))
+    except TypeError:  # a backend dtype NumPy does not know
+        real = name.startswith(("float", "bfloat", "int", "uint", "bool"))
+    if not real:
+        raise TypeError(f"`weights` must hold real numbers, got dtype {name}.")
 
 
 def _check_float32_range(array):

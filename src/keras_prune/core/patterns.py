@@ -177,11 +177,27 @@ def m_by_n_inapplicable(owner, weight, m_by_n):
 
 
 def _normalize_axes(axis, rank):
+    """`axis` (an int or a sequence of ints) as sorted non-negative axes.
+
+    Raises:
+        ValueError: an axis outside `[-rank, rank)` (it wrapped around
+            before: axis 2 of a rank-2 weight grouped along axis 0), a
+            non-integer or bool axis, or no axis at all.
+    """
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     if not axes:
         raise ValueError("`axis` must name at least one axis.")
-    axes = tuple(sorted({int(a) % rank for a in axes}))
-    return axes
+    for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(
+            a, (int, np.integer)
+        ):
+            raise ValueError(f"`axis` must hold integers, got {axis!r}.")
+        if not -rank <= a < rank:
+            raise ValueError(
+                f"`axis` {axis!r} is out of range for a weight of rank "
+                f"{rank} (axes run from {-rank} to {rank - 1})."
+            )
+    return tuple(sorted({int(a) % rank for a in axes}))
 
 
 def group_length(shape, axis):
@@ -396,7 +412,9 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
 
     Raises:
         ValueError: `m > n`; `last_channel` is neither; with `'C_OUT'`, a
-            weight of rank other than 2 or 4.
+            weight of rank other than 2 or 4; an `axis` outside the
+            weight's rank.
+        TypeError: `weights` is a `numpy.ma.MaskedArray`.
 
     Example:
 
@@ -425,12 +443,18 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
             "number of zeros can't be more than number elements. "
             f"received: {num_zeros} zeros in {num_elem} elements."
         )
+    if isinstance(weights, np.ma.MaskedArray):
+        raise TypeError(masks.masked_array_message("is_pruned_m_by_n"))
     w = np.asarray(ops.convert_to_numpy(weights))
     if axis is not None:
         axes = _normalize_axes(axis, w.ndim)
         rest = tuple(i for i in range(w.ndim) if i not in axes)
         length = int(np.prod([w.shape[a] for a in axes]))
         rows = np.transpose(w, rest + axes).reshape(-1, length)
+    elif not isinstance(last_channel, str):
+        raise ValueError(
+            f"last_channel must be `C_IN` or `C_OUT`, got {last_channel!r}."
+        )
     elif last_channel.endswith("C_IN"):
         rows = w.reshape(-1, w.shape[-1]) if w.ndim else w.reshape(1, 1)
     elif last_channel.endswith("C_OUT"):
@@ -444,9 +468,16 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
             )
     else:
         raise ValueError("last_channel must be `C_IN` or `C_OUT`")
-    length = rows.shape[-1]
-    groups = -(-length // num_elem)
-    padded = np.zeros((rows.shape[0], groups * num_elem), bool)
-    padded[:, :length] = rows != 0
-    nonzero = padded.reshape(rows.shape[0], groups, num_elem).sum(axis=-1)
-    return bool(np.all(nonzero <= num_elem - num_zeros))
+    # Full groups, then the trailing partial one, without padding: a
+    # padded copy was rows x n (n = 2**40 asked for 2 TiB).
+    nonzero = rows != 0
+    length, limit = nonzero.shape[-1], num_elem - num_zeros
+    full = length // num_elem * num_elem
+    head = nonzero[:, :full].reshape(
+        nonzero.shape[0], full // num_elem, num_elem
+    )
+    tail = nonzero[:, full:]
+    return bool(
+        np.all(head.sum(axis=-1) <= limit)
+        and np.all(tail.sum(axis=-1) <= limit)
+    )

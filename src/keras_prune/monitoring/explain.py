@@ -523,7 +523,26 @@ def format_report(rows):
     """Formats `sparsity_report` rows as a text table with a total line.
 
     Columns for `pattern` and the sizes appear when the rows have them.
+
+    Args:
+        rows: What `sparsity_report` returns (a list of dicts).
+
+    Returns:
+        str.
+
+    Raises:
+        TypeError: `rows` is not a list of such dicts (it ended in
+            "'NoneType' object is not iterable").
     """
+    needed = {"layer", "weight", "shape", "params", "zeros", "sparsity"}
+    if not isinstance(rows, (list, tuple)) or not all(
+        isinstance(r, dict) and needed <= r.keys() for r in rows
+    ):
+        raise TypeError(
+            "format_report takes the rows `sparsity_report(model)` returns "
+            f"(a list of dicts with keys {sorted(needed)}), got "
+            f"{type(rows).__name__}: {str(rows)[:100]}"
+        )
     has_pattern = bool(rows) and all("pattern" in r for r in rows)
     size_keys = [
         k

@@ -271,6 +271,8 @@ class DependencyGraph:
     def __init__(self, model):
         from keras_prune.integration.wrapper import PruneLowMagnitude
 
+        if not isinstance(model, keras.Model):
+            _graph_of(model)  # names what `model` is and what is needed
         for layer in model._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, PruneLowMagnitude):
                 raise ValueError(

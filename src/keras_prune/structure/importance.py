@@ -7,6 +7,8 @@ scores are `'l2'` (sum of squares, ranks as the L2 norm does) and `'l1'`
 score per index along `axis` plugs in.
 """
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -56,6 +58,10 @@ def unit_scores(graph, importance="l2"):
     Returns:
         Float64 array indexed by element id; entries of units (root ids)
         hold the unit's summed producer score.
+
+    Raises:
+        ValueError: a score is NaN or Inf (naming the variable), or of the
+            wrong shape.
     """
     fn = get_importance(importance)
     scores = np.zeros(len(graph.roots), dtype=np.float64)
@@ -70,6 +76,16 @@ def unit_scores(graph, importance="l2"):
                     f"importance returned shape {per_index.shape} for "
                     f"{s.variable.path} (axis {s.axis}); expected "
                     f"({len(s.ids)},): one score per index along the axis."
+                )
+            if not np.isfinite(per_index).all():
+                # NaN scores sorted last: a diverged layer's NaN channels
+                # were kept and its finite ones removed, silently.
+                raise ValueError(
+                    f"importance of {s.variable.path} holds "
+                    f"{int((~np.isfinite(per_index)).sum())} NaN or Inf "
+                    "score(s) (its weights hold NaN or Inf, or the scoring "
+                    "function overflowed); channels cannot be ranked. Fix "
+                    "the training divergence or restore a checkpoint first."
                 )
             np.add.at(scores, graph.roots[s.ids], per_index)
     return scores
@@ -90,6 +106,15 @@ def select_units(graph, ratio, importance="l2", scores=None):
     Returns:
         Sorted int64 array of removed unit ids.
     """
+    if isinstance(ratio, (bool, np.bool_)) or not isinstance(
+        ratio, (numbers.Real, np.floating, np.integer)
+    ):
+        # float("0.5") passed before, and True was read as 1.0.
+        raise TypeError(
+            "ratio must be a number in [0, 1) (the fraction of each group's "
+            f"channels to remove), got {ratio!r} of type "
+            f"{type(ratio).__name__}."
+        )
     ratio = float(ratio)
     if not 0.0 <= ratio < 1.0:
         raise ValueError(
