@@ -434,3 +434,26 @@ def test_format_report_names_rows_of_the_wrong_form(mlp):
         "48",
         "0",
     ]
+
+
+@pytest.mark.parametrize("missing", ["null", "absent"])
+def test_wrapper_config_without_its_schedule_is_refused(missing):
+    # A saved wrapper config always holds its schedule; a file where it is
+    # null or gone loaded with the default ConstantSparsity(0.5, 0).
+    wrapper = kp.prune_low_magnitude(
+        keras.layers.Dense(3),
+        pruning_schedule=kp.PolynomialDecay(0.1, 0.9, 0, 10),
+    )
+    config = wrapper.get_config()
+    assert config["pruning_schedule"] is not None
+    if missing == "null":
+        config["pruning_schedule"] = None
+    else:
+        del config["pruning_schedule"]
+    with pytest.raises(ValueError, match="has no 'pruning_schedule'"):
+        type(wrapper).from_config(config)
+    # The config as saved still loads, with its own schedule.
+    loaded = type(wrapper).from_config(wrapper.get_config())
+    assert loaded.pruning_schedule.get_config() == (
+        wrapper.pruning_schedule.get_config()
+    )

@@ -462,6 +462,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        if config.get("pruning_schedule") is None:
+            # `get_config` always writes the schedule: a default here would
+            # silently train with another schedule than the one saved.
+            raise ValueError(
+                f"The saved config of pruning wrapper {config.get('name')!r} "
+                "has no 'pruning_schedule': the file was changed or damaged. "
+                "Save the model again, or set 'pruning_schedule' to a "
+                "schedule's config (e.g. keras.saving.serialize_keras_object("
+                "keras_prune.ConstantSparsity(0.5, 0)))."
+            )
         config["pruning_schedule"] = _spec.schedule_from_config(
             config["pruning_schedule"], custom_objects
         )
