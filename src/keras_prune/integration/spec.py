@@ -118,7 +118,8 @@ def wrapper_keywords(layer, kwargs, signature):
         sees: a float16 layer in a float32 model computed in float32 when
         pruned, in float16 once stripped), `autocast` to the layer's, and
         `activity_regularizer` (the wrapped layer's, in its config) is
-        dropped.
+        dropped. `trainable` defaults to the layer's: a wrapper of a frozen
+        layer is frozen.
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
@@ -154,6 +155,14 @@ def wrapper_keywords(layer, kwargs, signature):
     # differed from the stripped model's).
     kwargs.setdefault("autocast", getattr(layer, "autocast", True))
     kwargs.pop("activity_regularizer", None)
+    # A wrapper around a frozen layer (`base.trainable = False` before
+    # pruning) is frozen too. A wrapper marked trainable over a frozen layer
+    # could not be unfrozen on TensorFlow: its `trainable = True` is
+    # skipped there when the flag already reads True (TensorFlow's
+    # `AutoTrackable.__setattr__` ignores `self.x = self.x`), so
+    # `base.trainable = True` left the pruned layers frozen while every
+    # other layer of the base trained.
+    kwargs.setdefault("trainable", layer.trainable)
     return kwargs
 
 

@@ -205,6 +205,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             layer, kwargs, inspect.signature(PruneLowMagnitude.__init__)
         )
         super().__init__(layer, **kwargs)
+        if self.trainable != layer.trainable:
+            # An explicit `trainable=` sets the layer too, as setting it on
+            # the wrapper later does (`Layer.__init__` sets only its own).
+            keras.layers.Layer.trainable.fset(self, self.trainable)
         layer_call.stand_in(self, layer)
         spec = _spec.for_wrapper(
             layer,
