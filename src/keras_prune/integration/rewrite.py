@@ -26,6 +26,7 @@ import keras
 from keras.src.models.functional import Functional
 from keras.src.ops.function import make_node_key
 from keras.src.ops.node import KerasHistory
+from keras.src.saving import saving_lib
 from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils import tracking
 
@@ -148,13 +149,24 @@ def _copy_assets(model, new):
     made from configs had none: the pruned copy of a Keras-Hub task with
     its preprocessor could not `fit` on strings, `generate`, `predict` or
     `summary` ("No vocabulary has been set"), and an adapted `StringLookup`
-    raised "Table not initialized". Layers are paired in the order Keras
-    walks them, by class and name.
+    raised "Table not initialized". The assets are written and read back
+    as a `.keras` save and load do (Keras' walk of the model's attributes,
+    which finds a task's preprocessor on every backend), in a temporary
+    directory.
 
     Args:
         model: The original model (or layer).
         new: Its copy.
     """
+    save = getattr(saving_lib, "_save_assets_to_dict", None)
+    load = getattr(saving_lib, "_load_assets_from_dict", None)
+    if save is not None and load is not None:
+        assets = save(model)
+        if assets:
+            load(new, assets)
+        return
+    # Keras without those helpers: the layers paired in the order Keras
+    # walks them, by class and name.
     pairs = zip(
         model._flatten_layers(include_self=True, recursive=True),
         new._flatten_layers(include_self=True, recursive=True),
