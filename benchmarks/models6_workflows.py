@@ -350,7 +350,12 @@ def quantize_and_export(tmp):
 
 
 def main():
-    results = {"backend": BACKEND, "keras": keras.__version__}
+    """Runs every workflow, or those named on the command line (their
+    results then replace those of an earlier run in the JSON file)."""
+    results = {}
+    if sys.argv[1:] and OUT.exists():
+        results = json.loads(OUT.read_text())
+    results.update(backend=BACKEND, keras=keras.__version__)
     with tempfile.TemporaryDirectory() as tmp:
         jobs = {
             "transfer_whole": lambda: transfer_learning("whole", tmp),
