@@ -86,7 +86,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             least this much.
         score: A `keras_prune.Score` (default `Magnitude()`, `|w|`).
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`); an
-            unknown keyword raises `TypeError`.
+            unknown keyword raises `TypeError`. `trainable` defaults to
+            the layer's; given, it sets the layer's too.
 
     The arguments are validated by `keras_prune.PruningSpec`, held as
     `pruning_spec` (also readable as attributes, e.g. `wrapper.block_size`).
