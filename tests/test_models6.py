@@ -156,10 +156,15 @@ def test_wrapper_trainable_follows_its_layer():
     frozen = keras.layers.Dense(3)
     frozen.trainable = False
     assert keras_prune.PruneLowMagnitude(frozen).trainable is False
-    # An explicit `trainable=` sets the layer too (as the setter does).
+    # `trainable=True` over a frozen layer (every wrapper of a pruned file
+    # saved before the rule) keeps it frozen; the flags agree.
+    wrapper = keras_prune.PruneLowMagnitude(frozen, trainable=True)
+    assert wrapper.trainable is False and frozen.trainable is False
+    # `trainable=False` freezes the layer too.
     layer = keras.layers.Dense(3)
-    layer.trainable = False
-    wrapper = keras_prune.PruneLowMagnitude(layer, trainable=True)
+    wrapper = keras_prune.PruneLowMagnitude(layer, trainable=False)
+    assert layer.trainable is False
+    wrapper.trainable = True  # and unfreezing the wrapper unfreezes it
     assert layer.trainable is True
     wrapper.build((None, 4))
     assert {v.name for v in wrapper.trainable_variables} == {"kernel", "bias"}

@@ -118,8 +118,9 @@ def wrapper_keywords(layer, kwargs, signature):
         sees: a float16 layer in a float32 model computed in float32 when
         pruned, in float16 once stripped), `autocast` to the layer's, and
         `activity_regularizer` (the wrapped layer's, in its config) is
-        dropped. `trainable` defaults to the layer's: a wrapper of a frozen
-        layer is frozen.
+        dropped. `trainable` is True only if the layer is trainable (and
+        `trainable=False` was not given): a wrapper of a frozen layer is
+        frozen.
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
@@ -162,7 +163,12 @@ def wrapper_keywords(layer, kwargs, signature):
     # `AutoTrackable.__setattr__` ignores `self.x = self.x`), so
     # `base.trainable = True` left the pruned layers frozen while every
     # other layer of the base trained.
-    kwargs.setdefault("trainable", layer.trainable)
+    # An explicit `trainable=True` over a frozen layer keeps it frozen: a
+    # pruned file saved before this rule holds `trainable: true` for
+    # every wrapper, and loading it must not unfreeze its frozen layers.
+    kwargs["trainable"] = bool(kwargs.get("trainable", True)) and bool(
+        layer.trainable
+    )
     return kwargs
 
 
