@@ -308,11 +308,15 @@ def _prune(
 
 
 def _prune_graph_model(model, wants, wrap_params):
-    # A quantized layer is refused before the copy (which cannot rebuild
-    # some quantized layers, float8's scales) with the error of `build`.
+    # A quantized layer, or one with LoRA enabled, is refused before the
+    # copy with the error of `build`: the copy cannot rebuild some
+    # quantized layers (float8's scales), and a LoRA layer's config has no
+    # LoRA, so copying its weights failed with a bare `set_weights` length
+    # error ("expecting 16 weights").
     for layer in rewrite.graph_layers(model):
         if any(
             getattr(sub, "quantization_mode", None) is not None
+            or getattr(sub, "lora_enabled", False)
             for sub in layer._flatten_layers()
         ) and wants(layer):
             weights = registry.prunable_weights(layer, skip_unsupported=True)

@@ -19,12 +19,14 @@ the model's own serialization round trip (what `keras.saving` and
 """
 
 import collections.abc
+import tempfile
 import warnings
 
 import keras
 from keras.src.models.functional import Functional
 from keras.src.ops.function import make_node_key
 from keras.src.ops.node import KerasHistory
+from keras.src.saving import saving_lib
 from keras.src.saving.serialization_lib import SafeModeScope
 from keras.src.utils import tracking
 
@@ -113,6 +115,7 @@ def copy_model(model):
         )
         return _copy_layer_by_layer(model)
     _copy_weights(model, new)
+    _copy_assets(model, new)
     _keep_paths(model, new)
     uncompile(new)
     return new
@@ -134,6 +137,51 @@ def _copy_weights(model, new):
                 "get_config() / from_config()."
             )
         var.assign(_backend.copy_value(old))
+
+
+def _copy_assets(model, new):
+    """Copies the assets of the layers that keep state outside variables.
+
+    A layer's assets are what `keras.saving` writes beside its weights
+    through `save_assets` / `load_assets`: the vocabulary of an adapted
+    `StringLookup` or `TextVectorization`, of a Keras-Hub tokenizer (given
+    as a dict, or loaded from a preset). They are in no config, so a copy
+    made from configs had none: the pruned copy of a Keras-Hub task with
+    its preprocessor could not `fit` on strings, `generate`, `predict` or
+    `summary` ("No vocabulary has been set"), and an adapted `StringLookup`
+    raised "Table not initialized". The assets are written and read back
+    as a `.keras` save and load do (Keras' walk of the model's attributes,
+    which finds a task's preprocessor on every backend), in a temporary
+    directory.
+
+    Args:
+        model: The original model (or layer).
+        new: Its copy.
+    """
+    save = getattr(saving_lib, "_save_assets_to_dict", None)
+    load = getattr(saving_lib, "_load_assets_from_dict", None)
+    if save is not None and load is not None:
+        assets = save(model)
+        if assets:
+            load(new, assets)
+        return
+    # Keras without those helpers: the layers paired in the order Keras
+    # walks them, by class and name.
+    pairs = zip(
+        model._flatten_layers(include_self=True, recursive=True),
+        new._flatten_layers(include_self=True, recursive=True),
+    )
+    for old, layer in pairs:
+        if (
+            type(old) is not type(layer)
+            or old.name != layer.name
+            or not hasattr(old, "save_assets")
+            or not hasattr(layer, "load_assets")
+        ):
+            continue
+        with tempfile.TemporaryDirectory() as directory:
+            old.save_assets(directory)
+            layer.load_assets(directory)
 
 
 def _keep_paths(model, new):
@@ -195,6 +243,7 @@ def _copy_layer_by_layer(model):
     for old, copy in pairs:
         if getattr(old, "built", False) and getattr(copy, "built", False):
             copy.set_weights(old.get_weights())
+        _copy_assets(old, copy)
     uncompile(new)
     return new
 

@@ -118,7 +118,9 @@ def wrapper_keywords(layer, kwargs, signature):
         sees: a float16 layer in a float32 model computed in float32 when
         pruned, in float16 once stripped), `autocast` to the layer's, and
         `activity_regularizer` (the wrapped layer's, in its config) is
-        dropped.
+        dropped. `trainable` is True only if the layer is trainable (and
+        `trainable=False` was not given): a wrapper of a frozen layer is
+        frozen.
 
     Raises:
         NotPrunableError: `layer` is not a Keras layer.
@@ -154,6 +156,19 @@ def wrapper_keywords(layer, kwargs, signature):
     # differed from the stripped model's).
     kwargs.setdefault("autocast", getattr(layer, "autocast", True))
     kwargs.pop("activity_regularizer", None)
+    # A wrapper around a frozen layer (`base.trainable = False` before
+    # pruning) is frozen too. A wrapper marked trainable over a frozen layer
+    # could not be unfrozen on TensorFlow: its `trainable = True` is
+    # skipped there when the flag already reads True (TensorFlow's
+    # `AutoTrackable.__setattr__` ignores `self.x = self.x`), so
+    # `base.trainable = True` left the pruned layers frozen while every
+    # other layer of the base trained.
+    # An explicit `trainable=True` over a frozen layer keeps it frozen: a
+    # pruned file saved before this rule holds `trainable: true` for
+    # every wrapper, and loading it must not unfreeze its frozen layers.
+    kwargs["trainable"] = bool(kwargs.get("trainable", True)) and bool(
+        layer.trainable
+    )
     return kwargs
 
 

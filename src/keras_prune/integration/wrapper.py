@@ -86,7 +86,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             least this much.
         score: A `keras_prune.Score` (default `Magnitude()`, `|w|`).
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`); an
-            unknown keyword raises `TypeError`.
+            unknown keyword raises `TypeError`. The wrapper is trainable
+            only if its layer is; `trainable=False` freezes the layer too.
 
     The arguments are validated by `keras_prune.PruningSpec`, held as
     `pruning_spec` (also readable as attributes, e.g. `wrapper.block_size`).
@@ -205,6 +206,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             layer, kwargs, inspect.signature(PruneLowMagnitude.__init__)
         )
         super().__init__(layer, **kwargs)
+        if self.trainable != layer.trainable:
+            # `trainable=False` freezes the layer too, as setting it on the
+            # wrapper later does (`Layer.__init__` sets only its own flag).
+            keras.layers.Layer.trainable.fset(self, self.trainable)
         layer_call.stand_in(self, layer)
         spec = _spec.for_wrapper(
             layer,
