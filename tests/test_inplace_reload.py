@@ -12,6 +12,7 @@ blocked (a pruned file must then fail to load, a stripped one load), then
 with it imported.
 """
 
+import copy
 import json
 import os
 import pickle
@@ -208,6 +209,23 @@ def test_changed_class_names_the_path(net):
     config["wrappers"][1]["layer_class"] = "Conv2D"
     with pytest.raises(ValueError, match="holds a Dense, but a pruned Conv2D"):
         inplace.PrunedInPlace.from_config(config)
+
+
+def test_lying_wrapper_records_are_refused(net):
+    # Two records for one layer: only one setting could hold (the second
+    # was ignored). A record without its schedule: it loaded with the
+    # default ConstantSparsity(0.5, 0) instead of the one saved.
+    saved = keras.saving.serialize_keras_object(net["model"])["config"]
+    config = copy.deepcopy(saved)
+    config["wrappers"].append(copy.deepcopy(config["wrappers"][0]))
+    with pytest.raises(ValueError, match="two saved pruning wrapper records"):
+        inplace.PrunedInPlace.from_config(config)
+    config = copy.deepcopy(saved)
+    config["wrappers"][0]["config"]["pruning_schedule"] = None
+    with pytest.raises(ValueError, match="has no 'pruning_schedule'"):
+        inplace.PrunedInPlace.from_config(config)
+    loaded = inplace.PrunedInPlace.from_config(copy.deepcopy(saved))
+    assert len(inplace.wrapper_paths(loaded)) == len(net["paths"])
 
 
 # ---------------------------------------------------- global allocation

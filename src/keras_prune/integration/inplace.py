@@ -51,9 +51,9 @@ import keras
 
 from keras_prune.integration import groups
 from keras_prune.integration import rewrite
-from keras_prune.integration import spec as _spec
 from keras_prune.integration.state import pruning_wrappers
 from keras_prune.integration.wrapper import PruneLowMagnitude
+from keras_prune.integration.wrapper import saved_schedule
 
 PACKAGE = "keras_prune"
 NAME = "PrunedModel"
@@ -179,9 +179,20 @@ class PrunedInPlace:
         entries = config.get("wrappers", [])
         if not isinstance(entries, list):
             entries = [entries]  # refused by `_check_entry`
+        seen = set()
         for entry in entries:
             _check_entry(model, entry)
             layer = _resolve(model, entry)
+            if id(layer) in seen:
+                raise ValueError(
+                    f"Loading pruned model {model.name!r} "
+                    f"({type(model).__name__}): two saved pruning wrapper "
+                    f"records name layer {layer.name!r} (path "
+                    f"{entry['path']}); only one setting can hold. The file "
+                    "was not written by keras-prune or was edited: load the "
+                    "original file."
+                )
+            seen.add(id(layer))
             if isinstance(layer, PruneLowMagnitude):
                 continue  # the class's own config rebuilt the wrapper
             settings = dict(entry["config"])
@@ -192,8 +203,8 @@ class PrunedInPlace:
                 # The default name follows the rebuilt layer's name (a
                 # subclassed model's layer names depend on the process).
                 settings.pop("name")
-            settings["pruning_schedule"] = _spec.schedule_from_config(
-                settings.get("pruning_schedule"), custom_objects
+            settings["pruning_schedule"] = saved_schedule(
+                settings, custom_objects
             )
             swaps[id(layer)] = PruneLowMagnitude(layer, **settings)
         put_in_place(model, swaps)

@@ -467,20 +467,38 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        if config.get("pruning_schedule") is None:
-            # `get_config` always writes the schedule: a default here would
-            # silently train with another schedule than the one saved.
-            raise ValueError(
-                f"The saved config of pruning wrapper {config.get('name')!r} "
-                "has no 'pruning_schedule': the file was changed or damaged. "
-                "Save the model again, or set 'pruning_schedule' to a "
-                "schedule's config (e.g. keras.saving.serialize_keras_object("
-                "keras_prune.ConstantSparsity(0.5, 0)))."
-            )
-        config["pruning_schedule"] = _spec.schedule_from_config(
-            config["pruning_schedule"], custom_objects
-        )
+        config["pruning_schedule"] = saved_schedule(config, custom_objects)
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def saved_schedule(config, custom_objects=None):
+    """The schedule of a saved wrapper config (`get_config()`'s form).
+
+    `get_config` always writes the schedule, so a config without one was
+    changed or damaged: loading it with the default schedule would train
+    with another schedule than the one saved, silently.
+
+    Args:
+        config: The wrapper's saved config.
+        custom_objects: As for `keras.saving.deserialize_keras_object`.
+
+    Returns:
+        The schedule (`_spec.schedule_from_config`).
+
+    Raises:
+        ValueError: the config holds no schedule (missing or null).
+    """
+    if config.get("pruning_schedule") is None:
+        raise ValueError(
+            f"The saved config of pruning wrapper {config.get('name')!r} "
+            "has no 'pruning_schedule': the file was changed or damaged. "
+            "Save the model again, or set 'pruning_schedule' to a "
+            "schedule's config (e.g. keras.saving.serialize_keras_object("
+            "keras_prune.ConstantSparsity(0.5, 0)))."
+        )
+    return _spec.schedule_from_config(
+        config["pruning_schedule"], custom_objects
+    )
 
 
 # The wrapper's own public names that a wrapped layer may have too: its
