@@ -14,6 +14,7 @@ has the table.
     KERAS_BACKEND=jax python -m benchmarks.models6_workflows
 """
 
+import argparse
 import json
 import os
 import pathlib
@@ -349,11 +350,32 @@ def quantize_and_export(tmp):
     return result
 
 
-def main():
+WORKFLOWS = (
+    "transfer_whole",
+    "transfer_head",
+    "transfer_base",
+    "gpt2_task",
+    "shared_backbone",
+    "quantize_export",
+)
+
+
+def main(argv=None):
     """Runs every workflow, or those named on the command line (their
     results then replace those of an earlier run in the JSON file)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "workflows",
+        nargs="*",
+        metavar="WORKFLOW",
+        help=f"run only these (default: all): {', '.join(WORKFLOWS)}",
+    )
+    only = parser.parse_args(sys.argv[1:] if argv is None else argv).workflows
+    unknown = sorted(set(only) - set(WORKFLOWS))
+    if unknown:
+        parser.error(f"unknown workflow(s) {unknown}; choose from {WORKFLOWS}")
     results = {}
-    if sys.argv[1:] and OUT.exists():
+    if only and OUT.exists():
         results = json.loads(OUT.read_text())
     results.update(backend=BACKEND, keras=keras.__version__)
     with tempfile.TemporaryDirectory() as tmp:
@@ -365,7 +387,6 @@ def main():
             "shared_backbone": shared_backbone,
             "quantize_export": lambda: quantize_and_export(tmp),
         }
-        only = sys.argv[1:]
         for name, job in jobs.items():
             if only and name not in only:
                 continue
