@@ -1,11 +1,11 @@
 """Third pass over tfmot's sparsity tests and examples, run on Keras 3.
 
 Regression tests for what the third port of tfmot's test suite found
-(docs/tfmot-tests.md, "Third port"), and tfmot's example scripts under
-`python/examples/sparsity/keras` (not the guides: tests/test_tfmot_guides.py)
-scaled down to random data. Written anew; expected values are what tfmot's
-code asserts or prints, with keras-prune's step numbering (row 1 of
-docs/migrating-from-tfmot.md).
+(docs/tfmot-tests.md, "Found by the third port"), and tfmot's example
+scripts under `python/examples/sparsity/keras` (not the guides:
+tests/test_tfmot_guides.py) scaled down to random data. Written anew;
+expected values are what tfmot's code asserts or prints, with
+keras-prune's step numbering (row 1 of docs/migrating-from-tfmot.md).
 """
 
 import os
