@@ -35,8 +35,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
     with an optimizer that couples weights (clipping by norm, Lamb,
     Adafactor, Muon: see `host_updates.elementwise_optimizer`), the updates
     stay inside the train step; the callback checks and reports them and
-    sets the pruned weights to exactly zero at each epoch end (as tfmot's
-    does).
+    sets the pruned weights to exactly zero when `fit` ends (and at each
+    epoch end, as tfmot's does, when the optimizer is elementwise).
 
     **Custom training loops.** tfmot's idiom of calling the hooks by hand
     works unchanged (`set_model`, `on_train_begin()`,
@@ -262,14 +262,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._step = pruning_step(model) or 0
                 if self._sparsity is None:
                     self._sparsity = model_sparsity(model)
-            else:
+            elif host_updates.elementwise_optimizer(
+                getattr(model, "optimizer", None)
+            ):
                 # In-step updates (`steps_per_execution > 1`, a
-                # distribution, an optimizer that couples weights): the
-                # train step only masks the forward pass, so the stored
-                # pruned weights keep their values. Zero them at each epoch
-                # end, as tfmot's callback does and as the host mode keeps
-                # them after every step: a kernel read after `fit` (or an
-                # epoch-end checkpoint) is then exactly sparse either way.
+                # distribution): the train step only masks the forward
+                # pass, so the stored pruned weights keep their values.
+                # Zero them at each epoch end, as tfmot's callback does
+                # (the kept weights' updates never read them with such an
+                # optimizer); `on_train_end` does it for the others.
                 self._apply_masks(model)
         if logs is not None and self._sparsity is not None:
             logs["sparsity"] = self._sparsity
@@ -304,6 +305,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._raise_schedule_errors()
                 if self._host is not None:
                     self._host.finish()
+                else:
+                    # In-step updates: make the kernels read after `fit`
+                    # exactly sparse, as in the host mode. (Not at each
+                    # epoch end with an optimizer that reads the weights
+                    # themselves, like Lamb: zeroing would change the kept
+                    # weights' next updates.)
+                    self._apply_masks(self.model)
         finally:
             self._collect_schedule_errors(False)
             self._stop_host()
