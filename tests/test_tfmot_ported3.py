@@ -70,8 +70,9 @@ def test_fit_with_callback_leaves_the_stored_weights_sparse(case):
     """tfmot's `assert_model_sparsity` reads the kernels themselves after
     `fit` with `UpdatePruningStep`. When the updates stay in the train step
     the forward pass was masked but the kernels kept their pruned values
-    (sparsity 0.0 read, 0.5 in the masks) until the callback zeroed them at
-    each epoch end, as tfmot's callback does."""
+    (sparsity 0.0 read, 0.5 in the masks). The callback now zeroes them at
+    each epoch end with an elementwise optimizer (as tfmot's does) and when
+    `fit` ends with the others."""
     make_optimizer, steps_per_execution = IN_STEP_FITS[case]
     if steps_per_execution > 1 and BACKEND == "torch":
         pytest.skip("Keras: steps_per_execution must be 1 on torch")
@@ -109,6 +110,35 @@ def test_fit_with_callback_leaves_the_stored_weights_sparse(case):
     for wrapper in wrappers(model):
         kept = to_np(wrapper.layer.kernel) != 0
         np.testing.assert_array_equal(kept, to_np(wrapper.masks[0]))
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is JAX's")
+def test_fit_with_callback_under_a_jax_distribution_leaves_weights_sparse():
+    """Under `keras.distribution.DataParallel` the host mode is off too:
+    the kernels read after `fit` were dense (0 zeros) before the fix."""
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    try:
+        keras.utils.set_random_seed(0)
+        model = kp.prune_low_magnitude(
+            simple_dense_model(),
+            pruning_schedule=kp.ConstantSparsity(0.5, 0, -1, 1),
+        )
+        model.compile(loss="categorical_crossentropy", optimizer="sgd")
+        rng = np.random.default_rng(0)
+        x = rng.random((40, 10)).astype("float32")
+        y = keras.utils.to_categorical(rng.integers(0, 5, 40), 5)
+        model.fit(
+            x,
+            y,
+            batch_size=10,
+            epochs=2,
+            verbose=0,
+            callbacks=[kp.UpdatePruningStep()],
+        )
+    finally:
+        keras.distribution.set_distribution(None)
+    assert kp.pruning_step(model) == 8
+    assert [zeros(w.layer.kernel) for w in wrappers(model)] == [40, 20]
 
 
 # ---------------------------------------------------------------------------
