@@ -34,8 +34,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     update steps. With `steps_per_execution > 1`, under a distribution, or
     with an optimizer that couples weights (clipping by norm, Lamb,
     Adafactor, Muon: see `host_updates.elementwise_optimizer`), the updates
-    stay inside the train step and the callback only checks and reports
-    them.
+    stay inside the train step; the callback checks and reports them and
+    sets the pruned weights to exactly zero when `fit` ends (and at each
+    epoch end, as tfmot's does, when the optimizer is elementwise).
 
     **Custom training loops.** tfmot's idiom of calling the hooks by hand
     works unchanged (`set_model`, `on_train_begin()`,
@@ -244,9 +245,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 and self._hand_batches
             ):
                 self._warn_stale(self._hand_batches)
-            for wrapper in state.pruning_wrappers(model):
-                if wrapper.built:
-                    wrapper.apply_masks()
+            self._apply_masks(model)
             self._step = step or 0
             self._hand_batches = 0
             self._sparsity = model_sparsity(model)
@@ -263,8 +262,25 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._step = pruning_step(model) or 0
                 if self._sparsity is None:
                     self._sparsity = model_sparsity(model)
+            elif host_updates.elementwise_optimizer(
+                getattr(model, "optimizer", None)
+            ):
+                # In-step updates (`steps_per_execution > 1`, a
+                # distribution): the train step only masks the forward
+                # pass, so the stored pruned weights keep their values.
+                # Zero them at each epoch end, as tfmot's callback does
+                # (the kept weights' updates never read them with such an
+                # optimizer); `on_train_end` does it for the others.
+                self._apply_masks(model)
         if logs is not None and self._sparsity is not None:
             logs["sparsity"] = self._sparsity
+
+    @staticmethod
+    def _apply_masks(model):
+        """Sets every pruned weight of `model` to `weight * mask`."""
+        for wrapper in state.pruning_wrappers(model):
+            if wrapper.built:
+                wrapper.apply_masks()
 
     def _warn_stale(self, batches):
         if self._warned_stale:
@@ -289,6 +305,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._raise_schedule_errors()
                 if self._host is not None:
                     self._host.finish()
+                else:
+                    # In-step updates: make the kernels read after `fit`
+                    # exactly sparse, as in the host mode. (Not at each
+                    # epoch end with an optimizer that reads the weights
+                    # themselves, like Lamb: zeroing would change the kept
+                    # weights' next updates.)
+                    self._apply_masks(self.model)
         finally:
             self._collect_schedule_errors(False)
             self._stop_host()
