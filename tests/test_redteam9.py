@@ -457,3 +457,13 @@ def test_wrapper_config_without_its_schedule_is_refused(missing):
     assert loaded.pruning_schedule.get_config() == (
         wrapper.pruning_schedule.get_config()
     )
+
+
+def test_compress_array_of_a_tensor_numpy_cannot_hold_names_it():
+    if keras.backend.backend() != "torch":
+        pytest.skip("torch float8 tensors")
+    import torch
+
+    tensor = torch.zeros(4, dtype=torch.float8_e4m3fn)
+    with pytest.raises(TypeError, match="float8_e4m3fn as a NumPy array"):
+        kp.compress_array(tensor)

@@ -814,8 +814,15 @@ def compress_array(array, codec="lzma"):
             import keras
 
             array = keras.ops.convert_to_numpy(array)
-        except Exception:  # noqa: BLE001 - not a tensor: let NumPy decide
-            pass
+        except Exception as error:  # noqa: BLE001 - not a tensor: NumPy's
+            if hasattr(array, "dtype") and hasattr(array, "shape"):
+                # A tensor NumPy cannot hold (torch float8): say so, not
+                # NumPy's "unsupported ScalarType".
+                raise TypeError(
+                    f"compress_array cannot read a {type(array).__name__} "
+                    f"of dtype {array.dtype} as a NumPy array ({error}). "
+                    "Cast it to a dtype NumPy holds (e.g. float32) first."
+                ) from error
     check_codec(codec)
     if isinstance(array, np.ma.MaskedArray):
         # np.asarray keeps the data and drops the mask: not lossless.
