@@ -9,10 +9,12 @@ ResNet50 (`benchmarks.real_models`' setting: 32x32 inputs, batch 16, Adam):
 - `dense`: the model as built;
 - `dense+where`: the same dense model with that constraint on the same
   kernels (all-True masks: nothing is zeroed, the pass is the same);
+- `dense+where+hooks`: that, plus a callback with empty batch hooks (a
+  callback with batch hooks makes `fit` wait for each step's logs);
 - `pruned+callback`: `prune_low_magnitude` at 0.5 with `UpdatePruningStep`.
 
-If `pruned+callback` costs what `dense+where` does, the constraint pass is
-the whole difference from dense.
+If `pruned+callback` costs what `dense+where+hooks` does, the constraint
+pass and the per-batch hooks are the whole difference from dense.
 
     KERAS_BACKEND=tensorflow python -m benchmarks.zeroing_floor
 """
@@ -41,6 +43,19 @@ class _Where:
         return _backend.zero_pruned(w, self.mask.value)
 
 
+def _batch_hooks():
+    import keras
+
+    class BatchHooks(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return BatchHooks()
+
+
 def _model(mode):
     import keras
 
@@ -54,15 +69,16 @@ def _model(mode):
             model, keras_prune.ConstantSparsity(0.5, 0)
         )
         callbacks = [keras_prune.UpdatePruningStep()]
-    elif mode == "dense+where":
+    elif mode in ("dense+where", "dense+where+hooks"):
         for layer in model.layers:
             kernel = getattr(layer, "kernel", None)
             if kernel is not None and len(kernel.shape) >= 2:
                 mask = keras.Variable(
                     np.ones(kernel.shape, bool), trainable=False, dtype="bool"
                 )
-                layer._zeroing_mask = mask  # tracked, kept alive
-                kernel.constraint = _Where(mask)
+                kernel.constraint = _Where(mask)  # holds the mask
+        if mode == "dense+where+hooks":
+            callbacks = [_batch_hooks()]
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -78,13 +94,13 @@ def main(argv=None):
     from benchmarks import real_models
 
     x, y = real_models.data("resnet50", args.steps)
-    modes = ("dense", "dense+where", "pruned+callback")
+    modes = ("dense", "dense+where", "dense+where+hooks", "pruned+callback")
     built = {m: _model(m) for m in modes}
     for model, callbacks in built.values():  # compile: untimed
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
     times = {m: [] for m in modes}
     for r in range(args.repeats):
-        order = modes[r % 3 :] + modes[: r % 3]
+        order = modes[r % len(modes) :] + modes[: r % len(modes)]
         for m in order:
             model, callbacks = built[m]
             t0 = time.perf_counter()
