@@ -203,6 +203,19 @@ class Owner:
             raise FloatingPointError(nonfinite_message(self.wrapper))
 
 
+def _finalize_writes(optimizer):
+    """Whether `optimizer.finalize_variable_values` (the last thing `fit`
+    does to the weights) may write values: True unless it is Keras' own
+    method, which only writes with `use_ema=True` (a loss-scale optimizer
+    defers to its inner one; any other override may write)."""
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    own = keras.optimizers.Optimizer.finalize_variable_values
+    if getattr(type(optimizer), "finalize_variable_values", None) is not own:
+        return True
+    return bool(getattr(optimizer, "use_ema", False))
+
+
 class ZeroPruned(keras.constraints.Constraint):
     """The constraint host mode gives each pruned weight: `where(mask, w, 0)`.
 
@@ -412,9 +425,13 @@ class HostUpdates:
         but `fit` ends with `optimizer.finalize_variable_values`, which may
         write other values (`use_ema=True` swaps in the moving averages,
         nonzero where weights were pruned), just before `on_train_end`.
-        The model state must be synced (JAX).
+        The model state must be synced (JAX). Skipped where that call
+        writes nothing (`_finalize_writes`): reading every pruned weight
+        back cost ResNet50 0.12 s per `fit` on TensorFlow.
         """
-        if active(self.model) is self:
+        if active(self.model) is self and _finalize_writes(
+            self.model.optimizer
+        ):
             for wrapper in self.wrappers:
                 if wrapper.built:
                     wrapper.apply_masks()

@@ -89,11 +89,25 @@ def apply_masks(pairs):
     for weight, mask in pairs:
         value = np.asarray(ops.convert_to_numpy(weight))
         masked = masks.zero_where_not(value, ops.convert_to_numpy(mask))
+        if _same_bits(value, masked):
+            continue  # already exactly sparse (+0.0): no write
         n_changed += int(np.count_nonzero(value)) - int(
             np.count_nonzero(masked)
         )
         weight.assign(masked)
     return n_changed
+
+
+def _same_bits(a, b):
+    """Whether two NumPy arrays of one dtype hold the same bits (a -0.0
+    and a +0.0 differ; NaNs of one payload are equal)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.itemsize in (1, 2, 4, 8) and a.dtype.kind != "O":
+        unsigned = np.dtype(f"u{a.dtype.itemsize}")
+        a = np.ascontiguousarray(a).view(unsigned)
+        b = np.ascontiguousarray(b).view(unsigned)
+    return bool(np.array_equal(a, b))
 
 
 def targets_of(wrappers):
