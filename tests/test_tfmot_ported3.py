@@ -65,6 +65,33 @@ IN_STEP_FITS = {
 }
 
 
+def fit_pruned_with_callback(optimizer, steps_per_execution=1, *callbacks):
+    """tfmot's dense model pruned to 0.5 (every step), two epochs of 4
+    batches with `UpdatePruningStep` (and `callbacks`); returns it."""
+    keras.utils.set_random_seed(0)
+    model = kp.prune_low_magnitude(
+        simple_dense_model(),
+        pruning_schedule=kp.ConstantSparsity(0.5, 0, -1, 1),
+    )
+    model.compile(
+        loss="categorical_crossentropy",
+        optimizer=optimizer,
+        steps_per_execution=steps_per_execution,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 10)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 5, 40), 5)
+    model.fit(
+        x,
+        y,
+        batch_size=10,
+        epochs=2,
+        verbose=0,
+        callbacks=[kp.UpdatePruningStep(), *callbacks],
+    )
+    return model
+
+
 @pytest.mark.parametrize("case", sorted(IN_STEP_FITS))
 def test_fit_with_callback_leaves_the_stored_weights_sparse(case):
     """tfmot's `assert_model_sparsity` reads the kernels themselves after
@@ -76,32 +103,14 @@ def test_fit_with_callback_leaves_the_stored_weights_sparse(case):
     make_optimizer, steps_per_execution = IN_STEP_FITS[case]
     if steps_per_execution > 1 and BACKEND == "torch":
         pytest.skip("Keras: steps_per_execution must be 1 on torch")
-    keras.utils.set_random_seed(0)
-    model = kp.prune_low_magnitude(
-        simple_dense_model(),
-        pruning_schedule=kp.ConstantSparsity(0.5, 0, -1, 1),
-    )
-    model.compile(
-        loss="categorical_crossentropy",
-        optimizer=make_optimizer(),
-        steps_per_execution=steps_per_execution,
-    )
     modes = []
 
     class Mode(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             modes.append(host_updates.active(self._model) is not None)
 
-    rng = np.random.default_rng(0)
-    x = rng.random((40, 10)).astype("float32")
-    y = keras.utils.to_categorical(rng.integers(0, 5, 40), 5)
-    model.fit(
-        x,
-        y,
-        batch_size=10,
-        epochs=2,
-        verbose=0,
-        callbacks=[kp.UpdatePruningStep(), Mode()],
+    model = fit_pruned_with_callback(
+        make_optimizer(), steps_per_execution, Mode()
     )
     assert modes and not any(modes)  # the in-step path was taken
     assert kp.pruning_step(model) == 8
@@ -118,23 +127,7 @@ def test_fit_with_callback_under_a_jax_distribution_leaves_weights_sparse():
     the kernels read after `fit` were dense (0 zeros) before the fix."""
     keras.distribution.set_distribution(keras.distribution.DataParallel())
     try:
-        keras.utils.set_random_seed(0)
-        model = kp.prune_low_magnitude(
-            simple_dense_model(),
-            pruning_schedule=kp.ConstantSparsity(0.5, 0, -1, 1),
-        )
-        model.compile(loss="categorical_crossentropy", optimizer="sgd")
-        rng = np.random.default_rng(0)
-        x = rng.random((40, 10)).astype("float32")
-        y = keras.utils.to_categorical(rng.integers(0, 5, 40), 5)
-        model.fit(
-            x,
-            y,
-            batch_size=10,
-            epochs=2,
-            verbose=0,
-            callbacks=[kp.UpdatePruningStep()],
-        )
+        model = fit_pruned_with_callback("sgd")
     finally:
         keras.distribution.set_distribution(None)
     assert kp.pruning_step(model) == 8
