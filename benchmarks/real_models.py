@@ -39,6 +39,12 @@ processes during each timed epoch (from /proc/stat, minus this process's)
 is recorded as `other_load` (cores); numbers taken while others used the
 CPU are noisy.
 
+Each timed `fit` also carries a clock callback (every mode: same batch
+hooks) that times steps 2..N of the epoch: the train step's own cost
+(`steady_*` ratios, "steps 2-N" in the table), without what each `fit`
+pays once. The difference between the two, times `--steps`, is
+`per_fit_extra_s`: for `UpdatePruningStep`, its checks at `fit` start.
+
 Usage (from the repository root):
 
     python -m benchmarks.real_models --all-backends
@@ -257,6 +263,30 @@ def callbacks_for(mode):
     )
 
 
+def _step_clock():
+    """A callback that times the steps of one `fit` after its first.
+
+    Every mode gets one, so every mode has the same batch hooks. The time
+    from the first batch's end to the last batch's end, over the steps in
+    between (`steady_step_s()`), leaves out what a `fit` pays once: its
+    setup before the first step (for `UpdatePruningStep`,
+    `HostUpdates.start` checking every pruned weight) and its end.
+    """
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+        def steady_step_s(self):
+            return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+
+    return StepClock()
+
+
 def run_backend(models, steps, repeats):
     """Times every mode of every model on this process's backend."""
     import keras
@@ -295,6 +325,7 @@ def run_backend(models, steps, repeats):
             order = MODES[r % 3 :] + MODES[: r % 3]
             for mode in order:
                 run = runs[mode]
+                clock = _step_clock()
                 meter.start()
                 t0 = time.perf_counter()
                 run["model"].fit(
@@ -304,12 +335,14 @@ def run_backend(models, steps, repeats):
                     epochs=1,
                     shuffle=False,
                     verbose=0,
-                    callbacks=callbacks_for(mode),
+                    callbacks=callbacks_for(mode) + [clock],
                 )
                 run["step_s"].append((time.perf_counter() - t0) / steps)
                 run["other_load"].append(meter.stop())
+                run.setdefault("steady_s", []).append(clock.steady_step_s())
         dense = statistics.median(runs["dense"]["step_s"])
         dense_steps = runs["dense"]["step_s"]
+        dense_steady = runs["dense"]["steady_s"]
         res = {}
         for mode in MODES:
             run = runs.pop(mode)
@@ -327,6 +360,24 @@ def run_backend(models, steps, repeats):
                     s / d for s, d in zip(run["step_s"], dense_steps)
                 ),
                 step_ms=[round(1e3 * s, 2) for s in run["step_s"]],
+                # Steps 2..N of each `fit` (`_StepClock`): the train step's
+                # own cost, without what each `fit` pays once.
+                steady_median_step_ms=1e3 * statistics.median(run["steady_s"]),
+                steady_ratio_to_dense=statistics.median(run["steady_s"])
+                / statistics.median(dense_steady),
+                steady_best_ratio_to_dense=min(run["steady_s"])
+                / min(dense_steady),
+                steady_paired_median_ratio=statistics.median(
+                    s / d for s, d in zip(run["steady_s"], dense_steady)
+                ),
+                # What each `fit` costs beyond its steps, median over rounds.
+                per_fit_extra_s=round(
+                    statistics.median(
+                        (a - b) * steps
+                        for a, b in zip(run["step_s"], run["steady_s"])
+                    ),
+                    3,
+                ),
                 warmup_s=round(run["warmup_s"], 2),
                 max_other_load=round(max(loads), 2) if loads else None,
             )
@@ -596,6 +647,13 @@ def _cell(mode):
         cell += (
             f"; best {mode['best_ratio_to_dense']:.3f}x, paired "
             f"{mode['paired_median_ratio']:.3f}x"
+        )
+    if "steady_ratio_to_dense" in mode:
+        cell += (
+            f"; steps 2-N {mode['steady_ratio_to_dense']:.3f}x, best "
+            f"{mode['steady_best_ratio_to_dense']:.3f}x, paired "
+            f"{mode['steady_paired_median_ratio']:.3f}x; per fit "
+            f"+{mode['per_fit_extra_s']:.2f} s"
         )
     return cell + ")"
 

@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 import keras_prune
+from keras_prune import _backend
 from keras_prune.core import schedules
 from keras_prune.integration import updater
 
@@ -60,6 +61,9 @@ def test_built_in_and_user_schedule_train_the_same(monkeypatch):
         return fuse(*args)
 
     monkeypatch.setattr(updater, "_host_step", counted)
+    # TensorFlow keeps one traced function per schedule config for the
+    # process: another test may have traced this one already.
+    monkeypatch.setattr(_backend, "_SHARED_STEP_FUNCTIONS", {})
     fused = _train(keras_prune.PolynomialDecay(0.2, 0.75, 0, 6, frequency=2))
     n_fused = len(traced)
     plain = _train(SameAsPolynomial())

@@ -543,6 +543,35 @@ def host_array(x):
     return None
 
 
+def read_ints(variables):
+    """The values of integer scalar variables, with one transfer.
+
+    TensorFlow reads a variable to the host in ~0.1-0.2 ms: the 54 step
+    counters of a pruned ResNet50, read one by one, took 5-12 ms of each
+    `fit`'s start, stacked 0.9 ms. JAX and torch read a scalar in ~15 us,
+    and a stack would compile on JAX: read one by one there.
+
+    Args:
+        variables: Keras variables (or tensors) of integer scalars.
+
+    Returns:
+        A list of Python ints, in order.
+    """
+    variables = list(variables)
+    if keras.backend.backend() == "tensorflow" and len(variables) > 1:
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            values = [
+                v.value if isinstance(v, keras.Variable) else v
+                for v in variables
+            ]
+            if len({v.dtype for v in values}) > 1:
+                values = [tf.cast(v, tf.int64) for v in values]
+            return [int(v) for v in tf.stack(values).numpy()]
+    return [int(ops.convert_to_numpy(v)) for v in variables]
+
+
 def host_zeros(size, dtype):
     """A flat NumPy array of zeros whose buffer `from_host` can share.
 

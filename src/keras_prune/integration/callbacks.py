@@ -90,11 +90,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         # After the first train step of `fit`, check that it reached the
         # wrappers (`_check_training_reached`).
         self._fit_start = self._step if self._by_fit else None
-        self._start_steps = [
-            (w, int(keras.ops.convert_to_numpy(w.pruning_step)))
-            for w in self._wrappers
-            if w.built
-        ]
+        self._start_steps = state.wrapper_steps(self._wrappers)
 
     def _check_training_reached(self):
         """Raises if the first train step left every wrapper's step as it
@@ -102,10 +98,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
         silent no-op otherwise). Warns for some wrappers left behind."""
         self._fit_start = None
         model = self.model  # syncs JAX state
+        now = state.wrapper_steps(w for w, _ in self._start_steps)
         stuck = [
             w
-            for w, before in self._start_steps
-            if int(keras.ops.convert_to_numpy(w.pruning_step)) == before
+            for (w, before), (_, step) in zip(self._start_steps, now)
+            if step == before
         ]
         if stuck and len(stuck) == len(self._start_steps):
             raise ValueError(state.training_message(model, stuck))
@@ -144,11 +141,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step = step
         if self._fit_start is not None:
             self._fit_start = step
-            self._start_steps = [
-                (w, int(keras.ops.convert_to_numpy(w.pruning_step)))
-                for w in self._wrappers
-                if w.built
-            ]
+            self._start_steps = state.wrapper_steps(self._wrappers)
         if self._host is not None:
             # Each layer's step offset and the planned schedule values are
             # those of the old steps: plan again from the loaded state (and

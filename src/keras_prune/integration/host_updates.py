@@ -41,7 +41,6 @@ import inspect
 import sys
 
 import keras
-from keras import ops
 
 from keras_prune import _backend
 from keras_prune.core import schedules
@@ -270,12 +269,11 @@ class HostUpdates:
         groups.link(model)
         self.wrappers = strip.pruning_wrappers(model)
         self.owners, seen = [], set()
-        for wrapper in self.wrappers:
+        for wrapper, own in state.wrapper_steps(self.wrappers):
             key = id(wrapper if wrapper._group is None else wrapper._group)
             if key in seen:
                 continue
             seen.add(key)
-            own = int(ops.convert_to_numpy(wrapper.pruning_step))
             self.owners.append(Owner(wrapper, own - step))
         self._in_step_train_function = None
         self._constraints = []

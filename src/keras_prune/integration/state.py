@@ -9,6 +9,7 @@ import inspect
 import keras
 import numpy as np
 
+from keras_prune import _backend
 from keras_prune.integration.controller import nonfinite_message
 from keras_prune.integration.wrapper import PruneLowMagnitude
 
@@ -35,11 +36,24 @@ def check_finite(model):
     Args:
         model: A model holding pruning wrappers.
     """
-    for wrapper in pruning_wrappers(model):
-        if wrapper.built and int(
-            keras.ops.convert_to_numpy(wrapper.nonfinite_count)
-        ):
+    built = [w for w in pruning_wrappers(model) if w.built]
+    counts = _backend.read_ints(w.nonfinite_count for w in built)
+    for wrapper, count in zip(built, counts):
+        if count:
             raise FloatingPointError(nonfinite_message(wrapper))
+
+
+def wrapper_steps(wrappers):
+    """The `pruning_step` of each built wrapper, read with one transfer.
+
+    Args:
+        wrappers: `PruneLowMagnitude` layers.
+
+    Returns:
+        List of `(wrapper, step)` for the built ones, in order.
+    """
+    built = [w for w in wrappers if w.built]
+    return list(zip(built, _backend.read_ints(w.pruning_step for w in built)))
 
 
 def model_sparsity(model):
@@ -57,7 +71,9 @@ def model_sparsity(model):
         if not wrapper.built:  # no masks yet
             continue
         for mask in wrapper.masks:
-            m = keras.ops.convert_to_numpy(mask)
+            m = _backend.host_array(mask)  # no copy where a view exists
+            if m is None:
+                m = keras.ops.convert_to_numpy(mask)
             total += m.size
             pruned += m.size - int(np.count_nonzero(m))
     return pruned / total if total else None

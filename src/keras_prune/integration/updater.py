@@ -78,6 +78,12 @@ def read_raw(variable):
 def apply_masks(pairs):
     """Eagerly sets each weight to `weight * mask` (exact zeros).
 
+    Weights already exactly sparse (every pruned entry +0.0) are only read,
+    through zero-copy views (`_backend.host_array`): `UpdatePruningStep`
+    checks every pruned weight this way at each `fit`'s start, and a copy of
+    each (Keras' `convert_to_numpy`) was half of that check's time on
+    TensorFlow (ResNet50: 0.05 of 0.10 s).
+
     Args:
         pairs: `(weight, mask)` variables.
 
@@ -87,10 +93,11 @@ def apply_masks(pairs):
     """
     n_changed = 0
     for weight, mask in pairs:
-        value = np.asarray(ops.convert_to_numpy(weight))
-        masked = masks.zero_where_not(value, ops.convert_to_numpy(mask))
-        if _same_bits(value, masked):
-            continue  # already exactly sparse (+0.0): no write
+        value = _host_value(weight)
+        keep = _host_value(mask)
+        if _exactly_sparse(value, keep):
+            continue  # no write
+        masked = masks.zero_where_not(value, keep)
         n_changed += int(np.count_nonzero(value)) - int(
             np.count_nonzero(masked)
         )
@@ -98,19 +105,22 @@ def apply_masks(pairs):
     return n_changed
 
 
-def _same_bits(a, b):
-    """Whether two NumPy arrays of one dtype and shape hold the same bits
-    (a -0.0 and a +0.0 differ; a NaN equals itself). False for a dtype of
+def _host_value(variable):
+    """A NumPy view of `variable`'s value where one exists, else a copy."""
+    value = _backend.host_array(variable)
+    if value is None:
+        value = np.asarray(ops.convert_to_numpy(variable))
+    return value
+
+
+def _exactly_sparse(value, keep):
+    """Whether every entry of `value` outside `keep` has all bits zero
+    (+0.0: a -0.0 is not, so that it is rewritten). False for a dtype of
     another size: the caller then writes."""
-    if a.dtype.itemsize not in (1, 2, 4, 8):
+    if value.dtype.itemsize not in (1, 2, 4, 8):
         return False
-    unsigned = np.dtype(f"u{a.dtype.itemsize}")
-    return bool(
-        np.array_equal(
-            np.ascontiguousarray(a).view(unsigned),
-            np.ascontiguousarray(b).view(unsigned),
-        )
-    )
+    bits = np.ascontiguousarray(value).view(f"u{value.dtype.itemsize}")
+    return not np.logical_and(bits, np.logical_not(keep)).any()
 
 
 def targets_of(wrappers):
