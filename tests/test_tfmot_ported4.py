@@ -403,3 +403,58 @@ def test_guide_2_by_4_weights_in_the_converted_model():
     # A one-channel kernel has at most one weight per group of 4 along
     # C_IN: tfmot's checker (and keras-prune's) reports it as 2:4.
     assert keras_prune.is_pruned_m_by_n(first, (2, 4), "C_IN")
+
+
+class OwnFromConfig(tfmot.sparsity.keras.PruningSchedule):
+    """A user schedule that writes out tfmot's `from_config` itself."""
+
+    def __init__(self, target_sparsity, begin_step):
+        self.target_sparsity = target_sparsity
+        self.begin_step = begin_step
+
+    def __call__(self, step):
+        return (
+            self._should_prune_in_step(step, self.begin_step, -1, 1),
+            tf.constant(self.target_sparsity, tf.float32),
+        )
+
+    def get_config(self):
+        return {
+            "class_name": "OwnFromConfig",
+            "config": {
+                "target_sparsity": self.target_sparsity,
+                "begin_step": self.begin_step,
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def test_schedule_with_tfmots_own_from_config_reloads(tmp_path):
+    # tfmot hands `from_config` the inner arguments; keras-prune handed it
+    # the whole `{'class_name', 'config'}` pair, so `cls(**config)` failed
+    # with a TypeError and the model could not be loaded.
+    model = tfmot.sparsity.keras.prune_low_magnitude(
+        two_dense_model(), pruning_schedule=OwnFromConfig(0.25, 3)
+    )
+    scope = {"OwnFromConfig": OwnFromConfig}
+    with keras.saving.custom_object_scope(scope):
+        wrapper = keras_prune.PruneLowMagnitude.from_config(
+            model.layers[0].get_config()
+        )
+    assert type(wrapper.pruning_schedule) is OwnFromConfig
+    assert wrapper.pruning_schedule.get_config()["config"] == {
+        "target_sparsity": 0.25,
+        "begin_step": 3,
+    }
+    path = str(tmp_path / "own.keras")
+    model.save(path)
+    with keras.saving.custom_object_scope(scope):
+        loaded = keras.saving.load_model(path)
+    schedules = [layer.pruning_schedule for layer in loaded.layers]
+    assert [(s.target_sparsity, s.begin_step) for s in schedules] == [
+        (0.25, 3),
+        (0.25, 3),
+    ]
