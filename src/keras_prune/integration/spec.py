@@ -751,10 +751,13 @@ class PruningSpec:
         schedule = config.get("pruning_schedule")
         if is_mapping(schedule):
             config["pruning_schedule"] = {
-                k: _deserialize(v, custom_objects) for k, v in schedule.items()
+                k: _deserialize_schedule(v, custom_objects)
+                for k, v in schedule.items()
             }
         elif isinstance(schedule, dict):
-            config["pruning_schedule"] = _deserialize(schedule, custom_objects)
+            config["pruning_schedule"] = _deserialize_schedule(
+                schedule, custom_objects
+            )
         if isinstance(config.get("pruning_policy"), dict):
             config["pruning_policy"] = _deserialize(
                 config["pruning_policy"], custom_objects
@@ -818,6 +821,49 @@ def _deserialize(config, custom_objects):
     )
 
 
+def _deserialize_schedule(config, custom_objects):
+    """A schedule from Keras 3's serialized form, as tfmot would build it.
+
+    A schedule's `get_config()` is tfmot's `{'class_name': ..., 'config':
+    {...}}`, so Keras' form nests it: `{'module': ..., 'class_name': ...,
+    'config': {'class_name': ..., 'config': {...}}}`, and Keras would pass
+    the nested pair to `from_config`. tfmot passes the inner arguments, and
+    so does this: a user's schedule whose own `from_config` is tfmot's
+    `cls(**config)` loads instead of failing with a `TypeError`. The class
+    named inside must be the loaded class or one of its bases (as
+    `PruningSchedule.from_config` checks).
+
+    Args:
+        config: A schedule's serialized config (any form).
+        custom_objects: As for `keras.saving.deserialize_keras_object`.
+
+    Returns:
+        The schedule.
+
+    Raises:
+        ValueError: the inner class name is not the loaded class's.
+    """
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not (
+        isinstance(inner, dict)
+        and ("module" in config or "registered_name" in config)
+        and set(inner) == {"class_name", "config"}
+        and isinstance(inner["config"], dict)
+    ):
+        return _deserialize(config, custom_objects)
+    schedule = _deserialize(
+        {**config, "config": inner["config"]}, custom_objects
+    )
+    named = inner["class_name"]
+    if named not in {c.__name__ for c in type(schedule).__mro__}:
+        raise ValueError(
+            f"Cannot load a {type(schedule).__name__} from a config that "
+            f"names class {named!r}: the saved schedule was changed or "
+            "damaged. Fix its 'class_name' or save the model again."
+        )
+    return schedule
+
+
 def schedule_from_config(config, custom_objects=None):
     """The `pruning_schedule` of a saved wrapper config, as a schedule.
 
@@ -846,7 +892,7 @@ def schedule_from_config(config, custom_objects=None):
             return schedules.get(config)  # tfmot's form of a built-in
         except ValueError:
             pass  # not a built-in: Keras looks in its scopes
-    return _deserialize(config, custom_objects)
+    return _deserialize_schedule(config, custom_objects)
 
 
 def for_wrapper(layer, pruning_group=None, **arguments):
