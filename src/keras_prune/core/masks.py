@@ -53,6 +53,7 @@ def kept_count(n, sparsity):
         ValueError: `sparsity` is known now (a number or an eager tensor)
             and is NaN or outside `[0, 1]`.
     """
+    n, sparsity = _backend.resolved(n), _backend.resolved(sparsity)
     _check_sparsity(sparsity)
     _check_count(n)
     if _is_other_real(sparsity):
@@ -450,6 +451,10 @@ def magnitude_mask(weights, sparsity):
     >>> keras_prune.magnitude_mask(np.array([3., 1, 1, 1, 1, 3]), 0.5)
     array([ True,  True, False, False, False,  True])
     """
+    # A torch tensor with the negative bit set (`torch._neg_view`) is read
+    # as its value, not skipped as symbolic (`_backend.resolved`).
+    weights = _backend.resolved(weights)
+    sparsity = _backend.resolved(sparsity)
     value = _check_sparsity(sparsity)
     if value is not None and value.ndim != 0:  # one mask, one sparsity
         raise TypeError(

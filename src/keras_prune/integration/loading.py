@@ -9,6 +9,16 @@ silently: a mask of 0.5 or -1 would load as `True`, a step of 2**32 + 3 as
 here with a `ValueError` naming the layer and the variable; a valid file
 loads exactly as before.
 
+A mask must also have the shape its pattern gives (`pattern_misfit`):
+with `sparsity_m_by_n=(m, n)` every group of `n` along the weight's
+contracted axes keeps at most `n - m` weights or all of them (a dense
+group of gradual N:M, or a mask not updated yet); with `block_size`, every
+block is kept or pruned whole; with `pattern="channel"`, every channel.
+A file whose mask keeps 3 of 4 in a 2:4 group loaded silently before: the
+stripped weights then failed `is_pruned_m_by_n`, and no update ran once
+the schedule had ended. Such a mask is refused by name too; custom
+patterns are not checked (their masks can be anything).
+
 Not checked here, on purpose: a pruned weight that is not zero where its
 mask is 0. Such a state is legitimate in memory (a training step reads
 `w * mask` and leaves the raw weight as it is; only saving bakes the
@@ -17,6 +27,9 @@ one did.
 """
 
 import numpy as np
+
+from keras_prune.core import patterns
+from keras_prune.core import sparsity_patterns
 
 _INT32_MAX = 2**31 - 1
 
@@ -93,6 +106,128 @@ def _threshold(value, layer, variable):
         )
 
 
+def _first(bad):
+    """Index (a tuple) of the first True of a bool array."""
+    return tuple(int(i) for i in np.unravel_index(np.argmax(bad), bad.shape))
+
+
+def _nm_misfit(keep, pattern, axis):
+    m, n = pattern.m, pattern.n
+    axes = patterns._normalize_axes(axis, keep.ndim)
+    rest = tuple(i for i in range(keep.ndim) if i not in axes)
+    length = int(np.prod([keep.shape[a] for a in axes]))
+    rows = np.transpose(keep, rest + axes).reshape(-1, length)
+    full = length // n * n
+    kept = [rows[:, :full].reshape(rows.shape[0], -1, n).sum(-1)]
+    sizes = [n]
+    if full < length:
+        kept.append(rows[:, full:].sum(-1, keepdims=True))
+        sizes.append(length - full)
+    for count, size in zip(kept, sizes):
+        bad = (count > n - m) & (count != size)
+        if bad.any():
+            row, group = _first(bad)
+            return (
+                f"keeps {int(count[row, group])} of the {size} weights of "
+                f"group {group} of row {row} (groups of {n} along axes "
+                f"{axes}), but its pattern sparsity_m_by_n={(m, n)} keeps "
+                f"at most {n - m} of a group, or a whole dense group"
+            )
+    return None
+
+
+def _block_misfit(keep, pattern):
+    if keep.ndim < 2:
+        return None
+    br, bc = pattern.block_size
+    rows, cols = keep.shape[-2:]
+    nr, nc = -(-rows // br), -(-cols // bc)
+    pad = [(0, 0)] * (keep.ndim - 2) + [
+        (0, nr * br - rows),
+        (0, nc * bc - cols),
+    ]
+    grid = np.pad(keep, pad).reshape(keep.shape[:-2] + (nr, br, nc, bc))
+    count = grid.sum(axis=(-3, -1))
+    valid_rows = np.minimum(br, rows - br * np.arange(nr))
+    valid_cols = np.minimum(bc, cols - bc * np.arange(nc))
+    bad = (count != 0) & (count != np.outer(valid_rows, valid_cols))
+    if bad.any():
+        where = _first(bad)
+        return (
+            f"keeps part of block {where} (blocks of {(br, bc)} over the "
+            f"last two axes), but its pattern block_size={(br, bc)} keeps "
+            "or prunes whole blocks"
+        )
+    return None
+
+
+def _channel_misfit(keep, axis):
+    moved = np.moveaxis(keep, axis, -1).reshape(-1, keep.shape[axis])
+    bad = (moved != moved[:1]).any(axis=0)
+    if bad.any():
+        return (
+            f"keeps part of channel {int(np.argmax(bad))} (axis {axis}), "
+            "but its pattern 'channel' keeps or prunes whole channels"
+        )
+    return None
+
+
+def pattern_misfit(pattern, keep, owner, weight):
+    """Why a mask could not come from `pattern`, or None if it could.
+
+    Checks the built-in structured patterns (`NM`, `Block`, `Channel`, the
+    exact classes); any other pattern's masks are accepted.
+
+    Args:
+        pattern: The wrapper's `keras_prune.Pattern` (`spec.mask_pattern`).
+        keep: The mask, a NumPy array of bools (or 0/1).
+        owner: The layer that owns `weight` (`registry.owner_of`).
+        weight: The pruned weight (for its name and the pattern's axes).
+
+    Returns:
+        A phrase naming the first group, block or channel that breaks the
+        pattern, or None.
+    """
+    keep = np.asarray(keep).astype(bool)
+    if keep.size == 0:
+        return None
+    kind = type(pattern)
+    if kind is sparsity_patterns.NM:
+        return _nm_misfit(
+            keep, pattern, patterns.contracted_axes(owner, weight)
+        )
+    if kind is sparsity_patterns.Block:
+        return _block_misfit(keep, pattern)
+    if kind is sparsity_patterns.Channel:
+        axis = pattern.weight_args(owner, weight)["axis"] % keep.ndim
+        return _channel_misfit(keep, axis)
+    return None
+
+
+def _check_patterns(wrapper, masks_by_id):
+    from keras_prune.integration import registry
+
+    pattern = wrapper.pruning_spec.mask_pattern
+    if type(pattern) not in (
+        sparsity_patterns.NM,
+        sparsity_patterns.Block,
+        sparsity_patterns.Channel,
+    ):
+        return
+    for weight, mask, _ in wrapper.pruning_vars:
+        value = masks_by_id.get(id(mask))
+        if value is None or tuple(value.shape) != tuple(mask.shape):
+            continue  # Keras' own check names a wrong shape
+        owner = registry.owner_of(wrapper.layer, weight)
+        why = pattern_misfit(pattern, value, owner, weight)
+        if why is not None:
+            _fail(
+                wrapper.layer.name,
+                mask.name,
+                f"(the mask of `{weight.name}`) {why}.",
+            )
+
+
 def checked_state(wrapper, store):
     """The wrapper's saved variables as NumPy arrays, each checked.
 
@@ -107,7 +242,9 @@ def checked_state(wrapper, store):
 
     Raises:
         ValueError: a value that Keras would cast into something else
-            (see the module docstring), naming the layer and variable.
+            (see the module docstring), or a mask that breaks the
+            wrapper's N:M, block or channel pattern, naming the layer and
+            variable.
     """
     variables = wrapper._trainable_variables + wrapper._non_trainable_variables
     keys = list(store.keys())
@@ -120,7 +257,7 @@ def checked_state(wrapper, store):
     roles.update((id(m), "mask") for m in wrapper.masks)
     roles.update((id(t), "threshold") for t in wrapper.thresholds)
     layer = wrapper.layer.name
-    values = {}
+    values, masks_by_id = {}, {}
     for i, v in enumerate(variables):
         key = f"{i}"
         if key not in keys:
@@ -134,7 +271,9 @@ def checked_state(wrapper, store):
             _count(value, layer, name, 0)
         elif role == "mask":
             _mask(value, layer, name)
+            masks_by_id[id(v)] = value
         elif role == "threshold":
             _threshold(value, layer, name)
         values[key] = value
+    _check_patterns(wrapper, masks_by_id)
     return values
