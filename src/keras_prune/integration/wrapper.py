@@ -304,6 +304,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     dtype="float32",
                     initializer=distribution.state_initializer(0.0),
                     trainable=False,
+                    # Not cast by a mixed-precision policy: on torch, an
+                    # `assign` inside the layer's autocast scope wrote a
+                    # bfloat16 copy and left the threshold at 0.0.
+                    autocast=False,
                 )
             )
         self.nonfinite_count = self.add_weight(
