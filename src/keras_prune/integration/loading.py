@@ -118,20 +118,20 @@ def _nm_misfit(keep, pattern, axis):
     length = int(np.prod([keep.shape[a] for a in axes]))
     rows = np.transpose(keep, rest + axes).reshape(-1, length)
     full = length // n * n
-    kept = [rows[:, :full].reshape(rows.shape[0], -1, n).sum(-1)]
-    sizes = [n]
-    if full < length:
-        kept.append(rows[:, full:].sum(-1, keepdims=True))
-        sizes.append(length - full)
-    for count, size in zip(kept, sizes):
+    head = rows[:, :full].reshape(rows.shape[0], full // n, n)
+    parts = [(head.sum(-1), n, 0)]
+    if full < length:  # the trailing partial group
+        tail = rows[:, full:].sum(-1, keepdims=True)
+        parts.append((tail, length - full, full // n))
+    for count, size, first in parts:
         bad = (count > n - m) & (count != size)
         if bad.any():
             row, group = _first(bad)
             return (
                 f"keeps {int(count[row, group])} of the {size} weights of "
-                f"group {group} of row {row} (groups of {n} along axes "
-                f"{axes}), but its pattern sparsity_m_by_n={(m, n)} keeps "
-                f"at most {n - m} of a group, or a whole dense group"
+                f"group {first + group} of row {row} (groups of {n} along "
+                f"axes {axes}), but its pattern sparsity_m_by_n={(m, n)} "
+                f"keeps at most {n - m} of a group, or a whole dense group"
             )
     return None
 
