@@ -325,3 +325,85 @@ def test_user_schedule_subclass_keeps_plain_attributes():
     schedule = Mine(0.1, 0.5, 0, 10)
     schedule.final_sparsity = 0.6  # the user's class, the user's rules
     assert schedule.final_sparsity == 0.6
+
+
+# ---------------------------------------------------------- legacy .h5
+
+
+@pytest.fixture(scope="module")
+def saved_h5(tmp_path_factory):
+    """A 2:4-pruned model with a nested pruned model, saved as `.h5`."""
+    inner = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, name="d")], name="inner"
+    )
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(4, name="head")(inner(inp)))
+    pruned = kp.prune_low_magnitude(
+        model, kp.ConstantSparsity(0.5, 0), sparsity_m_by_n=(2, 4)
+    )
+    masks = []
+    for wrapper in pruning_wrappers(pruned):
+        rows = wrapper.masks[0].shape[0]
+        mask = np.tile(np.array([[1], [0], [0], [1]], bool), (rows // 4, 4))
+        wrapper.masks[0].assign(mask)
+        masks.append(mask)
+    path = tmp_path_factory.mktemp("rt10h5") / "pruned.h5"
+    pruned.save(path)
+    return path, masks
+
+
+H5_NESTED = "model_weights/inner/inner/prune_low_magnitude_d/"
+H5_HEAD = "model_weights/prune_low_magnitude_head/prune_low_magnitude_head/"
+
+H5_LIES = [
+    # key, value, message; before -> loaded as
+    (H5_NESTED + "kernel_mask", np.full((8, 4), 0.5, "f4"), "other than 0"),
+    (H5_HEAD + "kernel_mask", np.full((4, 4), 2, "u1"), "other than 0"),
+    (H5_HEAD + "pruning_step", np.int64(2**32 + 3), "outside [0, 2**31"),
+    (H5_NESTED + "pruning_step", np.float32(3.7), "expected an integer"),
+    (H5_HEAD + "nonfinite_count", np.int32(-1), "outside [0, 2**31"),
+    (H5_HEAD + "kernel_threshold", np.float64(1e300), "beyond float32"),
+    (  # 3 of 4 kept in a 2:4 group
+        H5_HEAD + "kernel_mask",
+        np.tile(np.array([[1], [1], [0], [1]], bool), (1, 4)),
+        "keeps 3 of the 4 weights",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    H5_LIES,
+    ids=[f"{k[-14:]}-{m}" for k, _, m in H5_LIES],
+)
+def test_legacy_h5_pruning_state_is_checked(
+    saved_h5, tmp_path, key, value, message
+):
+    """Before: Keras' `.h5` loader assigned each variable itself, without
+    `load_own_variables`: every lie loaded (mask 0.5 or 2 as True, step
+    2**32 + 3 as 3, 3.7 as 3, count -1, threshold inf, broken 2:4)."""
+    path = tmp_path / "m.h5"
+    path.write_bytes(saved_h5[0].read_bytes())
+    with h5py.File(path, "r+") as f:
+        del f[key]
+        f.create_dataset(key, data=value)
+    layer = "d" if key.startswith(H5_NESTED) else "head"
+    with pytest.raises(ValueError) as info:
+        keras.saving.load_model(path)
+    text = str(info.value)
+    assert f"pruning state of layer '{layer}'" in text
+    assert message in text
+
+
+def test_legacy_h5_intact_file_loads_its_state(saved_h5):
+    path, masks = saved_h5
+    loaded = keras.saving.load_model(path)
+    wrappers = pruning_wrappers(loaded)
+    for wrapper, mask in zip(wrappers, masks):
+        np.testing.assert_array_equal(to_np(wrapper.masks[0]), mask)
+    # The stand-ins exist only inside the loader.
+    assert all(
+        type(v).__name__ != "_CheckedVariable"
+        for w in wrappers
+        for v in w.weights
+    )

@@ -26,6 +26,8 @@ zeros in), and the loaded model computes `w * mask` exactly as the saved
 one did.
 """
 
+import sys
+
 import numpy as np
 
 from keras_prune.core import patterns
@@ -204,7 +206,8 @@ def pattern_misfit(pattern, keep, owner, weight):
     return None
 
 
-def _check_patterns(wrapper, masks_by_id):
+def _check_mask_pattern(wrapper, mask, value):
+    """Refuses a mask `value` that the wrapper's pattern cannot give."""
     from keras_prune.integration import registry
 
     pattern = wrapper.pruning_spec.mask_pattern
@@ -214,10 +217,11 @@ def _check_patterns(wrapper, masks_by_id):
         sparsity_patterns.Channel,
     ):
         return
-    for weight, mask, _ in wrapper.pruning_vars:
-        value = masks_by_id.get(id(mask))
-        if value is None or tuple(value.shape) != tuple(mask.shape):
-            continue  # Keras' own check names a wrong shape
+    for weight, own_mask, _ in wrapper.pruning_vars:
+        if own_mask is not mask:
+            continue
+        if tuple(value.shape) != tuple(mask.shape):
+            return  # Keras' own check names a wrong shape
         owner = registry.owner_of(wrapper.layer, weight)
         why = pattern_misfit(pattern, value, owner, weight)
         if why is not None:
@@ -226,6 +230,29 @@ def _check_patterns(wrapper, masks_by_id):
                 mask.name,
                 f"(the mask of `{weight.name}`) {why}.",
             )
+
+
+def _roles(wrapper):
+    """`{id(variable): role}` of the wrapper's own variables."""
+    roles = {
+        id(wrapper.pruning_step): "step",
+        id(wrapper.nonfinite_count): "count",
+    }
+    roles.update((id(m), "mask") for m in wrapper.masks)
+    roles.update((id(t), "threshold") for t in wrapper.thresholds)
+    return roles
+
+
+def _check_value(wrapper, variable, role, value):
+    """Refuses a saved `value` of one of the wrapper's own variables."""
+    layer, name = wrapper.layer.name, variable.name
+    if role in ("step", "count"):
+        _count(value, layer, name, 0)
+    elif role == "mask":
+        _mask(value, layer, name)
+        _check_mask_pattern(wrapper, variable, value)
+    elif role == "threshold":
+        _threshold(value, layer, name)
 
 
 def checked_state(wrapper, store):
@@ -250,30 +277,105 @@ def checked_state(wrapper, store):
     keys = list(store.keys())
     if not wrapper.built or len(keys) != len(variables):
         return store  # Keras' own check names the expected variables
-    roles = {
-        id(wrapper.pruning_step): "step",
-        id(wrapper.nonfinite_count): "count",
-    }
-    roles.update((id(m), "mask") for m in wrapper.masks)
-    roles.update((id(t), "threshold") for t in wrapper.thresholds)
-    layer = wrapper.layer.name
-    values, masks_by_id = {}, {}
-    for i, v in enumerate(variables):
+    roles = _roles(wrapper)
+    values = {}
+    for i in range(len(variables)):
         key = f"{i}"
         if key not in keys:
             return store  # Keras names the missing one
-        value = np.asarray(store[key])
-        role = roles.get(id(v))
-        name = v.name
-        if role == "step":
-            _count(value, layer, name, 0)
-        elif role == "count":
-            _count(value, layer, name, 0)
-        elif role == "mask":
-            _mask(value, layer, name)
-            masks_by_id[id(v)] = value
-        elif role == "threshold":
-            _threshold(value, layer, name)
-        values[key] = value
-    _check_patterns(wrapper, masks_by_id)
+        values[key] = np.asarray(store[key])
+    for i, v in enumerate(variables):
+        _check_value(wrapper, v, roles.get(id(v)), values[f"{i}"])
     return values
+
+
+class _CheckedVariable:
+    """One of a wrapper's own variables as Keras' legacy `.h5` loader sees
+    it: `assign` checks the saved value first (`_check_value`); anything
+    else is the variable's."""
+
+    def __init__(self, wrapper, variable, role):
+        self._wrapper = wrapper
+        self._variable = variable
+        self._role = role
+
+    def __getattr__(self, name):
+        return getattr(self._variable, name)
+
+    def assign(self, value):
+        value = np.asarray(value)
+        _check_value(self._wrapper, self._variable, self._role, value)
+        return self._variable.assign(value)
+
+
+_LEGACY_LOADERS = None
+
+
+def _legacy_codes():
+    global _LEGACY_LOADERS
+    if _LEGACY_LOADERS is None:
+        try:
+            from keras.src.legacy.saving import legacy_h5_format as h5
+        except ImportError:  # another Keras: nothing to intercept
+            _LEGACY_LOADERS = (None, frozenset())
+        else:
+            _LEGACY_LOADERS = (
+                h5._legacy_weights.__code__,
+                frozenset(
+                    f.__code__
+                    for f in (
+                        h5.load_weights_from_hdf5_group,
+                        h5.load_weights_from_hdf5_group_by_name,
+                    )
+                ),
+            )
+    return _LEGACY_LOADERS
+
+
+def legacy_h5_variables(wrapper, variables):
+    """`variables` (the wrapper's `weights`), the wrapper's own ones made
+    checking (`_CheckedVariable`) when Keras' legacy `.h5` loader asks for
+    them.
+
+    The `.h5` format (`model.save("x.h5")`, tfmot's) is loaded variable by
+    variable with `variable.assign`, never through `load_own_variables`:
+    a mask of 0.5 loaded as True, a step of 2**32 + 3 as 3, a mask
+    breaking its N:M pattern silently. The loader reads each top-level
+    layer's variables through `_legacy_weights(layer)` (the wrapper's, or
+    a nested model's, which reads the wrapper's `weights`); when that call
+    of a loader is on the stack, within `_LEGACY_DEPTH` frames, the
+    wrapper's own variables are checking stand-ins. Every other caller gets
+    the variables themselves.
+
+    Args:
+        wrapper: A `PruneLowMagnitude`.
+        variables: Its `weights`.
+
+    Returns:
+        `variables`, or a list with the checking stand-ins.
+    """
+    legacy, loaders = _legacy_codes()
+    if legacy is None or not wrapper.built:
+        return variables
+    frame = sys._getframe(2)  # this, the property, then its callers
+    for _ in range(_LEGACY_DEPTH):
+        if frame is None:
+            return variables
+        if frame.f_code is legacy:
+            break
+        frame = frame.f_back
+    else:
+        return variables
+    if frame.f_back is None or frame.f_back.f_code not in loaders:
+        return variables
+    roles = _roles(wrapper)
+    return [
+        _CheckedVariable(wrapper, v, roles[id(v)]) if id(v) in roles else v
+        for v in variables
+    ]
+
+
+# Frames between `_legacy_weights` and the wrapper's `weights`: Keras'
+# `trainable_weights` / `non_trainable_weights` and one `weights` per
+# level of nested models.
+_LEGACY_DEPTH = 16

@@ -440,6 +440,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # (a mask of 0.5, a step of 2**32 + 3) is refused by name.
         super().load_own_variables(loading.checked_state(self, store))
 
+    @property
+    def weights(self):
+        # Keras' legacy `.h5` loader assigns each variable itself, without
+        # `load_own_variables`: it gets variables that check the values.
+        return loading.legacy_h5_variables(self, super().weights)
+
     # --------------------------------------------------------------- config
 
     def settings_config(self):
