@@ -357,6 +357,9 @@ def legacy_h5_variables(wrapper, variables):
     legacy, loaders = _legacy_codes()
     if legacy is None or not wrapper.built:
         return variables
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        return variables  # a compiled step (no loader; no frame walk)
     frame = sys._getframe(2)  # this, the property, then its callers
     for _ in range(_LEGACY_DEPTH):
         if frame is None:
