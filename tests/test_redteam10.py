@@ -434,3 +434,18 @@ def test_host_update_keeps_float64_weights_exact():
     assert stored.dtype == np.float64
     assert stored[mask].tobytes() == kernel[mask].tobytes()
     assert not stored[~mask].any()
+
+
+def test_saving_a_mask_that_breaks_its_pattern_is_refused(saved, tmp_path):
+    """Before: a mask set by hand that breaks 2:4 was saved into a file
+    that loading now refuses."""
+    model = keras.saving.load_model(saved["conv"][0])
+    mask = _edited(saved, "conv", BROKEN["conv-in-channels"][1])
+    pruning_wrappers(model)[0].masks[0].assign(mask)
+    with pytest.raises(ValueError) as info:
+        model.save(tmp_path / "m.keras")
+    text = str(info.value)
+    assert (
+        "Cannot save the pruning state of layer 'c': its `kernel_mask`" in text
+    )
+    assert "keeps 3 of the 4 weights of group 0 of row 0" in text

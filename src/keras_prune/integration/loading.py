@@ -232,6 +232,46 @@ def _check_mask_pattern(wrapper, mask, value):
             )
 
 
+def check_masks_before_saving(wrapper):
+    """Refuses to save masks that loading would refuse (`pattern_misfit`).
+
+    A mask assigned by hand that breaks the wrapper's N:M, block or
+    channel pattern would be written into a file that cannot be loaded
+    (possibly over the user's good one).
+
+    Args:
+        wrapper: A built `PruneLowMagnitude`.
+
+    Raises:
+        ValueError: naming the layer, the mask and the first bad group.
+    """
+    from keras import ops
+
+    pattern = wrapper.pruning_spec.mask_pattern
+    if type(pattern) not in (
+        sparsity_patterns.NM,
+        sparsity_patterns.Block,
+        sparsity_patterns.Channel,
+    ):
+        return
+    try:
+        _check_masks(wrapper, lambda m: np.asarray(ops.convert_to_numpy(m)))
+    except ValueError as error:
+        raise ValueError(
+            str(error)
+            .replace("Cannot load", "Cannot save", 1)
+            .replace("its saved `", "its `", 1)
+            .split(" The file was not written")[0]
+            + " Loading would refuse it: set a mask the pattern can give, "
+            "or recompute the masks (`wrapper.update_masks_now(sparsity)`)."
+        ) from None
+
+
+def _check_masks(wrapper, read):
+    for _, mask, _ in wrapper.pruning_vars:
+        _check_mask_pattern(wrapper, mask, read(mask))
+
+
 def _roles(wrapper):
     """`{id(variable): role}` of the wrapper's own variables."""
     roles = {

@@ -432,6 +432,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # saved right after this, so bake the masks into it first (a wrapper
         # not built yet has no masks, and saves no variables).
         if self.built:
+            loading.check_masks_before_saving(self)  # loadable masks only
             self.apply_masks()
         super().save_own_variables(store)
 
