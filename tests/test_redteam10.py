@@ -265,6 +265,16 @@ def test_negative_bit_arguments_are_checked():
     assert int(kp.kept_count(10, torch._neg_view(torch.tensor(-0.25)))) == 8
 
 
+def test_sparse_torch_weights_are_refused_clearly():
+    """Before: "reshape is not implemented for sparse tensors" (COO) and
+    "Sparse CSR tensors do not have is_contiguous"."""
+    torch = _torch()
+    dense = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    for sparse in (dense.to_sparse(), dense.to_sparse_csr()):
+        with pytest.raises(TypeError, match="to_dense"):
+            kp.magnitude_mask(sparse, 0.5)
+
+
 # ------------------------------------------------- mixed-precision threshold
 
 

@@ -476,6 +476,14 @@ def magnitude_mask(weights, sparsity):
             "to rank. Materialise it first (e.g. `module.to_empty(...)` and "
             "load the weights)."
         )
+    layout = str(getattr(weights, "layout", "torch.strided"))
+    if layout.startswith("torch.") and layout != "torch.strided":
+        # A sparse torch tensor ended in "reshape is not implemented for
+        # sparse tensors" (COO) or "do not have is_contiguous" (CSR).
+        raise TypeError(
+            f"`weights` is a torch tensor of layout {layout}: pass a dense "
+            "tensor (`weights.to_dense()`)."
+        )
     _check_real_weights(
         np.asarray(weights).dtype if is_numpy else weights.dtype
     )
