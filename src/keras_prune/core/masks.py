@@ -444,7 +444,7 @@ def magnitude_mask(weights, sparsity):
         TypeError: `sparsity` is not a single real number (a bool,
             string or complex tensor, a list), or `weights` does not hold
             real numbers (complex arrays and tensors) or is a
-            `numpy.ma.MaskedArray`.
+            `numpy.ma.MaskedArray` or a sparse torch tensor.
 
     Example:
 
