@@ -459,3 +459,17 @@ def test_saving_a_mask_that_breaks_its_pattern_is_refused(saved, tmp_path):
         "Cannot save the pruning state of layer 'c': its `kernel_mask`" in text
     )
     assert "keeps 3 of the 4 weights of group 0 of row 0" in text
+
+
+@pytest.mark.parametrize(
+    "pattern, name, value",
+    [(kp.NM(2, 4), "m", 3), (kp.Block((2, 2)), "block_size", (1, 4))],
+    ids=["nm", "block"],
+)
+def test_builtin_pattern_settings_are_fixed_once_created(pattern, name, value):
+    """As schedules: a compiled step held the old setting as a constant."""
+    before = pattern.get_config()
+    with pytest.raises(AttributeError, match=f"{name} cannot be changed"):
+        setattr(pattern, name, value)
+    assert pattern.get_config() == before
+    assert pickle.loads(pickle.dumps(pattern)) == pattern
