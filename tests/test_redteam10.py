@@ -1,24 +1,31 @@
-"""Hostile pass 10: saved masks that break their pattern, torch tensors
-with the negative bit, thresholds under mixed precision, and built-in
-schedules changed after creation.
+"""Hostile pass 10: saved masks that break their pattern, legacy `.h5`
+files, torch tensors with the negative bit or a sparse layout, thresholds
+under mixed precision, float64 host updates, and built-in schedules and
+patterns changed after creation.
 
 - A `.keras` file whose mask keeps 3 of 4 weights of a 2:4 group (or part
   of a block, or part of a channel) loaded silently: the stripped weights
   then failed `is_pruned_m_by_n`. Loading now refuses such a mask by name
-  (`integration/loading.py`); masks a real update can give (every group
-  N:M or dense, gradual N:M) still load.
+  (`integration/loading.py`), and so does saving; masks a real update can
+  give (every group N:M or dense, gradual N:M) still load.
+- Keras' legacy `.h5` loader assigned every variable itself: none of the
+  checks of hostile pass 5 ran (a mask of 0.5 loaded as True, a step of
+  2**32 + 3 as 3), for top-level and nested wrappers.
 - `magnitude_mask`, `kept_count`, `is_pruned_m_by_n` and `compress_array`
   of a torch tensor with the negative bit set (`torch._neg_view`) raised
   torch's "negative bit" error, or skipped their checks (a sparsity of
-  -0.5 and a count of -4 were taken for symbolic tensors).
+  -0.5 and a count of -4 were taken for symbolic tensors); a sparse torch
+  tensor ended in a RuntimeError about reshape.
 - On torch under `mixed_bfloat16`, in-step updates left every threshold at
   0.0 (an `assign` inside the layer's autocast scope wrote a copy).
+- The host update of `fit` with `UpdatePruningStep` rewrote a float64
+  kernel from its float32 copy.
 - `schedule.target_sparsity = 0.75` after a first `fit` was ignored by the
   compiled in-step update on JAX and TensorFlow but used with
   `UpdatePruningStep` and on torch; `final_sparsity = 1.5` was not checked.
 
 One tiny model per pattern is saved once per module; each case edits a
-copy of its `model.weights.h5`.
+copy of its `model.weights.h5` (or of the `.h5` file).
 """
 
 import copy
