@@ -480,3 +480,23 @@ def test_builtin_pattern_settings_are_fixed_once_created(pattern, name, value):
         setattr(pattern, name, value)
     assert pattern.get_config() == before
     assert pickle.loads(pickle.dumps(pattern)) == pattern
+
+
+def test_compressed_file_with_a_broken_mask_is_refused(
+    saved, tmp_path, monkeypatch
+):
+    """`load_compressed` goes through the same check (a `.kpz` written
+    with the save check switched off, as an old or hostile writer)."""
+    from keras_prune.integration import loading
+
+    model = keras.saving.load_model(saved["channel"][0])
+    mask = _edited(saved, "channel", BROKEN["channel"][1])
+    pruning_wrappers(model)[0].masks[0].assign(mask)
+    monkeypatch.setattr(loading, "check_masks_before_saving", lambda w: None)
+    path = tmp_path / "m.kpz"
+    kp.save_compressed(model, path)
+    monkeypatch.undo()
+    with pytest.raises(kp.CompressedFormatError) as info:
+        kp.load_compressed(path)
+    assert "layer 'd': its saved `kernel_mask`" in str(info.value)
+    assert "keeps part of channel" in str(info.value)
