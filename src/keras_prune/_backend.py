@@ -52,6 +52,7 @@ measured (see docs/benchmarks.md):
 """
 
 import functools
+import sys
 import weakref
 
 import keras
@@ -570,6 +571,31 @@ def read_ints(variables):
                 values = [tf.cast(v, tf.int64) for v in values]
             return [int(v) for v in tf.stack(values).numpy()]
     return [int(ops.convert_to_numpy(v)) for v in variables]
+
+
+def resolved(x):
+    """`x`, or a torch tensor's lazy negation or conjugation applied.
+
+    `t.neg()` views of some torch operations (`torch._neg_view`, the
+    imaginary part of a conjugated tensor) carry a negative bit: NumPy
+    cannot read them (`.numpy()` and Keras' `convert_to_numpy` raise) and
+    `Tensor.view` to another dtype refuses them. The checks that read an
+    eager value then took such a tensor for a symbolic one and skipped it
+    (a sparsity of -0.5 passed), and `magnitude_mask` ended in torch's
+    "negative bit" error. Resolved here, they are plain tensors (a copy,
+    only for such tensors).
+
+    Args:
+        x: Anything; only torch tensors with the bit set are changed.
+    """
+    torch = sys.modules.get("torch")
+    if (
+        torch is not None
+        and isinstance(x, torch.Tensor)
+        and (x.is_neg() or x.is_conj())
+    ):
+        return x.resolve_conj().resolve_neg()
+    return x
 
 
 def host_zeros(size, dtype):

@@ -53,6 +53,7 @@ def kept_count(n, sparsity):
         ValueError: `sparsity` is known now (a number or an eager tensor)
             and is NaN or outside `[0, 1]`.
     """
+    n, sparsity = _backend.resolved(n), _backend.resolved(sparsity)
     _check_sparsity(sparsity)
     _check_count(n)
     if _is_other_real(sparsity):
@@ -443,13 +444,17 @@ def magnitude_mask(weights, sparsity):
         TypeError: `sparsity` is not a single real number (a bool,
             string or complex tensor, a list), or `weights` does not hold
             real numbers (complex arrays and tensors) or is a
-            `numpy.ma.MaskedArray`.
+            `numpy.ma.MaskedArray` or a sparse torch tensor.
 
     Example:
 
     >>> keras_prune.magnitude_mask(np.array([3., 1, 1, 1, 1, 3]), 0.5)
     array([ True,  True, False, False, False,  True])
     """
+    # A torch tensor with the negative bit set (`torch._neg_view`) is read
+    # as its value, not skipped as symbolic (`_backend.resolved`).
+    weights = _backend.resolved(weights)
+    sparsity = _backend.resolved(sparsity)
     value = _check_sparsity(sparsity)
     if value is not None and value.ndim != 0:  # one mask, one sparsity
         raise TypeError(
@@ -470,6 +475,14 @@ def magnitude_mask(weights, sparsity):
             "`weights` is a torch meta tensor: it has a shape but no values "
             "to rank. Materialise it first (e.g. `module.to_empty(...)` and "
             "load the weights)."
+        )
+    layout = str(getattr(weights, "layout", "torch.strided"))
+    if layout.startswith("torch.") and layout != "torch.strided":
+        # A sparse torch tensor ended in "reshape is not implemented for
+        # sparse tensors" (COO) or "do not have is_contiguous" (CSR).
+        raise TypeError(
+            f"`weights` is a torch tensor of layout {layout}: pass a dense "
+            "tensor (`weights.to_dense()`)."
         )
     _check_real_weights(
         np.asarray(weights).dtype if is_numpy else weights.dtype

@@ -44,3 +44,25 @@ def resolve(identifier, base, names):
     if isinstance(identifier, type) and issubclass(identifier, base):
         identifier = identifier()
     return identifier if isinstance(identifier, base) else None
+
+
+def fixed_setattr(part, cls, name, value):
+    """`object.__setattr__`, refused for a setting of a built-in part of
+    exactly `cls` once created (`_settled`): compiled train steps hold its
+    settings as constants, so a change applied in some modes only.
+    Subclasses keep plain attributes."""
+    if (
+        type(part) is cls
+        and part.__dict__.get("_settled", False)
+        and name in part.get_config()
+    ):
+        config = dict(part.get_config())
+        config[name] = value
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        raise AttributeError(
+            f"{cls.__name__}.{name} cannot be changed once created: compiled "
+            "train steps hold it as a constant, so a change would apply in "
+            f"some modes and not others. Create {cls.__name__}({args}) and "
+            "prune with it."
+        )
+    object.__setattr__(part, name, value)

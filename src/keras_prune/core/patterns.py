@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 
+from keras_prune import _backend
 from keras_prune._keywords import keywords_checked
 from keras_prune.core import masks
 
@@ -445,7 +446,7 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT", axis=None):
         )
     if isinstance(weights, np.ma.MaskedArray):
         raise TypeError(masks.masked_array_message("is_pruned_m_by_n"))
-    w = np.asarray(ops.convert_to_numpy(weights))
+    w = np.asarray(ops.convert_to_numpy(_backend.resolved(weights)))
     if axis is not None:
         axes = _normalize_axes(axis, w.ndim)
         rest = tuple(i for i in range(w.ndim) if i not in axes)

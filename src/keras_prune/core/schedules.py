@@ -94,6 +94,31 @@ class PruningSchedule:
 
     in_graph = False
 
+    def __setattr__(self, name, value):
+        # A built-in schedule's settings are fixed once it is created.
+        # Changed later, they were not checked (`final_sparsity = 1.5`
+        # pruned 99% silently, `frequency = 0` divided by zero), and a
+        # compiled train step (JAX, TensorFlow) kept the old values as
+        # constants while `UpdatePruningStep` and torch used the new ones:
+        # two different masks. Users' subclasses keep plain attributes.
+        if (
+            type(self) in _VECTORIZED
+            and self.__dict__.get("_settled", False)
+            and name in self.get_config()["config"]
+        ):
+            config = dict(self.get_config()["config"])
+            config[name] = value
+            args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+            raise AttributeError(
+                f"{type(self).__name__}.{name} cannot be changed once the "
+                "schedule is created: compiled train steps hold its "
+                "settings as constants, so a change would apply in some "
+                "modes and not others. Create a new schedule, "
+                f"{type(self).__name__}({args}), and prune with it (strip "
+                "the pruned model first, or prune the original again)."
+            )
+        object.__setattr__(self, name, value)
+
     def __call__(self, step):
         raise NotImplementedError(
             f"{type(self).__name__} must implement "
@@ -384,6 +409,7 @@ class PolynomialDecay(_RampSchedule):
                 "(tfmot's default), 1 linear."
             )
         self.power = _plain_number(power)
+        self._settled = True  # later settings are checked (`__setattr__`)
 
     def _shape(self, one_minus_p, xp, cast):
         if isinstance(self.power, (int, np.integer)) and 0 <= self.power <= 8:
@@ -439,6 +465,7 @@ class ConstantSparsity(PruningSchedule):
         )
         self._validate_sparsity(target_sparsity, "target_sparsity")
         self.target_sparsity = _plain_number(target_sparsity)
+        self._settled = True  # later settings are checked (`__setattr__`)
 
     def __call__(self, step):
         _, cast = _math(step)
@@ -513,6 +540,7 @@ class ExponentialDecay(_RampSchedule):
                 "0.05."
             )
         self.decay = _plain_number(decay)
+        self._settled = True  # later settings are checked (`__setattr__`)
 
     def _shape(self, one_minus_p, xp, cast):
         d = cast(self.decay, "float32")
@@ -565,6 +593,7 @@ class CosineDecay(_RampSchedule):
         super().__init__(
             initial_sparsity, final_sparsity, begin_step, end_step, frequency
         )
+        self._settled = True  # later settings are checked (`__setattr__`)
 
     def _shape(self, one_minus_p, xp, cast):
         p = cast(1.0, "float32") - one_minus_p

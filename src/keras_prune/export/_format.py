@@ -813,7 +813,9 @@ def compress_array(array, codec="lzma"):
         try:
             import keras
 
-            array = keras.ops.convert_to_numpy(array)
+            from keras_prune._backend import resolved
+
+            array = keras.ops.convert_to_numpy(resolved(array))
         except Exception as error:  # noqa: BLE001 - not a tensor: NumPy's
             if hasattr(array, "dtype") and hasattr(array, "shape"):
                 # A tensor NumPy cannot hold (torch float8): say so, not

@@ -90,7 +90,8 @@ def add_state_weight(layer, like=None, **kwargs):
         layer: The layer that owns and tracks the new variable.
         like: A variable of the same shape whose layout the new variable
             takes (a mask takes its kernel's), or None for a replicated one.
-        **kwargs: `name`, `shape`, `dtype`, `initializer`, `trainable`.
+        **kwargs: `name`, `shape`, `dtype`, `initializer`, `trainable`,
+            `autocast`.
 
     Returns:
         The new variable, tracked by `layer`.
@@ -110,6 +111,7 @@ def add_state_weight(layer, like=None, **kwargs):
             shape=kwargs.get("shape") or (),
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
+            autocast=kwargs.get("autocast", True),
             name=kwargs.get("name"),
             layout=layout,
         )

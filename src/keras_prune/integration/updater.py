@@ -479,11 +479,10 @@ class MaskUpdate:
         on_host = self.fast or full_nm
         for i, t in enumerate(self.targets):
             if on_host:
+                raw = np.asarray(ops.convert_to_numpy(read_raw(t.weight)))
+                old_mask = np.asarray(ops.convert_to_numpy(t.mask), bool)
                 value = masks.zero_where_not(
-                    np.asarray(
-                        ops.convert_to_numpy(read_raw(t.weight)), np.float32
-                    ),
-                    np.asarray(ops.convert_to_numpy(t.mask), bool),
+                    np.asarray(raw, np.float32), old_mask
                 )
                 if full_nm:
                     m, thr, bad = patterns.host_m_by_n_mask(
@@ -495,7 +494,14 @@ class MaskUpdate:
                         m = thr = None
                 else:
                     m, thr, bad = masks.host_mask(value, sparsity)
-                host_values.append(value)
+                # The weight in its own dtype: a float64 weight written
+                # back from the float32 scores lost its low bits at every
+                # host update of `fit` with `UpdatePruningStep`.
+                host_values.append(
+                    (value, old_mask)
+                    if raw.dtype == value.dtype
+                    else (raw, old_mask)
+                )
             else:
                 m, thr, bad = self._class_function(i, sparsity)(
                     read_raw(t.weight),
@@ -515,7 +521,11 @@ class MaskUpdate:
                 ]
             )
             if zero_weights:
-                for t, value, (m, _) in zip(self.targets, host_values, new):
+                for t, (value, old_mask), (m, _) in zip(
+                    self.targets, host_values, new
+                ):
+                    if value.dtype != np.float32:  # not zeroed by old_mask
+                        m = np.logical_and(m, old_mask)
                     t.weight.assign(
                         _backend.to_device(masks.zero_where_not(value, m))
                     )

@@ -304,6 +304,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     dtype="float32",
                     initializer=distribution.state_initializer(0.0),
                     trainable=False,
+                    # Not cast by a mixed-precision policy: on torch, an
+                    # `assign` inside the layer's autocast scope wrote a
+                    # bfloat16 copy and left the threshold at 0.0.
+                    autocast=False,
                 )
             )
         self.nonfinite_count = self.add_weight(
@@ -428,6 +432,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # saved right after this, so bake the masks into it first (a wrapper
         # not built yet has no masks, and saves no variables).
         if self.built:
+            loading.check_masks_before_saving(self)  # loadable masks only
             self.apply_masks()
         super().save_own_variables(store)
 
@@ -435,6 +440,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # A step, mask or count that `assign` would cast into another value
         # (a mask of 0.5, a step of 2**32 + 3) is refused by name.
         super().load_own_variables(loading.checked_state(self, store))
+
+    @property
+    def weights(self):
+        # Keras' legacy `.h5` loader assigns each variable itself, without
+        # `load_own_variables`: it gets variables that check the values.
+        return loading.legacy_h5_variables(self, super().weights)
 
     # --------------------------------------------------------------- config
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_prune._keywords import keywords_checked
+from keras_prune.core import parts
 from keras_prune.core import patterns
 from keras_prune.core.sparsity_patterns.base import Pattern
 from keras_prune.core.sparsity_patterns.base import register
@@ -61,6 +62,10 @@ class Block(Pattern):
             )
         self.block_size = block_size
         self.pooling = pooling
+        self._settled = True  # fixed from now on (`__setattr__`)
+
+    def __setattr__(self, name, value):
+        parts.fixed_setattr(self, Block, name, value)
 
     def mask(self, scores, sparsity):
         return patterns.block_mask(

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_prune._keywords import keywords_checked
+from keras_prune.core import parts
 from keras_prune.core import patterns
 from keras_prune.core.sparsity_patterns.base import Pattern
 from keras_prune.core.sparsity_patterns.base import register
@@ -45,6 +46,10 @@ class NM(Pattern):
                 "(2, 4)."
             )
         self.m, self.n = int(m), int(n)
+        self._settled = True  # fixed from now on (`__setattr__`)
+
+    def __setattr__(self, name, value):
+        parts.fixed_setattr(self, NM, name, value)
 
     def weight_args(self, layer, weight):
         return {"axis": patterns.contracted_axes(layer, weight)}
