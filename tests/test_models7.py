@@ -201,6 +201,71 @@ def test_sublayer_held_by_two_wrapped_layers_trains():
         assert_same_outputs(a, b)
 
 
+@keras.saving.register_keras_serializable(package="test_models7")
+class _Block(keras.layers.Layer, kp.PrunableLayer):
+    """A custom layer with a kernel of its own and a Dense sublayer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(HIDDEN, name="dense")
+
+    def build(self, shape):
+        self.dense.build(shape)
+        self.kernel = self.add_weight(shape=(HIDDEN, HIDDEN), name="kernel")
+
+    def call(self, x):
+        return keras.ops.matmul(self.dense(x), self.kernel)
+
+    def get_prunable_weights(self):
+        return [self.kernel, self.dense.kernel]
+
+
+@keras.saving.register_keras_serializable(package="test_models7")
+class _Outer(keras.layers.Layer):
+    """Holds a `_Block` that the model also calls directly."""
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+        self.proj = keras.layers.Dense(HIDDEN, name="proj")
+
+    def build(self, shape):
+        self.proj.build(shape)
+
+    def call(self, x):
+        return self.proj(self.block(x))
+
+
+@keras.saving.register_keras_serializable(package="test_models7")
+class _NestedChosen(keras.Model):
+    def __init__(self, **kwargs):
+        x = keras.Input((HIDDEN,))
+        block = _Block(name="block")
+        outer = _Outer(block, name="outer")
+        super().__init__(x, block(outer(x)), **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def test_layer_inside_a_wrapped_layer_keeps_its_sublayers():
+    # Both `outer` and the `block` it holds are graph layers, each wrapped
+    # (the block has a kernel of its own, so it is wrapped whole); the
+    # block's Dense is the block's, not shared by two wrapped layers, so it
+    # is not wrapped on its own (the first version of
+    # `prune._shared_sublayers` counted `outer` as a second holder).
+    keras.utils.set_random_seed(0)
+    pruned = kp.prune_once(_NestedChosen(name="nested"), 0.5)
+    got = sorted(
+        (w.layer.name, sorted(v.path for v in w.pruned_weights))
+        for w in pruning_wrappers(pruned)
+    )
+    assert got == [
+        ("block", ["outer/block/dense/kernel", "outer/block/kernel"]),
+        ("outer", ["outer/proj/kernel"]),
+    ]
+
+
 # ------------------------------------------ Keras-Hub's MaskedLMHead, untied
 
 

@@ -449,11 +449,21 @@ def _shared_sublayers(chosen, wants):
     chosen_ids = {id(l) for l in chosen}
     holders, subs = {}, {}
     for layer in chosen:
-        for sub in layer._flatten_layers(include_self=False, recursive=True):
-            if id(sub) in chosen_ids or isinstance(sub, PruneLowMagnitude):
-                continue
-            holders.setdefault(id(sub), set()).add(id(layer))
-            subs[id(sub)] = sub
+        # Not into a chosen layer it holds (BLIP-2's container and the
+        # embedding in it): that one's sublayers are its own.
+        stack = [layer]
+        while stack:
+            parent = stack.pop()
+            for sub in parent._flatten_layers(
+                include_self=False, recursive=False
+            ):
+                if id(sub) in chosen_ids or isinstance(sub, PruneLowMagnitude):
+                    continue
+                if id(layer) in holders.setdefault(id(sub), set()):
+                    continue
+                holders[id(sub)].add(id(layer))
+                subs[id(sub)] = sub
+                stack.append(sub)
     shared = [
         subs[i]
         for i, owners in holders.items()
