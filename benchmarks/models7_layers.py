@@ -7,8 +7,11 @@ SpectralNormalization, Attention and AdditiveAttention, PReLU,
 ReversibleEmbedding tied and untied, Embedding(mask_zero) into GRU and
 LSTM, transposed and 1D separable/depthwise convolutions, Bidirectional
 with another backward layer, grouped convolution), plus a quantized and a
-LoRA model (refused with their messages). Each runs `hub_sweep.check_model`
-and prints one JSON line per model.
+LoRA model (refused with their messages), and `keras.applications`
+constructors with non-default arguments (`include_top=False` with
+pooling, width multipliers, other input shapes, `classifier_activation=
+None`, no preprocessing). Each runs `hub_sweep.check_model` and prints one
+JSON line per model.
 
 Usage:
 
@@ -165,6 +168,56 @@ def m_dilated():
     return keras.Model(x, y), f(6, 6, 8)
 
 
+def app(name, shape=(32, 32, 3), **kw):
+    """A `keras.applications` constructor with non-default arguments."""
+
+    def build():
+        ctor = getattr(keras.applications, name)
+        m = ctor(weights=None, input_shape=shape, **kw)
+        return m, R.rand(2, *shape).astype("float32") * 255
+
+    return build
+
+
+APPS = dict(
+    app_mobilenet_a025_avg=app(
+        "MobileNet", alpha=0.25, include_top=False, pooling="avg"
+    ),
+    app_mobilenetv2_a035_max_48=app(
+        "MobileNetV2",
+        shape=(48, 48, 3),
+        alpha=0.35,
+        include_top=False,
+        pooling="max",
+    ),
+    app_mobilenetv3small_minimalistic=app(
+        "MobileNetV3Small",
+        alpha=0.75,
+        minimalistic=True,
+        classes=5,
+        classifier_activation=None,
+        include_preprocessing=False,
+    ),
+    app_mobilenetv3large_a075_avg=app(
+        "MobileNetV3Large", alpha=0.75, include_top=False, pooling="avg"
+    ),
+    app_efficientnetb0_40x48_max=app(
+        "EfficientNetB0", shape=(40, 48, 3), include_top=False, pooling="max"
+    ),
+    app_efficientnetv2b0_noprep=app(
+        "EfficientNetV2B0",
+        classes=3,
+        classifier_activation=None,
+        include_preprocessing=False,
+    ),
+    app_regnetx002_logits=app(
+        "RegNetX002", classes=3, classifier_activation=None
+    ),
+    app_resnet50v2_avg=app("ResNet50V2", include_top=False, pooling="avg"),
+    app_convnext_tiny_avg=app("ConvNeXtTiny", include_top=False, pooling="avg"),
+)
+
+
 CASES = dict(
     gqa=m_gqa,
     mha_axes=m_mha_axes,
@@ -186,6 +239,7 @@ CASES = dict(
     bidir=m_bidir_gru_td,
     quant=m_quant,
     groupconv=m_groupconv,
+    **APPS,
 )
 
 
