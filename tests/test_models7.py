@@ -410,3 +410,18 @@ def test_copy_error_names_the_config_that_does_not_round_trip():
     assert "(ValueError: 3 weights instead of 4)" in text
     assert "rope_scaling_factor" in text
     assert isinstance(info.value, kp.integration.rewrite.LayerCopyError)
+
+
+def test_report_lists_a_variable_two_layers_track_once():
+    # SpectralNormalization tracks its layer's kernel as its own variable:
+    # sparsity_report listed it twice (as `spectral_normalization/kernel`
+    # and `dense/kernel`), doubling the report's totals.
+    keras.utils.set_random_seed(0)
+    x = keras.Input((HIDDEN,))
+    h = keras.layers.SpectralNormalization(keras.layers.Dense(HIDDEN))(x)
+    model = keras.Model(x, keras.layers.Dense(4)(h))
+    pruned = kp.prune_once(model, 0.8, allocation="global")
+    rows = [r for r in kp.sparsity_report(pruned, pattern=False) if r["pruned"]]
+    assert sorted(r["params"] for r in rows) == [HIDDEN * 4, HIDDEN * HIDDEN]
+    kept = sum(r["params"] - r["zeros"] for r in rows)
+    assert kept == kp.kept_count(HIDDEN * (HIDDEN + 4), 0.8) == 19
