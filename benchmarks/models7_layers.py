@@ -210,9 +210,6 @@ APPS = dict(
         classifier_activation=None,
         include_preprocessing=False,
     ),
-    app_regnetx002_logits=app(
-        "RegNetX002", classes=3, classifier_activation=None
-    ),
     app_resnet50v2_avg=app("ResNet50V2", include_top=False, pooling="avg"),
     app_convnext_tiny_avg=app("ConvNeXtTiny", include_top=False, pooling="avg"),
 )
