@@ -452,7 +452,7 @@ def _prune_reason(layer, variable):
         return "embedding table"
     if _registered_names(layer) is not None:
         return "registered with register_prunable_weights"
-    if variable.name == "output_kernel":
+    if "MaskedLMHead" in _class_names(layer):
         return "output projection (LM head)"
     if _is_expert_bank(layer):
         return (
