@@ -349,12 +349,23 @@ class HostUpdates:
             training = layer_call.outer_training()
         mask = kwargs.pop("mask", None)
         self.forward(wrapper, training)
-        return wrapper.layer(
-            *args,
-            **layer_call.layer_kwargs(
-                wrapper._call_params, kwargs, training, mask
-            ),
+        kwargs = layer_call.layer_kwargs(
+            wrapper._call_params, kwargs, training, mask
         )
+        params = wrapper._call_params
+        if (
+            training is not None
+            and "training" not in params
+            and not any(p.kind is p.VAR_KEYWORD for p in params.values())
+        ):
+            # A layer whose call takes no `training` still passes it on to
+            # the layers it calls, as Keras' `__call__` (skipped here)
+            # would: Keras drops the argument and keeps it in the call
+            # context. Otherwise a wrapper inside it (a token embedding
+            # held by `TokenAndPositionEmbedding` and `MaskedLMHead`) never
+            # saw `training=True` on JAX, whose `fit` opens no context.
+            kwargs["training"] = training
+        return wrapper.layer(*args, **kwargs)
 
     def call_layer(self, wrapper, args, kwargs, training):
         """`wrapper.call` in host mode: the weights are exactly sparse and

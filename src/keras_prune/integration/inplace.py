@@ -436,9 +436,13 @@ def wrapper_paths(model):
 
     A path is a tuple of steps `("attr", name)`, `("item", index)` or
     `("key", key)` from `model` to the wrapper: the first found breadth
-    first, attributes in a fixed order (public names first), never looking
-    inside a wrapper. Keras' graph bookkeeping (`_operations`, `_layers`)
-    is searched only for wrappers no other attribute holds.
+    first, attributes in a fixed order (public names first). Keras' graph
+    bookkeeping (`_operations`, `_layers`) is searched only for wrappers
+    no other attribute holds, and wrapped layers only for wrappers held
+    nowhere else (a table two wrapped layers hold, which a model pruned
+    in place wraps on its own): there the path is the dense model's
+    (`embeddings.token_embedding`), the wrapper standing where its layer
+    stood.
     Rebuilding the dense model from its class gives the same structure, so
     each path leads to the layer to wrap again.
 
@@ -454,7 +458,7 @@ def wrapper_paths(model):
     wrappers = pruning_wrappers(model)
     wanted = {id(w) for w in wrappers}
     found = {}
-    for bookkeeping in (False, True):
+    for bookkeeping, inside in ((False, False), (True, False), (True, True)):
         seen = {id(model)}
         queue = collections.deque([(model, ())])
         while queue and len(found) < len(wanted):
@@ -465,6 +469,10 @@ def wrapper_paths(model):
                 seen.add(id(layer))
                 if id(layer) in wanted:
                     found.setdefault(id(layer), path + steps)
+                    if inside:
+                        # The wrapped layer's attributes, where the dense
+                        # model has them (the wrapper stands in its place).
+                        queue.append((layer.layer, path + steps))
                 else:
                     queue.append((layer, path + steps))
     missing = [w.layer.name for w in wrappers if id(w) not in found]

@@ -416,6 +416,8 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
         for l in candidates
         if not isinstance(l, PruneLowMagnitude) and wants(l)
     ]
+    if inplace.needs_pruned_class(model):
+        chosen += _shared_sublayers(chosen, wants)
     chosen_ids = {id(l) for l in chosen}
     swaps = {}
     for layer in chosen:
@@ -428,6 +430,51 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
     # A class whose own config cannot describe the wrappers (a subclassed
     # or Keras-Hub model) gets one that can: it saves and reloads pruned.
     return inplace.mark(model)
+
+
+def _shared_sublayers(chosen, wants):
+    """Sublayers with prunable weights that two or more `chosen` layers
+    hold, outermost first: each is wrapped on its own.
+
+    Keras-Hub's `RobertaMaskedLM` (DistilBERT's, XLM-RoBERTa's) gives its
+    `MaskedLMHead` the backbone's token embedding, which the backbone's
+    `TokenAndPositionEmbedding` holds too: wrapped with both holders, the
+    one table had two masks, counted twice by an `allocation='global'`
+    budget. Wrapped on its own, both holders call its wrapper (one mask);
+    a holder left with nothing else to prune is not wrapped
+    (`_covered_by_sublayers`), one with more leaves the table to the
+    sublayer's wrapper (`registry.weights_to_wrap`). Only for models
+    pruned in place, which save where their wrappers are.
+    """
+    chosen_ids = {id(l) for l in chosen}
+    holders, subs = {}, {}
+    for layer in chosen:
+        # Not into a chosen layer it holds (BLIP-2's container and the
+        # embedding in it): that one's sublayers are its own.
+        stack = [layer]
+        while stack:
+            parent = stack.pop()
+            for sub in parent._flatten_layers(
+                include_self=False, recursive=False
+            ):
+                if id(sub) in chosen_ids or isinstance(sub, PruneLowMagnitude):
+                    continue
+                if id(layer) in holders.setdefault(id(sub), set()):
+                    continue
+                holders[id(sub)].add(id(layer))
+                subs[id(sub)] = sub
+                stack.append(sub)
+    shared = [
+        subs[i]
+        for i, owners in holders.items()
+        if len(owners) > 1 and wants(subs[i])
+    ]
+    inner = {
+        id(sub)
+        for layer in shared
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+    }
+    return [layer for layer in shared if id(layer) not in inner]
 
 
 def _covered_by_sublayers(layer, chosen_ids):

@@ -19,6 +19,8 @@ Defaults for layers keras-prune does not know (keras-hub's, applications'):
   (`DENSE_BY_NAME`: DINOv2's position embeddings and register tokens,
   BLIP-2's query tokens, DeBERTa's relative embedding, Swin's relative
   position bias table);
+- keras-hub's `MaskedLMHead`: its untied `output_kernel` (ESM's masked
+  LM head) is pruned (`PRUNED_BY_CLASS_NAME`);
 - mixture-of-experts banks (classes named `*Experts` or `*MoEBlock`,
   keras-hub's Mixtral, Qwen-MoE, Qwen3-MoE, GPT-OSS experts, Gemma4's
   MoE block): their `(experts, in, out)`
@@ -137,6 +139,16 @@ DENSE_BY_NAME = (
         "name>])",
     ),
 )
+
+# Layers keras-prune knows by class name (so that keras-hub stays
+# optional): their weights of these names are pruned, where the layer has
+# them. Keras-Hub's `MaskedLMHead` holds an `output_kernel` `(hidden,
+# vocab)`, the untied output projection of ESM's masked language model
+# (tied heads call the token embedding instead and hold none).
+# `register_prunable_weights` overrides these.
+PRUNED_BY_CLASS_NAME = {
+    "MaskedLMHead": ("output_kernel",),
+}
 
 # Layers (matched by class name) that hold a mixture-of-experts bank of
 # kernels, each weight `(experts, in, out)` used as one batched matmul over
@@ -283,6 +295,14 @@ def _known_names(layer):
     for classes, names in PRUNED_WEIGHTS:
         if isinstance(layer, classes):
             return names
+    for cls_name in _class_names(layer):
+        names = PRUNED_BY_CLASS_NAME.get(cls_name)
+        if names is None:
+            continue
+        own = _own_variables(layer)
+        if own:  # built: only the names it has (a tied head has none)
+            names = tuple(v.name for v in own if v.name in names)
+        return names or None
     if _is_expert_bank(layer):
         return tuple(
             v.name
@@ -432,6 +452,8 @@ def _prune_reason(layer, variable):
         return "embedding table"
     if _registered_names(layer) is not None:
         return "registered with register_prunable_weights"
+    if "MaskedLMHead" in _class_names(layer):
+        return "output projection (LM head)"
     if _is_expert_bank(layer):
         return (
             "mixture-of-experts kernels (experts, in, out): one mask over "

@@ -113,7 +113,19 @@ def copy_model(model):
             "from_config() to keep them.",
             stacklevel=3,
         )
-        return _copy_layer_by_layer(model)
+        try:
+            return _copy_layer_by_layer(model)
+        except LayerCopyError as fallback:
+            # Say both: the first failure is the one to fix (keras-hub
+            # 0.32's LlamaBackbone drops `tie_word_embeddings` from its
+            # config, so a tied Llama rebuilds untied, 12 weights instead
+            # of 11; its decoder layers' get_config() then fails too).
+            raise LayerCopyError(
+                f"Model {model.name!r} ({type(model).__name__}) could not "
+                "be copied from its own config "
+                f"({type(e).__name__}: {e}), which is the first thing to "
+                f"fix; nor layer by layer: {fallback}"
+            ) from fallback
     _copy_weights(model, new)
     _copy_assets(model, new)
     _keep_paths(model, new)

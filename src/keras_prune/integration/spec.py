@@ -662,25 +662,25 @@ class PruningSpec:
             UserWarning: (once per layer) it cannot prune some of them.
         """
         pattern = self.mask_pattern
-        misfits = [
-            f"{w.name} {tuple(w.shape)}"
-            for w, owner in zip(weights, owners)
-            if pattern.misfit(owner, w) is not None
-        ]
+        misfits = []
+        for w, owner in zip(weights, owners):
+            why = pattern.misfit(owner, w)
+            if why is not None:
+                misfits.append(f"{w.name} {tuple(w.shape)}: {why}")
         if not misfits:
             return
         what = pattern.describe()
         if len(misfits) == len(weights):
             raise ValueError(
                 f"Layer {layer_name!r}: {what} cannot prune any weight of "
-                f"this layer ({', '.join(misfits)}): the pattern is larger "
-                "than the kernel, so it would stay 0% sparse. Use a smaller "
-                "pattern, or leave the layer out (e.g. prune_low_magnitude("
-                f"model, layers=lambda l: l.name != {layer_name!r}, ...))."
+                f"this layer ({'; '.join(misfits)}), so it would stay 0% "
+                "sparse. Use a smaller pattern, or leave the layer out (e.g. "
+                "prune_low_magnitude(model, layers=lambda l: l.name != "
+                f"{layer_name!r}, ...))."
             )
         warnings.warn(
             f"Layer {layer_name!r}: {what} is larger than some of its "
-            f"weights ({', '.join(misfits)}); they stay dense.",
+            f"weights ({'; '.join(misfits)}); they stay dense.",
             stacklevel=3,
         )
 

@@ -460,9 +460,14 @@ def sparsity_report(model, sizes=False, pattern=True):
     for wrapper in pruning_wrappers(model):
         for w, m in zip(wrapper.pruned_weights, wrapper.masks):
             masked[id(w)] = (wrapper.layer.name, m)
-    rows = []
+    rows, seen = [], set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         for v in layer._trainable_variables + layer._non_trainable_variables:
+            if id(v) in seen:
+                # Tracked by two layers (`SpectralNormalization` holds its
+                # layer's kernel as its own): one row, not two.
+                continue
+            seen.add(id(v))
             if v.name.endswith(("_mask", "_threshold")) or v.dtype == "bool":
                 continue
             if v.name in (

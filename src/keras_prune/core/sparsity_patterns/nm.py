@@ -76,7 +76,11 @@ class NM(Pattern):
         axis = patterns.contracted_axes(layer, weight)
         if self.fits(tuple(weight.shape), axis):
             return None
-        return f"its contracted axes {axis} hold at most n - m values"
+        length = patterns.group_length(tuple(weight.shape), axis)
+        return (
+            f"its contracted axes {axis} hold {length} value(s) per output, "
+            f"at most n - m = {self.n - self.m}"
+        )
 
     def describe(self):
         return f"sparsity_m_by_n={(self.m, self.n)}"
