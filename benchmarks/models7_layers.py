@@ -18,8 +18,8 @@ Usage:
     KERAS_BACKEND=jax python -m benchmarks.models7_layers [names...]
 """
 
+import argparse
 import json
-import sys
 
 import keras
 import numpy as np
@@ -241,7 +241,11 @@ CASES = dict(
 
 
 def _main():
-    only = sys.argv[1:] or list(CASES)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "cases", nargs="*", choices=[[]] + list(CASES), help="default: all"
+    )
+    only = parser.parse_args().cases or list(CASES)
     for name in only:
         res = dict(case=name)
         try:
