@@ -206,16 +206,24 @@ def pattern_misfit(pattern, keep, owner, weight):
     return None
 
 
+def _checked_pattern(wrapper):
+    """The wrapper's built-in N:M, block or channel pattern, or None (a
+    mask of any other pattern is not checked against it)."""
+    pattern = wrapper.pruning_spec.mask_pattern
+    kinds = (
+        sparsity_patterns.NM,
+        sparsity_patterns.Block,
+        sparsity_patterns.Channel,
+    )
+    return pattern if type(pattern) in kinds else None
+
+
 def _check_mask_pattern(wrapper, mask, value):
     """Refuses a mask `value` that the wrapper's pattern cannot give."""
     from keras_prune.integration import registry
 
-    pattern = wrapper.pruning_spec.mask_pattern
-    if type(pattern) not in (
-        sparsity_patterns.NM,
-        sparsity_patterns.Block,
-        sparsity_patterns.Channel,
-    ):
+    pattern = _checked_pattern(wrapper)
+    if pattern is None:
         return
     for weight, own_mask, _ in wrapper.pruning_vars:
         if own_mask is not mask:
@@ -247,12 +255,8 @@ def check_masks_before_saving(wrapper):
     """
     from keras import ops
 
-    pattern = wrapper.pruning_spec.mask_pattern
-    if type(pattern) not in (
-        sparsity_patterns.NM,
-        sparsity_patterns.Block,
-        sparsity_patterns.Channel,
-    ):
+    pattern = _checked_pattern(wrapper)
+    if pattern is None:
         return
     try:
         _check_masks(wrapper, lambda m: np.asarray(ops.convert_to_numpy(m)))

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_prune import _backend
+from keras_prune.integration import updater
 from keras_prune.integration.controller import nonfinite_message
 from keras_prune.integration.wrapper import PruneLowMagnitude
 
@@ -71,9 +72,7 @@ def model_sparsity(model):
         if not wrapper.built:  # no masks yet
             continue
         for mask in wrapper.masks:
-            m = _backend.host_array(mask)  # no copy where a view exists
-            if m is None:
-                m = keras.ops.convert_to_numpy(mask)
+            m = updater.host_value(mask)
             total += m.size
             pruned += m.size - int(np.count_nonzero(m))
     return pruned / total if total else None

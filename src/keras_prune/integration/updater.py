@@ -93,8 +93,8 @@ def apply_masks(pairs):
     """
     n_changed = 0
     for weight, mask in pairs:
-        value = _host_value(weight)
-        keep = _host_value(mask)
+        value = host_value(weight)
+        keep = host_value(mask)
         if _exactly_sparse(value, keep):
             continue  # no write
         masked = masks.zero_where_not(value, keep)
@@ -105,8 +105,9 @@ def apply_masks(pairs):
     return n_changed
 
 
-def _host_value(variable):
-    """A NumPy view of `variable`'s value where one exists, else a copy."""
+def host_value(variable):
+    """A NumPy view of `variable`'s value where one exists (do not write to
+    it; `_backend.host_array`), else a copy."""
     value = _backend.host_array(variable)
     if value is None:
         value = np.asarray(ops.convert_to_numpy(variable))
