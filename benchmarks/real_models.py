@@ -39,6 +39,12 @@ processes during each timed epoch (from /proc/stat, minus this process's)
 is recorded as `other_load` (cores); numbers taken while others used the
 CPU are noisy.
 
+The data are given as `harness.fit_data` gives them: on TensorFlow, a
+`tf.data.Dataset` with autotuning off. With Keras' own pipeline for NumPy
+arrays, a `fit` ended only when tf.data's autotune thread woke (at 2.56 s
+or 10.24 s in some rounds of every mode): the bimodal epoch times of
+sessions 10-15.
+
 Each timed `fit` also carries a clock callback (every mode: same batch
 hooks) that times steps 2..N of the epoch: the train step's own cost
 (`steady_*` ratios, "steps 2-N" in the table), without what each `fit`
@@ -81,6 +87,8 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
@@ -295,16 +303,14 @@ def run_backend(models, steps, repeats):
     for name in models:
         x, y = data(name, steps)
         batch = BATCH[name]
+        fit_args = harness.fit_data(x, y, batch)
         runs = {}
         for mode in MODES:
             model = model_for(name, mode)
             t0 = time.perf_counter()
             model.fit(
-                x,
-                y,
-                batch_size=batch,
+                **fit_args,
                 epochs=1,
-                shuffle=False,
                 verbose=0,
                 callbacks=callbacks_for(mode),
             )
@@ -329,11 +335,8 @@ def run_backend(models, steps, repeats):
                 meter.start()
                 t0 = time.perf_counter()
                 run["model"].fit(
-                    x,
-                    y,
-                    batch_size=batch,
+                    **fit_args,
                     epochs=1,
-                    shuffle=False,
                     verbose=0,
                     callbacks=callbacks_for(mode) + [clock],
                 )

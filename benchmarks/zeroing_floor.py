@@ -96,8 +96,9 @@ def main(argv=None):
     x, y = real_models.data("resnet50", args.steps)
     modes = ("dense", "dense+where", "dense+where+hooks", "pruned+callback")
     built = {m: _model(m) for m in modes}
+    fit_args = harness.fit_data(x, y, 16)
     for model, callbacks in built.values():  # compile: untimed
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
+        model.fit(**fit_args, epochs=1, verbose=0, callbacks=callbacks)
     times = {m: [] for m in modes}
     for r in range(args.repeats):
         order = modes[r % len(modes) :] + modes[: r % len(modes)]
@@ -105,7 +106,10 @@ def main(argv=None):
             model, callbacks = built[m]
             t0 = time.perf_counter()
             model.fit(
-                x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks
+                **fit_args,
+                epochs=1,
+                verbose=0,
+                callbacks=callbacks,
             )
             times[m].append((time.perf_counter() - t0) / args.steps * 1e3)
     dense = statistics.median(times["dense"])
