@@ -235,6 +235,23 @@ RETURNS = {
 }
 
 
+def _tf_math(step):
+    # README: "A schedule written for tfmot with `tf.math` also runs
+    # unchanged, on all three backends, when TensorFlow is installed."
+    import tensorflow as tf
+
+    odd = tf.math.equal(tf.math.floormod(tf.constant(step), 2), 1)
+    return odd, tf.where(step < 3, 0.5, 0.75)
+
+
+try:
+    import tensorflow  # noqa: F401
+
+    RETURNS["tf_math"] = _tf_math
+except ImportError:  # the claim is "when TensorFlow is installed"
+    pass
+
+
 @keras.saving.register_keras_serializable(package="claims12")
 class PlainPython(keras_prune.PruningSchedule):
     """A schedule in plain Python returning the values of `RETURNS[kind]`."""
@@ -268,7 +285,7 @@ def _q3_model():
     return keras_prune.prune_low_magnitude(model, schedules)
 
 
-Y6 = np.zeros((4, 36), "float32")
+Y6 = np.zeros((4, 6 * (len(RETURNS) + 1)), "float32")
 
 
 @pytest.mark.parametrize("entry", ["fit_cb", "fit_in_step", "eager_loop"])
