@@ -411,3 +411,56 @@ def test_fit_with_callback_updates_masks_only_at_update_steps(host_mask_calls):
     )
     assert keras_prune.pruning_step(model) == 6
     assert host_mask_calls == [0.5] * (3 * len(TIES))
+
+
+# ------------------------------------------------ one global threshold
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["fit_cb", "fit_in_step", "eager_call", "prune_once", "update_masks_now"],
+)
+def test_global_ties_go_to_tensors_in_order_on_every_entry_point(entry):
+    # design.md: "tied elements at the threshold go to tensors in order.
+    # Each tensor then takes its own exact top-k"; README: "exactly
+    # kept_count(N, s) of all N weights kept" (`max_sparsity` 1.0 lifts
+    # the per-channel floor). Reference: one stable order over the
+    # tensors concatenated in layer order.
+    sparsity = 0.8
+    every = np.concatenate([w.ravel() for w in TIES.values()])
+    k = int(to_np(keras_prune.kept_count(every.size, sparsity)))
+    assert k == 48
+    keep = np.zeros(every.size, bool)
+    keep[np.lexsort((np.arange(every.size), -np.abs(every)))[:k]] = True
+    want = dict(zip(TIES, np.split(keep, len(TIES))))
+
+    kwargs = dict(allocation="global", max_sparsity={".*": 1.0})
+    dense = strip_lib.strip_pruning(_tie_model(None))
+    if entry == "prune_once":
+        model = keras_prune.prune_once(dense, sparsity, **kwargs)
+    elif entry == "update_masks_now":
+        model = keras_prune.prune_low_magnitude(
+            dense, keras_prune.ConstantSparsity(0.1, 0), **kwargs
+        )
+        model(X)  # builds the wrappers
+        wrappers(model)[0].update_masks_now(sparsity)  # the whole group
+    else:
+        model = keras_prune.prune_low_magnitude(
+            dense, keras_prune.ConstantSparsity(sparsity, 0), **kwargs
+        )
+        if entry == "eager_call":
+            model(X, training=True)
+        else:
+            model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+            callbacks = [keras_prune.UpdatePruningStep()]
+            model.fit(
+                X[:1],
+                Y[:1],
+                verbose=0,
+                callbacks=callbacks if entry == "fit_cb" else [],
+            )
+    got = mask_by_name(model)
+    for name in TIES:
+        np.testing.assert_array_equal(
+            got[name].ravel(), want[name], err_msg=name
+        )
