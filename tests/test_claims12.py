@@ -464,3 +464,45 @@ def test_global_ties_go_to_tensors_in_order_on_every_entry_point(entry):
         np.testing.assert_array_equal(
             got[name].ravel(), want[name], err_msg=name
         )
+
+
+# ---------------------------------------------- row 6: from |weight * mask|
+
+
+@pytest.mark.parametrize("entry", ["fit_cb", "fit_in_step", "update_masks_now"])
+def test_row_06_new_masks_read_weight_times_mask_on_every_entry_point(entry):
+    # Migration row 6: "New mask computed from |weight * mask|: once
+    # pruned, a weight only comes back if the target sparsity goes down."
+    # test_docs_claims checks the eager call; here the compiled step, the
+    # host update of the callback and update_masks_now.
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential(
+        [keras.Input((10,)), keras.layers.Dense(10, use_bias=False, name="a")]
+    )
+    pruned = keras_prune.prune_low_magnitude(
+        model, keras_prune.ConstantSparsity(0.5, 0, frequency=1)
+    )
+    (w,) = wrappers(pruned)
+    x, y = np.ones((1, 10), "float32"), np.zeros((1, 10), "float32")
+    callbacks = [keras_prune.UpdatePruningStep()] if entry == "fit_cb" else []
+    if entry == "update_masks_now":
+        pruned(x)
+        w.update_masks_now(0.5)
+    else:
+        pruned.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+        pruned.fit(x, y, verbose=0, callbacks=callbacks)
+    first = to_np(w.masks[0]).astype(bool)
+    assert int(first.sum()) == 50
+    kernel = to_np(w.layer.kernel).copy()
+    kernel[~first] = 100.0  # every pruned weight now the largest
+    w.layer.kernel.assign(kernel)
+    if entry == "update_masks_now":
+        w.update_masks_now(0.5)
+    else:
+        pruned.fit(x, y, verbose=0, callbacks=callbacks)  # step 1: update
+        assert keras_prune.pruning_step(pruned) == 2
+    np.testing.assert_array_equal(to_np(w.masks[0]).astype(bool), first)
+    if entry == "update_masks_now":
+        w.update_masks_now(0.25)  # the target goes down: 25 come back
+        second = to_np(w.masks[0]).astype(bool)
+        assert int(second.sum()) == 75 and np.all(second[first])
