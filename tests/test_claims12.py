@@ -506,3 +506,21 @@ def test_row_06_new_masks_read_weight_times_mask_on_every_entry_point(entry):
         w.update_masks_now(0.25)  # the target goes down: 25 come back
         second = to_np(w.masks[0]).astype(bool)
         assert int(second.sum()) == 75 and np.all(second[first])
+
+
+# -------------------------------------------------------- python -m
+
+
+def test_python_m_keras_prune_runs_the_cli(monkeypatch, capsys):
+    # README "Commands": `python -m keras_prune ...` is `keras-prune ...`.
+    import runpy
+    import sys
+
+    monkeypatch.setattr(
+        sys, "argv", ["keras_prune", "schedule", "ConstantSparsity(0.5, 3)"]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("keras_prune", run_name="__main__")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "ConstantSparsity(target_sparsity=0.5, begin_step=3" in out
