@@ -524,3 +524,23 @@ def test_python_m_keras_prune_runs_the_cli(monkeypatch, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "ConstantSparsity(target_sparsity=0.5, begin_step=3" in out
+
+
+def test_cli_demo_creates_its_output_folder(tmp_path, monkeypatch, capsys):
+    # README "Commands": `keras-prune demo` (default `--out out/demo`) in a
+    # fresh checkout, where `out/` does not exist: it refused with
+    # "folder 'out/demo' does not exist" (the demo itself creates it).
+    from keras_prune import cli
+    from keras_prune import demo
+
+    ran = []
+    monkeypatch.setattr(demo, "main", lambda argv: ran.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo"]) == 0
+    assert ran == [["--out", "out/demo"]]
+    # An existing folder still refuses to overwrite without --force.
+    os.makedirs("out/demo")
+    open("out/demo/dense.keras", "w").close()
+    assert cli.main(["demo"]) == 2  # a user error
+    assert "dense.keras" in capsys.readouterr().err
+    assert ran == [["--out", "out/demo"]]
