@@ -23,6 +23,7 @@ import keras_prune
 from keras_prune.core import masks as masks_lib
 from keras_prune.integration import strip as strip_lib
 
+from conftest import ON_CPU
 from conftest import to_np
 
 
@@ -374,6 +375,11 @@ def host_mask_calls(monkeypatch):
     return calls
 
 
+# The NumPy select is the CPU path (docs/design.md "On GPUs" has the rest).
+cpu_only = pytest.mark.skipif(not ON_CPU, reason="the CPU paths")
+
+
+@cpu_only
 def test_eager_entry_points_take_the_numpy_select(host_mask_calls):
     # masks.py: "Eager calls on the CPU (`magnitude_mask` on a NumPy array
     # or an eager CPU tensor, on every backend) run `host_mask`";
@@ -393,22 +399,31 @@ def test_eager_entry_points_take_the_numpy_select(host_mask_calls):
     assert host_mask_calls == [0.75] * len(TIES)
 
 
-def test_fit_with_callback_updates_masks_only_at_update_steps(host_mask_calls):
+@cpu_only
+@pytest.mark.parametrize("entry", ["fit_cb", "fit_in_step", "eager_loop"])
+def test_masks_are_selected_only_at_update_steps(host_mask_calls, entry):
     # README "Speed": with UpdatePruningStep in fit, masks are recomputed
     # between steps, only at the schedule's update steps, and the train
-    # step does no mask work. 6 batches, frequency 2: updates at 0, 2, 4,
-    # one NumPy select per pruned weight each (none from the train step).
+    # step does no mask work. design.md: in-step updates select on the
+    # host too (JAX, TensorFlow without XLA; eager torch), under a `cond`.
+    # 6 batches, frequency 2: updates at 0, 2, 4, one NumPy select per
+    # pruned weight each, and none at the other steps, on every path.
     model = _tie_model(keras_prune.ConstantSparsity(0.5, 0, frequency=2))
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     x = np.repeat(X, 2, 0)[:6]
     y = np.zeros((6, Y.shape[1]), "float32")
-    model.fit(
-        x,
-        y,
-        batch_size=1,
-        verbose=0,
-        callbacks=[keras_prune.UpdatePruningStep()],
-    )
+    if entry == "eager_loop":
+        for i in range(6):
+            model(x[i : i + 1], training=True)
+    else:
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+        callbacks = [keras_prune.UpdatePruningStep()]
+        model.fit(
+            x,
+            y,
+            batch_size=1,
+            verbose=0,
+            callbacks=callbacks if entry == "fit_cb" else [],
+        )
     assert keras_prune.pruning_step(model) == 6
     assert host_mask_calls == [0.5] * (3 * len(TIES))
 
