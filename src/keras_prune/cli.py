@@ -666,9 +666,13 @@ def _demo(args):
         raise UserError("--out: empty path")
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} exists and is not a folder")
-    for name in demo.OUTPUTS:
-        ext = os.path.splitext(name)[1]
-        check_output(os.path.join(out, name), (ext,), args.force, "--out")
+    if os.path.isdir(out):
+        # A folder that does not exist yet holds nothing to overwrite: the
+        # demo creates it (`keras-prune demo` in a fresh checkout, whose
+        # default `out/demo` is not there).
+        for name in demo.OUTPUTS:
+            ext = os.path.splitext(name)[1]
+            check_output(os.path.join(out, name), (ext,), args.force, "--out")
     return demo.main(["--out", out])
 
 
