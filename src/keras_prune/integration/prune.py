@@ -416,8 +416,7 @@ def _wrap_in_place(model, candidates, wants, wrap_params):
         for l in candidates
         if not isinstance(l, PruneLowMagnitude) and wants(l)
     ]
-    if inplace.needs_pruned_class(model):
-        chosen += _shared_sublayers(chosen, wants)
+    chosen += _shared_sublayers(chosen, wants)
     chosen_ids = {id(l) for l in chosen}
     swaps = {}
     for layer in chosen:
@@ -443,8 +442,9 @@ def _shared_sublayers(chosen, wants):
     budget. Wrapped on its own, both holders call its wrapper (one mask);
     a holder left with nothing else to prune is not wrapped
     (`_covered_by_sublayers`), one with more leaves the table to the
-    sublayer's wrapper (`registry.weights_to_wrap`). Only for models
-    pruned in place, which save where their wrappers are.
+    sublayer's wrapper (`registry.weights_to_wrap`). The same in a plain
+    Functional or Sequential model whose custom layers share a sublayer
+    (the copy shares it as the original does: `rewrite._share_as_in`).
     """
     chosen_ids = {id(l) for l in chosen}
     holders, subs = {}, {}

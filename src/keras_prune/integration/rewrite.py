@@ -96,6 +96,7 @@ def copy_model(model):
         # (a Lambda layer's code is copied as it is).
         with keras.saving.CustomObjectScope(classes), SafeModeScope(False):
             new = keras.saving.deserialize_keras_object(config)
+        _share_as_in(model, new)
         if len(new.weights) != len(model.weights):
             raise ValueError(
                 f"{len(new.weights)} weights instead of {len(model.weights)}"
@@ -252,12 +253,61 @@ def _copy_layer_by_layer(model):
         new = keras.models.clone_model(
             model, clone_function=clone, recursive=True
         )
+    new = _share_as_in(model, new)
+    if len(new.weights) != len(model.weights):
+        raise LayerCopyError(
+            f"Model {model.name!r} is pruned on a copy (the original stays "
+            "as it is), made by re-creating each layer from its config, and "
+            f"the copy has {len(new.weights)} weights instead of "
+            f"{len(model.weights)}: a layer's config does not describe the "
+            "weights it holds. Fix the get_config() / from_config() of the "
+            "layers that hold other layers, or wrap its layers with "
+            "keras_prune.prune_low_magnitude yourself."
+        )
     for old, copy in pairs:
         if getattr(old, "built", False) and getattr(copy, "built", False):
             copy.set_weights(old.get_weights())
         _copy_assets(old, copy)
     uncompile(new)
     return new
+
+
+def _share_as_in(model, new):
+    """Makes `new` (a copy of `model` made from configs) share the layers
+    `model` shares.
+
+    A layer that two layers hold (one `Dense` that two custom blocks call)
+    is serialized in each holder's config, so a copy made from configs had
+    two independent layers: twice the weights, pruned and trained apart,
+    saved as two (a 2-weight model became a 4-weight one, silently). Each
+    copy of a layer that the original holds more than once is replaced
+    by the first copy of it, wherever the copy's layers hold it.
+
+    Args:
+        model: The original model.
+        new: Its copy, made from configs (same classes and layer names).
+
+    Returns:
+        `new`, sharing as `model` does.
+    """
+    first, swaps = {}, {}
+    stack = [(model, new)]
+    while stack:
+        old, copy = stack.pop()
+        subs = old._flatten_layers(include_self=False, recursive=False)
+        copies = copy._flatten_layers(include_self=False, recursive=False)
+        if len(subs) != len(copies):
+            continue  # not a copy of it: leave it to the weight check
+        for sub, sub_copy in zip(subs, copies):
+            if type(sub) is not type(sub_copy):
+                continue
+            if id(sub) in first:
+                if first[id(sub)] is not sub_copy:
+                    swaps[id(sub_copy)] = first[id(sub)]
+                continue
+            first[id(sub)] = sub_copy
+            stack.append((sub, sub_copy))
+    return swap_layers(new, swaps)
 
 
 def uncompile(model):
