@@ -935,7 +935,11 @@ def _match_table(expected, stored, checked, what):
     of `stored` that must not hold extra tensors.
     """
     missing = [f"{p}/{k}" for (p, k) in expected if (p, k) not in stored]
-    extra = [f"{p}/{k}" for (p, k) in checked if (p, k) not in expected]
+    extra = [
+        f"{p}/{k}"
+        for (p, k) in checked
+        if (p, k) not in expected and not _is_off_pattern_mark(p, k, expected)
+    ]
     if missing or extra:
         _fail(
             what,
@@ -952,6 +956,15 @@ def _match_table(expected, stored, checked, what):
                 f"{entry['dtype']}{entry['shape']}, the model "
                 f"expects {dtype}{list(shape)}",
             )
+
+
+def _is_off_pattern_mark(path, key, expected):
+    """A wrapper's mark that its masks were saved off their pattern on
+    purpose (`loading.mark_masks_off_pattern`); the wrapper's loading checks
+    its value."""
+    from keras_prune.integration.loading import OFF_PATTERN_KEY
+
+    return key == OFF_PATTERN_KEY and (path, "0") in expected
 
 
 _SEQUENTIAL_KEY = "keras_prune>_LinearTimeSequential"

@@ -16,8 +16,11 @@ group of gradual N:M, or a mask not updated yet); with `block_size`, every
 block is kept or pruned whole; with `pattern="channel"`, every channel.
 A file whose mask keeps 3 of 4 in a 2:4 group loaded silently before: the
 stripped weights then failed `is_pruned_m_by_n`, and no update ran once
-the schedule had ended. Such a mask is refused by name too; custom
-patterns are not checked (their masks can be anything).
+the schedule had ended. Such a mask is refused by name too, unless the
+file marks it as saved so on purpose (`mark_masks_off_pattern`: a mask
+set by hand is saved as it is, with a warning, since a save cannot refuse
+without losing the file Keras has already truncated); custom patterns
+are not checked (their masks can be anything).
 
 Not checked here, on purpose: a pruned weight that is not zero where its
 mask is 0. Such a state is legitimate in memory (a training step reads
@@ -27,6 +30,7 @@ one did.
 """
 
 import sys
+import warnings
 
 import numpy as np
 
@@ -34,6 +38,10 @@ from keras_prune.core import patterns
 from keras_prune.core import sparsity_patterns
 
 _INT32_MAX = 2**31 - 1
+
+# The key of a wrapper's saved entry whose masks were saved off their
+# pattern on purpose (`mark_masks_off_pattern`).
+OFF_PATTERN_KEY = "masks_off_pattern"
 
 
 def _fail(layer, variable, message):
@@ -218,62 +226,83 @@ def _checked_pattern(wrapper):
     return pattern if type(pattern) in kinds else None
 
 
-def _check_mask_pattern(wrapper, mask, value):
-    """Refuses a mask `value` that the wrapper's pattern cannot give."""
+def _mask_misfit(wrapper, mask, value):
+    """Why the mask `value` (for `mask`, one of the wrapper's masks) is not
+    one the wrapper's pattern can give, or None."""
     from keras_prune.integration import registry
 
     pattern = _checked_pattern(wrapper)
     if pattern is None:
-        return
+        return None
     for weight, own_mask, _ in wrapper.pruning_vars:
         if own_mask is not mask:
             continue
         if tuple(value.shape) != tuple(mask.shape):
-            return  # Keras' own check names a wrong shape
+            return None  # Keras' own check names a wrong shape
         owner = registry.owner_of(wrapper.layer, weight)
         why = pattern_misfit(pattern, value, owner, weight)
         if why is not None:
-            _fail(
-                wrapper.layer.name,
-                mask.name,
-                f"(the mask of `{weight.name}`) {why}.",
-            )
+            return f"(the mask of `{weight.name}`) {why}"
+    return None
 
 
-def check_masks_before_saving(wrapper):
-    """Refuses to save masks that loading would refuse (`pattern_misfit`).
+def _check_mask_pattern(wrapper, mask, value, marked=False):
+    """Refuses a mask `value` that the wrapper's pattern cannot give, unless
+    the file says it was saved so (`marked`): then it loads, with a
+    warning."""
+    why = _mask_misfit(wrapper, mask, value)
+    if why is None:
+        return
+    if marked:
+        warnings.warn(_off_pattern_message(wrapper, mask, why, "Loaded"))
+        return
+    _fail(wrapper.layer.name, mask.name, why + ".")
 
-    A mask assigned by hand that breaks the wrapper's N:M, block or
-    channel pattern would be written into a file that cannot be loaded
-    (possibly over the user's good one).
+
+def _off_pattern_message(wrapper, mask, why, done):
+    return (
+        f"Layer {wrapper.layer.name!r}: its `{mask.name}` {why}. {done} as "
+        "it is (a mask set by hand); the file marks it so, and loading "
+        "keeps it with this warning. The next mask update gives the "
+        "pattern again; to give it now, call "
+        "`wrapper.update_masks_now(sparsity)`."
+    )
+
+
+def mark_masks_off_pattern(wrapper, store):
+    """Saves the fact that some masks break the wrapper's pattern.
+
+    A mask set by hand that breaks the wrapper's N:M, block or channel
+    pattern is saved as it is, with a warning naming it, and the
+    wrapper's entry in the file gets the key `OFF_PATTERN_KEY`. Loading
+    refuses an off-pattern mask in a file without that key (a damaged or
+    edited file), and loads it with the same warning in a file with it.
+    Refusing the save instead would lose the user's file: Keras opens the
+    file for writing (truncating it) before any layer is saved.
 
     Args:
         wrapper: A built `PruneLowMagnitude`.
+        store: The mapping Keras passes to `save_own_variables`, after the
+            wrapper's variables are written to it.
 
-    Raises:
-        ValueError: naming the layer, the mask and the first bad group.
+    Returns:
+        The number of masks that break the pattern.
     """
     from keras import ops
 
-    pattern = _checked_pattern(wrapper)
-    if pattern is None:
-        return
-    try:
-        _check_masks(wrapper, lambda m: np.asarray(ops.convert_to_numpy(m)))
-    except ValueError as error:
-        raise ValueError(
-            str(error)
-            .replace("Cannot load", "Cannot save", 1)
-            .replace("its saved `", "its `", 1)
-            .split(" The file was not written")[0]
-            + " Loading would refuse it: set a mask the pattern can give, "
-            "or recompute the masks (`wrapper.update_masks_now(sparsity)`)."
-        ) from None
-
-
-def _check_masks(wrapper, read):
+    if _checked_pattern(wrapper) is None:
+        return 0
+    found = 0
     for _, mask, _ in wrapper.pruning_vars:
-        _check_mask_pattern(wrapper, mask, read(mask))
+        why = _mask_misfit(
+            wrapper, mask, np.asarray(ops.convert_to_numpy(mask))
+        )
+        if why is not None:
+            found += 1
+            warnings.warn(_off_pattern_message(wrapper, mask, why, "Saved"))
+    if found:
+        store[OFF_PATTERN_KEY] = np.asarray(found, dtype="int32")
+    return found
 
 
 def _roles(wrapper):
@@ -287,14 +316,14 @@ def _roles(wrapper):
     return roles
 
 
-def _check_value(wrapper, variable, role, value):
+def _check_value(wrapper, variable, role, value, marked=False):
     """Refuses a saved `value` of one of the wrapper's own variables."""
     layer, name = wrapper.layer.name, variable.name
     if role in ("step", "count"):
         _count(value, layer, name, 0)
     elif role == "mask":
         _mask(value, layer, name)
-        _check_mask_pattern(wrapper, variable, value)
+        _check_mask_pattern(wrapper, variable, value, marked)
     elif role == "threshold":
         _threshold(value, layer, name)
 
@@ -314,22 +343,34 @@ def checked_state(wrapper, store):
     Raises:
         ValueError: a value that Keras would cast into something else
             (see the module docstring), or a mask that breaks the
-            wrapper's N:M, block or channel pattern, naming the layer and
-            variable.
+            wrapper's N:M, block or channel pattern in a file that does
+            not mark it so (`mark_masks_off_pattern`), naming the layer
+            and variable.
     """
     variables = wrapper._trainable_variables + wrapper._non_trainable_variables
     keys = list(store.keys())
+    marked = OFF_PATTERN_KEY in keys
+    if marked:
+        keys.remove(OFF_PATTERN_KEY)
+        _count(
+            np.asarray(store[OFF_PATTERN_KEY]),
+            wrapper.layer.name,
+            OFF_PATTERN_KEY,
+            1,
+        )
     if not wrapper.built or len(keys) != len(variables):
+        if marked:
+            return {k: store[k] for k in keys}
         return store  # Keras' own check names the expected variables
     roles = _roles(wrapper)
     values = {}
     for i in range(len(variables)):
         key = f"{i}"
         if key not in keys:
-            return store  # Keras names the missing one
+            return {k: store[k] for k in keys}  # Keras names the missing one
         values[key] = np.asarray(store[key])
     for i, v in enumerate(variables):
-        _check_value(wrapper, v, roles.get(id(v)), values[f"{i}"])
+        _check_value(wrapper, v, roles.get(id(v)), values[f"{i}"], marked)
     return values
 
 

@@ -432,9 +432,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # saved right after this, so bake the masks into it first (a wrapper
         # not built yet has no masks, and saves no variables).
         if self.built:
-            loading.check_masks_before_saving(self)  # loadable masks only
             self.apply_masks()
         super().save_own_variables(store)
+        if self.built:
+            # A mask set by hand off the pattern is saved, marked, with a
+            # warning: refusing here would leave the user's file truncated.
+            loading.mark_masks_off_pattern(self, store)
 
     def load_own_variables(self, store):
         # A step, mask or count that `assign` would cast into another value
