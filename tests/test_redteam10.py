@@ -504,6 +504,32 @@ def test_mask_set_by_hand_off_its_pattern_saves_marked_over_a_good_file(
     assert int(np.count_nonzero(kernel)) == int(mask.sum()) - 1 == 16
 
 
+@pytest.mark.parametrize(
+    "mark",
+    [np.int32(0), np.int32(-1), np.float32(1.5), np.array([1, 1], "int32")],
+    ids=["zero", "negative", "float", "vector"],
+)
+def test_lying_off_pattern_mark_is_refused_by_name(saved, tmp_path, mark):
+    """The mark that lets an off-pattern mask load is checked as a count
+    (an integer scalar >= 1), like the wrapper's other saved counters."""
+    from keras_prune.integration.loading import OFF_PATTERN_KEY
+
+    src, mask = saved["conv"]
+    dst = tmp_path / "m.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "model.weights.h5":
+                buf = io.BytesIO(data)
+                with h5py.File(buf, "r+") as f:
+                    f.create_dataset(OWN + OFF_PATTERN_KEY, data=mark)
+                data = buf.getvalue()
+            zout.writestr(info.filename, data)
+    with pytest.raises(ValueError) as info:
+        keras.saving.load_model(dst)
+    assert f"layer 'c': its saved `{OFF_PATTERN_KEY}`" in str(info.value)
+
+
 def _savers(suffix, architecture):
     if suffix == ".kpz":
         return kp.save_compressed, kp.load_compressed
