@@ -225,14 +225,17 @@ def train_and_check(model, make_x, n_masks):
 
 
 def assert_same_predictions(actual, expected, model):
-    """Bit-identical, except torch's LSTM fast path (see below)."""
-    lstm = any(
-        isinstance(l, L.LSTM) for l in model._flatten_layers(recursive=True)
+    """Bit-identical, except torch's recurrent layers (see below)."""
+    recurrent = any(
+        isinstance(l, (L.LSTM, L.GRU))
+        for l in model._flatten_layers(recursive=True)
     )
-    if BACKEND == "torch" and lstm:
+    if BACKEND == "torch" and recurrent:
         # torch.matmul folds a 3-D input differently when the kernel
         # requires grad (a Parameter, after strip) than when it does not
-        # (kernel * mask): the sums differ in the last bit.
+        # (kernel * mask): the sums differ in the last bit. Seen for LSTM
+        # first, and for GRU on a 2-core Xeon in session 19 (5.96e-8), at
+        # commits that passed CI elsewhere.
         np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
     else:
         np.testing.assert_array_equal(actual, expected)
