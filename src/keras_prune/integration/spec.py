@@ -226,6 +226,29 @@ def is_mapping(value):
     )
 
 
+def _warn_if_unsaveable(schedule):
+    """Warns, when pruning starts, that a schedule cannot be saved.
+
+    A custom schedule without `get_config()` fails only inside `model.save`,
+    after Keras has opened (truncated) the file: a checkpoint saved there
+    before is lost. tfmot's abstract base class refused such a class when
+    it was created; keras-prune lets it prune (nothing needs saving), and
+    says so here, once per schedule class.
+    """
+    try:
+        schedule.get_config()
+    except Exception as error:  # noqa: BLE001 - any failure makes it unsaveable
+        warnings.warn(
+            f"The pruning schedule {type(schedule).__name__} cannot be "
+            f"saved: its get_config() raises {type(error).__name__}: "
+            f"{error} A model pruned with it cannot be saved either, and "
+            "`model.save` fails only after Keras has opened the file, so a "
+            "file at that path is lost. Implement get_config() returning "
+            "{'class_name': ..., 'config': {...}} before training.",
+            stacklevel=4,
+        )
+
+
 def _schedule_or_target(value):
     """A schedule, or a float target: `ConstantSparsity(value, 0)`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -347,9 +370,12 @@ class PruningSpec:
             self.pruning_schedule = dict(
                 zip(pruning_schedule, (v for _, v in self._schedule_table))
             )
+            for _, schedule in self._schedule_table:
+                _warn_if_unsaveable(schedule)
         else:
             self._schedule_table = None
             self.pruning_schedule = schedules.get(pruning_schedule)
+            _warn_if_unsaveable(self.pruning_schedule)
 
         self.block_size = _pair(block_size, "block_size")
         if min(self.block_size) < 1:
