@@ -2,9 +2,11 @@
 
 Session 19 (issue 17, "Done when"): 25 task classes (text classifiers,
 causal LMs from Bloom to Qwen3-MoE, T5Gemma, image classifiers,
-segmenters, RetinaNet), each built tiny from its constructors (no
-download), through `benchmarks.hub_sweep.check_model`: default wrap, exact
-`prune_once` counts, the plan, save and reload, strip, 2:4 and global.
+segmenters, RetinaNet), then 5 more (BLIP2, EdRec and T5Gemma2 seq2seq
+LMs, MobileNetV5, SAM3's promptable-concept segmenter), each built tiny
+from its constructors (no download), through
+`benchmarks.hub_sweep.check_model`: default wrap, exact `prune_once`
+counts, the plan, save and reload, strip, 2:4 and global.
 Results: docs/models.md, section 13. Run from the repository root:
 
   KERAS_BACKEND=jax .venv/bin/python -m benchmarks.models8_sweep \
@@ -155,6 +157,93 @@ def hgnet():
     )
 
 
+def blip2():
+    hub = keras_hub.models
+    vision = hub.BLIP2VisionEncoder(
+        image_size=16,
+        patch_size=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        use_patch_bias=True,
+        use_class_token=True,
+        use_mha_bias=True,
+        use_mlp_bias=True,
+        dropout_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        initializer_range=0.02,
+    )
+    qformer = hub.BLIP2QFormer(
+        num_query_tokens=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        vision_dim=16,
+        cross_attention_frequency=1,
+        dropout=0.0,
+        layer_norm_epsilon=1e-6,
+    )
+    lm = hub.BLIP2FlanT5(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=H,
+        intermediate_dim=FFN,
+        num_query_tokens=4,
+        qformer_hidden_dim=16,
+        dropout=0.0,
+    )
+    return hub.BLIP2Backbone(
+        vision_encoder=vision, qformer=qformer, language_model=lm
+    )
+
+
+def blip2_inputs(n=2):
+    return dict(extra.seq2seq(n), images=extra.images(n, (16, 16, 3)))
+
+
+def mobilenetv5():
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_builder import (
+        convert_arch_def_to_stackwise,
+    )
+
+    arch = [  # the block kinds of the Gemma3n preset, tiny
+        ["er_r1_k3_s2_e4_c16"],
+        ["uir_r1_a3_k5_s2_e4_c32", "uir_r1_a0_k0_s1_e2_c32"],
+        ["uir_r1_a3_k0_s1_e2_c32", "mqa_r1_k3_h2_v2_s1_d8_c32"],
+    ]
+    return keras_hub.models.MobileNetV5Backbone(
+        **convert_arch_def_to_stackwise(arch),
+        stem_size=8,
+        num_features=32,
+        msfa_output_resolution=4,
+        image_shape=(32, 32, 3),
+    )
+
+
+T5GEMMA = dict(  # T5Gemma and T5Gemma2 (text only)
+    vocabulary_size=VOCAB,
+    encoder_hidden_dim=H,
+    encoder_intermediate_dim=FFN,
+    encoder_num_layers=2,
+    encoder_num_attention_heads=4,
+    encoder_num_key_value_heads=2,
+    encoder_head_dim=8,
+    encoder_layer_types=["sliding_attention", "full_attention"],
+    decoder_hidden_dim=H,
+    decoder_intermediate_dim=FFN,
+    decoder_num_layers=2,
+    decoder_num_attention_heads=4,
+    decoder_num_key_value_heads=2,
+    decoder_head_dim=8,
+    decoder_layer_types=["sliding_attention", "full_attention"],
+    sliding_window=4,
+    cross_attention_hidden_size=H,
+    attn_logit_softcapping=50.0,
+)
+
 TEXT = None  # inputs from the model's input names (models7_sweep.inputs_for)
 
 MODELS = {
@@ -229,30 +318,27 @@ MODELS = {
     ),
     "smollm_causal_lm": (m7.MODELS["smollm_causal_lm"][0], TEXT),
     "t5gemma_seq2seq_lm": (
+        task("T5GemmaSeq2SeqLM", "T5GemmaBackbone", **T5GEMMA),
+        TEXT,
+    ),
+    "t5gemma2_seq2seq_lm": (
+        task("T5Gemma2Seq2SeqLM", "T5Gemma2Backbone", **T5GEMMA),
+        TEXT,
+    ),
+    "edrec_seq2seq_lm": (
         task(
-            "T5GemmaSeq2SeqLM",
-            "T5GemmaBackbone",
-            vocabulary_size=VOCAB,
-            encoder_hidden_dim=H,
-            encoder_intermediate_dim=FFN,
-            encoder_num_layers=2,
-            encoder_num_attention_heads=4,
-            encoder_num_key_value_heads=2,
-            encoder_head_dim=8,
-            encoder_layer_types=["sliding_attention", "full_attention"],
-            decoder_hidden_dim=H,
-            decoder_intermediate_dim=FFN,
-            decoder_num_layers=2,
-            decoder_num_attention_heads=4,
-            decoder_num_key_value_heads=2,
-            decoder_head_dim=8,
-            decoder_layer_types=["sliding_attention", "full_attention"],
-            sliding_window=4,
-            cross_attention_hidden_size=H,
-            attn_logit_softcapping=50.0,
+            "EdRecSeq2SeqLM",
+            "EdRecBackbone",
+            vocab_size=VOCAB,
+            num_layers_enc=1,
+            num_layers_dec=1,
+            hidden_dim=H,
+            intermediate_dim=FFN,
+            num_heads=2,
         ),
         TEXT,
     ),
+    "blip2_seq2seq_lm": (t("BLIP2Seq2SeqLM", blip2), blip2_inputs),
     # Image classifiers.
     "cspnet_image_classifier": (
         t(
@@ -298,6 +384,10 @@ MODELS = {
     ),
     "mobilenet_image_classifier": (
         t("MobileNetImageClassifier", mobilenet, num_classes=3),
+        img((32, 32, 3)),
+    ),
+    "mobilenetv5_image_classifier": (
+        t("MobileNetV5ImageClassifier", mobilenetv5, num_classes=3),
         img((32, 32, 3)),
     ),
     "resnet_image_classifier": (
@@ -367,6 +457,10 @@ MODELS = {
             num_classes=3,
         ),
         img((32, 32, 3)),
+    ),
+    "sam3_pc_image_segmenter": (
+        t("SAM3PromptableConceptImageSegmenter", extra.sam3),
+        extra.sam3_inputs,
     ),
     "retinanet_object_detector": (
         t(
