@@ -885,14 +885,25 @@ def _generate(m, kind):
     return hub_sweep.np_(out[key])
 
 
-def run(name):
-    builder, inputs, kind = MODELS[name]
-    res = dict(case=name, kind=kind, backend=keras.backend.backend())
+def checked(name, builder, inputs, **fields):
+    """Builds one case and runs `hub_sweep.check_model` on it.
+
+    Args:
+        name: The case's name.
+        builder: Returns the model.
+        inputs: Returns a batch for the model it is given.
+        **fields: More fields of the result (after `case`).
+
+    Returns:
+        `(res, model)`: the result dict, and the model (None if the build
+        failed; `res` then says why).
+    """
+    res = dict(case=name, **fields, backend=keras.backend.backend())
     keras.utils.set_random_seed(0)
     t0 = time.time()
     try:
         m = builder()
-        x = inputs()
+        x = inputs(m)
         res["cls"] = type(m).__name__
         res["n_weights"] = len(m.weights)
         res["zero_init_filled"] = fill_zero_kernels(m)
@@ -902,9 +913,18 @@ def run(name):
     except Exception as e:
         res["build"] = hub_sweep.err(e)
         res["tb"] = traceback.format_exc()[-3000:]
-        return res
+        return res, None
     res["build_s"] = round(time.time() - t0, 1)
     hub_sweep.check_model(m, x, res)
+    return res, m
+
+
+def run(name):
+    builder, inputs, kind = MODELS[name]
+    t0 = time.time()
+    res, m = checked(name, builder, lambda m: inputs(), kind=kind)
+    if m is None:
+        return res
     if kind in ("causal_lm", "seq2seq"):
         try:
             p = kp.prune_once(m, 0.5, sparsity_m_by_n=(2, 4))
@@ -919,30 +939,32 @@ def run(name):
     return res
 
 
-def _main():
+def sweep_main(doc, names, run, seconds):
+    """The command line of a sweep: `--out` (JSON lines, appended) and
+    `--only`; each case runs with `run(name)` under a `seconds` alarm, one
+    line printed and one JSON line written per case."""
     warnings.filterwarnings("ignore")
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", required=True, help="JSON lines file (appended)")
     ap.add_argument("--only", default=None, help="comma-separated names")
     args = ap.parse_args()
 
     def alarm(*a):
-        raise TimeoutError("case took > 300 s")
+        raise TimeoutError(f"case took > {seconds} s")
 
     signal.signal(signal.SIGALRM, alarm)
-    names = args.only.split(",") if args.only else list(MODELS)
-    for name in names:
-        signal.alarm(300)
+    for name in args.only.split(",") if args.only else list(names):
+        signal.alarm(seconds)
         try:
             r = run(name)
         except BaseException as e:  # noqa: BLE001 - one line per model
             r = dict(case=name, crash=hub_sweep.err(e))
         signal.alarm(0)
         keras.utils.clear_session()
-        print(name, r.get("total_s"), flush=True)
+        print(name, r.get("total_s"), r.get("build", ""), flush=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(r, default=str) + "\n")
 
 
 if __name__ == "__main__":
-    _main()
+    sweep_main(__doc__, MODELS, run, 300)

@@ -44,9 +44,14 @@ from keras_prune.integration.strip import pruning_wrappers
 
 def inputs_for(model, n=2):
     """A batch for `model` from the names of its inputs."""
+    return inputs_for_names(model.input, n)
+
+
+def inputs_for_names(names, n=2):
+    """A batch of `n` for inputs with these names."""
     rng = np.random.default_rng(0)
     out = {}
-    for name in model.input:
+    for name in names:
         if name in ("token_ids", "encoder_token_ids", "decoder_token_ids"):
             out[name] = rng.integers(1, VOCAB, (n, SEQ)).astype("int32")
         elif "padding_mask" in name:

@@ -13,18 +13,11 @@ Results: docs/models.md, section 13. Run from the repository root:
       --out /tmp/m8_jax.jsonl [--only a,b]
 """
 
-import argparse
-import json
-import signal
 import time
-import traceback
-import warnings
 
-import keras
 import keras_hub  # noqa: F401 - before hub_sweep's grain stub
 import numpy as np
 
-from benchmarks import hub_sweep
 from benchmarks import hub_sweep_extra as extra
 from benchmarks import models7_sweep as m7
 from benchmarks.hub_sweep_extra import FFN
@@ -480,70 +473,14 @@ MODELS = {
 }
 
 
-def _inputs_for_names(names, n=2):
-    class _M:
-        input = list(names)
-
-    return m7.inputs_for(_M, n)
-
-
-m7.inputs_for_names = _inputs_for_names
-
-
 def run(name):
     builder, inputs = MODELS[name]
-    res = dict(case=name, backend=keras.backend.backend())
-    keras.utils.set_random_seed(0)
     t0 = time.time()
-    try:
-        m = builder()
-        x = m7.inputs_for(m) if inputs is None else inputs()
-        res["cls"] = type(m).__name__
-        res["n_weights"] = len(m.weights)
-        res["zero_init_filled"] = extra.fill_zero_kernels(m)
-        res["dense_nan"] = any(
-            bool(np.isnan(o).any()) for o in hub_sweep.outs(m, x)
-        )
-    except Exception as e:
-        res["build"] = hub_sweep.err(e)
-        res["tb"] = traceback.format_exc()[-3000:]
-        return res
-    res["build_s"] = round(time.time() - t0, 1)
-    hub_sweep.check_model(m, x, res)
+    make = m7.inputs_for if inputs is None else (lambda m: inputs())
+    res, _ = extra.checked(name, builder, make)
     res["total_s"] = round(time.time() - t0, 1)
     return res
 
 
-def _main():
-    warnings.filterwarnings("ignore")
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="JSON lines file (appended)")
-    ap.add_argument("--only", default=None, help="comma-separated names")
-    args = ap.parse_args()
-
-    def alarm(*a):
-        raise TimeoutError("case took > 240 s")
-
-    signal.signal(signal.SIGALRM, alarm)
-    names = args.only.split(",") if args.only else list(MODELS)
-    for name in names:
-        signal.alarm(240)
-        try:
-            r = run(name)
-        except BaseException as e:  # noqa: BLE001
-            r = dict(case=name, crash=hub_sweep.err(e))
-        signal.alarm(0)
-        keras.utils.clear_session()
-        print(
-            name,
-            r.get("total_s"),
-            r.get("build", ""),
-            r.get("default_wrap"),
-            flush=True,
-        )
-        with open(args.out, "a") as f:
-            f.write(json.dumps(r, default=str) + "\n")
-
-
 if __name__ == "__main__":
-    _main()
+    extra.sweep_main(__doc__, MODELS, run, 240)
