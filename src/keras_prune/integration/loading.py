@@ -358,16 +358,16 @@ def checked_state(wrapper, store):
             OFF_PATTERN_KEY,
             1,
         )
+    # Keras' own check names the expected or missing variables.
+    unchecked = {k: store[k] for k in keys} if marked else store
     if not wrapper.built or len(keys) != len(variables):
-        if marked:
-            return {k: store[k] for k in keys}
-        return store  # Keras' own check names the expected variables
+        return unchecked
     roles = _roles(wrapper)
     values = {}
     for i in range(len(variables)):
         key = f"{i}"
         if key not in keys:
-            return {k: store[k] for k in keys}  # Keras names the missing one
+            return unchecked
         values[key] = np.asarray(store[key])
     for i, v in enumerate(variables):
         _check_value(wrapper, v, roles.get(id(v)), values[f"{i}"], marked)

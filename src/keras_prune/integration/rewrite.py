@@ -96,7 +96,7 @@ def copy_model(model):
         # (a Lambda layer's code is copied as it is).
         with keras.saving.CustomObjectScope(classes), SafeModeScope(False):
             new = keras.saving.deserialize_keras_object(config)
-        _share_as_in(model, new)
+        new = _share_as_in(model, new)
         if len(new.weights) != len(model.weights):
             raise ValueError(
                 f"{len(new.weights)} weights instead of {len(model.weights)}"
